@@ -1,0 +1,90 @@
+"""Rendering reports for the terminal with Rich. Units are chosen here, nowhere else."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from accel.report import Report
+
+BAR_WIDTH = 40
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def format_bytes(count: float) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if abs(count) >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
+
+
+def format_share(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def stage_table(report: Report) -> Table:
+    table = Table(title="Stages (each measured on its own, main process)", title_justify="left", expand=False)
+    table.add_column("stage")
+    table.add_column("per sample", justify="right")
+    table.add_column("samples/s", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("", min_width=BAR_WIDTH)
+    for stage in report.stages:
+        bar = Text("█" * max(1, round(stage.share * BAR_WIDTH)) if stage.share > 0 else "", style="bar")
+        rate = f"{stage.samples_per_s:,.1f}" if stage.samples_per_s else "-"
+        table.add_row(stage.name, format_seconds(stage.per_sample_seconds), rate, format_share(stage.share), bar)
+    return table
+
+
+def findings_table(report: Report) -> Table:
+    table = Table(title="Findings (by predicted saving)", title_justify="left", expand=True)
+    table.add_column("severity")
+    table.add_column("finding")
+    table.add_column("share", justify="right")
+    table.add_column("impact", justify="right")
+    table.add_column("summary", ratio=1)
+    table.add_column("try")
+    for f in report.findings:
+        table.add_row(Text(f.severity, style=f"severity.{f.severity}"), f.kind, format_share(f.share),
+                      format_share(f.impact), escape(f.summary), escape(", ".join(f.recommendations) or "-"))
+    return table
+
+
+def render_profile(report: Report, console: Console) -> None:
+    head = Text.assemble(("accel profile ", "title"), (report.target, "bold"), f"  [{report.mode}]  ",
+                         (f"{report.machine.get('device', '?')}: {report.machine.get('device_name', '')}", "muted"))
+    console.print(head)
+    lines = []
+    if report.samples_per_s:
+        lines.append(f"throughput {report.samples_per_s:,.1f} samples/s")
+    if report.latency.get("median_seconds") is not None:
+        lines.append(f"latency per batch: median {format_seconds(report.latency['median_seconds'])}"
+                     + (f", p90 {format_seconds(report.latency['p90_seconds'])}" if "p90_seconds" in report.latency else ""))
+    e2e = report.extra.get("end_to_end")
+    if e2e:
+        lines.append(f"end to end: {e2e['samples']} samples in {format_seconds(e2e['seconds'])}, "
+                     f"waiting for data {format_share(e2e['wait_share'])} of the time "
+                     f"(num_workers={e2e['num_workers']})")
+    if lines:
+        console.print("\n".join(lines))
+    if report.stages:
+        console.print(stage_table(report))
+    if report.findings:
+        console.print(findings_table(report))
+    primary = report.primary
+    verdict = f"bottleneck: [bold]{primary}[/]" if primary != "none" else "no bottleneck above low severity"
+    console.print(Panel(verdict, expand=False))
+    if report.trace_dir:
+        console.print(f"[muted]trace: {escape(report.trace_dir)} (tensorboard --logdir {escape(report.trace_dir)}; "
+                      "or open the .pt.trace.json in Perfetto)[/]")

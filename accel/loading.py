@@ -1,0 +1,167 @@
+"""Finding the pipeline in a user's file.
+
+accel imports the file with its folder on sys.path and looks for, in order:
+1. `pipeline`: an accel.Pipeline, or a zero-argument callable returning one;
+2. `model` and `example_inputs`: the minimal form, which becomes a Pipeline with `inputs`;
+3. neither: script mode, the file is run as `__main__` (see accel.script).
+
+Importing a user file never writes to it; bytecode caching is turned off while it loads.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from accel.errors import AccelError, PipelineError, PipelineLoadError
+from accel.pipeline import Pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+    """A file with no pipeline in it: accel runs it as `__main__` with these arguments."""
+
+    path: Path
+    args: tuple[str, ...] = ()
+
+
+def check_file(path: str | os.PathLike) -> Path:
+    file = Path(path)
+    if not file.exists():
+        raise PipelineLoadError(f"no such file: {file}", "check the path of the pipeline file")
+    if file.is_dir():
+        raise PipelineLoadError(f"{file} is a folder, not a pipeline file", "pass a .py file (or a .onnx model)")
+    if file.suffix not in (".py", ".onnx"):
+        raise PipelineLoadError(f"{file} is not a Python file", "pass a .py pipeline file (or a .onnx model)")
+    return file
+
+
+@contextlib.contextmanager
+def user_code_context(folder: Path) -> Iterator[None]:
+    """The user's folder on sys.path and no .pyc written next to their files."""
+    old_path = list(sys.path)
+    old_dont_write = sys.dont_write_bytecode
+    sys.path.insert(0, str(folder))
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.path[:] = old_path
+        sys.dont_write_bytecode = old_dont_write
+
+
+def import_file(file: Path) -> Any:
+    """Import a pipeline file as a fresh module; errors in it become PipelineLoadError."""
+    name = f"accel_user_{file.stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise PipelineLoadError(f"cannot import {file}", "pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    with user_code_context(file.resolve().parent):
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            sys.modules.pop(name, None)
+            raise PipelineLoadError(
+                f"syntax error in {file}, line {exc.lineno}: {exc.msg}", "fix the syntax error and run again"
+            ) from exc
+        except ImportError as exc:
+            sys.modules.pop(name, None)
+            raise PipelineLoadError(
+                f"{file} failed to import: {exc}", "install the missing module or fix the import"
+            ) from exc
+        except AccelError:
+            sys.modules.pop(name, None)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - anything the user's module raises while importing
+            sys.modules.pop(name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise PipelineLoadError(
+                f"{file} raised {type(exc).__name__} while importing: {exc}",
+                "fix the error in the pipeline file (run it with python to see the traceback, or use --debug)",
+            ) from exc
+    return module
+
+
+def _resolve(value: Any, what: str, file: Path) -> Any:
+    """Take a value or call a zero-argument factory for it."""
+    if callable(value) and not isinstance(value, (torch.nn.Module, Pipeline)):
+        try:
+            return value()
+        except AccelError:
+            raise
+        except Exception as exc:
+            raise PipelineLoadError(
+                f"{what}() in {file} raised {type(exc).__name__}: {exc}", f"fix {what}() in the pipeline file"
+            ) from exc
+    return value
+
+
+def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline | Script:
+    """The pipeline a file defines, or a Script when it defines none."""
+    file = check_file(path)
+    if file.suffix == ".onnx":
+        raise PipelineLoadError(f"{file} is an ONNX model, not a pipeline file", "use accel profile for ONNX models")
+    module = import_file(file)
+    name = file.stem
+    if hasattr(module, "pipeline"):
+        pipeline = _resolve(module.pipeline, "pipeline", file)
+        if not isinstance(pipeline, Pipeline):
+            raise PipelineLoadError(
+                f"'pipeline' in {file} is a {type(pipeline).__name__}, not an accel.Pipeline",
+                "set pipeline = accel.Pipeline(model=..., source=...) or a function returning one",
+            )
+        return pipeline.replace(name=name) if pipeline.name == "pipeline" else pipeline
+    has_model, has_inputs = hasattr(module, "model"), hasattr(module, "example_inputs")
+    if has_model or has_inputs:
+        if not (has_model and has_inputs):
+            missing = "example_inputs" if has_model else "model"
+            raise PipelineLoadError(
+                f"{file} defines {'model' if has_model else 'example_inputs'} but not {missing}",
+                "the minimal form needs both: model (an nn.Module) and example_inputs (a tuple of tensors)",
+            )
+        model = _resolve(module.model, "model", file)
+        inputs = _resolve(module.example_inputs, "example_inputs", file)
+        if not callable(model):
+            raise PipelineLoadError(
+                f"'model' in {file} is a {type(model).__name__}, not a torch.nn.Module",
+                "set model = MyNet() or a function returning one",
+            )
+        if isinstance(inputs, torch.Tensor):
+            inputs = (inputs,)
+        if not isinstance(inputs, tuple) or not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise PipelineLoadError(
+                f"'example_inputs' in {file} must be a tuple of tensors, got {type(inputs).__name__}",
+                "set example_inputs = (torch.randn(1, 3, 224, 224),)",
+            )
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+        try:
+            return Pipeline(model=model, inputs=inputs, name=name)
+        except PipelineError as exc:
+            raise PipelineLoadError(exc.message, exc.hint) from exc
+    return Script(path=file, args=tuple(args))
+
+
+def load(path: str | os.PathLike, lock: str | os.PathLike | None = None, *, force: bool = False) -> Pipeline:
+    """Load the Pipeline a file defines; with `lock`, re-apply the optimizations it records."""
+    target = find_target(path)
+    if isinstance(target, Script):
+        raise PipelineLoadError(
+            f"{target.path} defines no 'pipeline' and no 'model' with 'example_inputs'",
+            "define pipeline = accel.Pipeline(...) in the file (accel profile can still run it as a script)",
+        )
+    if lock is None:
+        return target
+    from accel.lock import apply_lock  # the lock module sits above the optimizers it re-applies
+
+    return apply_lock(target, Path(lock), Path(path), force=force)

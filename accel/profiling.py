@@ -1,0 +1,85 @@
+"""`accel.profile`: load a target, measure it, analyze the measurements, build the report.
+
+Data flows one way: load -> measure -> analyze -> Report. Rendering is the CLI's job.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from accel.analyzers import analyze
+from accel.loading import Script, find_target
+from accel.machine import Machine, describe_machine
+from accel.pipeline import Pipeline
+from accel.report import Report, Stage, write_json_atomic
+from accel.stages import ProfileData, measure_pipeline
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(message: str) -> None:
+    return None
+
+
+def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None = None) -> Report:
+    """The report for measured data: stages with shares, findings from every analyzer."""
+    total = sum(s.seconds for s in data.stages)
+    stages = [Stage(name=s.name, seconds=s.seconds, share=(s.seconds / total) if total > 0 else 0.0,
+                    per_sample_seconds=s.per_sample_seconds,
+                    samples_per_s=s.samples_per_s if s.seconds > 0 else 0.0) for s in data.stages]
+    e2e = data.end_to_end
+    latency = {}
+    if data.model_latency is not None:
+        latency = {"median_seconds": data.model_latency.median, "p90_seconds": data.model_latency.p90,
+                   "p99_seconds": data.model_latency.p99}
+    elif e2e is not None and e2e.batch_seconds:
+        ordered = sorted(e2e.batch_seconds)
+        latency = {"median_seconds": ordered[len(ordered) // 2],
+                   "p90_seconds": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
+    extra = dict(data.extra)
+    if e2e is not None:
+        extra["end_to_end"] = {"seconds": e2e.seconds, "samples": e2e.samples, "batches": e2e.batches,
+                               "wait_seconds": e2e.wait_seconds, "compute_seconds": e2e.compute_seconds,
+                               "wait_share": e2e.wait_share, "num_workers": e2e.num_workers}
+    return Report(target=data.target, machine=machine.to_dict(), stages=stages,
+                  samples_per_s=e2e.samples_per_s if e2e else 0.0, findings=analyze(data, machine),
+                  latency=latency, mode=data.mode, trace_dir=trace_dir, extra=extra)
+
+
+def profile_pipeline(pipeline: Pipeline, *, machine: Machine | None = None, trace_dir: str | os.PathLike | None = None,
+                     progress: Progress = _no_progress, budget_seconds: float = 20.0) -> Report:
+    machine = machine or describe_machine()
+    progress("measuring stages")
+    data = measure_pipeline(pipeline, cores=machine.cores, budget_seconds=budget_seconds)
+    trace = None
+    if trace_dir is not None:
+        from accel.trace import trace_pipeline
+
+        progress("tracing with torch.profiler")
+        trace = str(trace_pipeline(pipeline, Path(trace_dir)))
+    progress("analyzing")
+    return build_report(data, machine, trace_dir=trace)
+
+
+def profile(target: str | os.PathLike | Pipeline, *, args: tuple[str, ...] = (), trace_dir: str | os.PathLike | None = None,
+            json_path: str | os.PathLike | None = None, progress: Progress = _no_progress,
+            budget_seconds: float = 20.0) -> Report:
+    """Profile a pipeline file (or a Pipeline) and return the report; optionally write its JSON."""
+    torch.manual_seed(0)
+    if isinstance(target, Pipeline):
+        report = profile_pipeline(target, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds)
+    else:
+        progress(f"loading {target}")
+        found = find_target(target, args)
+        if isinstance(found, Script):
+            from accel.script import profile_script
+
+            report = profile_script(found, trace_dir=trace_dir, progress=progress)
+        else:
+            report = profile_pipeline(found, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds)
+    if json_path is not None:
+        write_json_atomic(json_path, report.to_dict())
+    return report
