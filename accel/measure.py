@@ -1,14 +1,17 @@
-"""Measuring: timing with warm-up and repeats, interleaved A/B comparison, peak memory.
+"""Measuring: timing with warm-up and repeats, interleaved A/B comparison, peak memory,
+thread-count control, settling of spinning runtimes and one-time costs.
 
 A `Measurement` keeps the raw samples (seconds per call); medians, percentiles and confidence
 intervals are computed from them. Timing functions take a `clock` so tests can pass a fake one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -166,7 +169,7 @@ def paired_ratio_ci(baseline: Sequence[float], candidate: Sequence[float], confi
 
 
 def compare_interleaved(baseline: Callable[[], Any], candidate: Callable[[], Any], *, warmup: int = 3,
-                        settle_calls: int = 1, min_rounds: int = 7, max_rounds: int = 60,
+                        settle_calls: int = 1, settle_seconds: float = 0.0, min_rounds: int = 7, max_rounds: int = 60,
                         budget_seconds: float = 10.0,
                         target_relative_half_width: float = TARGET_RELATIVE_HALF_WIDTH,
                         clock: Clock = time.perf_counter, sync: Callable[[], None] = _no_sync) -> Comparison:
@@ -174,6 +177,7 @@ def compare_interleaved(baseline: Callable[[], Any], candidate: Callable[[], Any
 
     Before each timed call the callable runs `settle_calls` untimed calls: runtimes keep worker
     threads spinning after a call, which distorts whatever is timed right after another runtime.
+    `settle_seconds` of sleep before those calls lets the other side's spinning pool go idle first.
     """
     firsts = []
     for fn in (baseline, candidate):
@@ -190,6 +194,8 @@ def compare_interleaved(baseline: Callable[[], Any], candidate: Callable[[], Any
     for round_index in range(max_rounds):
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         for side in order:
+            if settle_seconds > 0:
+                time.sleep(settle_seconds)
             for _ in range(settle_calls):
                 fns[side]()
             sync()
@@ -242,3 +248,99 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str | None =
         live += delta
         peak = max(peak, live)
     return int(peak)
+
+
+@contextlib.contextmanager
+def thread_count(threads: int | None) -> Iterator[int]:
+    """Run a block with torch's intra-op thread count set (None: leave it), restored after.
+
+    Both sides of a comparison run under one thread count, so a candidate cannot win by
+    taking more cores than the baseline had.
+    """
+    before = torch.get_num_threads()
+    if threads is not None and threads > 0 and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def settled(fn: Callable[[], Any], settle_seconds: float) -> Callable[[], Any]:
+    """`fn` preceded by an untimed pause: spinning runtime pools (ONNX Runtime's intra-op pool,
+    OpenMP) go idle, so they do not steal the cores of whatever runs next."""
+    if settle_seconds <= 0:
+        return fn
+
+    def call() -> Any:
+        time.sleep(settle_seconds)
+        return fn()
+
+    return call
+
+
+@dataclasses.dataclass(frozen=True)
+class OneTimeCost:
+    """What a candidate paid once, apart from its steady state: setup (export, compilation,
+    calibration) and its first call (lazy compilation, allocator warm-up)."""
+
+    setup_seconds: float = 0.0
+    first_call_seconds: float = 0.0
+
+    @property
+    def total_seconds(self) -> float:
+        return self.setup_seconds + self.first_call_seconds
+
+    def to_dict(self) -> dict[str, float]:
+        return {"setup_seconds": self.setup_seconds, "first_call_seconds": self.first_call_seconds,
+                "total_seconds": self.total_seconds}
+
+
+def first_call_seconds(fn: Callable[[], Any], clock: Clock = time.perf_counter,
+                       sync: Callable[[], None] = _no_sync) -> float:
+    """Seconds of one call, meant for the very first call of a new candidate."""
+    t0 = clock()
+    fn()
+    sync()
+    return clock() - t0
+
+
+def peak_rss_bytes(fn: Callable[[], Any]) -> int | None:
+    """Peak resident memory of the process while `fn` runs, above what was resident before.
+
+    Sees what the torch profiler cannot: memory that other runtimes (ONNX Runtime's arenas)
+    allocate. Linux only (it resets the high-water mark through /proc/self/clear_refs); None
+    where that is not possible.
+    """
+    status = Path("/proc/self/status")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_bytes(status, "VmRSS")
+        fn()
+        peak = _status_bytes(status, "VmHWM")
+    except OSError:
+        return None
+    if before is None or peak is None:
+        return None
+    return max(peak - before, 0)
+
+
+def _status_bytes(status: Path, key: str) -> int | None:
+    for line in status.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def peak_memory_pair(baseline: Callable[[], Any], candidate: Callable[[], Any],
+                     device: torch.device | str | None = None) -> tuple[int, int]:
+    """Peak memory of both sides, each after one untimed call (so lazy setup is not counted):
+    the larger of tensor memory and, on CPU, resident memory growth."""
+    peaks = []
+    for fn in (baseline, candidate):
+        fn()
+        tensor_peak = peak_memory_bytes(fn, device)
+        rss = None if device is not None and torch.device(device).type == "cuda" else peak_rss_bytes(fn)
+        peaks.append(max(tensor_peak, rss or 0))
+    return peaks[0], peaks[1]
