@@ -43,7 +43,8 @@ def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None =
     if e2e is not None:
         extra["end_to_end"] = {"seconds": e2e.seconds, "samples": e2e.samples, "batches": e2e.batches,
                                "wait_seconds": e2e.wait_seconds, "compute_seconds": e2e.compute_seconds,
-                               "wait_share": e2e.wait_share, "num_workers": e2e.num_workers}
+                               "wait_share": e2e.wait_share, "num_workers": e2e.num_workers,
+                               "startup_seconds": e2e.startup_seconds}
     return Report(target=data.target, machine=machine.to_dict(), stages=stages,
                   samples_per_s=e2e.samples_per_s if e2e else 0.0, findings=analyze(data, machine),
                   latency=latency, mode=data.mode, trace_dir=trace_dir, extra=extra)

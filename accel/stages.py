@@ -5,6 +5,8 @@ Two passes, both light (no profiler attached):
    timed one by one on the same samples, so each stage's per-sample cost is known on its own;
 2. the end-to-end pass: the pipeline runs as `run()` runs it, through its DataLoader with its
    num_workers, and the time the model waits at the iterator is measured there (not guessed).
+   With workers, the wait for the first batch (worker start-up) is kept apart as
+   `startup_seconds`; `seconds` covers the steady state, so wait + compute add up to it.
 
 The result, `ProfileData`, is plain data that analyzers read.
 """
@@ -56,6 +58,13 @@ class EndToEnd:
     compute_seconds: float
     num_workers: int
     batch_seconds: tuple[float, ...] = ()
+    # Time from creating the iterator to the first batch when workers start (process start-up,
+    # imports, the first prefetch): paid once per epoch, reported apart and not in `seconds`.
+    startup_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.seconds, self.wait_seconds, self.compute_seconds, self.startup_seconds) < 0:
+            raise ValueError("EndToEnd times must be >= 0 seconds")
 
     @property
     def samples_per_s(self) -> float:
@@ -272,11 +281,12 @@ def _stage_pass(pipeline: Pipeline, data: ProfileData, max_samples: int, budget:
 def _end_to_end_pass(pipeline: Pipeline, samples: int, budget: float, clock: Clock,
                      sync: Callable[[], None]) -> EndToEnd:
     batches_wanted = max(1, -(-samples // pipeline.batch_size))
-    wait = compute = 0.0
+    wait = compute = startup = 0.0
     batch_times: list[float] = []
     counted = batches = 0
-    began = clock()
+    created = clock()
     iterator = iter(pipeline.loader(limit_batches=batches_wanted))
+    began = created
     while True:
         t0 = clock()
         try:
@@ -287,19 +297,24 @@ def _end_to_end_pass(pipeline: Pipeline, samples: int, budget: float, clock: Clo
             raise PipelineError(f"loading a batch raised {type(exc).__name__}: {exc}",
                                 "fix the pipeline's decode, transform or collate (use --debug)") from exc
         t1 = clock()
+        if batches == 0 and pipeline.num_workers > 0:
+            startup = t1 - created
+            began = t1
+        else:
+            wait += t1 - t0
         output = _run_stage("model", lambda: pipeline.forward(batch))
         sync()
         if pipeline.postprocess is not None:
             for item in split_batch(output, batch_length(batch)):
                 pipeline.postprocess(item)
         t2 = clock()
-        wait += t1 - t0
         compute += t2 - t1
         batch_times.append(t2 - t0)
         counted += batch_length(batch)
         batches += 1
         if clock() - began > budget and batches >= 2:
             break
-    seconds = clock() - began
+    seconds = max(clock() - began, wait + compute)
     return EndToEnd(seconds=seconds, samples=counted, batches=batches, wait_seconds=wait,
-                    compute_seconds=compute, num_workers=pipeline.num_workers, batch_seconds=tuple(batch_times))
+                    compute_seconds=compute, num_workers=pipeline.num_workers, batch_seconds=tuple(batch_times),
+                    startup_seconds=startup)

@@ -1,6 +1,8 @@
 """Rendering reports for the terminal with Rich. Units are chosen here, nowhere else."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -47,18 +49,17 @@ def stage_table(report: Report) -> Table:
     return table
 
 
-def findings_table(report: Report) -> Table:
-    table = Table(title="Findings (by predicted saving)", title_justify="left", expand=True)
-    table.add_column("severity")
-    table.add_column("finding")
-    table.add_column("share", justify="right")
-    table.add_column("impact", justify="right")
-    table.add_column("summary", ratio=1)
-    table.add_column("try")
+def findings_block(report: Report) -> Group:
+    """Findings by predicted saving: a headline per finding, its summary, what to try."""
+    parts = [Text("Findings (by predicted saving of the best cure)", style="title")]
     for f in report.findings:
-        table.add_row(Text(f.severity, style=f"severity.{f.severity}"), f.kind, format_share(f.share),
-                      format_share(f.impact), escape(f.summary), escape(", ".join(f.recommendations) or "-"))
-    return table
+        head = Text.assemble((f"{f.severity:<6} ", f"severity.{f.severity}"), (f.kind, "bold"),
+                             f"  share {format_share(f.share)}  impact {format_share(f.impact)}")
+        if f.recommendations:
+            head.append(f"  try: {', '.join(f.recommendations)}", style="good")
+        parts.append(head)
+        parts.append(Text("       " + f.summary, style="muted" if f.severity in ("low", "info") else ""))
+    return Group(*parts)
 
 
 def render_profile(report: Report, console: Console) -> None:
@@ -73,18 +74,22 @@ def render_profile(report: Report, console: Console) -> None:
                      + (f", p90 {format_seconds(report.latency['p90_seconds'])}" if "p90_seconds" in report.latency else ""))
     e2e = report.extra.get("end_to_end")
     if e2e:
-        lines.append(f"end to end: {e2e['samples']} samples in {format_seconds(e2e['seconds'])}, "
-                     f"waiting for data {format_share(e2e['wait_share'])} of the time "
-                     f"(num_workers={e2e['num_workers']})")
+        line = (f"end to end: {e2e['samples']} samples in {format_seconds(e2e['seconds'])}, "
+                f"waiting for data {format_share(e2e['wait_share'])} of the time "
+                f"(num_workers={e2e['num_workers']})")
+        if e2e.get("startup_seconds"):
+            line += f"; worker start-up {format_seconds(e2e['startup_seconds'])} not included"
+        lines.append(line)
     if lines:
         console.print("\n".join(lines))
     if report.stages:
         console.print(stage_table(report))
     if report.findings:
-        console.print(findings_table(report))
+        console.print(findings_block(report))
     primary = report.primary
     verdict = f"bottleneck: [bold]{primary}[/]" if primary != "none" else "no bottleneck above low severity"
     console.print(Panel(verdict, expand=False))
     if report.trace_dir:
-        console.print(f"[muted]trace: {escape(report.trace_dir)} (tensorboard --logdir {escape(report.trace_dir)}; "
+        logdir = escape(str(Path(report.trace_dir).parent))
+        console.print(f"[muted]trace: {escape(report.trace_dir)} (tensorboard --logdir {logdir}; "
                       "or open the .pt.trace.json in Perfetto)[/]")

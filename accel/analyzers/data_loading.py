@@ -1,0 +1,191 @@
+"""data_loading: the model waits for data at the iterator.
+
+Evidence comes from two measurements in accel.stages: the wait at the DataLoader iterator in the
+end-to-end pass (the share of steady-state time the model is idle), and each loader stage's cost
+per sample measured on its own in the main process.
+
+Predictions use a rate model. A loader with W workers on C cores delivers min(W, C) / sum(V_i)
+samples per second, where V_i are the per-sample costs of decode, transform and collate; the
+model consumes 1 / V_model. With workers the two overlap, so a sample costs max(V_model,
+sum(V_i) / min(W, C)); on a CPU device the workers also take cores from the model, so a sample
+costs at least V_model + sum(V_i) / C. Without workers the two run one after the other.
+A cure cannot save more than the measured wait, so each predicted saving is capped by it.
+
+The split with input_decoding: when decode is the loader's most expensive stage, input_decoding
+takes decode's part of the wait and of the predicted saving (decode's fraction of sum(V_i));
+data_loading keeps the rest. The two shares add up to the measured wait share, never more.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from accel.analyzers import ANALYZERS
+from accel.machine import Machine
+from accel.report import Finding
+from accel.stages import ProfileData
+
+LOADER_STAGES = ("decode", "transform", "collate")
+# Fewer samples than this in the end-to-end pass and a wait share means nothing.
+MIN_SAMPLES = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderModel:
+    """The measured loader and model rates, and what more workers or a decode cache would give."""
+
+    per_sample_seconds: float
+    compute_per_sample_seconds: float
+    wait_share: float
+    load_seconds: dict[str, float]
+    workers: int
+    cores: int
+    contended: bool
+    cacheable: bool
+
+    @property
+    def load_per_sample_seconds(self) -> float:
+        return sum(self.load_seconds.values())
+
+    def predicted_per_sample_seconds(self, load_seconds: float, workers: int) -> float:
+        compute = self.compute_per_sample_seconds
+        if workers <= 0:
+            return compute + load_seconds
+        overlapped = max(compute, load_seconds / min(workers, self.cores))
+        if self.contended:
+            return max(overlapped, compute + load_seconds / self.cores)
+        return overlapped
+
+    def saving(self, predicted_per_sample_seconds: float) -> float:
+        if self.per_sample_seconds <= 0:
+            return 0.0
+        saved = 1.0 - predicted_per_sample_seconds / self.per_sample_seconds
+        return min(max(saved, 0.0), self.wait_share)
+
+    @property
+    def loader_samples_per_s(self) -> float:
+        load = self.load_per_sample_seconds
+        return max(self.workers, 1) / load if load > 0 else float("inf")
+
+    @property
+    def model_samples_per_s(self) -> float:
+        compute = self.compute_per_sample_seconds
+        return 1.0 / compute if compute > 0 else float("inf")
+
+    @property
+    def loader_limits(self) -> bool:
+        return self.loader_samples_per_s < self.model_samples_per_s
+
+    @property
+    def limiting_stage(self) -> str:
+        if not self.loader_limits or not self.load_seconds:
+            return "model"
+        return max(self.load_seconds, key=lambda name: self.load_seconds[name])
+
+    @property
+    def tuned_workers(self) -> int:
+        return self.cores
+
+    @property
+    def workers_saving(self) -> float:
+        if self.workers >= self.cores:
+            return 0.0
+        return self.saving(self.predicted_per_sample_seconds(self.load_per_sample_seconds, self.tuned_workers))
+
+    @property
+    def cache_saving(self) -> float:
+        if not self.cacheable or "decode" not in self.load_seconds:
+            return 0.0
+        rest = self.load_per_sample_seconds - self.load_seconds["decode"]
+        return self.saving(self.predicted_per_sample_seconds(rest, self.workers))
+
+    @property
+    def cures(self) -> dict[str, float]:
+        """Optimizer name -> predicted saving, best first."""
+        cures = {"loader.tune": self.workers_saving}
+        if self.cacheable and "decode" in self.load_seconds:
+            cures["cache.decoded"] = self.cache_saving
+        return dict(sorted(cures.items(), key=lambda item: -item[1]))
+
+    @property
+    def best_saving(self) -> float:
+        return max(self.cures.values(), default=0.0)
+
+    @property
+    def decode_fraction(self) -> float:
+        """Decode's part of the loader when decode is its most expensive stage and it limits; else 0."""
+        decode = self.load_seconds.get("decode", 0.0)
+        load = self.load_per_sample_seconds
+        if decode <= 0 or load <= 0 or not self.loader_limits or self.limiting_stage != "decode":
+            return 0.0
+        return decode / load
+
+
+def loader_model(data: ProfileData, machine: Machine) -> LoaderModel | None:
+    """The loader model of a measured pipeline or script; None when there is no data path."""
+    e2e = data.end_to_end
+    if e2e is None or e2e.samples < MIN_SAMPLES or e2e.seconds <= 0:
+        return None
+    per_sample = e2e.seconds / e2e.samples
+    compute = e2e.compute_seconds / e2e.samples
+    if data.mode == "script":
+        wait = e2e.wait_seconds / e2e.samples
+        # Without workers the wait is the loading itself; with W busy workers one sample costs W times
+        # the time between samples.
+        load = wait if e2e.num_workers == 0 else per_sample * min(e2e.num_workers, max(data.cores, 1))
+        load_seconds = {"dataloader": load}
+        cacheable = False
+    else:
+        if data.stage("collate") is None:
+            return None
+        load_seconds = {name: data.stage(name).per_sample_seconds for name in LOADER_STAGES
+                        if data.stage(name) is not None}
+        cacheable = data.source_is_sequence
+    return LoaderModel(per_sample_seconds=per_sample, compute_per_sample_seconds=compute,
+                       wait_share=e2e.wait_share, load_seconds=load_seconds, workers=e2e.num_workers,
+                       cores=max(data.cores, 1), contended=not machine.is_cuda, cacheable=cacheable)
+
+
+def rate_evidence(model: LoaderModel) -> dict:
+    return {
+        "wait_share": model.wait_share,
+        "num_workers": model.workers,
+        "cores": model.cores,
+        "per_sample_seconds": model.per_sample_seconds,
+        "stage_samples_per_s": {name: (1.0 / cost if cost > 0 else None) for name, cost in model.load_seconds.items()},
+        "loader_samples_per_s": model.loader_samples_per_s,
+        "model_samples_per_s": model.model_samples_per_s,
+        "limiting_stage": model.limiting_stage,
+        "predicted_saving": model.cures,
+        "rate_model": ("loader rate = min(W, C) / sum(per-sample stage seconds); per sample = "
+                       "max(model, loader) with workers (at least model + loader / C on CPU), "
+                       "model + loader without; saving capped by the measured wait"),
+    }
+
+
+@ANALYZERS.register("data_loading")
+def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
+    model = loader_model(data, machine)
+    if model is None:
+        return []
+    keep = 1.0 - model.decode_fraction
+    share = model.wait_share * keep
+    impact = model.best_saving * keep
+    evidence = rate_evidence(model)
+    evidence.update({"decode_fraction_reported_as_input_decoding": model.decode_fraction,
+                     "tuned_workers": model.tuned_workers})
+    best = next(iter(model.cures))
+    rate = f"{model.loader_samples_per_s:,.0f}" if model.loader_samples_per_s != float("inf") else "unbounded"
+    summary = (f"the model waits for data {model.wait_share:.0%} of the time with num_workers={model.workers}; "
+               f"the loader delivers {rate} samples/s against the model's {model.model_samples_per_s:,.0f}, "
+               f"so {model.limiting_stage} limits throughput")
+    if model.decode_fraction > 0:
+        summary += f" (decode's {model.decode_fraction:.0%} of loading is reported as input_decoding)"
+    if model.best_saving > 0:
+        cure = (f"num_workers={model.tuned_workers} on {model.cores} cores" if best == "loader.tune"
+                else "caching decoded samples from the second epoch on")
+        summary += f"; {cure} is predicted to save {model.best_saving:.0%} of end-to-end time"
+        if model.decode_fraction > 0:
+            summary += f", {impact:.0%} of it counted here"
+    recommendations = [name for name, saving in model.cures.items() if saving > 0]
+    return [Finding.from_impact("data_loading", share=share, impact=impact, summary=summary, evidence=evidence,
+                                recommendations=recommendations)]

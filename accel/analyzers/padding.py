@@ -1,0 +1,85 @@
+"""padding: variable-length samples padded to the longest in their batch waste model work.
+
+Evidence: for each measured batch, the elements of the collated tensor against the elements its
+samples really hold (accel.stages.measure_padding). The padding share is the wasted fraction.
+
+Prediction: bucketing by length (sort samples by length, batch neighbours together) is simulated on
+the measured sample lengths with the pipeline's batch size; the model's work is taken as
+proportional to the elements it is fed (linear: attention's quadratic term would make the real gain
+larger), so the saving is the model's share of end-to-end time times the fraction of padded elements
+bucketing removes. The finding's share is the model time spent on padding elements; it lies inside
+the model's time, disjoint from the data-path wait that data_loading and input_decoding describe.
+"""
+from __future__ import annotations
+
+from accel.analyzers import ANALYZERS
+from accel.machine import Machine
+from accel.report import Finding
+from accel.stages import ProfileData
+
+# Below this padded fraction there is nothing worth reporting (a few ragged tails).
+MIN_PADDING_SHARE = 0.01
+
+
+def model_time_share(data: ProfileData) -> float:
+    """The share of steady-state end-to-end time spent in the model (postprocess taken out)."""
+    e2e = data.end_to_end
+    if e2e is None or e2e.seconds <= 0:
+        return 0.0
+    compute_share = min(e2e.compute_seconds / e2e.seconds, 1.0)
+    model, post = data.stage("model"), data.stage("postprocess")
+    if model is not None and post is not None and model.seconds + post.seconds > 0:
+        compute_share *= model.seconds / (model.seconds + post.seconds)
+    return compute_share
+
+
+def bucketed_elements(lengths: list[int], batch_size: int, elements_per_length: float) -> float:
+    """Collated elements when samples are sorted by length and batched in that order."""
+    ordered = sorted(lengths)
+    total = 0.0
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start:start + batch_size]
+        total += max(chunk) * len(chunk) * elements_per_length
+    return total
+
+
+@ANALYZERS.register("padding")
+def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
+    if not data.padding:
+        return []
+    real = sum(p.real_elements for p in data.padding)
+    padded = sum(p.padded_elements for p in data.padding)
+    if padded <= 0:
+        return []
+    padding_share = 1.0 - real / padded
+    if padding_share < MIN_PADDING_SHARE:
+        return []
+    lengths = [n for p in data.padding for n in p.sample_lengths]
+    removed = 0.0
+    bucketed = float(padded)
+    if lengths and sum(lengths) > 0:
+        bucketed = bucketed_elements(lengths, data.batch_size, real / sum(lengths))
+        removed = max(padded - bucketed, 0.0) / padded
+    model_share = model_time_share(data)
+    share = model_share * padding_share
+    impact = model_share * removed
+    evidence = {
+        "padding_share": padding_share,
+        "real_elements": real,
+        "padded_elements": padded,
+        "batches_measured": len(data.padding),
+        "batch_size": data.batch_size,
+        "min_length": min(lengths) if lengths else None,
+        "max_length": max(lengths) if lengths else None,
+        "bucketed_padding_share": 1.0 - real / bucketed if bucketed > 0 else 0.0,
+        "model_time_share": model_share,
+        "predicted_saving": {"batch.bucket": impact},
+        "prediction": "model work proportional to elements fed; bucketing simulated on the measured lengths",
+    }
+    summary = (f"{padding_share:.0%} of the elements the model gets are padding "
+               f"(lengths {evidence['min_length']}..{evidence['max_length']}, batch size {data.batch_size}); "
+               f"the model takes {model_share:.0%} of end-to-end time, so {share:.0%} goes to padding; "
+               f"bucketing by length leaves {evidence['bucketed_padding_share']:.0%} padding and is predicted "
+               f"to save {impact:.0%} of end-to-end time")
+    return [Finding.from_impact("padding", share=share, impact=impact, summary=summary, evidence=evidence,
+                                recommendations=["batch.bucket"] if impact > 0 else [])]
