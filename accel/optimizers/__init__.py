@@ -54,6 +54,10 @@ class Optimizer(abc.ABC):
     description: ClassVar[str] = ""
     target: ClassVar[str] = "latency"
     Config: ClassVar[type] = NoConfig
+    # Optimizers sharing a slot are alternatives (say, every way of replacing the model): the engine
+    # keeps at most one per slot and composes slots in SLOT_ORDER. "" means a slot of its own name.
+    # (Added for the recipe engine; optional, additive.)
+    slot: ClassVar[str] = ""
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None
@@ -74,6 +78,14 @@ def _machine() -> Machine:
 
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+
+# The order in which the engine composes slots: what replaces the model first, then what changes
+# how batches are formed around it; any other slot after these, by name.
+SLOT_ORDER = ("model", "batching")
+
+
+def slot_of(optimizer: Optimizer) -> str:
+    return optimizer.slot or optimizer.name
 
 
 def register(cls: type[Optimizer]) -> type[Optimizer]:
