@@ -9,6 +9,7 @@ Importing a user file never writes to it; bytecode caching is turned off while i
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import importlib.util
@@ -106,11 +107,46 @@ def _resolve(value: Any, what: str, file: Path) -> Any:
     return value
 
 
+TARGET_NAMES = frozenset({"pipeline", "model", "example_inputs"})
+
+
+def _bound_names(body: list[ast.stmt]) -> set[str]:
+    """Names a module binds at top level (inside if/try/with blocks too, not inside functions)."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.update(_bound_names([n for n in inner if isinstance(n, ast.stmt)]
+                                          + [s for h in inner if isinstance(h, ast.ExceptHandler) for s in h.body]))
+    return names
+
+
+def is_plain_script(file: Path) -> bool:
+    """True when the file cannot define a pipeline: it is run as a script, never imported first
+    (importing a script without a __main__ guard would run it twice)."""
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (SyntaxError, ValueError):
+        return False  # importing reports the error with its line
+    names = _bound_names(tree.body)
+    return "*" not in names and not (names & TARGET_NAMES)
+
+
 def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline | Script:
     """The pipeline a file defines, or a Script when it defines none."""
     file = check_file(path)
     if file.suffix == ".onnx":
         raise PipelineLoadError(f"{file} is an ONNX model, not a pipeline file", "use accel profile for ONNX models")
+    if is_plain_script(file):
+        return Script(path=file, args=tuple(args))
     module = import_file(file)
     name = file.stem
     if hasattr(module, "pipeline"):

@@ -36,7 +36,9 @@ def format_share(share: float) -> str:
 
 
 def stage_table(report: Report) -> Table:
-    table = Table(title="Stages (each measured on its own, main process)", title_justify="left", expand=False)
+    title = ("Script loop (time in DataLoader __next__ vs the step between calls)" if report.mode == "script"
+             else "Stages (each measured on its own, main process)")
+    table = Table(title=title, title_justify="left", expand=False)
     table.add_column("stage")
     table.add_column("per sample", justify="right")
     table.add_column("samples/s", justify="right")

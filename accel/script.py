@@ -1,0 +1,161 @@
+"""Script mode: profile a plain training or inference script, with no change to it.
+
+The file runs as `__main__` (runpy) with the arguments given after `--`, under torch.profiler
+when a trace is asked for. For the duration of the run accel wraps the DataLoader iterator's
+`__next__` (restored afterwards) and times every call: the time inside `__next__` is the time the
+script waits for data, the time between calls is the training step. This is measured at the
+iterator, not guessed from gaps in the trace: TensorBoard's profiler plugin puts a loader-bound CPU
+script's wait under "Other".
+
+With workers, the first `__next__` of each iterator waits for the worker processes to start; that
+is reported apart as start-up and left out of the steady-state time.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import runpy
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+from accel.errors import PipelineError
+from accel.loading import Script, user_code_context
+from accel.machine import Machine, describe_machine
+from accel.measure import Clock
+from accel.pipeline import batch_length
+from accel.report import Report
+from accel.stages import EndToEnd, ProfileData, StageTiming
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderCall:
+    """One call of a DataLoader iterator's __next__."""
+
+    start_seconds: float
+    end_seconds: float
+    samples: int
+    num_workers: int
+    first_of_iterator: bool
+    exhausted: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return self.end_seconds - self.start_seconds
+
+    @property
+    def is_startup(self) -> bool:
+        return self.first_of_iterator and self.num_workers > 0
+
+
+@contextlib.contextmanager
+def timed_loader_iteration(calls: list[LoaderCall], clock: Clock = time.perf_counter,
+                           on_call: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Record every DataLoader __next__ call into `calls` while the block runs; restore after."""
+    original = _BaseDataLoaderIter.__next__
+
+    def timed_next(iterator: Any) -> Any:
+        on_call()
+        first = iterator._num_yielded == 0
+        t0 = clock()
+        try:
+            batch = original(iterator)
+        except StopIteration:
+            calls.append(LoaderCall(t0, clock(), 0, iterator._num_workers, first, exhausted=True))
+            raise
+        calls.append(LoaderCall(t0, clock(), batch_length(batch), iterator._num_workers, first))
+        return batch
+
+    _BaseDataLoaderIter.__next__ = timed_next
+    try:
+        yield
+    finally:
+        _BaseDataLoaderIter.__next__ = original
+
+
+def end_to_end_from_calls(calls: list[LoaderCall]) -> EndToEnd | None:
+    """The loop from the first __next__ to the last: waits inside, steps between, start-up apart."""
+    if not any(c.samples for c in calls):
+        return None
+    window = calls[-1].end_seconds - calls[0].start_seconds
+    startup = sum(c.seconds for c in calls if c.is_startup)
+    wait = sum(c.seconds for c in calls if not c.is_startup)
+    seconds = max(window - startup, wait)
+    steps = [b.start_seconds - a.end_seconds for a, b in zip(calls, calls[1:]) if not a.exhausted]
+    return EndToEnd(seconds=seconds, samples=sum(c.samples for c in calls),
+                    batches=sum(1 for c in calls if c.samples), wait_seconds=wait,
+                    compute_seconds=max(seconds - wait, 0.0), num_workers=max(c.num_workers for c in calls),
+                    batch_seconds=tuple(c.seconds + s for c, s in zip(calls, steps)), startup_seconds=startup)
+
+
+def run_script(script: Script) -> None:
+    """Run the file as __main__ with its arguments; its errors become one-line PipelineErrors."""
+    old_argv = sys.argv
+    sys.argv = [str(script.path), *script.args]
+    try:
+        with user_code_context(script.path.resolve().parent):
+            runpy.run_path(str(script.path), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise PipelineError(f"{script.path} exited with status {exc.code}",
+                                "run it with python to see why; pass its arguments after --") from exc
+    except PipelineError:
+        raise
+    except SyntaxError as exc:
+        raise PipelineError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}",
+                            "fix the syntax error and run again") from exc
+    except Exception as exc:
+        raise PipelineError(f"{script.path} raised {type(exc).__name__}: {exc}",
+                            "fix the script (run it with python to see the traceback, or use --debug)") from exc
+    finally:
+        sys.argv = old_argv
+
+
+def measure_script(script: Script, *, cores: int = 1, trace_dir: Path | None = None,
+                   clock: Clock = time.perf_counter) -> ProfileData:
+    """Run the script once, timing DataLoader iteration; with trace_dir, under torch.profiler."""
+    calls: list[LoaderCall] = []
+    began = clock()
+    if trace_dir is None:
+        with timed_loader_iteration(calls, clock):
+            run_script(script)
+    else:
+        from torch.profiler import ProfilerActivity, profile, tensorboard_trace_handler
+
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=activities, on_trace_ready=tensorboard_trace_handler(str(trace_dir))) as prof:
+            # Each batch request starts a profiler step, so the trace viewer shows one step per batch.
+            with timed_loader_iteration(calls, clock, on_call=prof.step):
+                run_script(script)
+    total = clock() - began
+    e2e = end_to_end_from_calls(calls)
+    data = ProfileData(target=script.path.stem, mode="script", cores=cores, end_to_end=e2e,
+                       num_workers=e2e.num_workers if e2e else 0)
+    data.extra["script"] = {"args": list(script.args), "run_seconds": total,
+                            "loader_calls": sum(1 for c in calls if c.samples),
+                            "outside_loop_seconds": total - ((e2e.seconds + e2e.startup_seconds) if e2e else 0.0)}
+    if e2e is not None:
+        data.batch_size = max(c.samples for c in calls)
+        data.stages = [StageTiming("dataloader", e2e.wait_seconds, e2e.samples),
+                       StageTiming("step", e2e.compute_seconds, e2e.samples)]
+    return data
+
+
+def profile_script(script: Script, trace_dir: str | Path | None = None, progress: Progress = lambda m: None,
+                   machine: Machine | None = None) -> Report:
+    """Run a script under accel and report where its loop spends time."""
+    from accel.profiling import build_report
+
+    machine = machine or describe_machine()
+    progress(f"running {script.path.name} as a script")
+    trace = Path(trace_dir) if trace_dir is not None else None
+    data = measure_script(script, cores=machine.cores, trace_dir=trace)
+    progress("analyzing")
+    return build_report(data, machine, trace_dir=str(trace) if trace is not None else None)
