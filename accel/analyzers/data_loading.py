@@ -9,7 +9,8 @@ samples per second, where V_i are the per-sample costs of decode, transform and 
 model consumes 1 / V_model. With workers the two overlap, so a sample costs max(V_model,
 sum(V_i) / min(W, C)); on a CPU device the workers also take cores from the model, so a sample
 costs at least V_model + sum(V_i) / C. Without workers the two run one after the other.
-A cure cannot save more than the measured wait, so each predicted saving is capped by it.
+A cure cannot save more than the measured wait, so each predicted saving is capped by it (without
+workers, by the part of the wait the stages' own costs explain).
 
 The split with input_decoding: when decode is the loader's most expensive stage, input_decoding
 takes decode's part of the wait and of the predicted saving (decode's fraction of sum(V_i));
@@ -55,11 +56,20 @@ class LoaderModel:
             return max(overlapped, compute + load_seconds / self.cores)
         return overlapped
 
+    @property
+    def explained_wait_share(self) -> float:
+        """The part of the wait the loader stages account for. Without workers the loader runs in
+        line, so the rest of the measured wait is iterator overhead and scheduling noise, which no
+        cure of the stages removes; with workers the whole measured wait counts."""
+        if self.workers > 0 or self.per_sample_seconds <= 0:
+            return self.wait_share
+        return min(self.wait_share, self.load_per_sample_seconds / self.per_sample_seconds)
+
     def saving(self, predicted_per_sample_seconds: float) -> float:
         if self.per_sample_seconds <= 0:
             return 0.0
         saved = 1.0 - predicted_per_sample_seconds / self.per_sample_seconds
-        return min(max(saved, 0.0), self.wait_share)
+        return min(max(saved, 0.0), self.explained_wait_share)
 
     @property
     def loader_samples_per_s(self) -> float:
@@ -148,6 +158,7 @@ def loader_model(data: ProfileData, machine: Machine) -> LoaderModel | None:
 def rate_evidence(model: LoaderModel) -> dict:
     return {
         "wait_share": model.wait_share,
+        "explained_wait_share": model.explained_wait_share,
         "num_workers": model.workers,
         "cores": model.cores,
         "per_sample_seconds": model.per_sample_seconds,

@@ -34,13 +34,24 @@ def model_time_share(data: ProfileData) -> float:
 
 
 def bucketed_elements(lengths: list[int], batch_size: int, elements_per_length: float) -> float:
-    """Collated elements when samples are sorted by length and batched in that order."""
+    """Collated elements when samples are sorted by length and neighbours are batched together.
+
+    Batches keep their sizes (full batches and one partial batch); in sorted order, the best place
+    for the partial batch is tried at every batch boundary, which gives the fewest elements any
+    batching with those sizes can reach, so the prediction never exceeds arrival-order batching.
+    """
     ordered = sorted(lengths)
-    total = 0.0
-    for start in range(0, len(ordered), batch_size):
-        chunk = ordered[start:start + batch_size]
-        total += max(chunk) * len(chunk) * elements_per_length
-    return total
+    full, rest = divmod(len(ordered), batch_size)
+    sizes = [batch_size] * full
+    best = None
+    for position in range(full + 1 if rest else 1):
+        layout = sizes[:position] + ([rest] if rest else []) + sizes[position:]
+        total, start = 0, 0
+        for size in layout:
+            start += size
+            total += ordered[start - 1] * size
+        best = total if best is None else min(best, total)
+    return float(best or 0) * elements_per_length
 
 
 @ANALYZERS.register("padding")
