@@ -287,15 +287,15 @@ def _keep_reason(recipe: Recipe, comparison: Comparison, memory_ratio: float | N
     keep = recipe.keep
     if recipe.target == "memory":
         if memory_ratio is None or memory_ratio > 1 - keep.min_memory_saving:
-            return f"peak memory x{memory_ratio:.2f}, needs x{1 - keep.min_memory_saving:.2f} or less"
+            return f"saves too little memory (x{memory_ratio:.2f}, needs x{1 - keep.min_memory_saving:.2f} or less)"
         if high < 1 / keep.max_slowdown:
             return f"saves memory but {1 / comparison.speedup:.2f}x slower, beyond the {keep.max_slowdown}x allowed"
         return f"kept: peak memory x{memory_ratio:.2f}"
     if comparison.faster_beyond(keep.min_speedup):
-        return f"kept: {comparison.speedup:.2f}x, interval [{low:.2f}, {high:.2f}] above {keep.min_speedup}"
+        return f"kept: interval above {keep.min_speedup}x"
     if high < 1.0:
-        return f"slower: {comparison.speedup:.2f}x [{low:.2f}, {high:.2f}]"
-    return f"not faster beyond noise: {comparison.speedup:.2f}x [{low:.2f}, {high:.2f}], needs the interval above {keep.min_speedup}"
+        return "slower"
+    return f"not faster beyond noise (interval reaches {low:.2f}x, needs > {keep.min_speedup}x)"
 
 
 def _finish(baseline: Pipeline, best: Pipeline, composer: Composer, chosen: dict, measurer: Measurer, recipe: Recipe,
