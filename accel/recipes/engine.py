@@ -74,6 +74,7 @@ class Choice:
     state: dict[str, Any]
     slot: str
     setup_seconds: float = 0.0
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +200,8 @@ class Composer:
             if key not in self._cache:
                 applied = optimizer.apply(pipeline, config, self.context)
                 setup += applied.setup_seconds
-                choice = Choice(optimizer.name, dict(candidate.params), dict(applied.state), slot, applied.setup_seconds)
+                choice = Choice(optimizer.name, dict(candidate.params), dict(applied.state), slot, applied.setup_seconds,
+                                dict(applied.notes))
                 self._cache[key] = (applied.pipeline, choices + (choice,))
             pipeline, choices = self._cache[key]
         return pipeline, choices, setup
@@ -253,7 +255,7 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
         trial_choice = {**chosen, slot: (optimizer, config, candidate)}
         others = tuple(c[0].name for s, c in chosen.items() if s != slot)
         try:
-            trial, _, setup = composer.build(trial_choice)
+            trial, trial_choices, setup = composer.build(trial_choice)
             fidelity = check_fidelity(reference, trial, measurer)
         except AccelError:
             raise
@@ -271,7 +273,8 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
             memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
         speed = dict(speedup=comparison.speedup, speedup_ci=comparison.speedup_ci, memory_ratio=memory_ratio,
                      fidelity=fidelity.to_dict(), setup_seconds=setup,
-                     first_call_seconds=comparison.candidate.first_call_seconds, composed_with=others)
+                     first_call_seconds=comparison.candidate.first_call_seconds, composed_with=others,
+                     notes=next((c.notes for c in trial_choices if c.slot == slot), {}))
         verdict_reason = failure or _keep_reason(recipe, comparison, memory_ratio)
         if failure is None and verdict_reason.startswith("kept"):
             chosen = trial_choice
