@@ -30,8 +30,11 @@ from accel.measure import Clock
 from accel.pipeline import batch_length
 from accel.report import Report
 from accel.stages import EndToEnd, ProfileData, StageTiming
+from accel.trace import record_steps
 
 Progress = Callable[[str], None]
+# The trace keeps this many batches (a profiler step each); a long run would fill memory.
+MAX_TRACED_STEPS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +133,8 @@ def measure_script(script: Script, *, cores: int = 1, trace_dir: Path | None = N
 
         trace_dir.mkdir(parents=True, exist_ok=True)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-        with profile(activities=activities, on_trace_ready=tensorboard_trace_handler(str(trace_dir))) as prof:
+        with profile(activities=activities, schedule=record_steps(MAX_TRACED_STEPS),
+                     on_trace_ready=tensorboard_trace_handler(str(trace_dir))) as prof:
             # Each batch request starts a profiler step, so the trace viewer shows one step per batch.
             with timed_loader_iteration(calls, clock, on_call=prof.step):
                 run_script(script)

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,13 @@ from accel.stages import BatchPadding, EndToEnd, ProfileData, StageTiming
 
 PLANTED = Path(__file__).parent / "planted"
 DATA_KINDS = ("data_loading", "input_decoding", "padding", "repeated_inputs")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two intra-op threads on a busy 2-core machine spin against other processes and make a 0.5 ms
+    # step take 100 ms; one thread keeps the planted ratios stable (conftest restores the count).
+    torch.set_num_threads(1)
 
 
 def profile(name: str):

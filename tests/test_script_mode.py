@@ -1,0 +1,108 @@
+"""Script mode: a plain training script runs as __main__, unchanged, and its loader wait is measured."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+import accel
+from accel.errors import PipelineError
+from accel.loading import Script, find_target
+from accel.script import LoaderCall, end_to_end_from_calls
+
+ROOT = Path(__file__).parent.parent
+TRAIN_SCRIPT = ROOT / "examples" / "train_script.py"
+WELL_FED_SCRIPT = Path(__file__).parent / "planted" / "data_script_well_fed.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two intra-op threads on a busy 2-core machine spin against other processes and make a 0.5 ms
+    # step take 100 ms; one thread keeps the planted ratios stable (conftest restores the count).
+    torch.set_num_threads(1)
+
+
+def test_training_script_is_found_as_a_script_without_importing_it():
+    target = find_target(TRAIN_SCRIPT, ("--rows", "64"))
+    assert target == Script(path=TRAIN_SCRIPT, args=("--rows", "64"))
+
+
+def test_loader_bound_training_script_names_data_loading():
+    original_next = _BaseDataLoaderIter.__next__
+    report = accel.profile(TRAIN_SCRIPT, args=("--rows", "384", "--epochs", "1"))
+    assert _BaseDataLoaderIter.__next__ is original_next
+    assert report.mode == "script"
+    assert report.primary == "data_loading"
+    finding = report.finding("data_loading")
+    assert finding.evidence["wait_share"] > 0.5
+    assert [s.name for s in report.stages] == ["dataloader", "step"]
+    assert abs(sum(s.share for s in report.stages) - 1.0) < 1e-6
+    e2e = report.extra["end_to_end"]
+    assert e2e["samples"] == 384
+    assert e2e["wait_seconds"] + e2e["compute_seconds"] == pytest.approx(e2e["seconds"], rel=1e-6)
+    assert report.stages[0].share == pytest.approx(e2e["wait_share"], rel=1e-6)
+
+
+def test_well_fed_training_script_has_no_data_loading_above_low():
+    report = accel.profile(WELL_FED_SCRIPT, args=("2",))
+    assert report.mode == "script"
+    assert report.extra["end_to_end"]["samples"] == 512
+    finding = report.finding("data_loading")
+    assert finding is not None and finding.severity in ("low", "info")
+    assert report.primary == "none"
+
+
+@pytest.mark.slow
+def test_workers_start_up_is_kept_apart_and_the_trace_marks_loader_steps(tmp_path):
+    trace_dir = tmp_path / "runs" / "train"
+    report = accel.profile(TRAIN_SCRIPT, args=("--rows", "256", "--workers", "2"), trace_dir=trace_dir)
+    e2e = report.extra["end_to_end"]
+    assert e2e["num_workers"] == 2
+    assert e2e["startup_seconds"] > 0
+    (trace_file,) = trace_dir.glob("*.pt.trace.json")
+    names = {event.get("name", "") for event in json.loads(trace_file.read_text())["traceEvents"]}
+    assert any(name.startswith("ProfilerStep#") for name in names)
+    assert any(name.startswith("enumerate(DataLoader)") for name in names)
+
+
+def test_script_that_raises_is_one_pipeline_error(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text("import torch\nraise RuntimeError('out of cheese')\n")
+    with pytest.raises(PipelineError, match="crash.py raised RuntimeError: out of cheese"):
+        accel.profile(script)
+
+
+def test_script_exit_codes(tmp_path):
+    ok = tmp_path / "ok.py"
+    ok.write_text("import sys\nprint('hello')\nsys.exit(0)\n")
+    assert accel.profile(ok).mode == "script"
+    failing = tmp_path / "fails.py"
+    failing.write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(PipelineError, match="exited with status 3"):
+        accel.profile(failing)
+
+
+def test_script_runs_once_as_main_with_its_arguments(tmp_path):
+    log = tmp_path / "log.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text("import sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(__name__ + ' ' + sys.argv[2] + '\\n')\n")
+    argv = list(sys.argv)
+    accel.profile(script, args=(str(log), "hello"))
+    assert log.read_text() == "__main__ hello\n"
+    assert sys.argv == argv
+
+
+def test_end_to_end_from_calls_adds_up():
+    calls = [LoaderCall(0.0, 0.5, 4, 2, True),     # start-up: kept apart
+             LoaderCall(0.6, 0.7, 4, 2, False),
+             LoaderCall(0.9, 1.0, 4, 2, False),
+             LoaderCall(1.2, 1.2, 0, 2, False, exhausted=True)]
+    e2e = end_to_end_from_calls(calls)
+    assert e2e.startup_seconds == pytest.approx(0.5)
+    assert e2e.seconds == pytest.approx(0.7)
+    assert e2e.wait_seconds == pytest.approx(0.2)
+    assert e2e.compute_seconds == pytest.approx(0.5)
+    assert e2e.samples == 12 and e2e.batches == 3
+    assert end_to_end_from_calls([]) is None
