@@ -1,0 +1,161 @@
+"""The engine's decisions on planted cases, with test-only optimizers registered for the test and
+removed after. The engine, measurement and guard are the real ones."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+
+import accel
+from accel.machine import describe_machine
+from accel.optimizers import OPTIMIZERS, Applied, Context, Optimizer
+from accel.recipes import parse_recipe
+from accel.recipes.engine import ACCEPTED, NOT_APPLICABLE, REVERTED, SKIPPED, run_engine
+
+PLANTED = Path(__file__).parent / "planted"
+
+
+class _FlagOptimizer(Optimizer):
+    """Rebuilds the planted DeadWorkModel with some flags changed."""
+
+    flags: ClassVar[dict] = {}
+
+    def apply(self, pipeline, config, context):
+        return Applied(pipeline=pipeline.replace(model=pipeline.model.variant(**self.flags)))
+
+
+class SkipA(_FlagOptimizer):
+    name, slot, flags = "test.skip_a", "test-a", {"dead_a": False}
+
+
+class SkipB(_FlagOptimizer):
+    name, slot, flags = "test.skip_b", "test-b", {"dead_b": False}
+
+
+class SlowDown(_FlagOptimizer):
+    name, slot, flags = "test.slow", "test-slow", {"extra": 40}
+
+
+class FastButWrong(Optimizer):
+    """Much faster, because it skips the model: outputs are zeros."""
+
+    name, slot = "test.wrong", "test-wrong"
+
+    def apply(self, pipeline, config, context):
+        def zeros(x):
+            return torch.zeros(x.shape[0], 8)
+
+        return Applied(pipeline=pipeline.replace(model=zeros))
+
+
+class ClashesWithA(Optimizer):
+    """Faster alone (drops dead work B), but with dead work A already gone it adds far more."""
+
+    name, slot = "test.clash", "test-clash"
+
+    def apply(self, pipeline, config, context):
+        model = pipeline.model
+        extra = 60 if not model.dead_a else 0
+        return Applied(pipeline=pipeline.replace(model=model.variant(dead_b=False, extra=extra)))
+
+
+class NeverApplies(Optimizer):
+    name = "test.never"
+
+    def applicable(self, pipeline, context):
+        return "planted: never applies"
+
+    def apply(self, pipeline, config, context):
+        raise AssertionError("apply must not be called when applicable() says no")
+
+
+TEST_OPTIMIZERS = (SkipA, SkipB, SlowDown, FastButWrong, ClashesWithA, NeverApplies)
+
+
+@pytest.fixture(autouse=True)
+def _test_optimizers():
+    for cls in TEST_OPTIMIZERS:
+        OPTIMIZERS.add(cls.name, cls())
+    yield
+    for cls in TEST_OPTIMIZERS:
+        OPTIMIZERS.remove(cls.name)
+
+
+def _run(tmp_path, tries, target="latency", **recipe):
+    data = {"name": "t", "target": target, "rules": [{"name": "planted", "try": list(tries)}], **recipe}
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=12)
+
+
+def _step(result, name):
+    return next(s for s in result.steps if s.optimizer == name)
+
+
+def test_slower_candidate_is_reverted(tmp_path):
+    result = _run(tmp_path, ["test.slow"])
+    step = _step(result, "test.slow")
+    assert step.verdict == REVERTED and step.reason == "slower"
+    assert step.speedup < 0.5
+    assert result.choices == () and "lock is empty" in result.message
+    assert result.pipeline.model.extra == 0
+    assert result.speedup == 1.0
+
+
+def test_faster_but_wrong_candidate_is_reverted_by_the_guard(tmp_path):
+    result = _run(tmp_path, ["test.wrong"])
+    step = _step(result, "test.wrong")
+    assert step.speedup > 3  # it was faster...
+    assert step.verdict == REVERTED and "cosine" in step.reason  # ...but broke the outputs
+    assert result.choices == ()
+
+
+def test_faithful_faster_candidates_are_kept_and_composed(tmp_path):
+    result = _run(tmp_path, ["test.skip_a", "test.skip_b"])
+    a, b = _step(result, "test.skip_a"), _step(result, "test.skip_b")
+    assert a.verdict == ACCEPTED and b.verdict == ACCEPTED
+    assert b.composed_with == ("test.skip_a",)  # measured on top of A, against the best so far
+    assert [c.optimizer for c in result.choices] == ["test.skip_a", "test.skip_b"]
+    model = result.pipeline.model
+    assert not model.dead_a and not model.dead_b
+    assert result.speedup > 3 and result.speedup_ci[0] > 1.03
+    assert a.fidelity["cosine"] == pytest.approx(1.0)
+
+
+def test_a_win_that_loses_in_combination_is_reverted(tmp_path):
+    result = _run(tmp_path, ["test.skip_a", "test.clash"])
+    clash = _step(result, "test.clash")
+    assert clash.composed_with == ("test.skip_a",)
+    assert clash.verdict == REVERTED and clash.speedup < 1
+    assert [c.optimizer for c in result.choices] == ["test.skip_a"]
+
+
+def test_not_applicable_and_rules_that_do_not_match_are_recorded(tmp_path):
+    data = {"name": "t", "target": "latency",
+            "rules": [{"name": "never", "try": ["test.never"]},
+                      {"name": "no-source-only", "when": {"has_source": False}, "try": ["test.skip_a"]}]}
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=3)
+    never, skipped = _step(result, "test.never"), _step(result, "test.skip_a")
+    assert never.verdict == NOT_APPLICABLE and never.reason == "planted: never applies"
+    assert skipped.verdict == SKIPPED and "has a source" in skipped.reason
+    assert result.choices == ()
+
+
+def test_throughput_target_times_the_whole_run(tmp_path):
+    result = _run(tmp_path, ["test.skip_a"], target="throughput")
+    assert result.target == "throughput"
+    assert result.baseline["samples_per_call"] == 16
+    assert _step(result, "test.skip_a").verdict == ACCEPTED
+
+
+def test_step_records_round_trip_through_json(tmp_path):
+    import json
+
+    result = _run(tmp_path, ["test.skip_a", "test.slow"])
+    for step in result.steps:
+        data = json.loads(json.dumps(step.to_dict()))
+        assert data["optimizer"] == step.optimizer and data["verdict"] == step.verdict
+        assert dataclasses.asdict(step)["reason"] == data["reason"]
