@@ -1,0 +1,113 @@
+"""The lock file: written by optimize, re-applied by accel.load, refused when the file changed."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import accel
+from accel.errors import LockError
+from accel.lock import LOCK_SCHEMA, Lock, LockEntry, file_sha256, read_lock, write_lock
+from accel.optimizers.onnx_runtime import OrtModel
+from accel.optimizing import optimize
+from accel.recipes import parse_recipe
+from accel.recipes.fidelity import compare_outputs
+
+PLANTED = Path(__file__).parent / "planted"
+INT8_RECIPE = {"name": "int8", "target": "latency", "guard": {"min_cosine": 0.995},
+               "rules": [{"name": "int8", "try": ["onnx.int8_dynamic"]}]}
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory):
+    """The planted wide MLP, optimized once with ORT int8 (measured 3-4x here), its lock in out/."""
+    folder = tmp_path_factory.mktemp("lock")
+    file = folder / "wide_mlp.py"
+    shutil.copy(PLANTED / "opt_wide_mlp.py", file)
+    result = optimize(file, parse_recipe(INT8_RECIPE), out_dir=folder / "out", budget_seconds=6)
+    return file, folder / "out", result
+
+
+def test_lock_round_trips_through_load(optimized):
+    file, out, result = optimized
+    assert [c.optimizer for c in result.result.choices] == ["onnx.int8_dynamic"], result.result.message
+    lock = read_lock(out / "accel.lock.yaml")
+    assert lock.schema == LOCK_SCHEMA and lock.pipeline_sha256 == file_sha256(file)
+    assert lock.versions["torch"] == torch.__version__ and "onnxruntime" in lock.versions
+    state = lock.entries[0].state
+    assert (out / state["onnx_file"]).is_file()
+    assert state["session_options"]["session.intra_op.allow_spinning"] == "0"
+    baseline = accel.load(file)
+    loaded = accel.load(file, lock=out / "accel.lock.yaml")
+    assert isinstance(loaded.model, OrtModel)
+    x = baseline.inputs[0]
+    with torch.inference_mode():
+        expected = baseline.model(x)
+    got = loaded.model(x)  # drop-in: same call, torch tensor out
+    assert isinstance(got, torch.Tensor) and got.shape == expected.shape
+    assert compare_outputs(expected, got).cosine > 0.995
+
+
+def test_lock_folder_works_as_the_lock_path(optimized):
+    file, out, _ = optimized
+    assert isinstance(accel.load(file, lock=out).model, OrtModel)
+
+
+def test_changed_file_is_refused_unless_forced(optimized, tmp_path):
+    file, out, _ = optimized
+    changed = tmp_path / file.name
+    changed.write_text(file.read_text() + "\n# edited\n")
+    lock_copy = tmp_path / "out"
+    shutil.copytree(out, lock_copy)
+    with pytest.raises(LockError, match="changed since"):
+        accel.load(changed, lock=lock_copy / "accel.lock.yaml")
+    assert isinstance(accel.load(changed, lock=lock_copy / "accel.lock.yaml", force=True).model, OrtModel)
+
+
+def test_missing_artifact_is_a_lock_error(optimized, tmp_path):
+    file, out, _ = optimized
+    lock_copy = tmp_path / "out"
+    lock_copy.mkdir()
+    shutil.copy(out / "accel.lock.yaml", lock_copy)
+    with pytest.raises(LockError, match="missing"):
+        accel.load(file, lock=lock_copy)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("schema: other/1\n", "not an accel lock"),
+    ("[1, 2\n", "not valid YAML"),
+    (f"schema: {LOCK_SCHEMA}\npipeline: {{file: x.py}}\noptimizations: []\n", "corrupt"),
+    (f"schema: {LOCK_SCHEMA}\npipeline: {{sha256: abc}}\noptimizations: [{{params: {{}}}}]\n", "corrupt"),
+])
+def test_corrupt_or_foreign_lock(tmp_path, text, match):
+    path = tmp_path / "accel.lock.yaml"
+    path.write_text(text)
+    with pytest.raises(LockError, match=match):
+        read_lock(path)
+
+
+def test_empty_lock_returns_the_pipeline_unchanged(tmp_path):
+    file = tmp_path / "dead.py"
+    shutil.copy(PLANTED / "opt_dead_work.py", file)
+    write_lock(tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file)))
+    loaded = accel.load(file, lock=tmp_path)
+    assert type(loaded.model).__name__ == "DeadWorkModel"
+
+
+def test_unknown_optimizer_in_lock(tmp_path):
+    file = tmp_path / "dead.py"
+    shutil.copy(PLANTED / "opt_dead_work.py", file)
+    write_lock(tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file),
+                              entries=(LockEntry("warp.drive"),)))
+    with pytest.raises(LockError, match="unknown optimizer 'warp.drive'"):
+        accel.load(file, lock=tmp_path)
+
+
+def test_lock_is_plain_yaml(optimized):
+    _, out, _ = optimized
+    data = yaml.safe_load((out / "accel.lock.yaml").read_text())
+    assert data["optimizations"][0]["optimizer"] == "onnx.int8_dynamic"
+    assert Lock.from_dict(data).to_dict() == data
