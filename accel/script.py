@@ -113,6 +113,9 @@ def run_script(script: Script) -> None:
     except SyntaxError as exc:
         raise PipelineError(f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}",
                             "fix the syntax error and run again") from exc
+    except ImportError as exc:
+        raise PipelineError(f"{script.path} failed to import: {exc}",
+                            "install the missing module or fix the import") from exc
     except Exception as exc:
         raise PipelineError(f"{script.path} raised {type(exc).__name__}: {exc}",
                             "fix the script (run it with python to see the traceback, or use --debug)") from exc

@@ -1,0 +1,125 @@
+"""Bad input: one clear line naming the problem and the fix, exit code 2, no traceback, no writes."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from accel.cli import app
+from accel.errors import AccelError
+
+runner = CliRunner()
+
+MODEL_THAT_RAISES = '''import torch
+class Broken(torch.nn.Module):
+    def forward(self, x):
+        raise ValueError("mat1 and mat2 shapes cannot be multiplied")
+model = Broken()
+example_inputs = (torch.ones(2, 3),)
+'''
+
+CASES = {
+    "syntax": ("import torch\nmodel = (\n", "syntax error in", "line 2"),
+    "import_in_pipeline": ("import accel\nimport not_a_module_xyz\npipeline = None\n", "failed to import",
+                           "not_a_module_xyz"),
+    "import_in_script": ("import not_a_module_xyz\n", "failed to import", "install the missing module"),
+    "no_pipeline": ("import torch\nmodel = torch.nn.Linear(2, 2)\n", "defines model but not example_inputs",
+                    "needs both"),
+    "model_raises": (MODEL_THAT_RAISES, "model stage raised ValueError", "mat1 and mat2"),
+    "model_wrong_type": ("import accel\npipeline = accel.Pipeline(model='resnet', inputs=(1,))\n",
+                         "Pipeline(model=...) must be a torch.nn.Module", "pass the model object"),
+    "batch_size_wrong_type": ("import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
+                              "source=[torch.ones(2)], batch_size='8')\n", "must be an int, got str", "batch_size=1"),
+    "pipeline_not_a_pipeline": ("pipeline = 42\n", "not an accel.Pipeline", "accel.Pipeline(model="),
+    "inputs_not_tensors": ("import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = [1, 2]\n",
+                           "must be a tuple of tensors", "example_inputs = ("),
+}
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def run_profile(tmp_path: Path, monkeypatch, source: str, *extra: str):
+    user = tmp_path / "user"
+    user.mkdir(exist_ok=True)
+    (user / "target.py").write_text(source)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    before = listing(user)
+    result = runner.invoke(app, ["profile", str(user / "target.py"), "--budget", "1", *extra])
+    assert listing(user) == before, "accel wrote into the user's folder"
+    return result
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_pipeline_file_is_one_line_and_exit_2(case, tmp_path, monkeypatch):
+    source, problem, fix = CASES[case]
+    result = run_profile(tmp_path, monkeypatch, source, "--no-trace")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    message = " ".join(result.output.split())
+    assert lines[0].startswith("error:")
+    assert problem in message and fix in message
+    assert "Traceback" not in result.output
+
+
+def test_missing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["profile", "nowhere.py"])
+    assert result.exit_code == 2
+    assert "no such file: nowhere.py" in result.output and "check the path" in result.output
+    assert listing(tmp_path) == set()
+
+
+def test_not_a_python_file(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("hello")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["profile", "notes.txt"])
+    assert result.exit_code == 2 and "is not a Python file" in result.output
+
+
+def test_debug_shows_the_underlying_error(tmp_path, monkeypatch):
+    source, _, _ = CASES["model_raises"]
+    (tmp_path / "target.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["--debug", "profile", "target.py", "--no-trace", "--budget", "1"])
+    assert isinstance(result.exception, AccelError)
+    assert isinstance(result.exception.__cause__, ValueError)
+
+
+def test_bad_flag_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["profile", str(tmp_path / "x.py"), "--bogus"])
+    assert result.exit_code == 2
+    assert "--bogus" in result.output
+
+
+def test_good_run_writes_only_the_trace_dir_in_cwd_and_the_json_asked_for(tmp_path, monkeypatch):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "helper.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(4, 2).eval()\n")
+    (user / "target.py").write_text("import torch\nfrom helper import make\nmodel = make\n"
+                                    "example_inputs = (torch.ones(2, 4),)\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, ["profile", str(user / "target.py"), "--budget", "1", "--json", "out/report.json"])
+    assert result.exit_code == 0, result.output
+    assert listing(user) == {"helper.py", "target.py"}
+    written = listing(work)
+    assert "out/report.json" in written
+    assert any(p.startswith("accel-runs/target/") and p.endswith(".pt.trace.json") for p in written)
+    assert all(p.startswith(("out", "accel-runs")) for p in written)
+
+
+def test_subprocess_bad_input_exits_2_with_one_line(tmp_path):
+    target = tmp_path / "broken.py"
+    target.write_text("def oops(:\n")
+    result = subprocess.run([sys.executable, "-m", "accel", "profile", str(target), "--no-trace"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: syntax error in")
+    assert "Traceback" not in result.stderr
+    assert listing(tmp_path) == {"broken.py"}
