@@ -1,0 +1,70 @@
+"""The measurement harness: thread count, settling, one-time costs, peak memory, interleaving."""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+
+from accel.measure import (OneTimeCost, compare_interleaved, first_call_seconds, peak_memory_pair, peak_rss_bytes,
+                           settled, thread_count)
+
+
+def test_thread_count_sets_and_restores():
+    before = torch.get_num_threads()
+    with thread_count(1) as used:
+        assert used == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with thread_count(None) as used:
+        assert used == before
+
+
+def test_settled_sleeps_before_the_call():
+    calls = []
+    fn = settled(lambda: calls.append(time.perf_counter()), 0.05)
+    start = time.perf_counter()
+    fn()
+    assert calls[0] - start >= 0.045
+    assert settled(len, 0) is len
+
+
+def test_one_time_cost_is_kept_apart():
+    cost = OneTimeCost(setup_seconds=2.0, first_call_seconds=0.5)
+    assert cost.total_seconds == 2.5 and cost.to_dict()["setup_seconds"] == 2.0
+    ticks = itertools.count()
+    assert first_call_seconds(lambda: None, clock=lambda: float(next(ticks))) == 1.0
+
+
+def test_peak_rss_sees_memory_outside_torch():
+    peak = peak_rss_bytes(lambda: np.ones(64 * 1024 * 1024 // 8).sum())
+    assert peak is not None and peak > 32 * 1024 * 1024
+
+
+def test_peak_memory_pair_orders_a_big_and_a_small_side():
+    big, small = peak_memory_pair(lambda: torch.ones(8 * 1024 * 1024).sum(), lambda: torch.ones(1024).sum())
+    assert big > 8 * small
+
+
+def test_compare_interleaved_alternates_and_settles():
+    order = []
+    comparison = compare_interleaved(lambda: order.append("a"), lambda: order.append("b"), warmup=1, settle_calls=0,
+                                     settle_seconds=0.001, min_rounds=4, max_rounds=4)
+    assert order[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert comparison.baseline.count == comparison.candidate.count == 4
+
+
+def test_compare_interleaved_sees_a_planted_5x_gap():
+    work = torch.randn(200, 200)
+
+    def slow():
+        for _ in range(10):
+            work @ work
+
+    def fast():
+        for _ in range(2):
+            work @ work
+
+    comparison = compare_interleaved(slow, fast, budget_seconds=2.0)
+    assert comparison.faster_beyond(2.0)
+    assert comparison.speedup_ci[0] <= comparison.speedup <= comparison.speedup_ci[1]
