@@ -45,6 +45,7 @@ class OpCount:
     bytes_read: int
     bytes_written: int
     weight_bytes: int  # bytes of inputs that are the module's parameters or buffers
+    dtype: str = ""  # dtype of the op's largest input (torch name, e.g. "float32"), "" when it has none
 
     def __post_init__(self) -> None:
         if min(self.flops, self.bytes_read, self.bytes_written, self.weight_bytes) < 0:
@@ -173,8 +174,10 @@ class _CountingMode(TorchDispatchMode):
                 written = sum(_tensor_bytes(t) for t in outputs if _storage_key(t) in input_keys) or written
             weights = sum(_tensor_bytes(t) for t in inputs if _storage_key(t) in self.weight_keys)
         flops = _flops(func, args, kwargs, out, inputs, outputs) if not func.is_view else 0
+        largest = max(inputs, key=lambda t: t.numel(), default=None)
+        dtype = str(largest.dtype).removeprefix("torch.") if largest is not None else ""
         self.ops.append(OpCount(op=f"aten::{name}", module=self.module_stack[-1], flops=flops, bytes_read=read,
-                                bytes_written=written, weight_bytes=weights))
+                                bytes_written=written, weight_bytes=weights, dtype=dtype))
         return out
 
 
