@@ -1,0 +1,185 @@
+"""cache.decoded: the on-disk store, invalidation, crash safety, refusal of random stages."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import accel
+from accel.cache import CacheError, DecodedStore, clear, describe, flatten_sample, read_record, records
+from accel.machine import describe_machine
+from accel.optimizers import OPTIMIZERS, Context
+from accel.optimizers.cache_decoded import CachedStage, code_digest
+
+PLANTED = Path(__file__).parent / "planted"
+OPT = OPTIMIZERS.get("cache.decoded")
+
+
+@pytest.fixture
+def context(tmp_path):
+    return Context(machine=describe_machine(), workdir=tmp_path)
+
+
+def _apply(pipeline, cache_dir, context):
+    return OPT.apply(pipeline, OPT.Config(cache_dir=str(cache_dir)), context)
+
+
+def test_store_round_trips_structures(tmp_path):
+    store = DecodedStore(tmp_path, "ns", max_bytes=1 << 20)
+    sample = {"image": torch.arange(12, dtype=torch.float32).reshape(3, 4), "label": (np.int64(3) * np.ones(2, np.int64), 7)}
+    store.put("ab" * 32, sample)
+    back = store.get("ab" * 32)
+    assert torch.equal(back["image"], sample["image"])
+    assert np.array_equal(back["label"][0], sample["label"][0]) and back["label"][1] == 7
+    assert store.get("cd" * 32) is None
+
+
+def test_store_refuses_user_objects():
+    with pytest.raises(CacheError, match="not a tensor"):
+        flatten_sample({"x": object()})
+
+
+def test_size_limit_evicts_oldest(tmp_path):
+    store = DecodedStore(tmp_path, "ns", max_bytes=5 * 4200)
+    for i in range(12):
+        store.put(f"{i:02d}" * 32, torch.zeros(1024))  # about 4.2 kB a record
+        os.utime(store.path_of(f"{i:02d}" * 32), (time.time() - 100 + i, time.time() - 100 + i))
+    kept = store.keys()
+    assert 1 <= len(kept) <= 5
+    assert f"{11:02d}" * 32 in kept and f"{0:02d}" * 32 not in kept
+
+
+def test_cached_pipeline_matches_and_reads_from_disk(tmp_path, context):
+    pipeline = accel.load(PLANTED / "dp_decode_bound.py")
+    applied = _apply(pipeline, tmp_path, context)
+    assert applied.notes["stages_cached"] == ["decode", "transform"]
+    assert applied.notes["records_built"] == len(pipeline.source)
+    assert applied.setup_seconds > 0
+    # Steady state: reading a record is much cheaper than decoding the JPEG (planted ~100x).
+    assert applied.notes["steady_state_prepare_speedup"] > 3
+    reference = pipeline.run()
+    cached = applied.pipeline.run()
+    assert all(torch.equal(a, b) for a, b in zip(reference, cached))
+    assert applied.pipeline.decode.hits >= len(pipeline.source)
+    assert len(records(tmp_path)) == len(pipeline.source)
+
+
+def test_changed_sample_misses(tmp_path, context):
+    pipeline = accel.load(PLANTED / "dp_decode_bound.py")
+    _apply(pipeline, tmp_path, context)
+    from tests.planted.dp_decode_bound import make_jpegs
+
+    edited = list(pipeline.source)
+    edited[3] = make_jpegs(1, seed=99)[0]
+    again = _apply(pipeline.replace(source=edited), tmp_path, context)
+    assert again.notes["records_built"] == 1
+    assert again.notes["records_reused"] == len(edited) - 1
+    result = again.pipeline.run()
+    reference = pipeline.replace(source=edited).run()
+    assert torch.equal(result[3], reference[3])
+
+
+def test_changed_function_misses(tmp_path, context):
+    pipeline = accel.load(PLANTED / "dp_random_augment.py")
+    scale = 1.0
+
+    def transform(image):
+        return image * scale
+
+    first = _apply(pipeline.replace(transform=transform), tmp_path, context)
+    assert first.notes["stages_cached"] == ["decode", "transform"]
+    scale = 2.0  # a closure value changes: the cached results would be stale
+    second = _apply(pipeline.replace(transform=transform), tmp_path, context)
+    assert second.notes["namespace"] != first.notes["namespace"]
+    assert second.notes["records_built"] == len(pipeline.source)
+    assert torch.equal(second.pipeline.run()[0], pipeline.replace(transform=transform).run()[0])
+
+    def transform_edited(image):
+        return image * 2.0 + 0.0
+
+    assert code_digest(transform_edited) != code_digest(transform)
+
+
+def test_random_transform_caches_decode_only(tmp_path, context):
+    pipeline = accel.load(PLANTED / "dp_random_augment.py")
+    assert OPT.applicable(pipeline, context) is None
+    applied = _apply(pipeline, tmp_path, context)
+    assert applied.notes["stages_cached"] == ["decode"]
+    assert "random" in applied.notes["plan"]
+    assert applied.pipeline.transform is pipeline.transform
+    runs = [applied.pipeline.run()[0] for _ in range(2)]
+    assert not torch.equal(runs[0], runs[1])  # the augmentation still draws anew
+
+
+def test_random_decode_is_refused(context):
+    pipeline = accel.load(PLANTED / "dp_random_augment.py")
+    reason = OPT.applicable(pipeline.replace(decode=lambda seed: torch.rand(4), transform=None), context)
+    assert reason is not None and "random" in reason
+
+
+def test_non_tensor_samples_are_refused(context):
+    pipeline = accel.load(PLANTED / "dp_random_augment.py")
+    reason = OPT.applicable(pipeline.replace(decode=lambda seed: {"text": f"sample {seed}"}, transform=None), context)
+    assert reason is not None and "not a tensor" in reason
+
+
+def test_info_and_clear(tmp_path, context):
+    pipeline = accel.load(PLANTED / "dp_random_augment.py")
+    _apply(pipeline, tmp_path, context)
+    (info,) = describe(tmp_path)
+    assert info.entries == len(pipeline.source) and info.bytes_on_disk > 0
+    assert info.meta["stages"] == ["decode"]
+    assert clear(tmp_path) == len(pipeline.source)
+    assert describe(tmp_path) == []
+
+
+BUILDER = textwrap.dedent("""
+    import sys, time, torch
+    from accel.cache import DecodedStore
+    from accel.optimizers.cache_decoded import CachedStage
+
+    def decode(i):
+        time.sleep(0.01)
+        return torch.full((256, 1024), float(i))  # 1 MB a record: writes take a while
+
+    stage = CachedStage(DecodedStore(sys.argv[1], "crash", max_bytes=1 << 30), "crash", (decode,))
+    for i in range(int(sys.argv[2])):
+        stage(i)
+        print(i, flush=True)
+""")
+
+
+def test_killed_build_leaves_consistent_cache_and_resumes(tmp_path):
+    script = tmp_path / "builder.py"
+    script.write_text(BUILDER)
+    root = tmp_path / "cache"
+    count = 200
+    process = subprocess.Popen([sys.executable, str(script), str(root), str(count)], stdout=subprocess.PIPE,
+                               cwd=Path(__file__).parent.parent, text=True)
+    for _ in range(10):  # let some records land, then kill in the middle of the build
+        process.stdout.readline()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written = records(root)
+    assert 10 <= len(written) < count
+    for path in written:  # every record present is whole
+        value = read_record(path)
+        assert value.shape == (256, 1024)
+
+    def decode(i):
+        return torch.full((256, 1024), float(i))
+
+    stage = CachedStage(DecodedStore(root, "crash", max_bytes=1 << 30), "crash", (decode,))
+    for i in range(count):
+        assert float(stage(i)[0, 0]) == float(i)
+    assert stage.hits == len(written)
+    assert stage.misses == count - len(written)
+    assert len(records(root)) == count
