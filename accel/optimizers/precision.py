@@ -56,21 +56,26 @@ class HalfPrecisionModel(torch.nn.Module):
         return floating_outputs_to(output, torch.float32)
 
 
+# Calibration names dtypes short (accel.calibrate.DTYPES); the machine may carry either spelling.
+SHORT_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def _calibrated_ratio(context: Context, dtype_name: str) -> float | None:
+    """Half-precision GEMM peak over float32's, from the machine's calibration if there is one."""
     peaks = dict(context.machine.peak_gflops_by_dtype or {})
     if not peaks:
         try:
-            from accel import calibrate  # written by the hardware work; optional here
+            from accel.calibrate import load_cached  # the hardware work's cache; optional here
         except ImportError:
-            calibrate = None
-        cached = getattr(calibrate, "cached_machine", None) if calibrate is not None else None
-        if callable(cached):
+            load_cached = None
+        if load_cached is not None:
             try:
-                machine = cached()
+                calibration = load_cached(context.machine)
             except Exception:  # noqa: BLE001 - a broken calibration cache just means "measure"
-                machine = None
-            peaks = dict(getattr(machine, "peak_gflops_by_dtype", None) or {})
-    half, single = peaks.get(dtype_name), peaks.get("float32")
+                calibration = None
+            peaks = dict(getattr(calibration, "peak_gflops_by_dtype", None) or {})
+    half = peaks.get(dtype_name) or peaks.get(SHORT_NAMES[dtype_name])
+    single = peaks.get("float32") or peaks.get("fp32")
     if half and single:
         return half / single
     return None
