@@ -1,0 +1,95 @@
+"""`python -m benchmarks optimize`: accel optimize against the single actions a user would try.
+
+For each example: the baseline, each single action alone (torch.compile, ONNX Runtime fp32,
+ONNX Runtime int8, PyTorch dynamic int8, bf16 autocast), and accel's result, each measured
+interleaved against the baseline in the same run (speedup = ratio of medians, 95% CI). The target
+is accel >= the best single action on every example, and never slower than the baseline.
+Examples that are missing are skipped.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import accel
+from accel.machine import describe_machine
+from accel.measure import compare_interleaved
+from accel.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing import optimize
+from accel.recipes.engine import Measurer
+
+ROOT = Path(__file__).resolve().parent.parent
+# (name, candidate files in order of preference, recipe)
+EXAMPLES = (
+    ("wide_mlp (batch 1)", ("examples/wide_mlp.py", "tests/planted/opt_wide_mlp.py"), "latency"),
+    ("tiny_ops", ("examples/tiny_ops.py", "examples/optimize_tiny_ops.py"), "latency"),
+    ("conv_net (batch 32)", ("examples/conv_net.py", "examples/optimize_conv_net.py"), "latency"),
+    ("sequence_encoder", ("examples/sequence_encoder.py",), "throughput"),
+)
+ACTIONS = (
+    ("torch.compile", "compile", {}),
+    ("ORT fp32", "onnx.runtime", {}),
+    ("ORT int8", "onnx.int8_dynamic", {}),
+    ("torch int8", "quantize.int8_dynamic", {}),
+    ("bf16 autocast", "precision.bf16", {"mode": "autocast"}),
+)
+COMPARE_SECONDS = 4.0
+ACCEL_BUDGET_SECONDS = 60.0
+
+
+def _file(candidates: tuple[str, ...]) -> Path | None:
+    return next((ROOT / c for c in candidates if (ROOT / c).is_file()), None)
+
+
+def _action(baseline: accel.Pipeline, name: str, params: dict, measurer: Measurer, workdir: Path) -> str:
+    optimizer = OPTIMIZERS.get(name)
+    context = Context(machine=describe_machine(), workdir=workdir)
+    reason = optimizer.applicable(baseline, context)
+    if reason and name != "precision.bf16":  # a user tries autocast whatever accel's probe says
+        return "n/a"
+    try:
+        applied = optimizer.apply(baseline, make_config(optimizer, params), context)
+        comparison = compare_interleaved(measurer.call(baseline), measurer.call(applied.pipeline),
+                                         settle_seconds=0.002, budget_seconds=COMPARE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - an action that fails is reported, not fatal
+        return f"failed ({type(exc).__name__})"
+    return f"{comparison.speedup:.2f}x"
+
+
+def run_example(label: str, file: Path, recipe: str) -> list[str]:
+    baseline = accel.load(file)
+    measurer = Measurer(baseline, recipe)
+    row = [label]
+    with tempfile.TemporaryDirectory() as workdir:
+        for _, name, params in ACTIONS:
+            row.append(_action(baseline, name, params, measurer, Path(workdir)))
+        began = time.perf_counter()
+        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS)
+        seconds = time.perf_counter() - began
+        comparison = compare_interleaved(measurer.call(baseline), measurer.call(result.pipeline),
+                                         settle_seconds=0.002, budget_seconds=COMPARE_SECONDS)
+    kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
+    row += [f"{comparison.speedup:.2f}x", kept, f"{seconds:.0f} s"]
+    base = measurer.summary(comparison.baseline.median, None)
+    row.insert(1, f"{base['median_seconds'] * 1e3:.2f} ms" + (" /pass" if measurer.target == "throughput" else ""))
+    return row
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    header = ["example", "baseline"] + [a[0] for a in ACTIONS] + ["accel", "accel kept", "search"]
+    rows = []
+    for label, candidates, recipe in EXAMPLES:
+        file = _file(candidates)
+        if file is None:
+            print(f"skipped {label}: none of {', '.join(candidates)} exists")
+            continue
+        print(f"measuring {label} ({file.relative_to(ROOT)}, recipe {recipe})", flush=True)
+        rows.append(run_example(label, file, recipe))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"threads: {torch.get_num_threads()}; speedups are against the baseline, measured interleaved in this run")
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
