@@ -40,7 +40,7 @@ BANDWIDTH_REPEATS = 5
 # One GEMM call should take about this long: long enough that launch and threading costs vanish
 # against it, short enough that five dtypes calibrate in seconds.
 GEMM_TARGET_SECONDS = 0.05
-GEMM_REPEATS = 4
+GEMM_REPEATS = 6
 GEMM_MIN_SIDE, GEMM_MAX_SIDE = 256, 8192
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 
@@ -143,24 +143,38 @@ def _gemm(dtype: torch.dtype, side: int, device: str) -> Callable[[], Any]:
     return lambda: torch.mm(a, b)
 
 
-def measure_gemm_gflops(dtype: torch.dtype, device: str, repeats: int = GEMM_REPEATS,
-                        target_seconds: float = GEMM_TARGET_SECONDS) -> float | None:
-    """Peak GFLOP/s of a square GEMM in `dtype`, or None where the device does not run it.
-
-    The side doubles from GEMM_MIN_SIDE until one call takes `target_seconds`: small GEMMs are
-    latency-bound and under-report, and a slow (emulated) dtype stops early, keeping calibration short.
-    """
-    best = 0.0
+def gemm_side(dtype: torch.dtype, device: str, target_seconds: float = GEMM_TARGET_SECONDS) -> int | None:
+    """The GEMM side at which one call takes about `target_seconds`, or None where the device
+    does not run `dtype`. The side doubles from GEMM_MIN_SIDE: small GEMMs are latency-bound and
+    under-report, and a slow (emulated) dtype stops early, keeping calibration short."""
     side = GEMM_MIN_SIDE
-    while side <= GEMM_MAX_SIDE:
+    while side < GEMM_MAX_SIDE:
         try:
-            seconds = _best_seconds(_gemm(dtype, side, device), device, repeats)
+            seconds = _best_seconds(_gemm(dtype, side, device), device, 1)
         except (RuntimeError, NotImplementedError):
             return None
-        best = max(best, 2 * side**3 / seconds / 1e9)
         if seconds >= target_seconds:
             break
         side *= 2
+    return side
+
+
+def measure_gemm_gflops(dtypes: dict[str, torch.dtype], device: str, rounds: int = GEMM_REPEATS,
+                        target_seconds: float = GEMM_TARGET_SECONDS,
+                        progress: Callable[[str], None] = lambda name: None) -> dict[str, float]:
+    """Peak GFLOP/s per dtype. The dtypes take turns over `rounds` rounds and each keeps its best
+    call, so a burst of load from other processes cannot favour one dtype over another."""
+    calls: dict[str, tuple[Callable[[], Any], int]] = {}
+    for name, dtype in dtypes.items():
+        progress(name)
+        side = gemm_side(dtype, device, target_seconds)
+        if side is not None:
+            calls[name] = (_gemm(dtype, side, device), side)
+    best = {name: 0.0 for name in calls}
+    for _ in range(rounds):
+        for name, (call, side) in calls.items():
+            seconds = _best_seconds(call, device, 1)
+            best[name] = max(best[name], 2 * side**3 / seconds / 1e9)
     return best
 
 
@@ -174,13 +188,11 @@ def calibrate(machine: Machine | None = None, *, quick: bool = False, progress: 
     steps = 1 + len(DTYPES)
     report(f"memory bandwidth ({size / 1024**2:.0f} MiB streaming copy)", 0.0)
     bandwidth = measure_bandwidth_gbs(device, size, repeats=3 if quick else BANDWIDTH_REPEATS)
-    peaks: dict[str, float] = {}
-    for index, (name, dtype) in enumerate(DTYPES.items(), start=1):
-        report(f"peak GFLOP/s, {name} GEMM", index / steps)
-        gflops = measure_gemm_gflops(dtype, device, repeats=2 if quick else GEMM_REPEATS,
-                                     target_seconds=GEMM_TARGET_SECONDS / (4 if quick else 1))
-        if gflops is not None:
-            peaks[name] = gflops
+    names = list(DTYPES)
+    peaks = measure_gemm_gflops(DTYPES, device, rounds=2 if quick else GEMM_REPEATS,
+                                target_seconds=GEMM_TARGET_SECONDS / (4 if quick else 1),
+                                progress=lambda name: report(f"peak GFLOP/s, {name} GEMM",
+                                                             (1 + names.index(name)) / steps))
     report("done", 1.0)
     return Calibration(device=device, peak_bandwidth_gbs=bandwidth, peak_gflops_by_dtype=peaks,
                        working_set_bytes=size, seconds=time.perf_counter() - began)

@@ -156,8 +156,15 @@ class _CountingMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         name = func._overloadpacket.__name__
+        # A composite op without a FLOP formula (aten::linear under inference_mode) is counted as
+        # the ops it decomposes into, as torch.utils.flop_counter does.
+        if func._overloadpacket not in flop_registry and name not in _METADATA_OPS:
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
         if name in _METADATA_OPS:
             return out
         inputs = _distinct_tensors((args, kwargs))

@@ -13,6 +13,7 @@ import torch
 from accel.analyzers import analyze
 from accel.loading import Script, find_target
 from accel.machine import Machine, describe_machine
+from accel.measure import device_sync
 from accel.pipeline import Pipeline
 from accel.report import Report, Stage, write_json_atomic
 from accel.stages import ProfileData, measure_pipeline
@@ -40,6 +41,7 @@ def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None =
         latency = {"median_seconds": ordered[len(ordered) // 2],
                    "p90_seconds": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
     extra = dict(data.extra)
+    extra.update(hardware_sections(data))
     if e2e is not None:
         extra["end_to_end"] = {"seconds": e2e.seconds, "samples": e2e.samples, "batches": e2e.batches,
                                "wait_seconds": e2e.wait_seconds, "compute_seconds": e2e.compute_seconds,
@@ -50,11 +52,36 @@ def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None =
                   latency=latency, mode=data.mode, trace_dir=trace_dir, extra=extra)
 
 
+def hardware_sections(data: ProfileData) -> dict:
+    """The report's ops, layers, cost, memory and generation sections, where those passes ran."""
+    from accel.costmodel import CostModel
+
+    sections: dict = {}
+    if isinstance(data.ops, CostModel):
+        sections["cost"] = data.ops.to_dict()
+        sections["ops"] = [g.to_dict() for g in data.ops.by_op()]
+        sections["layers"] = [g.to_dict() for g in data.ops.by_layer()]
+    if data.memory is not None:
+        sections["memory"] = data.memory.to_dict()
+    if data.generation is not None:
+        sections["generation"] = data.generation.to_dict()
+    return sections
+
+
 def profile_pipeline(pipeline: Pipeline, *, machine: Machine | None = None, trace_dir: str | os.PathLike | None = None,
                      progress: Progress = _no_progress, budget_seconds: float = 20.0) -> Report:
     machine = machine or describe_machine()
+    if not machine.calibrated:
+        from accel.calibrate import calibrated_machine
+
+        progress("calibrating the machine (once per machine and torch version)")
+        machine = calibrated_machine(machine)
     progress("measuring stages")
-    data = measure_pipeline(pipeline, cores=machine.cores, budget_seconds=budget_seconds)
+    data = measure_pipeline(pipeline, cores=machine.cores, budget_seconds=budget_seconds,
+                            sync=device_sync(machine.device))
+    from accel.hardware import hardware_passes
+
+    hardware_passes(pipeline, data, machine, progress)
     trace = None
     if trace_dir is not None:
         from accel.trace import trace_pipeline
@@ -67,11 +94,12 @@ def profile_pipeline(pipeline: Pipeline, *, machine: Machine | None = None, trac
 
 def profile(target: str | os.PathLike | Pipeline, *, args: tuple[str, ...] = (), trace_dir: str | os.PathLike | None = None,
             json_path: str | os.PathLike | None = None, progress: Progress = _no_progress,
-            budget_seconds: float = 20.0) -> Report:
+            budget_seconds: float = 20.0, machine: Machine | None = None) -> Report:
     """Profile a pipeline file (or a Pipeline) and return the report; optionally write its JSON."""
     torch.manual_seed(0)
     if isinstance(target, Pipeline):
-        report = profile_pipeline(target, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds)
+        report = profile_pipeline(target, machine=machine, trace_dir=trace_dir, progress=progress,
+                                  budget_seconds=budget_seconds)
     else:
         progress(f"loading {target}")
         found = find_target(target, args)
@@ -80,7 +108,8 @@ def profile(target: str | os.PathLike | Pipeline, *, args: tuple[str, ...] = (),
 
             report = profile_script(found, trace_dir=trace_dir, progress=progress)
         else:
-            report = profile_pipeline(found, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds)
+            report = profile_pipeline(found, machine=machine, trace_dir=trace_dir, progress=progress,
+                                      budget_seconds=budget_seconds)
     if json_path is not None:
         write_json_atomic(json_path, report.to_dict())
     return report
