@@ -200,6 +200,11 @@ def measure_pipeline(pipeline: Pipeline, *, max_samples: int = DEFAULT_MAX_SAMPL
     """Measure each stage on its own, then the whole pipeline as it runs."""
     data = ProfileData(target=pipeline.name, batch_size=pipeline.batch_size, num_workers=pipeline.num_workers,
                        cores=cores, source_is_sequence=pipeline.is_sequence if pipeline.has_source else True)
+    if pipeline.has_source and not pipeline.is_sequence and iter(pipeline.source) is pipeline.source:
+        raise PipelineError(
+            f"the pipeline's source is a one-shot {type(pipeline.source).__name__}: accel reads the source more than once",
+            "pass a list, or an object whose __iter__ starts a fresh pass over the samples",
+        )
     with torch.inference_mode():
         if not pipeline.has_source:
             _measure_inputs_only(pipeline, data, clock, budget_seconds, sync)

@@ -32,6 +32,9 @@ CASES = {
     "batch_size_wrong_type": ("import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
                               "source=[torch.ones(2)], batch_size='8')\n", "must be an int, got str", "batch_size=1"),
     "pipeline_not_a_pipeline": ("pipeline = 42\n", "not an accel.Pipeline", "accel.Pipeline(model="),
+    "one_shot_generator": ("import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
+                           "source=(torch.ones(2) for _ in range(4)))\n", "source is a one-shot generator",
+                           "fresh pass"),
     "inputs_not_tensors": ("import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = [1, 2]\n",
                            "must be a tuple of tensors", "example_inputs = ("),
 }
