@@ -41,7 +41,7 @@ BANDWIDTH_REPEATS = 5
 # against it, short enough that five dtypes calibrate in seconds.
 GEMM_TARGET_SECONDS = 0.05
 GEMM_REPEATS = 6
-GEMM_MIN_SIDE, GEMM_MAX_SIDE = 256, 8192
+GEMM_MIN_SIDE, GEMM_MAX_SIDE = 512, 8192
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 
 
