@@ -166,3 +166,25 @@ def test_bucketing_never_adds_padding(lengths, batch_size):
 def test_every_data_path_analyzer_is_registered():
     for kind in DATA_KINDS:
         assert kind in ANALYZERS
+
+
+def test_worker_start_up_is_kept_out_of_the_steady_state():
+    pipeline = accel.load(PLANTED / "data_slow_loading.py").replace(num_workers=2)
+    report = accel.profile(pipeline, budget_seconds=3.0)
+    e2e = report.extra["end_to_end"]
+    assert e2e["num_workers"] == 2
+    assert e2e["startup_seconds"] > 0
+    assert e2e["wait_seconds"] + e2e["compute_seconds"] <= e2e["seconds"] * (1 + 1e-9)
+    assert report.finding("data_loading").evidence["num_workers"] == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12), st.integers(1, 8))
+def test_measured_padding_matches_the_lengths(lengths, width):
+    from accel.stages import measure_padding
+
+    samples = [torch.ones(n, width) for n in lengths]
+    batch = torch.zeros(len(lengths), max(lengths), width)
+    padding = measure_padding(samples, batch)
+    assert padding.sample_lengths == tuple(lengths)
+    assert padding.padding_share == pytest.approx(1 - sum(lengths) / (len(lengths) * max(lengths)))
