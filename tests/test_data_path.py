@@ -188,3 +188,13 @@ def test_measured_padding_matches_the_lengths(lengths, width):
     padding = measure_padding(samples, batch)
     assert padding.sample_lengths == tuple(lengths)
     assert padding.padding_share == pytest.approx(1 - sum(lengths) / (len(lengths) * max(lengths)))
+
+
+def test_evidence_is_strict_json_when_a_stage_costs_nothing():
+    import json
+
+    data = recorded(0.0, 0.0, 0.0)
+    data.end_to_end = EndToEnd(seconds=1.0, samples=10, batches=2, wait_seconds=0.5, compute_seconds=0.0,
+                               num_workers=0)
+    for finding in analyze(data, machine(), list(DATA_KINDS)):
+        json.dumps(finding.evidence, allow_nan=False)

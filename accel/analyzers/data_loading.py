@@ -19,6 +19,7 @@ data_loading keeps the rest. The two shares add up to the measured wait share, n
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from accel.analyzers import ANALYZERS
 from accel.machine import Machine
@@ -155,6 +156,15 @@ def loader_model(data: ProfileData, machine: Machine) -> LoaderModel | None:
                        cores=max(data.cores, 1), contended=not machine.is_cuda, cacheable=cacheable)
 
 
+def _finite(rate: float) -> float | None:
+    """JSON has no infinity: a stage that costs nothing measurable has no rate."""
+    return rate if math.isfinite(rate) else None
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:,.0f}" if math.isfinite(rate) else "unbounded"
+
+
 def rate_evidence(model: LoaderModel) -> dict:
     return {
         "wait_share": model.wait_share,
@@ -163,8 +173,8 @@ def rate_evidence(model: LoaderModel) -> dict:
         "cores": model.cores,
         "per_sample_seconds": model.per_sample_seconds,
         "stage_samples_per_s": {name: (1.0 / cost if cost > 0 else None) for name, cost in model.load_seconds.items()},
-        "loader_samples_per_s": model.loader_samples_per_s,
-        "model_samples_per_s": model.model_samples_per_s,
+        "loader_samples_per_s": _finite(model.loader_samples_per_s),
+        "model_samples_per_s": _finite(model.model_samples_per_s),
         "limiting_stage": model.limiting_stage,
         "predicted_saving": model.cures,
         "rate_model": ("loader rate = min(W, C) / sum(per-sample stage seconds); per sample = "
@@ -185,9 +195,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     evidence.update({"decode_fraction_reported_as_input_decoding": model.decode_fraction,
                      "tuned_workers": model.tuned_workers})
     best = next(iter(model.cures))
-    rate = f"{model.loader_samples_per_s:,.0f}" if model.loader_samples_per_s != float("inf") else "unbounded"
     summary = (f"the model waits for data {model.wait_share:.0%} of the time with num_workers={model.workers}; "
-               f"the loader delivers {rate} samples/s against the model's {model.model_samples_per_s:,.0f}, "
+               f"the loader delivers {_rate_text(model.loader_samples_per_s)} samples/s against the model's "
+               f"{_rate_text(model.model_samples_per_s)}, "
                f"so {model.limiting_stage} limits throughput")
     if model.decode_fraction > 0:
         summary += f" (decode's {model.decode_fraction:.0%} of loading is reported as input_decoding)"

@@ -26,7 +26,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     evidence = rate_evidence(model)
     evidence.update({
         "decode_per_sample_seconds": decode.per_sample_seconds,
-        "decode_samples_per_s": decode.samples_per_s,
+        "decode_samples_per_s": decode.samples_per_s if decode.seconds > 0 else None,
         "decode_fraction_of_loading": fraction,
         "samples_measured": decode.samples,
     })
