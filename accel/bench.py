@@ -5,7 +5,8 @@ between processes, not between iterations), so each replicate is a new process t
 pipeline file, warms up, times calls of the model on one example batch and prints one JSON object.
 Two launchers start them: `spawn` runs `python -m accel.bench_worker` (the default, nothing shared
 with the parent), `fork` forks the parent, which has imported torch but never run it (cheap,
-for the gate benchmark's hundreds of replicates).
+for the gate benchmark's hundreds of replicates). `inline` measures in this very process: only for
+counts, which do not depend on the process (the CI gate of many files at once).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from accel.errors import AccelError
 from accel.machine import cpu_model_name, usable_cores
 
 BENCH_SCHEMA = "accel.bench/1"
-LAUNCHERS = ("spawn", "fork")
+LAUNCHERS = ("spawn", "fork", "inline")
 # A replicate whose worker gives no answer in this long is stuck (a deadlocked pool, a hung file).
 REPLICATE_TIMEOUT_SECONDS = 600.0
 
@@ -204,6 +205,10 @@ def run_replicate(side: Side, config: BenchConfig, *, timing: bool = True, count
     """Measure in a fresh process (config.launcher) and return what it measured."""
     if config.launcher == "fork":
         return _run_forked(side, config, timing=timing, counts=counts)
+    if config.launcher == "inline":
+        if timing:
+            raise ValueError("the inline launcher measures counts only: timings need a fresh process")
+        return _parse_answer(json.dumps(answer(side, config, timing, counts)), str(side.file))
     return _run_spawned(side, config, timing=timing, counts=counts)
 
 
