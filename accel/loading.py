@@ -163,7 +163,8 @@ def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline
             missing = "example_inputs" if has_model else "model"
             raise PipelineLoadError(
                 f"{file} defines {'model' if has_model else 'example_inputs'} but not {missing}",
-                "the minimal form needs both: model (an nn.Module) and example_inputs (a tuple of tensors)",
+                "the minimal form needs both: model (an nn.Module) and example_inputs (a tuple of tensors); "
+                "to run the file as a training script instead: accel profile --script FILE",
             )
         model = _resolve(module.model, "model", file)
         inputs = _resolve(module.example_inputs, "example_inputs", file)

@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
-from accel.errors import PipelineError
-from accel.loading import Script, user_code_context
+from accel.errors import PipelineError, PipelineLoadError
+from accel.loading import Script, check_file, user_code_context
 from accel.machine import Machine, describe_machine
 from accel.measure import Clock
 from accel.pipeline import batch_length
-from accel.report import Report
+from accel.report import Report, write_json_atomic
 from accel.stages import EndToEnd, ProfileData, StageTiming
 from accel.trace import record_steps
 
@@ -153,6 +153,18 @@ def measure_script(script: Script, *, cores: int = 1, trace_dir: Path | None = N
         data.stages = [StageTiming("dataloader", e2e.wait_seconds, e2e.samples),
                        StageTiming("step", e2e.compute_seconds, e2e.samples)]
     return data
+
+
+def profile_script_file(path: str | Path, args: tuple[str, ...] = (), *, trace_dir: str | Path | None = None,
+                        json_path: str | Path | None = None, progress: Progress = lambda m: None) -> Report:
+    """Profile a file as a script even when it defines `model` or `pipeline` (`accel profile --script`)."""
+    file = check_file(path)
+    if file.suffix != ".py":
+        raise PipelineLoadError(f"{file} is not a Python script", "--script runs a .py file as __main__")
+    report = profile_script(Script(path=file, args=tuple(args)), trace_dir=trace_dir, progress=progress)
+    if json_path is not None:
+        write_json_atomic(json_path, report.to_dict())
+    return report
 
 
 def profile_script(script: Script, trace_dir: str | Path | None = None, progress: Progress = lambda m: None,

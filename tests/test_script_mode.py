@@ -106,3 +106,21 @@ def test_end_to_end_from_calls_adds_up():
     assert e2e.compute_seconds == pytest.approx(0.5)
     assert e2e.samples == 12 and e2e.batches == 3
     assert end_to_end_from_calls([]) is None
+
+
+def test_script_flag_runs_a_file_that_defines_model_as_a_script(tmp_path):
+    from typer.testing import CliRunner
+
+    from accel.cli import app
+
+    script = tmp_path / "train_top_level.py"
+    script.write_text("import torch\nfrom torch.utils.data import DataLoader\n"
+                      "model = torch.nn.Linear(4, 1)\n"
+                      "for batch in DataLoader(torch.randn(64, 4), batch_size=8):\n    model(batch)\n")
+    plain = CliRunner().invoke(app, ["profile", str(script), "--no-trace"])
+    assert plain.exit_code == 2 and "accel profile --script" in " ".join(plain.output.split())
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["profile", "--script", "--no-trace", "--json", str(out), str(script)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["mode"] == "script" and data["end_to_end"]["samples"] == 64
