@@ -169,7 +169,7 @@ def measure_here(side: Side, config: BenchConfig, *, timing: bool = True, counts
         with torch.inference_mode():
             return pipeline.forward(batch)
 
-    result: dict[str, Any] = {"environment": environment()}
+    result: dict[str, Any] = {"environment": environment(), "pid": os.getpid()}
     if timing:
         # target half-width 0: never stop early, spend the budget, so every replicate is alike.
         measured = time_calls(call, warmup=config.warmup_calls, min_repeats=config.min_calls,

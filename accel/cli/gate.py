@@ -85,7 +85,7 @@ def gate_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write everything as JSON (accel.gate/1)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when a measurement is invalid."),
     counts_only: bool = typer.Option(False, "--counts-only", help="Gate the machine-independent counts only (fast, stable)."),
-    replicates: int = typer.Option(6, "--replicates", min=4, help="Process pairs to start with (more are added while undecided)."),
+    replicates: int = typer.Option(6, "--replicates", min=4, help="Process pairs to start with (more are added while undecided); calibrate: A/A pairs."),
     max_replicates: int = typer.Option(16, "--max-replicates", min=4, help="Most process pairs to take."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
 ) -> None:
@@ -160,7 +160,7 @@ def _calibrate(file: Path, config, json_path: Path | None) -> None:
     from accel.report import write_json_atomic
 
     with err_console.status("calibrating") as status:
-        result = calibrate(file, config, pairs=max(config.start_pairs, 10), progress=lambda m: status.update(m))
+        result = calibrate(file, config, pairs=config.start_pairs, progress=lambda m: status.update(m))
     table = Table(title=f"accel gate calibrate {result.target}  ({result.pairs} A/A process pairs)", title_justify="left")
     for name in ("metric", "noise (95% CI half-width)", "largest A/A change", "threshold", "resolvable"):
         table.add_column(name, justify="left" if name == "metric" else "right")

@@ -1,0 +1,87 @@
+"""Baselines: versioned schema, atomic writes, refusal of corrupt, foreign and incompatible files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from accel.baseline import (BASELINE_SCHEMA, Baseline, BaselineError, load_baseline, proposed_path, save_baseline,
+                            with_counts)
+from accel.bench import Replicate, environment, environment_mismatch
+
+COUNTS = {"flops": 1000, "bytes_moved": 4000, "op_count": 7, "parameter_bytes": 256}
+
+
+def sample() -> Baseline:
+    reps = tuple(Replicate(median_seconds=1e-3 * (1 + i / 100), p90_seconds=2e-3, p99_seconds=3e-3, calls=50,
+                           batch_samples=16, peak_memory_bytes=4096) for i in range(4))
+    return Baseline(target="p.py", environment=environment(), replicates=reps, counts=COUNTS, created_utc="now")
+
+
+def test_round_trip(tmp_path):
+    path = save_baseline(tmp_path / "b.json", sample())
+    loaded = load_baseline(path)
+    assert loaded == sample()
+    assert json.loads(path.read_text())["schema"] == BASELINE_SCHEMA
+    assert loaded.values("latency_seconds")[0] == pytest.approx(1e-3)
+    assert [p.name for p in tmp_path.iterdir()] == ["b.json"]  # no temporary file left behind
+
+
+def test_corrupt_json_is_refused(tmp_path):
+    path = tmp_path / "b.json"
+    save_baseline(path, sample())
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(BaselineError, match="corrupt"):
+        load_baseline(path)
+
+
+def test_missing_fields_are_corrupt(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"schema": BASELINE_SCHEMA, "target": "p.py"}))
+    with pytest.raises(BaselineError, match="corrupt"):
+        load_baseline(path)
+    data = sample().to_dict()
+    data["replicates"][0]["median_seconds"] = 1.0  # above its own p90: not a real measurement
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError, match="replicate is invalid"):
+        load_baseline(path)
+
+
+def test_foreign_json_is_refused(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"schema": "accel.profile/1", "target": "p.py"}))
+    with pytest.raises(BaselineError, match="not an accel baseline") as info:
+        load_baseline(path)
+    assert "--save-baseline" in info.value.hint
+    path.write_text("[1, 2, 3]")
+    with pytest.raises(BaselineError, match="not an accel baseline"):
+        load_baseline(path)
+
+
+def test_version_mismatch_is_refused(tmp_path):
+    path = tmp_path / "b.json"
+    data = sample().to_dict()
+    data["schema"] = "accel.baseline/2"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError, match="accel.baseline/2"):
+        load_baseline(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(BaselineError, match="no baseline"):
+        load_baseline(tmp_path / "nope.json")
+
+
+def test_environment_mismatch_names_the_fields():
+    here = environment()
+    assert environment_mismatch(here, dict(here)) == []
+    other = {**here, "cpu_model": "Some Other CPU", "threads": 64}
+    found = environment_mismatch(other, here)
+    assert any(f.startswith("cpu_model") for f in found) and any(f.startswith("threads") for f in found)
+
+
+def test_proposed_baseline_is_a_separate_file(tmp_path):
+    original = tmp_path / "b.json"
+    assert proposed_path(original) == tmp_path / "b.proposed.json"
+    updated = with_counts(sample(), {**COUNTS, "flops": 10})
+    assert updated.counts["flops"] == 10 and sample().counts["flops"] == 1000
