@@ -15,7 +15,7 @@ from accel.loading import Script, find_target
 from accel.machine import Machine, describe_machine
 from accel.measure import device_sync
 from accel.pipeline import Pipeline
-from accel.report import Report, Stage, write_json_atomic
+from accel.report import Report, Stage, _json_default, write_json_atomic, write_text_atomic
 from accel.stages import ProfileData, measure_pipeline
 
 Progress = Callable[[str], None]
@@ -92,14 +92,37 @@ def profile_pipeline(pipeline: Pipeline, *, machine: Machine | None = None, trac
     return build_report(data, machine, trace_dir=trace)
 
 
+def profile_onnx_file(path: str | os.PathLike, *, machine: Machine | None = None,
+                      dynamic_dims: dict[str, int] | None = None, progress: Progress = _no_progress,
+                      budget_seconds: float = 20.0) -> Report:
+    from accel.errors import PipelineLoadError
+    from accel.onnx_profile import profile_onnx
+
+    if not Path(path).is_file():
+        raise PipelineLoadError(f"no such ONNX file: {path}", "check the path")
+    machine = machine or describe_machine("cpu")
+    if not machine.calibrated:
+        from accel.calibrate import calibrated_machine
+
+        progress("calibrating the machine (once per machine and torch version)")
+        machine = calibrated_machine(machine)
+    data = profile_onnx(path, machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds)
+    progress("analyzing")
+    return build_report(data, machine)
+
+
 def profile(target: str | os.PathLike | Pipeline, *, args: tuple[str, ...] = (), trace_dir: str | os.PathLike | None = None,
             json_path: str | os.PathLike | None = None, progress: Progress = _no_progress,
-            budget_seconds: float = 20.0, machine: Machine | None = None) -> Report:
-    """Profile a pipeline file (or a Pipeline) and return the report; optionally write its JSON."""
+            budget_seconds: float = 20.0, machine: Machine | None = None,
+            html_path: str | os.PathLike | None = None, dynamic_dims: dict[str, int] | None = None) -> Report:
+    """Profile a pipeline file (or a Pipeline) and return the report; optionally write its JSON and HTML."""
     torch.manual_seed(0)
     if isinstance(target, Pipeline):
         report = profile_pipeline(target, machine=machine, trace_dir=trace_dir, progress=progress,
                                   budget_seconds=budget_seconds)
+    elif str(target).endswith(".onnx"):
+        report = profile_onnx_file(target, machine=machine, dynamic_dims=dynamic_dims, progress=progress,
+                                   budget_seconds=budget_seconds)
     else:
         progress(f"loading {target}")
         found = find_target(target, args)
@@ -112,4 +135,17 @@ def profile(target: str | os.PathLike | Pipeline, *, args: tuple[str, ...] = (),
                                       budget_seconds=budget_seconds)
     if json_path is not None:
         write_json_atomic(json_path, report.to_dict())
+    if html_path is not None:
+        write_html(report, html_path)
     return report
+
+
+def write_html(report: Report, path: str | os.PathLike) -> None:
+    """The report as one self-contained HTML page."""
+    import json
+
+    from accel.html import render_html
+
+    # Through JSON first, so the page shows exactly what the JSON report holds.
+    data = json.loads(json.dumps(report.to_dict(), default=_json_default))
+    write_text_atomic(path, render_html(data))

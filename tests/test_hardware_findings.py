@@ -21,7 +21,8 @@ HARDWARE_KINDS = ("memory_bandwidth", "compute_bound", "overhead", "memory_peak"
 def machine(tmp_path_factory):
     """One real calibration for the module, cached in a temporary XDG_CACHE_HOME."""
     patch = pytest.MonkeyPatch()
-    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+    # one calibration for the session, shared by the modules that profile (same base temp dir)
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
     try:
         yield calibrated_machine()
     finally:

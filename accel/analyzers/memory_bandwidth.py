@@ -74,7 +74,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     recommendations = []
     if reduction > 0:
         summary += f"; int8 weights would cut {reduction:.0%} of those bytes"
-        recommendations += ["quantize.int8_dynamic", "onnx.int8_dynamic"]
-    recommendations += ["batch.size", "compile"]
+        recommendations += ["onnx.int8_dynamic"] if data.mode == "onnx" else ["quantize.int8_dynamic", "onnx.int8_dynamic"]
+    recommendations += ["batch.size"] if data.mode == "onnx" else ["batch.size", "compile"]
     return [Finding.from_impact("memory_bandwidth", share=model_share * memory_share, impact=impact, summary=summary,
                                 evidence=evidence, recommendations=recommendations)]
