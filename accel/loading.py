@@ -47,6 +47,7 @@ def check_file(path: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def user_code_context(folder: Path) -> Iterator[None]:
     """The user's folder on sys.path and no .pyc written next to their files."""
+    _forget_other_user_modules(folder)
     old_path = list(sys.path)
     old_dont_write = sys.dont_write_bytecode
     sys.path.insert(0, str(folder))
@@ -56,6 +57,25 @@ def user_code_context(folder: Path) -> Iterator[None]:
     finally:
         sys.path[:] = old_path
         sys.dont_write_bytecode = old_dont_write
+
+
+# Folders user code was loaded from in this process.
+_USER_FOLDERS: set[Path] = set()
+
+
+def _forget_other_user_modules(folder: Path) -> None:
+    """Drop helper modules imported from another user folder: two pipeline files that both do
+    `from helper import ...` must each get their own helper, not the one cached by the first load.
+    Modules from this folder stay (objects already built may be pickled by module name)."""
+    folder = folder.resolve()
+    others = _USER_FOLDERS - {folder}
+    _USER_FOLDERS.add(folder)
+    if not others:
+        return
+    for name, module in list(sys.modules.items()):
+        location = getattr(module, "__file__", None)
+        if location and Path(location).resolve().parent in others:
+            sys.modules.pop(name, None)
 
 
 def import_file(file: Path) -> Any:

@@ -73,3 +73,15 @@ def test_a_folder_or_onnx_is_not_a_pipeline_file(tmp_path):
     onnx = write(tmp_path, "m.onnx", "")
     with pytest.raises(PipelineLoadError, match="ONNX model"):
         find_target(onnx)
+
+
+def test_same_named_helpers_in_two_folders_do_not_shadow_each_other(tmp_path):
+    outputs = []
+    for width in (2, 5):
+        folder = tmp_path / f"project{width}"
+        folder.mkdir()
+        write(folder, "helper.py", f"WIDTH = {width}\n")
+        path = write(folder, "target.py", "import torch\nfrom helper import WIDTH\nmodel = torch.nn.Identity()\n"
+                                            "example_inputs = (torch.ones(1, WIDTH),)\n")
+        outputs.append(accel.load(path).inputs[0].shape[1])
+    assert outputs == [2, 5]
