@@ -1,0 +1,67 @@
+"""accel bench: fresh-process replicates, counts from accel.counts, worker errors."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from accel.bench import BenchConfig, BenchError, Side, bench, run_replicate
+from accel.errors import AccelError
+
+PLANTED = Path(__file__).parent / "planted"
+GATE_MLP = PLANTED / "gate_mlp.py"
+QUICK = BenchConfig(replicates=2, warmup_calls=1, min_calls=5, budget_seconds=0.05, threads=1)
+
+
+@pytest.mark.slow
+def test_counts_come_from_a_worker_and_grow_with_planted_layers():
+    plain = run_replicate(Side(GATE_MLP.resolve()), QUICK, timing=False, counts=True)
+    grown = run_replicate(Side(GATE_MLP.resolve(), env=(("ACCEL_GATE_EXTRA_LAYERS", "2"),)), QUICK,
+                          timing=False, counts=True)
+    assert plain["pid"] != os.getpid()
+    assert plain["counts"]["flops"] > 0 and plain["counts"]["parameter_bytes"] == 128 * 128 * 4
+    assert grown["counts"]["flops"] > plain["counts"]["flops"]
+    assert grown["counts"]["op_count"] > plain["counts"]["op_count"]
+    assert grown["counts"]["parameter_bytes"] > plain["counts"]["parameter_bytes"]
+    assert plain["environment"]["torch_version"] and plain["environment"]["cores"] >= 1
+
+
+@pytest.mark.slow
+def test_inline_counts_match_a_fresh_process():
+    inline = run_replicate(Side(GATE_MLP.resolve()), BenchConfig(launcher="inline"), timing=False, counts=True)
+    spawned = run_replicate(Side(GATE_MLP.resolve()), QUICK, timing=False, counts=True)
+    assert inline["counts"] == spawned["counts"]
+    with pytest.raises(ValueError, match="fresh process"):
+        run_replicate(Side(GATE_MLP.resolve()), BenchConfig(launcher="inline"), timing=True)
+
+
+@pytest.mark.slow
+def test_replicates_are_fresh_processes_with_per_call_statistics():
+    result = bench(GATE_MLP, config=QUICK)
+    assert len(result.replicates) == 2
+    for replicate in result.replicates:
+        assert 0 < replicate.median_seconds <= replicate.p90_seconds <= replicate.p99_seconds
+        assert replicate.calls >= QUICK.min_calls and replicate.batch_samples == 16
+        assert replicate.peak_memory_bytes is not None and replicate.peak_memory_bytes > 0
+    summary = result.summary()
+    assert summary["samples_per_s"] == pytest.approx(16 / summary["median_seconds"], rel=0.5)
+    assert result.counts["op_count"] > 0
+    assert result.to_dict()["schema"] == "accel.bench/1"
+
+
+@pytest.mark.slow
+def test_a_failing_pipeline_is_a_bench_error(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nmodel = torch.nn.Linear(4, 4)\nexample_inputs = (torch.randn(2, 5),)\n")
+    with pytest.raises(BenchError, match="measuring"):
+        run_replicate(Side(broken), QUICK, timing=True)
+
+
+def test_bad_input_is_refused(tmp_path):
+    with pytest.raises(AccelError, match="no such file"):
+        bench(tmp_path / "missing.py", config=QUICK)
+    with pytest.raises(ValueError, match="launcher"):
+        BenchConfig(launcher="thread")
+    with pytest.raises(ValueError, match="replicates"):
+        BenchConfig(replicates=0)
