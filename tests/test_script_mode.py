@@ -124,3 +124,15 @@ def test_script_flag_runs_a_file_that_defines_model_as_a_script(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["mode"] == "script" and data["end_to_end"]["samples"] == 64
+
+
+def test_script_mode_writes_nothing_into_the_scripts_folder(tmp_path, monkeypatch):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "helper.py").write_text("import torch\ndef batches():\n"
+                                    "    return torch.utils.data.DataLoader(torch.randn(32, 4), batch_size=8)\n")
+    (user / "train.py").write_text("from helper import batches\nfor b in batches():\n    b.sum()\n")
+    monkeypatch.chdir(tmp_path)
+    report = accel.profile(user / "train.py")
+    assert report.mode == "script" and report.extra["end_to_end"]["samples"] == 32
+    assert sorted(p.name for p in user.iterdir()) == ["helper.py", "train.py"]
