@@ -183,3 +183,20 @@ def test_killed_build_leaves_consistent_cache_and_resumes(tmp_path):
     assert stage.hits == len(written)
     assert stage.misses == count - len(written)
     assert len(records(root)) == count
+
+
+def test_cli_info_and_clear(tmp_path, context):
+    from typer.testing import CliRunner
+
+    from accel.cli import app
+
+    pipeline = accel.load(PLANTED / "dp_random_augment.py")
+    _apply(pipeline, tmp_path, context)
+    runner = CliRunner()
+    info = runner.invoke(app, ["cache", "info", "--dir", str(tmp_path)])
+    assert info.exit_code == 0 and "16 records" in info.output
+    missing = runner.invoke(app, ["cache", "clear", "--dir", str(tmp_path), "--namespace", "nope"])
+    assert missing.exit_code == 2 and "no cache namespace" in missing.output
+    cleared = runner.invoke(app, ["cache", "clear", "--dir", str(tmp_path)])
+    assert cleared.exit_code == 0 and "removed 16" in cleared.output
+    assert "no cached samples" in runner.invoke(app, ["cache", "info", "--dir", str(tmp_path)]).output
