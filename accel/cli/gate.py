@@ -51,8 +51,8 @@ def bench_command(
 def bench_table(result) -> Table:
     from accel.cli.render import format_bytes, format_seconds
 
-    table = Table(title=f"accel bench {result.target}  ({len(result.replicates)} fresh processes)",
-                  title_justify="left")
+    measured = f"{len(result.replicates)} fresh processes" if result.replicates else "counts only"
+    table = Table(title=f"accel bench {result.target}  ({measured})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     summary = result.summary()
