@@ -200,3 +200,10 @@ def test_cli_info_and_clear(tmp_path, context):
     cleared = runner.invoke(app, ["cache", "clear", "--dir", str(tmp_path)])
     assert cleared.exit_code == 0 and "removed 16" in cleared.output
     assert "no cached samples" in runner.invoke(app, ["cache", "info", "--dir", str(tmp_path)]).output
+
+
+def test_same_file_loaded_again_reuses_the_cache(tmp_path, context):
+    first = _apply(accel.load(PLANTED / "dp_decode_bound.py"), tmp_path, context)
+    second = _apply(accel.load(PLANTED / "dp_decode_bound.py"), tmp_path, context)
+    assert second.notes["namespace"] == first.notes["namespace"]
+    assert second.notes["records_built"] == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import sys
 import time
 import types
 from collections.abc import Mapping
@@ -86,7 +87,7 @@ class CodeFingerprint:
         self.hash.update(repr(parts).encode())
 
     def _function(self, fn: types.FunctionType, depth: int) -> None:
-        self._add("function", fn.__module__, fn.__qualname__)
+        self._add("function", _module_label(fn.__module__), fn.__qualname__)
         self._code(fn.__code__)
         self._value(fn.__defaults__, depth + 1)
         self._value(fn.__kwdefaults__, depth + 1)
@@ -115,7 +116,12 @@ class CodeFingerprint:
         elif isinstance(value, (types.FunctionType, types.MethodType, functools.partial)):
             self.feed(value, depth)
         elif isinstance(value, type):
-            self._add("class", value.__module__, value.__qualname__)
+            self._add("class", _module_label(value.__module__), value.__qualname__)
+            if _is_user_module(value.__module__):  # a class from the user's own code: hash its methods too
+                for name, member in sorted(vars(value).items()):
+                    if isinstance(member, (types.FunctionType, staticmethod, classmethod)):
+                        self._add("method", name)
+                        self.feed(getattr(member, "__func__", member), depth + 1)
         elif isinstance(value, torch.nn.Module):
             self._add("module-object", type(value).__qualname__, repr(value))
             for name, tensor in value.state_dict().items():
@@ -133,7 +139,7 @@ class CodeFingerprint:
                 self._state(value, depth)
 
     def _state(self, obj: Any, depth: int) -> None:
-        self._add("object", type(obj).__module__, type(obj).__qualname__)
+        self._add("object", _module_label(type(obj).__module__), type(obj).__qualname__)
         state = getattr(obj, "__dict__", None)
         if state is None:
             text = repr(obj)
@@ -145,6 +151,18 @@ class CodeFingerprint:
         for name in sorted(state):
             self._add("attribute", name)
             self._value(state[name], depth + 1)
+
+
+def _module_label(name: str | None) -> str:
+    """A module's file name: a pipeline file loaded twice gets two module names but one file."""
+    module = sys.modules.get(name or "")
+    file = getattr(module, "__file__", None)
+    return Path(file).name if file else (name or "")
+
+
+def _is_user_module(name: str | None) -> bool:
+    file = getattr(sys.modules.get(name or ""), "__file__", None) or ""
+    return bool(file) and "site-packages" not in file and not file.startswith(sys.prefix) and not file.startswith(sys.base_prefix)
 
 
 def _global_names(code: types.CodeType) -> set[str]:
