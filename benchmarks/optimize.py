@@ -36,8 +36,13 @@ ACTIONS = (
     ("torch int8", "quantize.int8_dynamic", {}),
     ("bf16 autocast", "precision.bf16", {"mode": "autocast"}),
 )
-COMPARE_SECONDS = 4.0
-ACCEL_BUDGET_SECONDS = 60.0
+COMPARE_SECONDS = 3.0
+ACCEL_BUDGET_SECONDS = 45.0
+
+
+def _compare(measurer: Measurer, baseline: accel.Pipeline, candidate: accel.Pipeline):
+    return compare_interleaved(measurer.call(baseline), measurer.call(candidate), warmup=1, settle_seconds=0.002,
+                               min_rounds=3 if measurer.target == "throughput" else 7, budget_seconds=COMPARE_SECONDS)
 
 
 def _file(candidates: tuple[str, ...]) -> Path | None:
@@ -52,8 +57,7 @@ def _action(baseline: accel.Pipeline, name: str, params: dict, measurer: Measure
         return "n/a"
     try:
         applied = optimizer.apply(baseline, make_config(optimizer, params), context)
-        comparison = compare_interleaved(measurer.call(baseline), measurer.call(applied.pipeline),
-                                         settle_seconds=0.002, budget_seconds=COMPARE_SECONDS)
+        comparison = _compare(measurer, baseline, applied.pipeline)
     except Exception as exc:  # noqa: BLE001 - an action that fails is reported, not fatal
         return f"failed ({type(exc).__name__})"
     return f"{comparison.speedup:.2f}x"
@@ -69,8 +73,7 @@ def run_example(label: str, file: Path, recipe: str) -> list[str]:
         began = time.perf_counter()
         result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS)
         seconds = time.perf_counter() - began
-        comparison = compare_interleaved(measurer.call(baseline), measurer.call(result.pipeline),
-                                         settle_seconds=0.002, budget_seconds=COMPARE_SECONDS)
+        comparison = _compare(measurer, baseline, result.pipeline)
     kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
     row += [f"{comparison.speedup:.2f}x", kept, f"{seconds:.0f} s"]
     base = measurer.summary(comparison.baseline.median, None)
@@ -89,6 +92,7 @@ def main() -> None:
             continue
         print(f"measuring {label} ({file.relative_to(ROOT)}, recipe {recipe})", flush=True)
         rows.append(run_example(label, file, recipe))
+        print("  " + " | ".join(f"{h}: {v}" for h, v in zip(header, rows[-1])), flush=True)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"threads: {torch.get_num_threads()}; speedups are against the baseline, measured interleaved in this run")
     for row in [header, ["-" * w for w in widths], *rows]:

@@ -36,7 +36,7 @@ class SkipB(_FlagOptimizer):
 
 
 class SlowDown(_FlagOptimizer):
-    name, slot, flags = "test.slow", "test-slow", {"extra": 40}
+    name, slot, flags = "test.slow", "test-slow", {"extra": 120}
 
 
 class FastButWrong(Optimizer):
@@ -58,7 +58,7 @@ class ClashesWithA(Optimizer):
 
     def apply(self, pipeline, config, context):
         model = pipeline.model
-        extra = 60 if not model.dead_a else 0
+        extra = 80 if not model.dead_a else 0
         return Applied(pipeline=pipeline.replace(model=model.variant(dead_b=False, extra=extra)))
 
 
@@ -87,7 +87,7 @@ def _test_optimizers():
 def _run(tmp_path, tries, target="latency", **recipe):
     data = {"name": "t", "target": target, "rules": [{"name": "planted", "try": list(tries)}], **recipe}
     context = Context(machine=describe_machine(), workdir=tmp_path)
-    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=12)
+    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=5)
 
 
 def _step(result, name):
@@ -159,3 +159,19 @@ def test_step_records_round_trip_through_json(tmp_path):
         data = json.loads(json.dumps(step.to_dict()))
         assert data["optimizer"] == step.optimizer and data["verdict"] == step.verdict
         assert dataclasses.asdict(step)["reason"] == data["reason"]
+
+
+class DropAllDeadWork(_FlagOptimizer):
+    name, slot, flags = "test.drop_dead", "test-drop", {"dead_a": False, "dead_b": False}
+
+
+def test_memory_target_keeps_what_lowers_the_peak(tmp_path):
+    OPTIMIZERS.add(DropAllDeadWork.name, DropAllDeadWork())
+    try:
+        result = _run(tmp_path, ["test.drop_dead"], target="memory")
+    finally:
+        OPTIMIZERS.remove(DropAllDeadWork.name)
+    step = _step(result, "test.drop_dead")
+    assert step.memory_ratio is not None and step.memory_ratio < 0.5  # planted: the 160 KB matmul temporaries are gone
+    assert step.verdict == ACCEPTED, step.reason
+    assert result.memory_ratio < 0.5 and result.final["peak_bytes"] < result.baseline["peak_bytes"]
