@@ -11,16 +11,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from accel.lock import Lock, LockEntry, current_versions, file_sha256, write_lock, LOCK_NAME
 from accel.machine import describe_machine
 from accel.measure import thread_count
-from accel.optimizers import Context
 from accel.pipeline import Pipeline
 from accel.recipes import Recipe, get_recipe
-from accel.recipes.engine import EngineResult, run_engine
 from accel.report import write_json_atomic
+
+if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
+    from accel.recipes.engine import EngineResult
 
 OPTIMIZE_SCHEMA = "accel.optimize/1"
 # Share of the budget the diagnosis may take when a recipe's rules need findings.
@@ -34,7 +35,7 @@ Progress = Callable[[str], None]
 class OptimizeResult:
     name: str
     recipe: str
-    result: EngineResult
+    result: "EngineResult"
     lock_path: Path | None = None
     profile_primary: str | None = None
     profile_seconds: float = 0.0
@@ -69,6 +70,8 @@ def optimize(target: str | os.PathLike | Pipeline, recipe: str | os.PathLike | R
              progress: Progress = lambda message: None) -> OptimizeResult:
     """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there."""
     import accel
+    from accel.optimizers import Context
+    from accel.recipes.engine import run_engine
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     path = None if isinstance(target, Pipeline) else Path(target)
