@@ -88,6 +88,7 @@ def gate_command(
     replicates: int = typer.Option(6, "--replicates", min=4, help="Process pairs to start with (more are added while undecided); calibrate: A/A pairs."),
     max_replicates: int = typer.Option(16, "--max-replicates", min=4, help="Most process pairs to take."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
+    budget: float = typer.Option(300.0, "--budget", min=1.0, help="Seconds after which no more pairs are added."),
 ) -> None:
     """Fail CI on a performance regression: paired fresh-process statistics and exact counts."""
     from accel.bench import BenchConfig
@@ -104,7 +105,8 @@ def gate_command(
         thresholds = resolve_thresholds({"max_slowdown": max_slowdown, "max_memory_growth": max_memory_growth,
                                          "max_flops_growth": max_flops_growth}, Path.cwd())
         config = GateConfig(thresholds=thresholds, bench=BenchConfig(threads=threads), start_pairs=replicates,
-                            max_pairs=max(replicates, max_replicates), timing=not counts_only)
+                            max_pairs=max(replicates, max_replicates), budget_seconds=budget,
+                            timing=not counts_only)
         if mode == "calibrate":
             _calibrate(file, config, json_path)
             return
