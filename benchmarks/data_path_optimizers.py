@@ -8,10 +8,11 @@
    to the core count), and what loader.tune chose.
 4. patch.inference: peak memory of one forward of a 512x512 CNN before and after (target <= 0.5x).
 
-Speedups are ratios of medians of interleaved runs with a 95% CI (accel.measure.compare_interleaved).
+Everything runs with one torch intra-op thread (both sides). Speedups are ratios of medians of interleaved runs with a 95% CI (accel.measure.compare_interleaved).
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 
 import accel
 from accel.machine import describe_machine
-from accel.measure import compare_interleaved, peak_memory_bytes
+from accel.measure import compare_interleaved, peak_memory_bytes, thread_count
 from accel.optimizers import OPTIMIZERS, Context
 from accel.optimizers.cache_results import ResultCache
 
@@ -100,10 +101,15 @@ def _forward(model, x) -> None:
 
 def main() -> None:
     context = Context(machine=describe_machine(), workdir=Path(tempfile.mkdtemp(prefix="accel-bench-")))
-    rows = [decoded_cache(context), result_cache(context), workers(context), patch_memory(context)]
+    # One intra-op thread on both sides: on a shared machine, torch's thread pool waiting at barriers
+    # for a busy core costs tiny models milliseconds per op and drowns what is being measured.
+    with thread_count(1):
+        rows = [decoded_cache(context), result_cache(context), workers(context), patch_memory(context)]
     header = ("case", "baseline", "optimized", "ratio [95% CI]", "target", "met", "notes")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    print(f"machine: {context.machine.cores} usable cores, torch {torch.__version__}")
+    load = os.getloadavg()[0]
+    print(f"machine: {context.machine.cores} usable cores (load average {load:.1f} when done), torch {torch.__version__}, "
+          "1 intra-op thread")
     for row in [header] + rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
