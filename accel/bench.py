@@ -197,7 +197,22 @@ def count_work(call: Callable[[], Any], model: Any) -> dict[str, Any]:
     data = {key: counted[key] for key in ("flops", "bytes_moved", "op_count", "kernel_launches")
             if counted.get(key) is not None}
     data["parameter_bytes"] = parameter_bytes(module) if module is not None else 0
+    if torch.cuda.is_available() and "kernel_launches" not in data:
+        data["kernel_launches"] = count_kernel_launches(call)
     return data
+
+
+def count_kernel_launches(call: Callable[[], Any]) -> int:
+    """Device activities (kernels, copies, memsets) one call puts on the GPU, from torch.profiler."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    call()  # lazy initialization (cuBLAS handles, autotuning) is not the steady state
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    return sum(1 for event in prof.events() if event.device_type == DeviceType.CUDA)
 
 
 # --- launching replicates ----------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """accel bench: fresh-process replicates, counts from accel.counts, worker errors."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,19 @@ def test_bad_input_is_refused(tmp_path):
         BenchConfig(launcher="thread")
     with pytest.raises(ValueError, match="replicates"):
         BenchConfig(replicates=0)
+
+
+@pytest.mark.slow
+def test_forked_replicates_from_a_parent_that_never_ran_torch():
+    # The gate benchmark forks replicates; the parent imports torch but runs nothing, as here.
+    code = ("import os, json; from pathlib import Path; from accel.bench import BenchConfig, Side, run_replicate; "
+            "c = BenchConfig(launcher='fork', threads=1, warmup_calls=1, min_calls=5, budget_seconds=0.05, memory=False); "
+            f"s = Side(Path({str(GATE_MLP.resolve())!r})); "
+            "got = [run_replicate(s, c) for _ in range(2)]; "
+            "print(json.dumps({'parent': os.getpid(), 'pids': [g['pid'] for g in got], "
+            "'median': [g['replicate']['median_seconds'] for g in got]}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(set(data["pids"])) == 2 and data["parent"] not in data["pids"]
+    assert all(m > 0 for m in data["median"])
