@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from accel.measure import peak_memory_bytes
+from accel.measure import peak_memory_bytes, time_calls
 from accel.optimizers import Applied, Context, Optimizer, register
 from accel.patch import flatten_layers, local_prefix, patch_sequential
 from accel.pipeline import Pipeline, call_unpacked
@@ -26,20 +26,27 @@ EXACT_RELATIVE_TOLERANCE = 1e-5
 DEFAULT_GRIDS = (2, 4)
 # Split points tried: after each of the first few downsampling layers, and at the prefix's end.
 MAX_SPLIT_POINTS = 4
-# Candidates within 5% of the lowest peak count as equal; among them the least halo recompute wins.
-PEAK_TIE_SHARE = 0.05
+# Every candidate that reaches this share of the unpatched peak (MCUNetV2's halving and more) is good
+# enough on memory; among those the fastest measured wins, since more, smaller tiles cost time.
+DEFAULT_MAX_PEAK_SHARE = 0.5
+# At most this many of the lowest-peak candidates are timed.
+MAX_TIMED_CANDIDATES = 4
+TIMING_BUDGET_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
 class PatchConfig:
     grids: tuple[int, ...] = DEFAULT_GRIDS
     prefix_layers: int | None = None  # None: choose by measurement
+    max_peak_share: float = DEFAULT_MAX_PEAK_SHARE
 
     def __post_init__(self) -> None:
         grids = tuple(self.grids)
         object.__setattr__(self, "grids", grids)
         if not grids or any(not isinstance(g, int) or g < 1 for g in grids):
             raise ValueError(f"grids must be positive ints, got {self.grids}")
+        if not 0 < self.max_peak_share <= 1:
+            raise ValueError(f"max_peak_share must lie in (0, 1], got {self.max_peak_share}")
         if self.prefix_layers is not None and self.prefix_layers < 1:
             raise ValueError(f"prefix_layers must be >= 1, got {self.prefix_layers}")
 
@@ -157,9 +164,10 @@ class PatchInference(Optimizer):
         if not exact:
             return Applied(pipeline, state={}, notes={"chosen": None, "reason": "no candidate matched within 1e-5",
                                                       "peak_bytes_before": baseline})
-        lowest = min(c.peak_bytes for c in exact)
-        chosen = min((c for c in exact if c.peak_bytes <= lowest * (1 + PEAK_TIE_SHARE)),
-                     key=lambda c: (c.halo_extra_compute_share, c.peak_bytes))
+        good = [c for c in exact if c.peak_bytes <= config.max_peak_share * baseline]
+        shortlist = sorted(good or exact, key=lambda c: c.peak_bytes)[:MAX_TIMED_CANDIDATES if good else 1]
+        seconds = {c: self._seconds(pipeline, name, c) for c in shortlist} if len(shortlist) > 1 else {}
+        chosen = min(shortlist, key=lambda c: seconds.get(c, 0.0))
         model = with_patched(pipeline.model, name, chosen.prefix_layers, chosen.grid)
         notes = {
             "module": name or "(model)", "prefix_layers": chosen.prefix_layers, "grid": chosen.grid,
@@ -168,9 +176,21 @@ class PatchInference(Optimizer):
             "halo_extra_compute_share": chosen.halo_extra_compute_share,
             "max_relative_error": chosen.max_relative_error,
             "candidates": [dataclasses.asdict(c) for c in candidates],
+            "timed_seconds": {f"{c.prefix_layers} layers, {c.grid}x{c.grid}": s for c, s in seconds.items()},
         }
         state = {"module": name, "prefix_layers": chosen.prefix_layers, "grid": chosen.grid}
         return Applied(pipeline.replace(model=model), state=state, notes=notes)
+
+    @staticmethod
+    def _seconds(pipeline: Pipeline, name: str, candidate: PatchCandidate) -> float:
+        model = with_patched(pipeline.model, name, candidate.prefix_layers, candidate.grid)
+        batch = pipeline.example_batch()
+
+        def forward() -> None:
+            with torch.inference_mode():
+                call_unpacked(model, batch)
+
+        return time_calls(forward, warmup=1, min_repeats=3, budget_seconds=TIMING_BUDGET_SECONDS).median
 
     def restore(self, pipeline: Pipeline, config: PatchConfig, state: dict[str, Any], lock_dir: Path) -> Pipeline:
         if not state:
