@@ -87,7 +87,7 @@ def _test_optimizers():
 def _run(tmp_path, tries, target="latency", **recipe):
     data = {"name": "t", "target": target, "rules": [{"name": "planted", "try": list(tries)}], **recipe}
     context = Context(machine=describe_machine(), workdir=tmp_path)
-    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=5)
+    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=10)
 
 
 def _step(result, name):
@@ -175,3 +175,21 @@ def test_memory_target_keeps_what_lowers_the_peak(tmp_path):
     assert step.memory_ratio is not None and step.memory_ratio < 0.5  # planted: the 160 KB matmul temporaries are gone
     assert step.verdict == ACCEPTED, step.reason
     assert result.memory_ratio < 0.5 and result.final["peak_bytes"] < result.baseline["peak_bytes"]
+
+
+class Broken(Optimizer):
+    name = "test.broken"
+
+    def apply(self, pipeline, config, context):
+        raise RuntimeError("planted failure\nsecond line")
+
+
+def test_a_candidate_that_raises_is_recorded_as_failed(tmp_path):
+    OPTIMIZERS.add(Broken.name, Broken())
+    try:
+        result = _run(tmp_path, ["test.broken", "test.skip_a"])
+    finally:
+        OPTIMIZERS.remove(Broken.name)
+    broken = _step(result, "test.broken")
+    assert broken.verdict == "failed" and broken.reason == "RuntimeError: planted failure"
+    assert _step(result, "test.skip_a").verdict == ACCEPTED

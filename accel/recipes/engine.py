@@ -237,7 +237,6 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
     composer = Composer(baseline, context)
     chosen: dict[str, tuple[Optimizer, Any, Candidate]] = {}
     best = baseline
-    best_memory: int | None = None
     for rule, candidate in plan:
         optimizer = OPTIMIZERS.get(candidate.optimizer)
         config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
@@ -254,23 +253,23 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
         progress(f"trying {optimizer.name}")
         trial_choice = {**chosen, slot: (optimizer, config, candidate)}
         others = tuple(c[0].name for s, c in chosen.items() if s != slot)
+        guard: Guard = rule.guard or recipe.guard
         try:
             trial, trial_choices, setup = composer.build(trial_choice)
             fidelity = check_fidelity(reference, trial, measurer)
-        except AccelError:
-            raise
+            failure = fidelity.failure(guard)
+            # A candidate that broke the outputs is timed only briefly: the table still shows its speed.
+            share = MIN_COMPARE_SECONDS if failure else min(per_candidate, max(remaining() - budget * FINAL_SHARE,
+                                                                               MIN_COMPARE_SECONDS))
+            comparison = _compare(measurer, best, trial, share)
+            memory_ratio = None
+            if measurer.target == "memory":
+                base_peak, trial_peak = peak_memory_pair(measurer.call(best), measurer.call(trial))
+                memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
-            steps.append(Step(**step, verdict=FAILED, reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}",
-                              composed_with=others))
+            message = exc.message if isinstance(exc, AccelError) else f"{type(exc).__name__}: {_first_line(exc)}"
+            steps.append(Step(**step, verdict=FAILED, reason=message, composed_with=others))
             continue
-        guard: Guard = rule.guard or recipe.guard
-        failure = fidelity.failure(guard)
-        comparison = _compare(measurer, best, trial, min(per_candidate, max(remaining() - budget * FINAL_SHARE, MIN_COMPARE_SECONDS)))
-        memory_ratio = None
-        if measurer.target == "memory":
-            base_peak, trial_peak = peak_memory_pair(measurer.call(best), measurer.call(trial))
-            best_memory = base_peak if best_memory is None else best_memory
-            memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
         speed = dict(speedup=comparison.speedup, speedup_ci=comparison.speedup_ci, memory_ratio=memory_ratio,
                      fidelity=fidelity.to_dict(), setup_seconds=setup,
                      first_call_seconds=comparison.candidate.first_call_seconds, composed_with=others,
@@ -283,6 +282,11 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
         else:
             steps.append(Step(**step, verdict=REVERTED, reason=verdict_reason, **speed))
     return _finish(baseline, best, composer, chosen, measurer, recipe, steps, budget, remaining, started, progress)
+
+
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:limit] if text else ""
 
 
 def _keep_reason(recipe: Recipe, comparison: Comparison, memory_ratio: float | None) -> str:
