@@ -9,7 +9,7 @@
 - On CUDA the same kernels run on the GPU, timed with CUDA events after a synchronize.
 
 Results are cached as JSON under $XDG_CACHE_HOME/accel (or ~/.cache/accel), keyed by device,
-device name, core count and torch version; `accel calibrate` redoes it.
+device name, core count, torch thread count and torch version; `accel calibrate` redoes it.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def cache_dir() -> Path:
 
 
 def cache_path(machine: Machine) -> Path:
-    key = f"{machine.device}|{machine.device_name}|{machine.cores}|{machine.torch_version}"
+    key = f"{machine.device}|{machine.device_name}|{machine.cores}|{machine.threads}|{machine.torch_version}"
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     return cache_dir() / f"calibration-{machine.device.replace(':', '')}-{digest}.json"
 

@@ -25,6 +25,8 @@ from accel.pipeline import Pipeline
 from accel.stages import ProfileData
 
 CALL_TIMING_BUDGET_SECONDS = 1.0
+# The loop's first steps run at the prompt's length, the length the cost model's call saw.
+FIRST_STEPS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +169,26 @@ def generation_pass(pipeline: Pipeline, batch: Any, machine: Machine,
     batch_size = int(first[0].shape[0]) if first and first[0].dim() > 1 else 1
     return GenerationProfile(steps=tuple(steps), total_seconds=total, parameter_bytes=parameter_bytes(model),
                              batch_size=batch_size)
+
+
+def share_of_model_time(data: ProfileData, seconds_per_call: float) -> float:
+    """What `seconds_per_call` (a part of the cost model's one call) is of the model's time.
+
+    In a generate loop the cost model saw one call at the prompt's length, timed apart from the
+    loop, while the loop makes many calls at growing lengths. A cost per call (dispatch, weight
+    reads) is taken as the same fraction of the loop's first steps (the calls of that length,
+    timed in the loop) and weighed by the number of calls over the loop's time.
+    """
+    call = data.ops.call_seconds if data.ops is not None else 0.0
+    if call <= 0:
+        return 0.0
+    fraction = min(seconds_per_call / call, 1.0)
+    generation = data.generation
+    if isinstance(generation, GenerationProfile) and generation.total_seconds > 0 and generation.steps:
+        first_steps = sorted(s.seconds for s in generation.steps[:FIRST_STEPS])
+        first = first_steps[len(first_steps) // 2]
+        return min(fraction * first * len(generation.steps) / generation.total_seconds, 1.0)
+    return fraction
 
 
 def hardware_passes(pipeline: Pipeline, data: ProfileData, machine: Machine,

@@ -13,10 +13,10 @@ import accel
 VOCAB = 512
 DIM = 256
 HEADS = 4
-LAYERS = 2
+LAYERS = 4
 MAX_LENGTH = 128
-PROMPT_LENGTH = 8
-NEW_TOKENS = 40
+PROMPT_LENGTH = 16
+NEW_TOKENS = 48
 
 
 class Block(nn.Module):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from accel.analyzers import ANALYZERS
 from accel.analyzers.padding import model_time_share
 from accel.costmodel import CostModel, split_roofline
+from accel.hardware import share_of_model_time
 from accel.machine import Machine
 from accel.report import LOW_IMPACT, Finding
 from accel.stages import ProfileData
@@ -48,7 +49,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if not isinstance(cost, CostModel) or not machine.peak_gflops or cost.call_seconds <= 0:
         return []
     split = split_roofline(cost)
-    compute_share = split.share(split.compute_seconds)
+    compute_share = share_of_model_time(data, split.compute_seconds)
     if compute_share < MIN_COMPUTE_SHARE or split.compute_seconds <= 0:
         return []
     compute_ops = [o for o in cost.ops if not o.memory_bound]

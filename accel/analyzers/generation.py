@@ -1,7 +1,7 @@
 """generation: an autoregressive loop whose per-step latency grows with the position.
 
 The generation pass timed every model call inside one generate loop with the sequence length it
-saw. A least-squares line through (position, seconds) gives the slope: with a KV cache a step
+saw. A Theil-Sen line through (position, seconds) gives the slope: with a KV cache a step
 costs about the same at every position; a clearly rising slope means each step recomputes the
 whole prefix. Caching would make every step cost about what a step at position 1 costs on that
 line, so the predicted saving is the share of step time above it. Bytes read per step (weights)
@@ -9,6 +9,8 @@ against peak bandwidth give the batch headroom: a step that is far from the band
 that reads its weights once for the whole batch, runs more sequences at nearly the same cost.
 """
 from __future__ import annotations
+
+import statistics
 
 from accel.analyzers import ANALYZERS
 from accel.analyzers.padding import model_time_share
@@ -24,12 +26,13 @@ MIN_RISE = 0.5
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares intercept and slope."""
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    var = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var > 0 else 0.0
-    return mean_y - slope * mean_x, slope
+    """Theil-Sen intercept and slope: the median of pairwise slopes, so a few steps slowed by other
+    load on the machine do not tilt the line (a least-squares fit follows them)."""
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if xs[j] != xs[i]]
+    slope = statistics.median(slopes) if slopes else 0.0
+    intercept = statistics.median(y - slope * x for x, y in zip(xs, ys))
+    return intercept, slope
 
 
 @ANALYZERS.register("generation")
@@ -57,6 +60,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "steps": len(steps),
         "first_step_seconds": seconds[0],
         "last_step_seconds": seconds[-1],
+        # on the fitted line, which steps slowed by other load do not move
+        "fitted_first_step_seconds": start,
+        "fitted_last_step_seconds": intercept + slope * last,
         "slope_seconds_per_position": slope,
         "rise_over_loop": rise,
         "recompute_share": recompute_share,
@@ -70,8 +76,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "batch_headroom": (1.0 / bandwidth_fraction) if bandwidth_fraction else None,
     }
     summary = (f"generation: {generation.tokens_per_s:.1f} tokens/s over {len(steps)} steps; step latency "
-               f"{'rises' if rise >= MIN_RISE else 'stays flat'} from {seconds[0] * 1e3:.2f} ms to "
-               f"{seconds[-1] * 1e3:.2f} ms ({slope * 1e6:.1f} us per position)")
+               f"{'rises' if rise >= MIN_RISE else 'stays flat'} from {start * 1e3:.2f} ms to "
+               f"{(intercept + slope * last) * 1e3:.2f} ms ({slope * 1e6:.1f} us per position)")
     recommendations = []
     if rise >= MIN_RISE:
         summary += (f": each step recomputes the prefix, {recompute_share:.0%} of step time that a KV cache "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from accel.analyzers import ANALYZERS
 from accel.analyzers.padding import model_time_share
 from accel.costmodel import CostModel, is_dispatch_bound, split_roofline
+from accel.hardware import share_of_model_time
 from accel.machine import Machine
 from accel.report import Finding
 from accel.stages import ProfileData
@@ -44,7 +45,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if not isinstance(cost, CostModel) or not machine.peak_bandwidth_gbs or cost.call_seconds <= 0:
         return []
     split = split_roofline(cost)
-    memory_share = split.share(split.memory_seconds)
+    memory_share = share_of_model_time(data, split.memory_seconds)
     if memory_share < MIN_MEMORY_SHARE or split.memory_seconds <= 0:
         return []
     achieved_gbs = split.memory_bytes / split.memory_seconds / 1e9

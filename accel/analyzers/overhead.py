@@ -12,6 +12,7 @@ import statistics
 from accel.analyzers import ANALYZERS
 from accel.analyzers.padding import model_time_share
 from accel.costmodel import SHORT_OP_SECONDS, CostModel, split_roofline
+from accel.hardware import share_of_model_time
 from accel.machine import Machine
 from accel.report import Finding
 from accel.stages import ProfileData
@@ -26,7 +27,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if not isinstance(cost, CostModel) or cost.call_seconds <= 0 or not cost.ops:
         return []
     split = split_roofline(cost)
-    overhead_share = split.share(split.overhead_seconds)
+    overhead_share = share_of_model_time(data, split.overhead_seconds)
     if overhead_share < MIN_OVERHEAD_SHARE:
         return []
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
