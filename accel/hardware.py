@@ -193,14 +193,27 @@ def share_of_model_time(data: ProfileData, seconds_per_call: float) -> float:
 
 def hardware_passes(pipeline: Pipeline, data: ProfileData, machine: Machine,
                     progress: Callable[[str], None] = lambda message: None) -> None:
-    """Fill data.ops, data.memory and data.generation for a pipeline whose model is a torch module."""
+    """Fill data.ops, data.memory and data.generation for a pipeline whose model is a torch module.
+
+    A pass that fails on an unusual model (an op the dispatch mode or the profiler cannot follow)
+    is left out and named in data.extra["hardware_passes_skipped"]; the stage measurements and the
+    other passes still make a report.
+    """
     if not isinstance(pipeline.model, torch.nn.Module):
         return
     batch = pipeline.example_batch()
-    progress("counting FLOPs and bytes per op")
-    data.ops = cost_pass(pipeline, batch, machine)
-    progress("measuring peak memory")
-    data.memory = memory_pass(pipeline, batch, machine)
+    passes = [("cost", "counting FLOPs and bytes per op", lambda: cost_pass(pipeline, batch, machine)),
+              ("memory", "measuring peak memory", lambda: memory_pass(pipeline, batch, machine))]
     if pipeline.generate is not None:
-        progress("timing generation steps")
-        data.generation = generation_pass(pipeline, batch, machine)
+        passes.append(("generation", "timing generation steps", lambda: generation_pass(pipeline, batch, machine)))
+    skipped = {}
+    for name, message, run in passes:
+        progress(message)
+        try:
+            result = run()
+        except Exception as exc:  # noqa: BLE001 - a user model's failure in one pass must not lose the profile
+            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            continue
+        setattr(data, "ops" if name == "cost" else name, result)
+    if skipped:
+        data.extra["hardware_passes_skipped"] = skipped

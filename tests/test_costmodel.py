@@ -62,3 +62,21 @@ def test_profiler_times_join_every_counted_op_and_favour_the_big_matmul():
             by_module[op.module] = s
     # 64x512x2048 against 64x2048x8: 64x the FLOPs, so clearly longer whatever the load
     assert by_module["0"] > 2 * by_module["2"]
+
+
+def test_a_pass_that_fails_on_an_unusual_model_is_skipped_and_named():
+    import accel
+    from accel.hardware import hardware_passes
+    from accel.stages import ProfileData
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    class RefusesModes(nn.Module):
+        def forward(self, x):
+            if _get_current_dispatch_mode() is not None:
+                raise RuntimeError("no dispatch modes here")
+            return x * 2
+
+    data = ProfileData(target="t")
+    hardware_passes(accel.Pipeline(model=RefusesModes(), inputs=(torch.ones(3),)), data, machine())
+    assert data.ops is None and data.memory is not None
+    assert data.extra["hardware_passes_skipped"] == {"cost": "RuntimeError: no dispatch modes here"}
