@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = (
     ("wide_mlp (batch 1)", ("examples/wide_mlp.py", "tests/planted/opt_wide_mlp.py"), "latency"),
     ("tiny_ops", ("examples/tiny_ops.py", "examples/optimize_tiny_ops.py"), "latency"),
-    ("conv_net (batch 32)", ("examples/conv_net.py", "examples/optimize_conv_net.py"), "latency"),
+    ("conv_net", ("examples/conv_net.py", "examples/optimize_conv_net.py"), "latency"),
     ("sequence_encoder", ("examples/sequence_encoder.py",), "throughput"),
 )
 ACTIONS = (
@@ -45,6 +45,10 @@ def _compare(measurer: Measurer, baseline: accel.Pipeline, candidate: accel.Pipe
                                min_rounds=3 if measurer.target == "throughput" else 7, budget_seconds=COMPARE_SECONDS)
 
 
+def _times(speedup: float) -> str:
+    return f"{speedup:.2f}x" if speedup >= 0.1 else f"{speedup:.3f}x"
+
+
 def _file(candidates: tuple[str, ...]) -> Path | None:
     return next((ROOT / c for c in candidates if (ROOT / c).is_file()), None)
 
@@ -60,7 +64,7 @@ def _action(baseline: accel.Pipeline, name: str, params: dict, measurer: Measure
         comparison = _compare(measurer, baseline, applied.pipeline)
     except Exception as exc:  # noqa: BLE001 - an action that fails is reported, not fatal
         return f"failed ({type(exc).__name__})"
-    return f"{comparison.speedup:.2f}x"
+    return _times(comparison.speedup)
 
 
 def run_example(label: str, file: Path, recipe: str) -> list[str]:
@@ -75,7 +79,7 @@ def run_example(label: str, file: Path, recipe: str) -> list[str]:
         seconds = time.perf_counter() - began
         comparison = _compare(measurer, baseline, result.pipeline)
     kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
-    row += [f"{comparison.speedup:.2f}x", kept, f"{seconds:.0f} s"]
+    row += [_times(comparison.speedup), kept, f"{seconds:.0f} s"]
     base = measurer.summary(comparison.baseline.median, None)
     row.insert(1, f"{base['median_seconds'] * 1e3:.2f} ms" + (" /pass" if measurer.target == "throughput" else ""))
     return row

@@ -9,6 +9,10 @@ An optimizer is an object with
 - `restore(pipeline, config, state, lock_dir) -> Pipeline`: re-apply from a lock entry in production
   (by default `apply` again; optimizers with artifacts load them from `lock_dir` instead).
 
+State kept across passes (an in-memory cache) must be resettable: a pipeline-level callable
+(forward_wrapper, decode, transform, collate, batch_plan) with a `reset_state()` method is reset by
+the optimize engine before each timed throughput pass, so a pass is measured cold. (Additive.)
+
 Every module in this package is imported here, which registers it in OPTIMIZERS.
 """
 from __future__ import annotations

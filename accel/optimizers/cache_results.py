@@ -94,6 +94,12 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
 
+    def reset_state(self) -> None:
+        """Forget every entry: the optimize engine calls this before each timed pass, so a
+        throughput measurement sees one cold pass, not a cache warmed by the previous pass."""
+        self.entries.clear()
+        self.bytes_held = 0
+
     @property
     def hit_rate(self) -> float:
         total = self.hits + self.misses
