@@ -4,14 +4,15 @@
    (accel.costmodel), and time plain model calls with no profiler attached;
 2. memory: peak tensor memory of one model call (accel.measure.peak_memory_bytes) and the input
    and output sizes of every leaf layer, in execution order;
-3. generation (pipelines with `generate`): the seconds of every model call inside one generate
-   loop, against the length of the sequence that call saw.
+3. generation (pipelines with `generate`): the seconds of every model call inside a generate
+   loop (median over a few loops), against the length of the sequence that call saw.
 
 Each pass returns plain data stored in ProfileData (ops, memory, generation); analyzers read it.
 """
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from typing import Any, Callable
 
@@ -27,6 +28,8 @@ from accel.stages import ProfileData
 CALL_TIMING_BUDGET_SECONDS = 1.0
 # The loop's first steps run at the prompt's length, the length the cost model's call saw.
 FIRST_STEPS = 3
+# Generate loops timed; each step's time is its median over them.
+GENERATION_LOOPS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +135,7 @@ def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfi
 
 def generation_pass(pipeline: Pipeline, batch: Any, machine: Machine,
                     clock: Callable[[], float] = time.perf_counter) -> GenerationProfile | None:
-    """Time every model call inside one generate loop (after one untimed loop as warm-up)."""
+    """Time every model call inside GENERATION_LOOPS generate loops (after one untimed loop as warm-up)."""
     model = pipeline.model
     if pipeline.generate is None or not isinstance(model, torch.nn.Module):
         return None
@@ -151,18 +154,28 @@ def generation_pass(pipeline: Pipeline, batch: Any, machine: Machine,
         t0, position = started.pop()
         steps.append(GenerationStep(position=position, seconds=clock() - t0))
 
+    loops: list[list[GenerationStep]] = []
+    totals: list[float] = []
     with torch.inference_mode():
         pipeline.forward(batch)
         pre = model.register_forward_pre_hook(before)
         post = model.register_forward_hook(after)
         try:
-            began = clock()
-            pipeline.forward(batch)
-            sync()
-            total = clock() - began
+            for _ in range(GENERATION_LOOPS):
+                steps.clear()
+                began = clock()
+                pipeline.forward(batch)
+                sync()
+                totals.append(clock() - began)
+                loops.append(list(steps))
         finally:
             pre.remove()
             post.remove()
+    # Per step, the median over the loops: a step slowed by other load in one loop is outvoted.
+    count = min(len(loop) for loop in loops)
+    steps = [GenerationStep(position=loops[0][i].position,
+                            seconds=statistics.median(loop[i].seconds for loop in loops)) for i in range(count)]
+    total = statistics.median(totals)
     if not steps:
         return None
     first = _tensors(batch)
