@@ -37,7 +37,7 @@ ACTIONS = (
     ("bf16 autocast", "precision.bf16", {"mode": "autocast"}),
 )
 COMPARE_SECONDS = 3.0
-ACCEL_BUDGET_SECONDS = 45.0
+ACCEL_BUDGET_SECONDS = 60.0
 
 
 def _compare(measurer: Measurer, baseline: accel.Pipeline, candidate: accel.Pipeline):
