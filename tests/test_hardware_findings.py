@@ -1,6 +1,7 @@
 """Hardware findings on planted pipelines, measured for real, and the analyzers on recorded data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,11 @@ def test_batch1_wide_mlp_is_memory_bandwidth(machine):
     assert report.finding("compute_bound") is None
     layers = {layer["name"] for layer in report.to_dict()["layers"]}
     assert {"0", "2", "4"} <= layers
+    # the hardware sections survive the JSON round trip
+    from accel.report import Report, _json_default
+
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict(), default=_json_default)))
+    assert again.extra["cost"]["op_count"] == report.extra["cost"]["op_count"] and again.primary == report.primary
 
 
 @pytest.mark.slow
@@ -154,6 +160,8 @@ def test_compute_bound_severity_follows_faster_units():
     found = kinds(ProfileData(target="t", ops=cost(op(machine=faster, **conv))), faster)["compute_bound"]
     assert found.recommendations == ["precision.bf16"]  # int8 dynamic quantization covers Linear only
     assert found.impact == pytest.approx(1 - 1 / 3, rel=0.01)
+    onnx = ProfileData(target="t", mode="onnx", ops=cost(op(machine=faster, **conv)))
+    assert kinds(onnx, faster)["compute_bound"].severity == "low"  # no bf16 cure inside ONNX Runtime
 
 
 def test_model_near_its_roofline_with_nothing_to_cure_gets_no_finding_above_low():

@@ -24,7 +24,9 @@ FASTER_UNIT_MIN_SPEEDUP = 1.5
 MAX_PREDICTED_SPEEDUP = 4.0
 # Which optimizer turns the model to each dtype; int8 dynamic quantization covers Linear layers.
 CURES = {"bf16": "precision.bf16", "fp16": "precision.fp16", "int8": "quantize.int8_dynamic"}
-GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul")
+# An ONNX model is cured inside ONNX Runtime: int8 dynamic quantization of its MatMuls only.
+ONNX_CURES = {"int8": "onnx.int8_dynamic"}
+GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul", "onnx::MatMul", "onnx::Gemm")
 LAYERS_SHOWN = 3
 
 
@@ -55,7 +57,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     compute_ops = [o for o in cost.ops if not o.memory_bound]
     linear_seconds = sum(o.seconds for o in compute_ops if o.op in GEMM_OPS)
     linear_share = linear_seconds / split.compute_seconds
-    units = faster_units(machine, linear_share)
+    cures = ONNX_CURES if data.mode == "onnx" else CURES
+    units = {name: speedup for name, speedup in faster_units(machine, linear_share).items() if name in cures}
     savings = {name: (1.0 - 1.0 / speedup) * (linear_share if name == "int8" else 1.0)
                for name, speedup in units.items()}
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
@@ -80,7 +83,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if best:
         summary += (f"; this device runs {best} GEMMs {units[best]:.1f}x faster, predicted to save "
                     f"{impact:.0%} of end-to-end time")
-        recommendations = [CURES[name] for name in sorted(savings, key=savings.get, reverse=True)]
+        recommendations = [cures[name] for name in sorted(savings, key=savings.get, reverse=True)]
     else:
         summary += "; no faster unit on this device: the model runs at the machine's limit"
         recommendations = ["batch.size"]
