@@ -48,7 +48,7 @@ def local_layer(draw, channels):
     return draw(st.sampled_from([nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Dropout(0.5)]))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), depth=st.integers(1, 4), size=st.integers(12, 30), grid=st.integers(2, 4),
        seed=st.integers(0, 1000))
 def test_patched_stage_is_exact(data, depth, size, grid, seed):

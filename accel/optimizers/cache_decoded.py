@@ -228,6 +228,7 @@ class CachedStage:
         self.stages = stages
         self.hits = 0
         self.misses = 0
+        self.uncacheable = 0
 
     def compute(self, raw: Any) -> Any:
         value = raw
@@ -247,7 +248,10 @@ class CachedStage:
             return cached
         self.misses += 1
         value = self.compute(raw)
-        self.store.put(key, value)
+        try:
+            self.store.put(key, value)
+        except CacheError:
+            self.uncacheable += 1  # e.g. one sample with a non-tensor part: served, not stored
         return value
 
 
@@ -314,8 +318,8 @@ class CacheDecoded(Optimizer):
 
     def apply(self, pipeline: Pipeline, config: CacheDecodedConfig, context: Context) -> Applied:
         plan = plan_cache(pipeline, _first_raw(pipeline))
-        if isinstance(plan, str):
-            raise CacheError(plan, "leave cache.decoded out for this pipeline")
+        if isinstance(plan, str):  # applicable() passed, but a second look finds randomness
+            return Applied(pipeline, state={}, notes={"cached": False, "reason": plan})
         cached, stage = cached_pipeline(pipeline, config, plan)
         probe = [pipeline.source[i] for i in range(min(COST_PROBE_SAMPLES, len(pipeline.source)))]
         before = per_sample_seconds(pipeline.prepare, probe)
@@ -330,6 +334,7 @@ class CacheDecoded(Optimizer):
         notes = {
             "stages_cached": list(plan.stages), "plan": plan.reason,
             "build_seconds": build_seconds, "records_built": built, "records_reused": reused,
+            "samples_not_storable": stage.uncacheable,
             "prepare_seconds_per_sample_before": before, "prepare_seconds_per_sample_after": after,
             "steady_state_prepare_speedup": before / after if after > 0 else float("inf"),
             "cache_dir": str(stage.store.root), "namespace": stage.namespace,
@@ -340,6 +345,8 @@ class CacheDecoded(Optimizer):
     def restore(self, pipeline: Pipeline, config: CacheDecodedConfig, state: dict[str, Any], lock_dir: Path) -> Pipeline:
         """Wrap the stages the lock names; records are filled lazily, on first use in production.
         An edited function hashes to a new namespace, so it starts empty rather than stale."""
-        stages = tuple(state.get("stages", ("decode",)))
+        if not state.get("stages"):
+            return pipeline
+        stages = tuple(state["stages"])
         plan = CachePlan(stages, "from the lock")
         return cached_pipeline(pipeline, config, plan)[0]
