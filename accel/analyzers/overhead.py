@@ -49,6 +49,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     summary = (f"overhead-bound: {len(cost.ops)} ops per call with a median of {median_op * 1e6:.1f} us against a "
                f"roofline of {median_roofline * 1e6:.2f} us; {overhead_share:.0%} of the model's time is dispatch "
                f"and Python above the roofline")
+    if machine.is_cuda:
+        summary += "; on a GPU, CUDA graphs (torch.compile mode='reduce-overhead') replay the launches at once"
     # An ONNX model already runs in a graph runtime: batching is what is left.
     recommendations = ["batch.size"] if data.mode == "onnx" else ["onnx.runtime", "compile", "batch.size"]
     return [Finding.from_impact("overhead", share=model_share * overhead_share, impact=model_share * overhead_share,
