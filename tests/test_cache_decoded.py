@@ -207,3 +207,32 @@ def test_same_file_loaded_again_reuses_the_cache(tmp_path, context):
     second = _apply(accel.load(PLANTED / "dp_decode_bound.py"), tmp_path, context)
     assert second.notes["namespace"] == first.notes["namespace"]
     assert second.notes["records_built"] == 0
+
+
+@pytest.mark.slow
+def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path, monkeypatch):
+    from accel.optimizing import optimize
+    from accel.recipes.engine import ACCEPTED
+
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text(textwrap.dedent("""
+        name: data
+        description: the data-path optimizers only
+        target: throughput
+        budget_seconds: 25
+        keep: {min_speedup: 1.03}
+        guard: {min_cosine: 0.995, max_metric_drop: 0.01}
+        rules:
+          - name: data-path
+            try: [cache.decoded, cache.results]
+    """))
+    result = optimize(PLANTED / "dp_decode_bound.py", recipe, out_dir=tmp_path / "out", budget_seconds=25)
+    verdicts = {step.optimizer: step.verdict for step in result.steps}
+    assert verdicts["cache.decoded"] == ACCEPTED, [s.to_dict() for s in result.steps]
+    assert verdicts["cache.results"] != ACCEPTED  # no repeated inputs: hashing only costs
+    assert result.speedup > 2.0
+    restored = accel.load(PLANTED / "dp_decode_bound.py", lock=result.lock_path)
+    assert isinstance(restored.decode, CachedStage)
+    restored.run()
+    assert restored.decode.misses == 0  # served from the records the optimize run built
