@@ -84,5 +84,6 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
                     f"would save (keep past keys and values and feed one new token per step)")
     recommendations.append("batch.size")
     impact = model_share * recompute_share
-    return [Finding.from_impact("generation", share=model_share, impact=impact, summary=summary, evidence=evidence,
+    # The share is the model time spent recomputing the prefix, the time this finding explains.
+    return [Finding.from_impact("generation", share=model_share * recompute_share, impact=impact, summary=summary, evidence=evidence,
                                 recommendations=recommendations)]
