@@ -1,7 +1,6 @@
 """cache.results: repeated inputs skip the model; refusals for training mode and randomness."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,7 @@ import collections
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import torch
 
