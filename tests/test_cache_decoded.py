@@ -236,3 +236,14 @@ def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path,
     assert isinstance(restored.decode, CachedStage)
     restored.run()
     assert restored.decode.misses == 0  # served from the records the optimize run built
+
+
+def test_cache_fills_and_serves_from_loader_workers(tmp_path):
+    pipeline = accel.load(PLANTED / "dp_random_augment.py").replace(transform=None, num_workers=2)
+    stage = CachedStage(DecodedStore(tmp_path, "workers", max_bytes=1 << 20), "workers", (pipeline.decode,))
+    cached = pipeline.replace(decode=stage)
+    first = cached.run()  # the workers write the records
+    assert len(records(tmp_path)) == len(pipeline.source)
+    second = cached.run()  # and read them back
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, pipeline.replace(num_workers=0).run()))
