@@ -6,9 +6,9 @@ and puts the batch's output back together in order. Only sound for deterministic
 for a sample does not depend on the rest of the batch: models in training mode are refused, and the
 model runs twice on the example batch and must give identical outputs.
 
-The cache lives as long as the pipeline object (a serving process); Applied.notes reports the hit
-rate and speedup of one cold pass over the source, which is what a new stream with the same repeat
-pattern would see.
+The cache lives as long as the pipeline object (a serving process); the optimize engine empties it
+(`reset_state()`) before each timed pass, and Applied.notes reports the hit rate and speedup of one
+cold pass over the source: what a new stream with the same repeat pattern would see.
 """
 from __future__ import annotations
 
