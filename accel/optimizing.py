@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from accel.lock import Lock, LockEntry, current_versions, file_sha256, write_lock, LOCK_NAME
+from accel.lock import LOCK_NAME, Lock, LockEntry, current_versions, file_sha256, write_lock
 from accel.machine import describe_machine
 from accel.measure import thread_count
 from accel.pipeline import Pipeline

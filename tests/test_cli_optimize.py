@@ -7,6 +7,7 @@ import shutil
 from io import StringIO
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -86,3 +87,16 @@ def test_render_names_every_candidate_and_the_empty_lock():
     assert "0.80x [0.70,0.90]" in text and "cos 1.00000" in text and "510.00 ms" in text
     assert "n/a" in text and "float16 matmul" in text
     assert "no candidate helped: the lock is empty" in text and "2.00 ms" in text
+
+
+@pytest.mark.slow
+def test_default_recipe_diagnoses_then_cures_padding(tmp_path):
+    report = tmp_path / "result.json"
+    result = runner.invoke(app, ["optimize", str(PLANTED / "opt_padded_sequences.py"), "--recipe", "default",
+                                 "--out", str(tmp_path / "out"), "--json", str(report), "--budget", "40"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["profile"]["primary"] == "padding"
+    assert "batch.bucket" in data["kept"] and data["speedup"] > 1.2
+    bucket = next(s for s in data["steps"] if s["optimizer"] == "batch.bucket")
+    assert bucket["rule"] == "recommended"  # what the padding finding recommended

@@ -193,3 +193,13 @@ def test_a_candidate_that_raises_is_recorded_as_failed(tmp_path):
     broken = _step(result, "test.broken")
     assert broken.verdict == "failed" and broken.reason == "RuntimeError: planted failure"
     assert _step(result, "test.skip_a").verdict == ACCEPTED
+
+
+def test_a_candidate_named_by_two_rules_is_tried_once(tmp_path):
+    data = {"name": "t", "target": "latency",
+            "rules": [{"name": "first", "try": ["test.skip_a"]}, {"name": "second", "try": ["test.skip_a"]}]}
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=10)
+    first, second = [s for s in result.steps if s.optimizer == "test.skip_a"]
+    assert first.verdict == ACCEPTED
+    assert second.verdict == SKIPPED and "already tried (rule 'first')" in second.reason

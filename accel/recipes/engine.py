@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -222,7 +221,9 @@ class Composer:
 
 
 def _compare(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
-    return compare_interleaved(measurer.call(best), measurer.call(trial), warmup=2, settle_calls=1,
+    # A throughput pass is long next to a spinning pool's idle-out: a pause is enough, no settle pass.
+    settle_calls = 0 if measurer.target == "throughput" else 1
+    return compare_interleaved(measurer.call(best), measurer.call(trial), warmup=2, settle_calls=settle_calls,
                                settle_seconds=SETTLE_SECONDS, min_rounds=5 if measurer.target == "throughput" else 7,
                                budget_seconds=budget_seconds)
 
@@ -251,10 +252,15 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
     composer = Composer(baseline, context)
     chosen: dict[str, tuple[Optimizer, Any, Candidate]] = {}
     best = baseline
+    tried: dict[tuple[str, str], str] = {}
     for rule, candidate in plan:
         optimizer = OPTIMIZERS.get(candidate.optimizer)
         config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
         step = dict(optimizer=optimizer.name, params=dict(candidate.params), rule=rule.name)
+        if (optimizer.name, repr(config)) in tried:
+            steps.append(Step(**step, verdict=SKIPPED, reason=f"already tried (rule '{tried[optimizer.name, repr(config)]}')"))
+            continue
+        tried[optimizer.name, repr(config)] = rule.name
         if remaining() < MIN_COMPARE_SECONDS + budget * FINAL_SHARE * 0.5:
             steps.append(Step(**step, verdict=SKIPPED, reason="budget spent"))
             continue
