@@ -87,7 +87,7 @@ def _test_optimizers():
 def _run(tmp_path, tries, target="latency", **recipe):
     data = {"name": "t", "target": target, "rules": [{"name": "planted", "try": list(tries)}], **recipe}
     context = Context(machine=describe_machine(), workdir=tmp_path)
-    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=10)
+    return run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=20)
 
 
 def _step(result, name):
@@ -199,7 +199,7 @@ def test_a_candidate_named_by_two_rules_is_tried_once(tmp_path):
     data = {"name": "t", "target": "latency",
             "rules": [{"name": "first", "try": ["test.skip_a"]}, {"name": "second", "try": ["test.skip_a"]}]}
     context = Context(machine=describe_machine(), workdir=tmp_path)
-    result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=10)
+    result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=20)
     first, second = [s for s in result.steps if s.optimizer == "test.skip_a"]
     assert first.verdict == ACCEPTED
     assert second.verdict == SKIPPED and "already tried (rule 'first')" in second.reason

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from accel.errors import AccelError
-from accel.measure import Comparison, compare_interleaved, peak_memory_pair
+from accel.measure import Comparison, compare_interleaved, device_sync, peak_memory_pair
 from accel.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
 from accel.pipeline import Pipeline, batch_length
 from accel.recipes.fidelity import Fidelity, compare_outputs
@@ -95,8 +95,9 @@ class EngineResult:
 class Measurer:
     """How a recipe's target is measured: the call that is timed, and what one call covers."""
 
-    def __init__(self, baseline: Pipeline, target: str) -> None:
+    def __init__(self, baseline: Pipeline, target: str, sync: Callable[[], None] | None = None) -> None:
         self.target = target if (target != "throughput" or baseline.has_source) else "latency"
+        self.sync = sync or device_sync(None)  # CUDA kernels run asynchronously: wait for them
         self.batch = baseline.example_batch()
         self.samples_per_call = (len(baseline.run()) if self.target == "throughput" else batch_length(self.batch))
 
@@ -225,7 +226,7 @@ def _compare(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds
     settle_calls = 0 if measurer.target == "throughput" else 1
     return compare_interleaved(measurer.call(best), measurer.call(trial), warmup=2, settle_calls=settle_calls,
                                settle_seconds=SETTLE_SECONDS, min_rounds=5 if measurer.target == "throughput" else 7,
-                               budget_seconds=budget_seconds)
+                               budget_seconds=budget_seconds, sync=measurer.sync)
 
 
 def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_seconds: float | None = None,
@@ -237,7 +238,7 @@ def run_engine(baseline: Pipeline, recipe: Recipe, context: Context, *, budget_s
     def remaining() -> float:
         return budget - (time.perf_counter() - started)
 
-    measurer = Measurer(baseline, recipe.target)
+    measurer = Measurer(baseline, recipe.target, device_sync(context.machine.device))
     reference = reference_outputs(baseline, measurer)
     plan: list[tuple[Rule, Candidate]] = []
     steps: list[Step] = []
