@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from accel.bench import BenchResult, Replicate
+from accel.bench import BenchResult, Replicate, replicate_values
 from accel.errors import AccelError
 from accel.report import write_json_atomic
 
@@ -39,11 +39,7 @@ class Baseline:
     schema: str = BASELINE_SCHEMA
 
     def values(self, metric: str) -> list[float]:
-        if metric == "latency_seconds":
-            return [r.median_seconds for r in self.replicates]
-        if metric == "peak_memory_bytes":
-            return [float(r.peak_memory_bytes) for r in self.replicates if r.peak_memory_bytes is not None]
-        raise ValueError(f"unknown timed metric {metric!r}")
+        return replicate_values(self.replicates, metric)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "target": self.target, "created_utc": self.created_utc,

@@ -299,6 +299,15 @@ def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) 
 
 
 # --- a whole bench -----------------------------------------------------------------------------
+def replicate_values(replicates: Sequence[Replicate], metric: str) -> list[float]:
+    """Per-replicate values of a timed metric (latency_seconds, peak_memory_bytes)."""
+    if metric == "latency_seconds":
+        return [r.median_seconds for r in replicates]
+    if metric == "peak_memory_bytes":
+        return [float(r.peak_memory_bytes) for r in replicates if r.peak_memory_bytes is not None]
+    raise ValueError(f"unknown timed metric {metric!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchResult:
     """Replicates from fresh processes, the counts, and where they were measured."""
@@ -312,11 +321,7 @@ class BenchResult:
 
     def values(self, metric: str) -> list[float]:
         """Per-replicate values of a timed metric (latency_seconds, peak_memory_bytes)."""
-        if metric == "latency_seconds":
-            return [r.median_seconds for r in self.replicates]
-        if metric == "peak_memory_bytes":
-            return [float(r.peak_memory_bytes) for r in self.replicates if r.peak_memory_bytes is not None]
-        raise ValueError(f"unknown timed metric {metric!r}")
+        return replicate_values(self.replicates, metric)
 
     def summary(self) -> dict[str, float]:
         """Medians over replicates: what a table shows."""
