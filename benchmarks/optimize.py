@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (name, candidate files in order of preference, recipe)
 EXAMPLES = (
     ("wide_mlp (batch 1)", ("examples/wide_mlp.py", "tests/planted/opt_wide_mlp.py"), "latency"),
-    ("tiny_ops", ("examples/tiny_ops.py", "examples/optimize_tiny_ops.py"), "latency"),
-    ("conv_net", ("examples/conv_net.py", "examples/optimize_conv_net.py"), "latency"),
+    ("tiny_ops", ("examples/tiny_ops.py",), "latency"),
+    ("conv_net", ("examples/conv_net.py",), "latency"),
     ("sequence_encoder", ("examples/sequence_encoder.py",), "throughput"),
 )
 ACTIONS = (
