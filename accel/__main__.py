@@ -1,4 +1,5 @@
 """`python -m accel` works like `accel`."""
+
 from accel.cli import main
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """`python -m benchmarks [NAME ...]`: run the named benchmarks (all when none is named)."""
+
 from __future__ import annotations
 
 import importlib

@@ -4,16 +4,17 @@ For every bundled example: `accel.profile` names the primary finding and predict
 first recommendation; the cure is applied (the registered optimizer, or num_workers = cores for
 loader.tune) and `Pipeline.run()` is timed against the baseline, interleaved.
 """
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
 import accel
-from accel.loading import Script, find_target
-from accel.machine import describe_machine
-from accel.measure import compare_interleaved
-from accel.optimizers import OPTIMIZERS, Context, make_config
+from accel.core.loading import Script, find_target
+from accel.core.machine import describe_machine
+from accel.core.measure import compare_interleaved
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 CASES = ("image_pipeline.py", "sequence_encoder.py", "request_stream.py")
@@ -40,11 +41,14 @@ def main() -> None:
             cure = finding.recommendations[0]
             predicted = finding.evidence["predicted_saving"][cure]
             candidate = cured(pipeline, cure, context)
-            comparison = compare_interleaved(pipeline.run, candidate.run, min_rounds=5, max_rounds=15,
-                                             budget_seconds=20.0)
+            comparison = compare_interleaved(
+                pipeline.run, candidate.run, min_rounds=5, max_rounds=15, budget_seconds=20.0
+            )
             measured = 1.0 - 1.0 / comparison.speedup
             rows.append((case, report.primary, finding.impact, cure, predicted, measured, comparison.speedup_ci))
     print(f"machine: {machine.device_name}, {machine.cores} cores")
     print(f"{'example':<22}{'primary':<17}{'impact':>7}  {'cure':<15}{'predicted':>10}{'measured':>10}  speedup 95% CI")
     for case, primary, impact, cure, predicted, measured, (low, high) in rows:
-        print(f"{case:<22}{primary:<17}{impact:>7.0%}  {cure:<15}{predicted:>10.0%}{measured:>10.0%}  {low:.2f}x..{high:.2f}x")
+        print(
+            f"{case:<22}{primary:<17}{impact:>7.0%}  {cure:<15}{predicted:>10.0%}{measured:>10.0%}  {low:.2f}x..{high:.2f}x"
+        )

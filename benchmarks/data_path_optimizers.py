@@ -8,8 +8,9 @@
    to the core count), and what loader.tune chose.
 4. patch.inference: peak memory of one forward of a 512x512 CNN before and after (target <= 0.5x).
 
-Everything runs with one torch intra-op thread (both sides). Speedups are ratios of medians of interleaved runs with a 95% CI (accel.measure.compare_interleaved).
+Everything runs with one torch intra-op thread (both sides). Speedups are ratios of medians of interleaved runs with a 95% CI (accel.core.measure.compare_interleaved).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,10 @@ from pathlib import Path
 import torch
 
 import accel
-from accel.machine import describe_machine
-from accel.measure import compare_interleaved, peak_memory_bytes, thread_count
-from accel.optimizers import OPTIMIZERS, Context
-from accel.optimizers.cache_results import ResultCache
+from accel.core.machine import describe_machine
+from accel.core.measure import compare_interleaved, peak_memory_bytes, thread_count
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers.cache_results import ResultCache
 
 PLANTED = Path(__file__).resolve().parent.parent / "tests" / "planted"
 
@@ -39,10 +40,15 @@ def decoded_cache(context: Context) -> tuple:
         comparison = compare_interleaved(pipeline.run, applied.pipeline.run, warmup=1, min_rounds=7, budget_seconds=20)
     n = len(pipeline.source)
     low, high = comparison.speedup_ci
-    return _row("cache.decoded (JPEG decode-bound, steady state)",
-                f"{n / comparison.baseline.median:,.0f} samples/s", f"{n / comparison.candidate.median:,.0f} samples/s",
-                f"{comparison.speedup:.1f}x [{low:.1f}, {high:.1f}]", ">= 5x", comparison.speedup >= 5,
-                f"one-time build {applied.setup_seconds:.2f} s for {n} samples")
+    return _row(
+        "cache.decoded (JPEG decode-bound, steady state)",
+        f"{n / comparison.baseline.median:,.0f} samples/s",
+        f"{n / comparison.candidate.median:,.0f} samples/s",
+        f"{comparison.speedup:.1f}x [{low:.1f}, {high:.1f}]",
+        ">= 5x",
+        comparison.speedup >= 5,
+        f"one-time build {applied.setup_seconds:.2f} s for {n} samples",
+    )
 
 
 def result_cache(context: Context) -> tuple:
@@ -56,9 +62,15 @@ def result_cache(context: Context) -> tuple:
     comparison = compare_interleaved(pipeline.run, cached_run, warmup=1, min_rounds=7, budget_seconds=20)
     n = len(pipeline.source)
     low, high = comparison.speedup_ci
-    return _row("cache.results (64 requests, 8 distinct)", f"{n / comparison.baseline.median:,.0f} samples/s",
-                f"{n / comparison.candidate.median:,.0f} samples/s", f"{comparison.speedup:.1f}x [{low:.1f}, {high:.1f}]",
-                ">= 3x", comparison.speedup >= 3, f"hit rate {fresh['cache'].hit_rate:.0%}")
+    return _row(
+        "cache.results (64 requests, 8 distinct)",
+        f"{n / comparison.baseline.median:,.0f} samples/s",
+        f"{n / comparison.candidate.median:,.0f} samples/s",
+        f"{comparison.speedup:.1f}x [{low:.1f}, {high:.1f}]",
+        ">= 3x",
+        comparison.speedup >= 3,
+        f"hit rate {fresh['cache'].hit_rate:.0%}",
+    )
 
 
 def workers(context: Context) -> tuple:
@@ -70,10 +82,15 @@ def workers(context: Context) -> tuple:
     tuned = optimizer.apply(pipeline, optimizer.Config(prefetch_factors=(2,)), context)
     n = len(pipeline.source)
     low, high = comparison.speedup_ci
-    return _row(f"num_workers={cores} vs 0 (loader-bound)", f"{n / comparison.baseline.median:,.0f} samples/s",
-                f"{n / comparison.candidate.median:,.0f} samples/s", f"{comparison.speedup:.2f}x [{low:.2f}, {high:.2f}]",
-                f"close to {cores}x", comparison.speedup >= 0.75 * cores,
-                f"loader.tune chose {tuned.notes['chosen']} (predicted {tuned.notes['predicted_gain_at_most_workers']:.2f}x at most workers)")
+    return _row(
+        f"num_workers={cores} vs 0 (loader-bound)",
+        f"{n / comparison.baseline.median:,.0f} samples/s",
+        f"{n / comparison.candidate.median:,.0f} samples/s",
+        f"{comparison.speedup:.2f}x [{low:.2f}, {high:.2f}]",
+        f"close to {cores}x",
+        comparison.speedup >= 0.75 * cores,
+        f"loader.tune chose {tuned.notes['chosen']} (predicted {tuned.notes['predicted_gain_at_most_workers']:.2f}x at most workers)",
+    )
 
 
 def patch_memory(context: Context) -> tuple:
@@ -85,13 +102,24 @@ def patch_memory(context: Context) -> tuple:
         before = peak_memory_bytes(lambda: pipeline.model(x))
         after = peak_memory_bytes(lambda: applied.pipeline.model(x))
         error = float((pipeline.model(x) - applied.pipeline.model(x)).abs().max() / pipeline.model(x).abs().max())
-    speed = compare_interleaved(lambda: _forward(pipeline.model, x), lambda: _forward(applied.pipeline.model, x),
-                                warmup=1, min_rounds=5, budget_seconds=10)
+    speed = compare_interleaved(
+        lambda: _forward(pipeline.model, x),
+        lambda: _forward(applied.pipeline.model, x),
+        warmup=1,
+        min_rounds=5,
+        budget_seconds=10,
+    )
     notes = applied.notes
-    return _row("patch.inference (512x512 CNN, peak memory)", f"{before / 2**20:.1f} MiB", f"{after / 2**20:.1f} MiB",
-                f"{after / before:.2f}x", "<= 0.5x", after <= 0.5 * before,
-                f"{notes['prefix_layers']} layers, {notes['grid']}x{notes['grid']} grid, halo +{notes['halo_extra_compute_share']:.0%} MACs, "
-                f"time {1 / speed.speedup:.2f}x, max rel err {error:.1e}")
+    return _row(
+        "patch.inference (512x512 CNN, peak memory)",
+        f"{before / 2**20:.1f} MiB",
+        f"{after / 2**20:.1f} MiB",
+        f"{after / before:.2f}x",
+        "<= 0.5x",
+        after <= 0.5 * before,
+        f"{notes['prefix_layers']} layers, {notes['grid']}x{notes['grid']} grid, halo +{notes['halo_extra_compute_share']:.0%} MACs, "
+        f"time {1 / speed.speedup:.2f}x, max rel err {error:.1e}",
+    )
 
 
 def _forward(model, x) -> None:
@@ -108,8 +136,10 @@ def main() -> None:
     header = ("case", "baseline", "optimized", "ratio [95% CI]", "target", "met", "notes")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     load = os.getloadavg()[0]
-    print(f"machine: {context.machine.cores} usable cores (load average {load:.1f} when done), torch {torch.__version__}, "
-          "1 intra-op thread")
+    print(
+        f"machine: {context.machine.cores} usable cores (load average {load:.1f} when done), torch {torch.__version__}, "
+        "1 intra-op thread"
+    )
     for row in [header] + rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 

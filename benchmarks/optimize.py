@@ -6,6 +6,7 @@ interleaved against the baseline in the same run (speedup = ratio of medians, 95
 is accel >= the best single action on every example, and never slower than the baseline.
 Examples that are missing are skipped.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -15,11 +16,11 @@ from pathlib import Path
 import torch
 
 import accel
-from accel.machine import describe_machine
-from accel.measure import compare_interleaved
-from accel.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizing import optimize
-from accel.recipes.engine import Measurer
+from accel.core.machine import describe_machine
+from accel.core.measure import compare_interleaved
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing.recipes.engine import Measurer
+from accel.optimizing.run import optimize
 
 ROOT = Path(__file__).resolve().parent.parent
 # (name, candidate files in order of preference, recipe)
@@ -41,8 +42,14 @@ ACCEL_BUDGET_SECONDS = 60.0
 
 
 def _compare(measurer: Measurer, baseline: accel.Pipeline, candidate: accel.Pipeline):
-    return compare_interleaved(measurer.call(baseline), measurer.call(candidate), warmup=1, settle_seconds=0.002,
-                               min_rounds=3 if measurer.target == "throughput" else 7, budget_seconds=COMPARE_SECONDS)
+    return compare_interleaved(
+        measurer.call(baseline),
+        measurer.call(candidate),
+        warmup=1,
+        settle_seconds=0.002,
+        min_rounds=3 if measurer.target == "throughput" else 7,
+        budget_seconds=COMPARE_SECONDS,
+    )
 
 
 def _times(speedup: float) -> str:
@@ -53,8 +60,9 @@ def _file(candidates: tuple[str, ...]) -> Path | None:
     return next((ROOT / c for c in candidates if (ROOT / c).is_file()), None)
 
 
-def _action(baseline: accel.Pipeline, name: str, params: dict, measurer: Measurer,
-            workdir: Path) -> tuple[str, float, accel.Pipeline | None]:
+def _action(
+    baseline: accel.Pipeline, name: str, params: dict, measurer: Measurer, workdir: Path
+) -> tuple[str, float, accel.Pipeline | None]:
     optimizer = OPTIMIZERS.get(name)
     context = Context(machine=describe_machine(), workdir=workdir)
     reason = optimizer.applicable(baseline, context)

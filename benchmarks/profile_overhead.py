@@ -13,6 +13,7 @@ OpenMP worker on a loaded machine stalls a whole op, which has nothing to do wit
 The hardware passes (counting, the profiler pass, memory, generation) run once, apart
 from the timing pass; their one-off seconds are shown next to one plain call.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from accel.calibrate import calibrated_machine
-from accel.hardware import hardware_passes
-from accel.loading import find_target
-from accel.measure import compare_interleaved
-from accel.stages import ProfileData, _end_to_end_pass
+from accel.core.calibration import calibrated_machine
+from accel.core.loading import find_target
+from accel.core.measure import compare_interleaved
+from accel.profiling.data import ProfileData
+from accel.profiling.hardware import hardware_passes
+from accel.profiling.stages import _end_to_end_pass
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 SOURCE_CASES = ("image_pipeline.py", "request_stream.py", "sequence_encoder.py")
@@ -92,10 +94,16 @@ def main() -> None:
         batches = BATCHES if name in SOURCE_CASES else CALLS
         bound = per_batch * batches / comparison.baseline.median
         rows.append((name, comparison.baseline.median, comparison.candidate.median, overhead, low, high, bound, passes))
-    print(f"{'example':<22}{'plain s':>10}{'timed s':>10}{'overhead':>10}{'95% CI':>20}{'bound':>10}{'hw passes s':>13}")
+    print(
+        f"{'example':<22}{'plain s':>10}{'timed s':>10}{'overhead':>10}{'95% CI':>20}{'bound':>10}{'hw passes s':>13}"
+    )
     for name, plain_s, timed_s, overhead, low, high, bound, passes in rows:
-        print(f"{name:<22}{plain_s:>10.4f}{timed_s:>10.4f}{overhead:>+10.1%}{f'[{low:+.1%}, {high:+.1%}]':>20}"
-              f"{bound:>10.4%}{passes:>13.2f}")
+        print(
+            f"{name:<22}{plain_s:>10.4f}{timed_s:>10.4f}{overhead:>+10.1%}{f'[{low:+.1%}, {high:+.1%}]':>20}"
+            f"{bound:>10.4%}{passes:>13.2f}"
+        )
     overheads = sorted(row[3] for row in rows)
-    print(f"timing pass adds {per_batch * 1e6:.2f} us per batch; median measured overhead "
-          f"{overheads[len(overheads) // 2]:+.1%}, largest bound {max(row[6] for row in rows):.4%} (target < 10%)")
+    print(
+        f"timing pass adds {per_batch * 1e6:.2f} us per batch; median measured overhead "
+        f"{overheads[len(overheads) // 2]:+.1%}, largest bound {max(row[6] for row in rows):.4%} (target < 10%)"
+    )

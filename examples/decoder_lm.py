@@ -5,6 +5,7 @@ attention and MLPs over all t tokens of the prefix: per-step latency rises with 
 `accel profile examples/decoder_lm.py` names generation, with the slope and the share of step
 time a KV cache would save.
 """
+
 import torch
 from torch import nn
 

@@ -3,6 +3,7 @@
 Decoding 1024x768 JPEGs and resizing them down to 96x96 costs far more than the model itself:
 accel profile names input decoding as the bottleneck.
 """
+
 import io
 
 import numpy as np
@@ -47,12 +48,22 @@ def transform(image: Image.Image) -> torch.Tensor:
 def make_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
     ).eval()
 
 
 def pipeline() -> accel.Pipeline:
-    return accel.Pipeline(model=make_model(), source=make_jpegs(), decode=decode, transform=transform,
-                          batch_size=16, postprocess=lambda logits: int(logits.argmax()))
+    return accel.Pipeline(
+        model=make_model(),
+        source=make_jpegs(),
+        decode=decode,
+        transform=transform,
+        batch_size=16,
+        postprocess=lambda logits: int(logits.argmax()),
+    )

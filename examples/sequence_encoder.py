@@ -7,6 +7,7 @@ padding in attention and pools with the mask, so each sequence's embedding does 
 padding around it. `accel profile examples/sequence_encoder.py` names padding; bucketing by length
 is the cure.
 """
+
 import math
 import random
 
@@ -39,8 +40,8 @@ def pad_collate(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     ids = torch.zeros(len(samples), longest, dtype=torch.long)
     mask = torch.zeros(len(samples), longest, dtype=torch.bool)
     for row, sample in enumerate(samples):
-        ids[row, :len(sample)] = sample
-        mask[row, :len(sample)] = True
+        ids[row, : len(sample)] = sample
+        mask[row, : len(sample)] = True
     return ids, mask
 
 
@@ -79,5 +80,6 @@ class Encoder(nn.Module):
 
 def pipeline() -> accel.Pipeline:
     torch.manual_seed(0)
-    return accel.Pipeline(model=Encoder().eval(), source=make_sequences(), decode=to_tensor, collate=pad_collate,
-                          batch_size=16)
+    return accel.Pipeline(
+        model=Encoder().eval(), source=make_sequences(), decode=to_tensor, collate=pad_collate, batch_size=16
+    )

@@ -3,6 +3,7 @@
 Each op does almost no arithmetic, so the time goes to dispatching ~250 eager ops per call; a runtime
 that executes a whole optimized graph (ONNX Runtime) or fuses it (torch.compile) wins many times.
 """
+
 import torch
 from torch import nn
 

@@ -6,6 +6,7 @@ far more than a step of the small MLP, so the loop mostly waits for the DataLoad
 
     python examples/train_script.py --epochs 2 --workers 0
 """
+
 import argparse
 import random
 
@@ -56,8 +57,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    loader = DataLoader(CsvRows(make_rows(args.rows)), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.workers)
+    loader = DataLoader(
+        CsvRows(make_rows(args.rows)), batch_size=args.batch_size, shuffle=True, num_workers=args.workers
+    )
     net = nn.Sequential(nn.Linear(FEATURES, 128), nn.ReLU(), nn.Linear(128, CLASSES))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
     loss_fn = nn.CrossEntropyLoss()

@@ -1,8 +1,31 @@
 """Shared fixtures: global state is restored after every test."""
+
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+_CACHE_ROOT = None
+
+
+def pytest_configure(config):
+    """A per-session cache root (calibration, decoded samples): never the user's ~/.cache.
+
+    Set in the environment, so subprocesses (the console script, bench workers) use it too.
+    """
+    global _CACHE_ROOT
+    _CACHE_ROOT = tempfile.mkdtemp(prefix="accel-test-cache-")
+    os.environ["ACCEL_CACHE_DIR"] = _CACHE_ROOT
+    os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE_ROOT, "xdg")
+
+
+def pytest_unconfigure(config):
+    if _CACHE_ROOT:
+        shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
 """Bad input: one clear line naming the problem and the fix, exit code 2, no traceback, no writes."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -7,36 +8,55 @@ import pytest
 from typer.testing import CliRunner
 
 from accel.cli import app
-from accel.errors import AccelError
+from accel.core.errors import AccelError
 
 runner = CliRunner()
 
-MODEL_THAT_RAISES = '''import torch
+MODEL_THAT_RAISES = """import torch
 class Broken(torch.nn.Module):
     def forward(self, x):
         raise ValueError("mat1 and mat2 shapes cannot be multiplied")
 model = Broken()
 example_inputs = (torch.ones(2, 3),)
-'''
+"""
 
 CASES = {
     "syntax": ("import torch\nmodel = (\n", "syntax error in", "line 2"),
-    "import_in_pipeline": ("import accel\nimport not_a_module_xyz\npipeline = None\n", "failed to import",
-                           "not_a_module_xyz"),
+    "import_in_pipeline": (
+        "import accel\nimport not_a_module_xyz\npipeline = None\n",
+        "failed to import",
+        "not_a_module_xyz",
+    ),
     "import_in_script": ("import not_a_module_xyz\n", "failed to import", "install the missing module"),
-    "no_pipeline": ("import torch\nmodel = torch.nn.Linear(2, 2)\n", "defines model but not example_inputs",
-                    "needs both"),
+    "no_pipeline": (
+        "import torch\nmodel = torch.nn.Linear(2, 2)\n",
+        "defines model but not example_inputs",
+        "needs both",
+    ),
     "model_raises": (MODEL_THAT_RAISES, "model stage raised ValueError", "mat1 and mat2"),
-    "model_wrong_type": ("import accel\npipeline = accel.Pipeline(model='resnet', inputs=(1,))\n",
-                         "Pipeline(model=...) must be a torch.nn.Module", "pass the model object"),
-    "batch_size_wrong_type": ("import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
-                              "source=[torch.ones(2)], batch_size='8')\n", "must be an int, got str", "batch_size=1"),
+    "model_wrong_type": (
+        "import accel\npipeline = accel.Pipeline(model='resnet', inputs=(1,))\n",
+        "Pipeline(model=...) must be a torch.nn.Module",
+        "pass the model object",
+    ),
+    "batch_size_wrong_type": (
+        "import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
+        "source=[torch.ones(2)], batch_size='8')\n",
+        "must be an int, got str",
+        "batch_size=1",
+    ),
     "pipeline_not_a_pipeline": ("pipeline = 42\n", "not an accel.Pipeline", "accel.Pipeline(model="),
-    "one_shot_generator": ("import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
-                           "source=(torch.ones(2) for _ in range(4)))\n", "source is a one-shot generator",
-                           "fresh pass"),
-    "inputs_not_tensors": ("import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = [1, 2]\n",
-                           "must be a tuple of tensors", "example_inputs = ("),
+    "one_shot_generator": (
+        "import accel, torch\npipeline = accel.Pipeline(model=torch.nn.Linear(2, 2), "
+        "source=(torch.ones(2) for _ in range(4)))\n",
+        "source is a one-shot generator",
+        "fresh pass",
+    ),
+    "inputs_not_tensors": (
+        "import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = [1, 2]\n",
+        "must be a tuple of tensors",
+        "example_inputs = (",
+    ),
 }
 
 
@@ -103,8 +123,9 @@ def test_good_run_writes_only_the_trace_dir_in_cwd_and_the_json_asked_for(tmp_pa
     user = tmp_path / "user"
     user.mkdir()
     (user / "helper.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(4, 2).eval()\n")
-    (user / "target.py").write_text("import torch\nfrom helper import make\nmodel = make\n"
-                                    "example_inputs = (torch.ones(2, 4),)\n")
+    (user / "target.py").write_text(
+        "import torch\nfrom helper import make\nmodel = make\nexample_inputs = (torch.ones(2, 4),)\n"
+    )
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -120,8 +141,13 @@ def test_good_run_writes_only_the_trace_dir_in_cwd_and_the_json_asked_for(tmp_pa
 def test_subprocess_bad_input_exits_2_with_one_line(tmp_path):
     target = tmp_path / "broken.py"
     target.write_text("def oops(:\n")
-    result = subprocess.run([sys.executable, "-m", "accel", "profile", str(target), "--no-trace"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "accel", "profile", str(target), "--no-trace"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: syntax error in")
     assert "Traceback" not in result.stderr

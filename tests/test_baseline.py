@@ -1,20 +1,37 @@
 """Baselines: versioned schema, atomic writes, refusal of corrupt, foreign and incompatible files."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from accel.baseline import (BASELINE_SCHEMA, Baseline, BaselineError, load_baseline, proposed_path, save_baseline,
-                            with_counts)
-from accel.bench import Replicate, environment, environment_mismatch
+from accel.gating.baseline import (
+    BASELINE_SCHEMA,
+    Baseline,
+    BaselineError,
+    load_baseline,
+    proposed_path,
+    save_baseline,
+    with_counts,
+)
+from accel.gating.bench import Replicate, environment, environment_mismatch
 
 COUNTS = {"flops": 1000, "bytes_moved": 4000, "op_count": 7, "parameter_bytes": 256}
 
 
 def sample() -> Baseline:
-    reps = tuple(Replicate(median_seconds=1e-3 * (1 + i / 100), p90_seconds=2e-3, p99_seconds=3e-3, calls=50,
-                           batch_samples=16, peak_memory_bytes=4096) for i in range(4))
+    reps = tuple(
+        Replicate(
+            median_seconds=1e-3 * (1 + i / 100),
+            p90_seconds=2e-3,
+            p99_seconds=3e-3,
+            calls=50,
+            batch_samples=16,
+            peak_memory_bytes=4096,
+        )
+        for i in range(4)
+    )
     return Baseline(target="p.py", environment=environment(), replicates=reps, counts=COUNTS, created_utc="now")
 
 

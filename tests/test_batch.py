@@ -1,5 +1,6 @@
 """Batching optimizers: batch.size picks the plateau's smallest size; batch.bucket cuts padding and
 keeps results in source order, agreeing per sample with the unbucketed run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import accel
-from accel.machine import describe_machine
-from accel.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizers.batch import BatchSizeConfig, BucketPlan, SizePoint, choose_batch_size
-from accel.recipes import parse_recipe
-from accel.recipes.engine import ACCEPTED, run_engine
-from accel.recipes.fidelity import compare_outputs
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing.optimizers.batch import BatchSizeConfig, BucketPlan, SizePoint, choose_batch_size
+from accel.optimizing.recipes import parse_recipe
+from accel.optimizing.recipes.engine import ACCEPTED, run_engine
+from accel.optimizing.recipes.fidelity import compare_outputs
 
 PLANTED = Path(__file__).parent / "planted"
 
@@ -25,8 +26,14 @@ def _context(tmp_path):
 
 
 def test_smallest_size_on_the_plateau():
-    points = [SizePoint(1, 100, 0.01), SizePoint(2, 180, 0.011), SizePoint(4, 300, 0.013),
-              SizePoint(8, 390, 0.02), SizePoint(16, 400, 0.04), SizePoint(32, 398, 0.08)]
+    points = [
+        SizePoint(1, 100, 0.01),
+        SizePoint(2, 180, 0.011),
+        SizePoint(4, 300, 0.013),
+        SizePoint(8, 390, 0.02),
+        SizePoint(16, 400, 0.04),
+        SizePoint(32, 398, 0.08),
+    ]
     assert choose_batch_size(points, BatchSizeConfig())[0] == 8
     assert choose_batch_size(points, BatchSizeConfig(plateau_tolerance=0.0))[0] == 16
     assert choose_batch_size(points, BatchSizeConfig(latency_limit_seconds=0.015))[0] == 4

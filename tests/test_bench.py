@@ -1,4 +1,5 @@
-"""accel bench: fresh-process replicates, counts from accel.counts, worker errors."""
+"""accel bench: fresh-process replicates, counts from accel.core.counts, worker errors."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from accel.bench import BenchConfig, BenchError, Side, bench, run_replicate
-from accel.errors import AccelError
+from accel.core.errors import AccelError
+from accel.gating.bench import BenchConfig, BenchError, Side, bench, run_replicate
 
 PLANTED = Path(__file__).parent / "planted"
 GATE_MLP = PLANTED / "gate_mlp.py"
@@ -20,8 +21,9 @@ QUICK = BenchConfig(replicates=2, warmup_calls=1, min_calls=5, budget_seconds=0.
 @pytest.mark.slow
 def test_counts_come_from_a_worker_and_grow_with_planted_layers():
     plain = run_replicate(Side(GATE_MLP.resolve()), QUICK, timing=False, counts=True)
-    grown = run_replicate(Side(GATE_MLP.resolve(), env=(("ACCEL_GATE_EXTRA_LAYERS", "2"),)), QUICK,
-                          timing=False, counts=True)
+    grown = run_replicate(
+        Side(GATE_MLP.resolve(), env=(("ACCEL_GATE_EXTRA_LAYERS", "2"),)), QUICK, timing=False, counts=True
+    )
     assert plain["pid"] != os.getpid()
     assert plain["counts"]["flops"] > 0 and plain["counts"]["parameter_bytes"] == 128 * 128 * 4
     assert grown["counts"]["flops"] > plain["counts"]["flops"]
@@ -73,12 +75,14 @@ def test_bad_input_is_refused(tmp_path):
 @pytest.mark.slow
 def test_forked_replicates_from_a_parent_that_never_ran_torch():
     # The gate benchmark forks replicates; the parent imports torch but runs nothing, as here.
-    code = ("import os, json; from pathlib import Path; from accel.bench import BenchConfig, Side, run_replicate; "
-            "c = BenchConfig(launcher='fork', threads=1, warmup_calls=1, min_calls=5, budget_seconds=0.05, memory=False); "
-            f"s = Side(Path({str(GATE_MLP.resolve())!r})); "
-            "got = [run_replicate(s, c) for _ in range(2)]; "
-            "print(json.dumps({'parent': os.getpid(), 'pids': [g['pid'] for g in got], "
-            "'median': [g['replicate']['median_seconds'] for g in got]}))")
+    code = (
+        "import os, json; from pathlib import Path; from accel.gating.bench import BenchConfig, Side, run_replicate; "
+        "c = BenchConfig(launcher='fork', threads=1, warmup_calls=1, min_calls=5, budget_seconds=0.05, memory=False); "
+        f"s = Side(Path({str(GATE_MLP.resolve())!r})); "
+        "got = [run_replicate(s, c) for _ in range(2)]; "
+        "print(json.dumps({'parent': os.getpid(), 'pids': [g['pid'] for g in got], "
+        "'median': [g['replicate']['median_seconds'] for g in got]}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout.strip().splitlines()[-1])

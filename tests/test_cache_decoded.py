@@ -1,4 +1,5 @@
 """cache.decoded: the on-disk store, invalidation, crash safety, refusal of random stages."""
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,18 @@ import pytest
 import torch
 
 import accel
-from accel.cache import CacheError, DecodedStore, clear, describe, flatten_sample, read_record, records
-from accel.machine import describe_machine
-from accel.optimizers import OPTIMIZERS, Context
-from accel.optimizers.cache_decoded import CachedStage, code_digest
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers._store import (
+    CacheError,
+    DecodedStore,
+    clear,
+    describe,
+    flatten_sample,
+    read_record,
+    records,
+)
+from accel.optimizing.optimizers.cache_decoded import CachedStage, code_digest
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("cache.decoded")
@@ -34,7 +43,10 @@ def _apply(pipeline, cache_dir, context):
 
 def test_store_round_trips_structures(tmp_path):
     store = DecodedStore(tmp_path, "ns", max_bytes=1 << 20)
-    sample = {"image": torch.arange(12, dtype=torch.float32).reshape(3, 4), "label": (np.int64(3) * np.ones(2, np.int64), 7)}
+    sample = {
+        "image": torch.arange(12, dtype=torch.float32).reshape(3, 4),
+        "label": (np.int64(3) * np.ones(2, np.int64), 7),
+    }
     store.put("ab" * 32, sample)
     back = store.get("ab" * 32)
     assert torch.equal(back["image"], sample["image"])
@@ -143,8 +155,8 @@ def test_info_and_clear(tmp_path, context):
 
 BUILDER = textwrap.dedent("""
     import sys, time, torch
-    from accel.cache import DecodedStore
-    from accel.optimizers.cache_decoded import CachedStage
+    from accel.optimizing.optimizers._store import DecodedStore
+    from accel.optimizing.optimizers.cache_decoded import CachedStage
 
     def decode(i):
         time.sleep(0.01)
@@ -162,8 +174,12 @@ def test_killed_build_leaves_consistent_cache_and_resumes(tmp_path):
     script.write_text(BUILDER)
     root = tmp_path / "cache"
     count = 200
-    process = subprocess.Popen([sys.executable, str(script), str(root), str(count)], stdout=subprocess.PIPE,
-                               cwd=Path(__file__).parent.parent, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(count)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+        text=True,
+    )
     for _ in range(10):  # let some records land, then kill in the middle of the build
         process.stdout.readline()
     os.kill(process.pid, signal.SIGKILL)
@@ -211,12 +227,13 @@ def test_same_file_loaded_again_reuses_the_cache(tmp_path, context):
 
 @pytest.mark.slow
 def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path, monkeypatch):
-    from accel.optimizing import optimize
-    from accel.recipes.engine import ACCEPTED
+    from accel.optimizing.recipes.engine import ACCEPTED
+    from accel.optimizing.run import optimize
 
     monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path / "cache"))
     recipe = tmp_path / "data.yaml"
-    recipe.write_text(textwrap.dedent("""
+    recipe.write_text(
+        textwrap.dedent("""
         name: data
         description: the data-path optimizers only
         target: throughput
@@ -226,7 +243,8 @@ def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path,
         rules:
           - name: data-path
             try: [cache.decoded, cache.results]
-    """))
+    """)
+    )
     result = optimize(PLANTED / "dp_decode_bound.py", recipe, out_dir=tmp_path / "out", budget_seconds=25)
     verdicts = {step.optimizer: step.verdict for step in result.steps}
     assert verdicts["cache.decoded"] == ACCEPTED, [s.to_dict() for s in result.steps]

@@ -1,4 +1,5 @@
 """cache.results: repeated inputs skip the model; refusals for training mode and randomness."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,9 @@ import torch
 from torch import nn
 
 import accel
-from accel.machine import describe_machine
-from accel.optimizers import OPTIMIZERS, Context
-from accel.optimizers.cache_results import ResultCache
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers.cache_results import ResultCache
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("cache.results")
@@ -53,7 +54,7 @@ def test_lru_bound_in_bytes():
     inputs = torch.eye(4)
     with torch.inference_mode():
         for row in range(4):
-            cache(inputs[row:row + 1], model)
+            cache(inputs[row : row + 1], model)
     assert len(cache.entries) == 2 and cache.bytes_held <= cache.max_bytes
 
 

@@ -1,5 +1,6 @@
 """`accel optimize` and `accel recipes` through the CLI: tables, JSON, lock, and exit code 2 with
 one clear line for bad recipes and unknown optimizers."""
+
 from __future__ import annotations
 
 import json
@@ -56,11 +57,15 @@ def test_missing_pipeline_file_exits_2(tmp_path):
 def test_optimize_writes_json_lock_and_table(tmp_path):
     file = tmp_path / "wide.py"
     shutil.copy(PLANTED / "opt_wide_mlp.py", file)
-    recipe = _recipe(tmp_path, "name: small\ntarget: latency\nguard: {min_cosine: 0.995}\n"
-                               "rules: [{name: r, try: [onnx.int8_dynamic, precision.fp16]}]\n")
+    recipe = _recipe(
+        tmp_path,
+        "name: small\ntarget: latency\nguard: {min_cosine: 0.995}\n"
+        "rules: [{name: r, try: [onnx.int8_dynamic, precision.fp16]}]\n",
+    )
     out, report = tmp_path / "out", tmp_path / "result.json"
-    result = runner.invoke(app, ["optimize", str(file), "--recipe", str(recipe), "--out", str(out),
-                                 "--json", str(report), "--budget", "6"])
+    result = runner.invoke(
+        app, ["optimize", str(file), "--recipe", str(recipe), "--out", str(out), "--json", str(report), "--budget", "6"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["schema"] == "accel.optimize/1"
@@ -71,16 +76,40 @@ def test_optimize_writes_json_lock_and_table(tmp_path):
 
 
 def test_render_names_every_candidate_and_the_empty_lock():
-    data = {"target": "p", "recipe": "r", "objective": "latency", "threads": 2, "speedup": 1.0,
-            "speedup_ci": [1.0, 1.0], "message": "no candidate helped: the lock is empty", "kept": [],
-            "lock_path": "out/accel.lock.yaml",
-            "baseline": {"median_seconds": 0.002, "samples_per_call": 1, "samples_per_s": 500.0},
-            "final": {"median_seconds": 0.002, "samples_per_call": 1, "samples_per_s": 500.0},
-            "steps": [{"optimizer": "onnx.runtime", "rule": "r", "speedup": 0.8, "speedup_ci": [0.7, 0.9],
-                       "memory_ratio": None, "fidelity": {"cosine": 1.0}, "setup_seconds": 0.5,
-                       "first_call_seconds": 0.01, "verdict": "reverted", "reason": "slower"},
-                      {"optimizer": "precision.fp16", "rule": "r", "speedup": None, "verdict": "not applicable",
-                       "reason": "float16 matmul runs at 0.01x"}]}
+    data = {
+        "target": "p",
+        "recipe": "r",
+        "objective": "latency",
+        "threads": 2,
+        "speedup": 1.0,
+        "speedup_ci": [1.0, 1.0],
+        "message": "no candidate helped: the lock is empty",
+        "kept": [],
+        "lock_path": "out/accel.lock.yaml",
+        "baseline": {"median_seconds": 0.002, "samples_per_call": 1, "samples_per_s": 500.0},
+        "final": {"median_seconds": 0.002, "samples_per_call": 1, "samples_per_s": 500.0},
+        "steps": [
+            {
+                "optimizer": "onnx.runtime",
+                "rule": "r",
+                "speedup": 0.8,
+                "speedup_ci": [0.7, 0.9],
+                "memory_ratio": None,
+                "fidelity": {"cosine": 1.0},
+                "setup_seconds": 0.5,
+                "first_call_seconds": 0.01,
+                "verdict": "reverted",
+                "reason": "slower",
+            },
+            {
+                "optimizer": "precision.fp16",
+                "rule": "r",
+                "speedup": None,
+                "verdict": "not applicable",
+                "reason": "float16 matmul runs at 0.01x",
+            },
+        ],
+    }
     buffer = StringIO()
     render_optimize(data, Console(file=buffer, width=120, color_system=None))
     text = buffer.getvalue()
@@ -92,8 +121,21 @@ def test_render_names_every_candidate_and_the_empty_lock():
 @pytest.mark.slow
 def test_default_recipe_diagnoses_then_cures_padding(tmp_path):
     report = tmp_path / "result.json"
-    result = runner.invoke(app, ["optimize", str(PLANTED / "opt_padded_sequences.py"), "--recipe", "default",
-                                 "--out", str(tmp_path / "out"), "--json", str(report), "--budget", "40"])
+    result = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(PLANTED / "opt_padded_sequences.py"),
+            "--recipe",
+            "default",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            str(report),
+            "--budget",
+            "40",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["profile"]["primary"] == "padding"

@@ -1,4 +1,5 @@
 """`accel profile` through the CLI: each bundled example names its bottleneck; options work."""
+
 import json
 from pathlib import Path
 
@@ -26,11 +27,14 @@ def profile_json(tmp_path: Path, *args: str) -> tuple[str, dict]:
     return result.output, json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("example, kind", [
-    pytest.param("image_pipeline.py", "input_decoding", marks=pytest.mark.slow),
-    ("sequence_encoder.py", "padding"),
-    ("request_stream.py", "repeated_inputs"),
-])
+@pytest.mark.parametrize(
+    "example, kind",
+    [
+        pytest.param("image_pipeline.py", "input_decoding", marks=pytest.mark.slow),
+        ("sequence_encoder.py", "padding"),
+        ("request_stream.py", "repeated_inputs"),
+    ],
+)
 def test_example_names_its_bottleneck(example, kind, tmp_path):
     output, data = profile_json(tmp_path, str(EXAMPLES / example), "--no-trace")
     assert data["primary"] == kind
@@ -41,8 +45,9 @@ def test_example_names_its_bottleneck(example, kind, tmp_path):
 
 
 def test_training_script_with_arguments_after_double_dash(tmp_path):
-    output, data = profile_json(tmp_path, str(EXAMPLES / "train_script.py"), "--no-trace", "--",
-                                "--rows", "256", "--batch-size", "32")
+    output, data = profile_json(
+        tmp_path, str(EXAMPLES / "train_script.py"), "--no-trace", "--", "--rows", "256", "--batch-size", "32"
+    )
     assert data["mode"] == "script"
     assert data["primary"] == "data_loading"
     assert data["end_to_end"]["samples"] == 256
@@ -51,8 +56,9 @@ def test_training_script_with_arguments_after_double_dash(tmp_path):
 
 def test_trace_dir_option(tmp_path):
     trace_dir = tmp_path / "traces" / "mine"
-    output, data = profile_json(tmp_path, str(Path(__file__).parent / "planted" / "data_repeats.py"),
-                                "--trace-dir", str(trace_dir))
+    output, data = profile_json(
+        tmp_path, str(Path(__file__).parent / "planted" / "data_repeats.py"), "--trace-dir", str(trace_dir)
+    )
     assert data["trace_dir"] == str(trace_dir)
     assert list(trace_dir.glob("*.pt.trace.json"))
     assert "tensorboard --logdir" in " ".join(output.split())

@@ -1,4 +1,5 @@
 """The cost model: counted ops joined to profiler times, roofline arithmetic, aggregation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,14 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from accel.costmodel import build_cost_model, profile_op_seconds, roofline_seconds, split_roofline
-from accel.counts import Counts, OpCount, count_forward
-from accel.machine import describe_machine
+from accel.core.counts import Counts, OpCount, count_forward
+from accel.core.machine import describe_machine
+from accel.profiling.costmodel import build_cost_model, roofline_seconds, split_roofline
+from accel.profiling.hardware import profile_op_seconds
 
 
 def machine():
-    return dataclasses.replace(describe_machine("cpu"), peak_bandwidth_gbs=10.0, peak_gflops=100.0,
-                               peak_gflops_by_dtype={"fp32": 100.0, "bf16": 400.0}, calibrated=True)
+    return dataclasses.replace(
+        describe_machine("cpu"),
+        peak_bandwidth_gbs=10.0,
+        peak_gflops=100.0,
+        peak_gflops_by_dtype={"fp32": 100.0, "bf16": 400.0},
+        calibrated=True,
+    )
 
 
 def test_roofline_is_the_larger_of_compute_and_memory_time():
@@ -23,12 +30,23 @@ def test_roofline_is_the_larger_of_compute_and_memory_time():
 
 
 def test_build_cost_model_classifies_by_ridge_and_dtype_peak():
-    counts = Counts(ops=(
-        OpCount("aten::mm", "a", flops=10**9, bytes_read=10**6, bytes_written=0, weight_bytes=10**6, dtype="float32"),
-        OpCount("aten::add", "b", flops=10**6, bytes_read=8 * 10**6, bytes_written=4 * 10**6, weight_bytes=0,
-                dtype="float32"),
-        OpCount("aten::mm", "a", flops=10**9, bytes_read=10**6, bytes_written=0, weight_bytes=0, dtype="bfloat16"),
-    ))
+    counts = Counts(
+        ops=(
+            OpCount(
+                "aten::mm", "a", flops=10**9, bytes_read=10**6, bytes_written=0, weight_bytes=10**6, dtype="float32"
+            ),
+            OpCount(
+                "aten::add",
+                "b",
+                flops=10**6,
+                bytes_read=8 * 10**6,
+                bytes_written=4 * 10**6,
+                weight_bytes=0,
+                dtype="float32",
+            ),
+            OpCount("aten::mm", "a", flops=10**9, bytes_read=10**6, bytes_written=0, weight_bytes=0, dtype="bfloat16"),
+        )
+    )
     model = build_cost_model(counts, [0.02, 0.002, 0.01], machine(), call_seconds=0.05)
     mm, add, mm_bf16 = model.ops
     assert not mm.memory_bound and add.memory_bound
@@ -65,10 +83,11 @@ def test_profiler_times_join_every_counted_op_and_favour_the_big_matmul():
 
 
 def test_a_pass_that_fails_on_an_unusual_model_is_skipped_and_named():
-    import accel
-    from accel.hardware import hardware_passes
-    from accel.stages import ProfileData
     from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    import accel
+    from accel.profiling.data import ProfileData
+    from accel.profiling.hardware import hardware_passes
 
     class RefusesModes(nn.Module):
         def forward(self, x):
@@ -77,6 +96,6 @@ def test_a_pass_that_fails_on_an_unusual_model_is_skipped_and_named():
             return x * 2
 
     data = ProfileData(target="t")
-    hardware_passes(accel.Pipeline(model=RefusesModes(), inputs=(torch.ones(3),)), data, machine())
+    data = hardware_passes(accel.Pipeline(model=RefusesModes(), inputs=(torch.ones(3),)), data, machine())
     assert data.ops is None and data.memory is not None
     assert data.extra["hardware_passes_skipped"] == {"cost": "RuntimeError: no dispatch modes here"}

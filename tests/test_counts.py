@@ -1,10 +1,11 @@
-"""accel.counts: FLOPs and bytes per aten op, attributed to modules."""
+"""accel.core.counts: FLOPs and bytes per aten op, attributed to modules."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from accel.counts import ROOT_MODULE, Counts, count_forward, parameter_bytes
+from accel.core.counts import ROOT_MODULE, Counts, count_forward, parameter_bytes
 
 
 def test_linear_flops_and_weight_bytes_match_the_formulas():
@@ -21,8 +22,12 @@ def test_linear_flops_and_weight_bytes_match_the_formulas():
     assert relu.module == "1" and relu.flops == 8 * 512 and relu.weight_bytes == 0
     assert counts.weight_bytes == parameter_bytes(model)
     assert counts.flops == sum(o.flops for o in counts.ops)
-    assert counts.to_dict() == {"flops": counts.flops, "bytes_moved": counts.bytes_moved,
-                                "weight_bytes": counts.weight_bytes, "op_count": counts.op_count}
+    assert counts.to_dict() == {
+        "flops": counts.flops,
+        "bytes_moved": counts.bytes_moved,
+        "weight_bytes": counts.weight_bytes,
+        "op_count": counts.op_count,
+    }
 
 
 def test_conv_flops_scale_with_batch_and_views_move_nothing():

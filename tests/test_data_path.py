@@ -1,4 +1,5 @@
 """Data-path analyzers: planted bottlenecks come out primary; the rate model and the split add up."""
+
 from pathlib import Path
 
 import pytest
@@ -7,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import accel
-from accel.analyzers import ANALYZERS, analyze
-from accel.analyzers.padding import bucketed_elements
-from accel.machine import Machine
-from accel.stages import BatchPadding, EndToEnd, ProfileData, StageTiming
+from accel.core.machine import Machine
+from accel.profiling.analyzers import ANALYZERS, analyze
+from accel.profiling.analyzers.padding import bucketed_elements
+from accel.profiling.data import BatchPadding, EndToEnd, ProfileData, StageTiming
 
 PLANTED = Path(__file__).parent / "planted"
 DATA_KINDS = ("data_loading", "input_decoding", "padding", "repeated_inputs")
@@ -27,12 +28,15 @@ def profile(name: str):
     return accel.profile(PLANTED / f"{name}.py", budget_seconds=3.0)
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("data_slow_loading", "data_loading"),
-    ("data_decode_bound", "input_decoding"),
-    ("data_padded", "padding"),
-    ("data_repeats", "repeated_inputs"),
-])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("data_slow_loading", "data_loading"),
+        ("data_decode_bound", "input_decoding"),
+        ("data_padded", "padding"),
+        ("data_repeats", "repeated_inputs"),
+    ],
+)
 def test_planted_bottleneck_is_primary(name, kind):
     report = profile(name)
     assert report.primary == kind, [(f.kind, f.severity, f.impact) for f in report.findings]
@@ -71,23 +75,38 @@ def test_slow_loader_names_its_stage_and_no_decoding():
 
 # --- the analyzers on recorded measurements (pure: no timing) -----------------------------------
 
+
 def machine(cores: int = 4, device: str = "cuda:0") -> Machine:
-    return Machine(device=device, device_name="test", cores=cores, threads=cores, torch_version="x",
-                   accel_version="x")
+    return Machine(device=device, device_name="test", cores=cores, threads=cores, torch_version="x", accel_version="x")
 
 
-def recorded(decode_ms: float, transform_ms: float, model_ms: float, *, workers: int = 0, samples: int = 100,
-             sequence: bool = True) -> ProfileData:
+def recorded(
+    decode_ms: float,
+    transform_ms: float,
+    model_ms: float,
+    *,
+    workers: int = 0,
+    samples: int = 100,
+    sequence: bool = True,
+) -> ProfileData:
     per_sample = {"decode": decode_ms, "transform": transform_ms, "collate": 0.0, "model": model_ms}
     load = decode_ms + transform_ms
     wall = (load + model_ms) if workers == 0 else max(load / workers, model_ms)
     wait = wall - model_ms
     return ProfileData(
-        target="recorded", cores=4, num_workers=workers, source_is_sequence=sequence,
+        target="recorded",
+        cores=4,
+        num_workers=workers,
+        source_is_sequence=sequence,
         stages=[StageTiming(name, ms * samples / 1e3, samples) for name, ms in per_sample.items()],
-        end_to_end=EndToEnd(seconds=wall * samples / 1e3, samples=samples, batches=10,
-                            wait_seconds=wait * samples / 1e3, compute_seconds=model_ms * samples / 1e3,
-                            num_workers=workers),
+        end_to_end=EndToEnd(
+            seconds=wall * samples / 1e3,
+            samples=samples,
+            batches=10,
+            wait_seconds=wait * samples / 1e3,
+            compute_seconds=model_ms * samples / 1e3,
+            num_workers=workers,
+        ),
     )
 
 
@@ -131,16 +150,20 @@ def test_a_stream_that_is_read_once_gets_no_cache_recommendation():
 
 
 def test_inputs_only_pipeline_has_no_data_path_findings():
-    data = ProfileData(target="inputs", stages=[StageTiming("model", 0.01, 1)],
-                       end_to_end=EndToEnd(seconds=0.01, samples=1, batches=1, wait_seconds=0.0,
-                                           compute_seconds=0.01, num_workers=0))
+    data = ProfileData(
+        target="inputs",
+        stages=[StageTiming("model", 0.01, 1)],
+        end_to_end=EndToEnd(seconds=0.01, samples=1, batches=1, wait_seconds=0.0, compute_seconds=0.01, num_workers=0),
+    )
     assert analyze(data, machine(), list(DATA_KINDS)) == []
 
 
 def test_padding_and_repeats_on_recorded_data():
     data = recorded(0.0, 0.0, 10.0)
-    data.padding = [BatchPadding(real_elements=10 + 10 + 10 + 100, padded_elements=400, sample_lengths=(10, 10, 10, 100)),
-                    BatchPadding(real_elements=10 + 10 + 10 + 100, padded_elements=400, sample_lengths=(10, 100, 10, 10))]
+    data.padding = [
+        BatchPadding(real_elements=10 + 10 + 10 + 100, padded_elements=400, sample_lengths=(10, 10, 10, 100)),
+        BatchPadding(real_elements=10 + 10 + 10 + 100, padded_elements=400, sample_lengths=(10, 100, 10, 10)),
+    ]
     data.batch_size = 4
     data.sample_hashes = ["a", "b", "a", "a", "c", "a", "a", "a"]
     findings = {f.kind: f for f in analyze(data, machine(), ["padding", "repeated_inputs"])}
@@ -157,8 +180,9 @@ def test_padding_and_repeats_on_recorded_data():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=512), min_size=1, max_size=64), st.integers(1, 16))
 def test_bucketing_never_adds_padding(lengths, batch_size):
-    arrival = sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size])
-                  for i in range(0, len(lengths), batch_size))
+    arrival = sum(
+        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)
+    )
     bucketed = bucketed_elements(lengths, batch_size, 1.0)
     assert sum(lengths) <= bucketed <= arrival
 
@@ -181,7 +205,7 @@ def test_worker_start_up_is_kept_out_of_the_steady_state():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12), st.integers(1, 8))
 def test_measured_padding_matches_the_lengths(lengths, width):
-    from accel.stages import measure_padding
+    from accel.profiling.stages import measure_padding
 
     samples = [torch.ones(n, width) for n in lengths]
     batch = torch.zeros(len(lengths), max(lengths), width)
@@ -194,7 +218,6 @@ def test_evidence_is_strict_json_when_a_stage_costs_nothing():
     import json
 
     data = recorded(0.0, 0.0, 0.0)
-    data.end_to_end = EndToEnd(seconds=1.0, samples=10, batches=2, wait_seconds=0.5, compute_seconds=0.0,
-                               num_workers=0)
+    data.end_to_end = EndToEnd(seconds=1.0, samples=10, batches=2, wait_seconds=0.5, compute_seconds=0.0, num_workers=0)
     for finding in analyze(data, machine(), list(DATA_KINDS)):
         json.dumps(finding.evidence, allow_nan=False)

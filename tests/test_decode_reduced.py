@@ -1,4 +1,5 @@
 """decode.reduced: Pillow draft decoding when decode resizes JPEGs down, kept only within the guard."""
+
 from __future__ import annotations
 
 import io
@@ -10,9 +11,9 @@ import torch
 from PIL import Image
 
 import accel
-from accel.machine import describe_machine
-from accel.optimizers import OPTIMIZERS, Context
-from accel.optimizers.decode_reduced import ReducedDecode, watch_pillow
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers.decode_reduced import ReducedDecode, watch_pillow
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("decode.reduced")

@@ -1,5 +1,6 @@
 """The engine's decisions on planted cases, with test-only optimizers registered for the test and
 removed after. The engine, measurement and guard are the real ones."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 import accel
-from accel.machine import describe_machine
-from accel.optimizers import OPTIMIZERS, Applied, Context, Optimizer
-from accel.recipes import parse_recipe
-from accel.recipes.engine import ACCEPTED, NOT_APPLICABLE, REVERTED, SKIPPED, run_engine
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
+from accel.optimizing.recipes import parse_recipe
+from accel.optimizing.recipes.engine import ACCEPTED, NOT_APPLICABLE, REVERTED, SKIPPED, run_engine
 
 PLANTED = Path(__file__).parent / "planted"
 
@@ -133,9 +134,14 @@ def test_a_win_that_loses_in_combination_is_reverted(tmp_path):
 
 
 def test_not_applicable_and_rules_that_do_not_match_are_recorded(tmp_path):
-    data = {"name": "t", "target": "latency",
-            "rules": [{"name": "never", "try": ["test.never"]},
-                      {"name": "no-source-only", "when": {"has_source": False}, "try": ["test.skip_a"]}]}
+    data = {
+        "name": "t",
+        "target": "latency",
+        "rules": [
+            {"name": "never", "try": ["test.never"]},
+            {"name": "no-source-only", "when": {"has_source": False}, "try": ["test.skip_a"]},
+        ],
+    }
     context = Context(machine=describe_machine(), workdir=tmp_path)
     result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=3)
     never, skipped = _step(result, "test.never"), _step(result, "test.skip_a")
@@ -196,8 +202,11 @@ def test_a_candidate_that_raises_is_recorded_as_failed(tmp_path):
 
 
 def test_a_candidate_named_by_two_rules_is_tried_once(tmp_path):
-    data = {"name": "t", "target": "latency",
-            "rules": [{"name": "first", "try": ["test.skip_a"]}, {"name": "second", "try": ["test.skip_a"]}]}
+    data = {
+        "name": "t",
+        "target": "latency",
+        "rules": [{"name": "first", "try": ["test.skip_a"]}, {"name": "second", "try": ["test.skip_a"]}],
+    }
     context = Context(machine=describe_machine(), workdir=tmp_path)
     result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=20)
     first, second = [s for s in result.steps if s.optimizer == "test.skip_a"]

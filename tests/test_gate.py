@@ -1,4 +1,5 @@
 """The gate's statistics and decision on synthetic samples (pure functions), and its reports."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.errors import AccelError
-from accel.gate import (METRICS, Metric, MetricVerdict, Thresholds, Verdict, classify, exit_code, judge_count,
-                        judge_pairs, judge_samples, overall, paired_log_change, sort_by_severity,
-                        two_sample_log_change)
-from accel.gate_report import json_text, junit_xml, markdown
-from accel.gate_run import GateResult, parse_percent, resolve_thresholds
+from accel.core.errors import AccelError
+from accel.gating.reports import json_text, junit_xml, markdown
+from accel.gating.run import GateResult, parse_percent, resolve_thresholds
+from accel.gating.verdicts import (
+    METRICS,
+    Metric,
+    MetricVerdict,
+    Thresholds,
+    Verdict,
+    classify,
+    exit_code,
+    judge_count,
+    judge_pairs,
+    judge_samples,
+    overall,
+    paired_log_change,
+    sort_by_severity,
+    two_sample_log_change,
+)
 
 LATENCY = METRICS["latency_seconds"]
 FLOPS = METRICS["flops"]
@@ -128,7 +142,9 @@ def test_thresholds_validate_and_parse():
 
 
 def test_thresholds_from_pyproject_and_flags(tmp_path, monkeypatch):
-    (tmp_path / "pyproject.toml").write_text('[tool.accel.gate]\nmax-slowdown = "7%"\nmax-flops-growth = 1\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.accel.gating.verdicts]\nmax-slowdown = "7%"\nmax-flops-growth = 1\n'
+    )
     inner = tmp_path / "a" / "b"
     inner.mkdir(parents=True)
     found = resolve_thresholds({"max_slowdown": None, "max_memory_growth": "20%"}, inner)
@@ -136,7 +152,7 @@ def test_thresholds_from_pyproject_and_flags(tmp_path, monkeypatch):
     assert found.max_flops_growth == pytest.approx(0.01)
     assert found.max_memory_growth == pytest.approx(0.20)
     assert resolve_thresholds({"max_slowdown": "3%"}, inner).max_slowdown == pytest.approx(0.03)
-    (tmp_path / "pyproject.toml").write_text('[tool.accel.gate]\nmax-speed = "7%"\n')
+    (tmp_path / "pyproject.toml").write_text('[tool.accel.gating.verdicts]\nmax-speed = "7%"\n')
     with pytest.raises(AccelError, match="max-speed"):
         resolve_thresholds({}, inner)
 
@@ -145,10 +161,13 @@ def _result() -> GateResult:
     verdicts = (
         judge_count(FLOPS, 1000, 1500, 0.0),
         judge_pairs(LATENCY, noisy(6, 1e-3, 0.01, 1), noisy(6, 1e-3, 0.01, 2), 0.10, final=True),
-        MetricVerdict("peak_memory_bytes", Verdict.INVALID, math.nan, (math.nan, math.nan), 0.1, 0, "environment differs"),
+        MetricVerdict(
+            "peak_memory_bytes", Verdict.INVALID, math.nan, (math.nan, math.nan), 0.1, 0, "environment differs"
+        ),
     )
-    return GateResult(target="p.py", mode="against", reference="HEAD~1", verdicts=verdicts, thresholds=Thresholds(),
-                      pairs=6)
+    return GateResult(
+        target="p.py", mode="against", reference="HEAD~1", verdicts=verdicts, thresholds=Thresholds(), pairs=6
+    )
 
 
 def test_junit_is_valid_xml_with_the_failure():

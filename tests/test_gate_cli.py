@@ -1,5 +1,6 @@
 """accel bench / accel gate through the CLI: planted regressions, --against on a real git repo,
 report files, exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from accel.bench import environment
 from accel.cli import app
+from accel.gating.bench import environment
 
 PLANTED = Path(__file__).parent / "planted"
 GATE_MLP = PLANTED / "gate_mlp.py"
@@ -47,8 +48,19 @@ def test_unchanged_target_passes_repeated_runs(counts_baseline, tmp_path):
 def test_planted_extra_layers_fail_the_gate_with_reports(counts_baseline, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCEL_GATE_EXTRA_LAYERS", "2")
     junit, md, js = tmp_path / "junit.xml", tmp_path / "summary.md", tmp_path / "gate.json"
-    done = invoke("gate", GATE_MLP, "--baseline", counts_baseline, "--counts-only",
-                  "--junit", junit, "--markdown", md, "--json", js)
+    done = invoke(
+        "gate",
+        GATE_MLP,
+        "--baseline",
+        counts_baseline,
+        "--counts-only",
+        "--junit",
+        junit,
+        "--markdown",
+        md,
+        "--json",
+        js,
+    )
     assert done.exit_code == 1, done.output
     suite = ET.parse(junit).getroot().find("testsuite")
     failed = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
@@ -75,8 +87,9 @@ def test_a_count_drop_is_reported_with_a_proposed_baseline(tmp_path, monkeypatch
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 @pytest.mark.slow
@@ -104,8 +117,17 @@ def test_against_a_git_ref_in_a_temporary_worktree(tmp_path):
 def _foreign_baseline(path: Path) -> Path:
     env = {**environment(), "cpu_model": "Elsewhere 9000"}
     reps = [{"median_seconds": 1e-3, "p90_seconds": 1e-3, "p99_seconds": 1e-3, "calls": 10, "batch_samples": 16}] * 6
-    path.write_text(json.dumps({"schema": "accel.baseline/1", "target": "gate_mlp.py", "environment": env,
-                                "replicates": reps, "counts": None}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": "accel.baseline/1",
+                "target": "gate_mlp.py",
+                "environment": env,
+                "replicates": reps,
+                "counts": None,
+            }
+        )
+    )
     return path
 
 
@@ -143,15 +165,42 @@ def test_timed_gate_and_calibrate_end_to_end(tmp_path):
     assert done.exit_code == 0, done.output
     assert "latency median" in done.output and "throughput" in done.output
     # A wide threshold: timing noise on a busy CI machine must never make this test flaky.
-    gated = invoke("gate", GATE_MLP, "--baseline", baseline, "--replicates", "4", "--max-replicates", "4",
-                   "--threads", "1", "--max-slowdown", "300%", "--max-memory-growth", "300%", "--json", tmp_path / "g.json")
+    gated = invoke(
+        "gate",
+        GATE_MLP,
+        "--baseline",
+        baseline,
+        "--replicates",
+        "4",
+        "--max-replicates",
+        "4",
+        "--threads",
+        "1",
+        "--max-slowdown",
+        "300%",
+        "--max-memory-growth",
+        "300%",
+        "--json",
+        tmp_path / "g.json",
+    )
     assert gated.exit_code == 0, gated.output
     data = json.loads((tmp_path / "g.json").read_text())
     latency = next(v for v in data["verdicts"] if v["metric"] == "latency_seconds")
     assert latency["verdict"] == "pass" and latency["samples"] == 4
     assert len(data["samples"]["candidate"]["latency_seconds"]) == 4
-    calibrated = invoke("gate", "calibrate", GATE_MLP, "--replicates", "4", "--threads", "1",
-                        "--max-slowdown", "0%", "--json", tmp_path / "c.json")
+    calibrated = invoke(
+        "gate",
+        "calibrate",
+        GATE_MLP,
+        "--replicates",
+        "4",
+        "--threads",
+        "1",
+        "--max-slowdown",
+        "0%",
+        "--json",
+        tmp_path / "c.json",
+    )
     assert calibrated.exit_code == 0, calibrated.output
     assert "below the noise floor" in calibrated.output and "max_slowdown" in calibrated.output
     assert json.loads((tmp_path / "c.json").read_text())["pairs"] == 4
@@ -160,7 +209,12 @@ def test_timed_gate_and_calibrate_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_the_console_script_exits_1_on_a_regression(counts_baseline, tmp_path):
     env = {**__import__("os").environ, "ACCEL_GATE_EXTRA_LAYERS": "1"}
-    done = subprocess.run([sys.executable, "-m", "accel", "gate", str(GATE_MLP), "--baseline", str(counts_baseline),
-                           "--counts-only"], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "accel", "gate", str(GATE_MLP), "--baseline", str(counts_baseline), "--counts-only"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAIL" in done.stdout

@@ -1,4 +1,5 @@
 """Hardware findings on planted pipelines, measured for real, and the analyzers on recorded data."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import accel
-from accel.analyzers import analyze
-from accel.calibrate import calibrated_machine
-from accel.costmodel import CostModel, OpCost
-from accel.hardware import GenerationProfile, GenerationStep, LayerActivation, MemoryProfile
-from accel.machine import describe_machine
-from accel.stages import ProfileData
+from accel.core.calibration import calibrated_machine
+from accel.core.counts import OpCount
+from accel.core.machine import describe_machine
+from accel.profiling.analyzers import analyze
+from accel.profiling.costmodel import CostModel, OpCost
+from accel.profiling.data import GenerationProfile, GenerationStep, LayerActivation, MemoryProfile, ProfileData
 
 PLANTED = Path(__file__).parent / "planted"
 HARDWARE_KINDS = ("memory_bandwidth", "compute_bound", "overhead", "memory_peak", "generation")
@@ -20,7 +21,7 @@ HARDWARE_KINDS = ("memory_bandwidth", "compute_bound", "overhead", "memory_peak"
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory):
-    """One real calibration, cached in a temporary XDG_CACHE_HOME, at one intra-op thread.
+    """One real calibration, cached in a temporary ACCEL_CACHE_DIR, at one intra-op thread.
 
     One thread for calibration and the planted profiles alike: on a shared CI machine a descheduled
     OpenMP worker stalls every parallel op for a scheduler slice, which no finding is about.
@@ -31,7 +32,7 @@ def machine(tmp_path_factory):
     torch.set_num_threads(1)
     patch = pytest.MonkeyPatch()
     # one calibration for the session, shared by the modules that profile (same base temp dir)
-    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
+    patch.setenv("ACCEL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
     try:
         yield calibrated_machine()
     finally:
@@ -46,11 +47,17 @@ def profile(name, machine):
 def fake_machine(bandwidth_gbs=20.0, gflops=200.0, **by_dtype):
     import dataclasses
 
-    return dataclasses.replace(describe_machine("cpu"), peak_bandwidth_gbs=bandwidth_gbs, peak_gflops=gflops,
-                               peak_gflops_by_dtype={"fp32": gflops, **by_dtype}, calibrated=True)
+    return dataclasses.replace(
+        describe_machine("cpu"),
+        peak_bandwidth_gbs=bandwidth_gbs,
+        peak_gflops=gflops,
+        peak_gflops_by_dtype={"fp32": gflops, **by_dtype},
+        calibrated=True,
+    )
 
 
 # --- planted pipelines, measured --------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_batch1_wide_mlp_is_memory_bandwidth(machine):
@@ -63,9 +70,10 @@ def test_batch1_wide_mlp_is_memory_bandwidth(machine):
     layers = {layer["name"] for layer in report.to_dict()["layers"]}
     assert {"0", "2", "4"} <= layers
     # the hardware sections survive the JSON round trip
-    from accel.report import Report, _json_default
+    from accel.core.io import json_default
+    from accel.profiling.report import Report
 
-    again = Report.from_dict(json.loads(json.dumps(report.to_dict(), default=_json_default)))
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict(), default=json_default)))
     assert again.extra["cost"]["op_count"] == report.extra["cost"]["op_count"] and again.primary == report.primary
 
 
@@ -117,21 +125,34 @@ def test_decoder_without_kv_cache_is_generation(machine):
 
 # --- analyzers on recorded measurements -------------------------------------------------------
 
+
 def cost(*ops, call_seconds=None):
     ops = tuple(ops)
-    return CostModel(ops=ops, call_seconds=call_seconds or sum(o.seconds for o in ops), peak_bandwidth_gbs=20.0,
-                     peak_gflops=200.0)
+    return CostModel(
+        ops=ops, call_seconds=call_seconds or sum(o.seconds for o in ops), peak_bandwidth_gbs=20.0, peak_gflops=200.0
+    )
 
 
 def op(name="aten::addmm", flops=0, bytes_moved=0, weight_bytes=0, seconds=0.0, machine=None, dtype="float32"):
     machine = machine or fake_machine()
-    from accel.costmodel import roofline_seconds
+    from accel.profiling.costmodel import roofline_seconds
 
     ridge = machine.peak_gflops / machine.peak_bandwidth_gbs
-    return OpCost(op=name, module="layer", flops=flops, bytes_moved=bytes_moved, weight_bytes=weight_bytes,
-                  seconds=seconds, roofline_seconds=roofline_seconds(flops, bytes_moved, machine.peak_gflops,
-                                                                     machine.peak_bandwidth_gbs),
-                  memory_bound=(flops / bytes_moved if bytes_moved else 0) < ridge, dtype=dtype)
+    count = OpCount(
+        op=name,
+        module="layer",
+        flops=flops,
+        bytes_read=bytes_moved,
+        bytes_written=0,
+        weight_bytes=weight_bytes,
+        dtype=dtype,
+    )
+    return OpCost(
+        count=count,
+        seconds=seconds,
+        roofline_seconds=roofline_seconds(flops, bytes_moved, machine.peak_gflops, machine.peak_bandwidth_gbs),
+        memory_bound=(flops / bytes_moved if bytes_moved else 0) < ridge,
+    )
 
 
 def kinds(data, machine):
@@ -140,8 +161,9 @@ def kinds(data, machine):
 
 def test_streaming_weights_near_peak_is_memory_bandwidth_with_int8_saving():
     machine = fake_machine()
-    data = ProfileData(target="t", ops=cost(op(flops=2 * 10**8, bytes_moved=4 * 10**8, weight_bytes=4 * 10**8,
-                                               seconds=0.025)))
+    data = ProfileData(
+        target="t", ops=cost(op(flops=2 * 10**8, bytes_moved=4 * 10**8, weight_bytes=4 * 10**8, seconds=0.025))
+    )
     found = kinds(data, machine)
     assert set(found) == {"memory_bandwidth"}
     assert found["memory_bandwidth"].impact == pytest.approx(0.75, rel=0.01)  # 3/4 of fp32 weight bytes
@@ -171,16 +193,24 @@ def test_model_near_its_roofline_with_nothing_to_cure_gets_no_finding_above_low(
 
 
 def test_memory_peak_and_generation_on_recorded_data():
-    layers = (LayerActivation("conv1", 2_000_000, 16_000_000), LayerActivation("pool", 16_000_000, 1_000_000),
-              LayerActivation("conv2", 1_000_000, 500_000), LayerActivation("conv3", 500_000, 250_000),
-              LayerActivation("conv4", 250_000, 250_000), LayerActivation("conv5", 250_000, 250_000),
-              LayerActivation("pool2", 250_000, 1000), LayerActivation("fc", 1000, 40))
+    layers = (
+        LayerActivation("conv1", 2_000_000, 16_000_000),
+        LayerActivation("pool", 16_000_000, 1_000_000),
+        LayerActivation("conv2", 1_000_000, 500_000),
+        LayerActivation("conv3", 500_000, 250_000),
+        LayerActivation("conv4", 250_000, 250_000),
+        LayerActivation("conv5", 250_000, 250_000),
+        LayerActivation("pool2", 250_000, 1000),
+        LayerActivation("fc", 1000, 40),
+    )
     memory = MemoryProfile(peak_bytes=20_000_000, parameter_bytes=10_000, layers=layers, device_memory_bytes=10**10)
     steps = tuple(GenerationStep(position=p, seconds=0.001 * p) for p in range(8, 40))
     flat = tuple(GenerationStep(position=p, seconds=0.01) for p in range(8, 40))
-    data = ProfileData(target="t", memory=memory,
-                       generation=GenerationProfile(steps=steps, total_seconds=sum(s.seconds for s in steps),
-                                                    parameter_bytes=10**6))
+    data = ProfileData(
+        target="t",
+        memory=memory,
+        generation=GenerationProfile(steps=steps, total_seconds=sum(s.seconds for s in steps), parameter_bytes=10**6),
+    )
     found = kinds(data, fake_machine())
     # leading layers need 18 MB, later ones 1.5 MB: 12x, capped at the 8x patch-based inference shows
     assert found["memory_peak"].evidence["predicted_reduction"] == 8.0
@@ -194,8 +224,8 @@ def test_memory_peak_and_generation_on_recorded_data():
 def test_wide_mlp_on_cuda_is_memory_bandwidth():
     import torch
 
-    from accel.calibrate import calibrated_machine
-    from accel.machine import describe_machine
+    from accel.core.calibration import calibrated_machine
+    from accel.core.machine import describe_machine
 
     machine = calibrated_machine(describe_machine("cuda"), quick=True)
     pipeline = accel.load(PLANTED / "hw_wide_mlp.py")

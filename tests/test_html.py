@@ -1,4 +1,5 @@
 """The HTML report: self-contained, and drawn by a real headless browser."""
+
 from __future__ import annotations
 
 import os
@@ -8,25 +9,46 @@ import subprocess
 
 import pytest
 
-from accel.html import render_html
+from accel.profiling.html import render_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def sample_report():
     return {
-        "schema": "accel.profile/1", "target": "wide_mlp</script><b>", "mode": "pipeline", "primary": "memory_bandwidth",
-        "machine": {"device": "cpu", "device_name": "test cpu", "cores": 2, "peak_bandwidth_gbs": 20.0,
-                    "peak_gflops": 200.0, "peak_gflops_by_dtype": {"fp32": 200.0, "bf16": 600.0}},
+        "schema": "accel.profile/1",
+        "target": "wide_mlp</script><b>",
+        "mode": "pipeline",
+        "primary": "memory_bandwidth",
+        "machine": {
+            "device": "cpu",
+            "device_name": "test cpu",
+            "cores": 2,
+            "peak_bandwidth_gbs": 20.0,
+            "peak_gflops": 200.0,
+            "peak_gflops_by_dtype": {"fp32": 200.0, "bf16": 600.0},
+        },
         "stages": [{"name": "model", "seconds": 1.0, "share": 1.0, "per_sample_seconds": 0.01, "samples_per_s": 100.0}],
         "throughput": {"samples_per_s": 100.0},
-        "findings": [{"kind": "memory_bandwidth", "severity": "high", "share": 0.9, "impact": 0.6,
-                      "summary": "memory-bound </script> summary", "evidence": {"achieved_gbs": 15.0},
-                      "recommendations": ["quantize.int8_dynamic"]}],
-        "layers": [{"name": "0", "flops": 2 * 10**7, "bytes_moved": 4 * 10**7, "seconds": 0.003},
-                   {"name": "2", "flops": 10**9, "bytes_moved": 10**6, "seconds": 0.01}],
-        "ops": [{"name": "aten::addmm", "flops": 10**9, "bytes_moved": 4 * 10**7, "seconds": 0.013},
-                {"name": "aten::t", "flops": 0, "bytes_moved": 0, "seconds": 0.0}],
+        "findings": [
+            {
+                "kind": "memory_bandwidth",
+                "severity": "high",
+                "share": 0.9,
+                "impact": 0.6,
+                "summary": "memory-bound </script> summary",
+                "evidence": {"achieved_gbs": 15.0},
+                "recommendations": ["quantize.int8_dynamic"],
+            }
+        ],
+        "layers": [
+            {"name": "0", "flops": 2 * 10**7, "bytes_moved": 4 * 10**7, "seconds": 0.003},
+            {"name": "2", "flops": 10**9, "bytes_moved": 10**6, "seconds": 0.01},
+        ],
+        "ops": [
+            {"name": "aten::addmm", "flops": 10**9, "bytes_moved": 4 * 10**7, "seconds": 0.013},
+            {"name": "aten::t", "flops": 0, "bytes_moved": 0, "seconds": 0.0},
+        ],
     }
 
 
@@ -46,10 +68,24 @@ def browser_dom(tmp_path, page: str) -> str:
     path = tmp_path / "report.html"
     path.write_text(page)
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -75,11 +111,16 @@ def test_profile_html_flag_writes_a_page_the_browser_draws(tmp_path, monkeypatch
     from typer.testing import CliRunner
 
     from accel.cli import app
-    from accel.machine import describe_machine
+    from accel.core.machine import describe_machine
 
-    machine = dataclasses.replace(describe_machine("cpu"), peak_bandwidth_gbs=20.0, peak_gflops=200.0,
-                                  peak_gflops_by_dtype={"fp32": 200.0}, calibrated=True)
-    monkeypatch.setattr("accel.profiling.describe_machine", lambda device=None: machine)
+    machine = dataclasses.replace(
+        describe_machine("cpu"),
+        peak_bandwidth_gbs=20.0,
+        peak_gflops=200.0,
+        peak_gflops_by_dtype={"fp32": 200.0},
+        calibrated=True,
+    )
+    monkeypatch.setattr("accel.profiling.run.describe_machine", lambda device=None: machine)
     out = tmp_path / "report.html"
     planted = Path(__file__).parent / "planted" / "hw_tiny_ops.py"
     result = CliRunner().invoke(app, ["profile", str(planted), "--html", str(out), "--no-trace", "--budget", "1"])

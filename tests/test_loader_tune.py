@@ -1,4 +1,5 @@
 """loader.tune: measured choice of loader settings; never a setting slower than the start."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import accel
-from accel.machine import describe_machine
-from accel.measure import compare_interleaved
-from accel.optimizers import OPTIMIZERS, Context
-from accel.optimizers.loader_tune import Setting, TrialPoint, choose_setting, predicted_seconds_per_sample
+from accel.core.machine import describe_machine
+from accel.core.measure import compare_interleaved
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers.loader_tune import Setting, TrialPoint, choose_setting, predicted_seconds_per_sample
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("loader.tune")
@@ -24,8 +25,11 @@ def context(tmp_path):
     return Context(machine=describe_machine(), workdir=tmp_path)
 
 
-@given(times=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=6), start_index=st.integers(0, 5),
-       gain=st.floats(1.0, 1.5))
+@given(
+    times=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=6),
+    start_index=st.integers(0, 5),
+    gain=st.floats(1.0, 1.5),
+)
 @settings(max_examples=200, deadline=None)
 def test_choice_is_never_slower_than_the_start(times, start_index, gain):
     points = [TrialPoint(Setting(i), t) for i, t in enumerate(times)]

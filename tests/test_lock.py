@@ -1,4 +1,5 @@
 """The lock file: written by optimize, re-applied by accel.load, refused when the file changed."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,16 +10,20 @@ import torch
 import yaml
 
 import accel
-from accel.errors import LockError
-from accel.lock import LOCK_SCHEMA, Lock, LockEntry, file_sha256, read_lock, write_lock
-from accel.optimizers.onnx_runtime import OrtModel
-from accel.optimizing import optimize
-from accel.recipes import parse_recipe
-from accel.recipes.fidelity import compare_outputs
+from accel.core.errors import LockError
+from accel.optimizing.lock import LOCK_SCHEMA, Lock, LockEntry, file_sha256, read_lock, write_lock
+from accel.optimizing.optimizers.onnx_runtime import OrtModel
+from accel.optimizing.recipes import parse_recipe
+from accel.optimizing.recipes.fidelity import compare_outputs
+from accel.optimizing.run import optimize
 
 PLANTED = Path(__file__).parent / "planted"
-INT8_RECIPE = {"name": "int8", "target": "latency", "guard": {"min_cosine": 0.995},
-               "rules": [{"name": "int8", "try": ["onnx.int8_dynamic"]}]}
+INT8_RECIPE = {
+    "name": "int8",
+    "target": "latency",
+    "guard": {"min_cosine": 0.995},
+    "rules": [{"name": "int8", "try": ["onnx.int8_dynamic"]}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +81,15 @@ def test_missing_artifact_is_a_lock_error(optimized, tmp_path):
         accel.load(file, lock=lock_copy)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("schema: other/1\n", "not an accel lock"),
-    ("[1, 2\n", "not valid YAML"),
-    (f"schema: {LOCK_SCHEMA}\npipeline: {{file: x.py}}\noptimizations: []\n", "corrupt"),
-    (f"schema: {LOCK_SCHEMA}\npipeline: {{sha256: abc}}\noptimizations: [{{params: {{}}}}]\n", "corrupt"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("schema: other/1\n", "not an accel lock"),
+        ("[1, 2\n", "not valid YAML"),
+        (f"schema: {LOCK_SCHEMA}\npipeline: {{file: x.py}}\noptimizations: []\n", "corrupt"),
+        (f"schema: {LOCK_SCHEMA}\npipeline: {{sha256: abc}}\noptimizations: [{{params: {{}}}}]\n", "corrupt"),
+    ],
+)
 def test_corrupt_or_foreign_lock(tmp_path, text, match):
     path = tmp_path / "accel.lock.yaml"
     path.write_text(text)
@@ -100,8 +108,9 @@ def test_empty_lock_returns_the_pipeline_unchanged(tmp_path):
 def test_unknown_optimizer_in_lock(tmp_path):
     file = tmp_path / "dead.py"
     shutil.copy(PLANTED / "opt_dead_work.py", file)
-    write_lock(tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file),
-                              entries=(LockEntry("warp.drive"),)))
+    write_lock(
+        tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file), entries=(LockEntry("warp.drive"),))
+    )
     with pytest.raises(LockError, match="unknown optimizer 'warp.drive'"):
         accel.load(file, lock=tmp_path)
 

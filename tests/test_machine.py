@@ -1,4 +1,5 @@
 """Machine facts and calibration: plausible peaks, the cache, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -6,14 +7,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from accel.calibrate import Calibration, cache_path, calibrate, calibrated_machine, load_cached
 from accel.cli import app
-from accel.machine import Machine, describe_machine
+from accel.core.calibration import Calibration, cache_path, calibrate, calibrated_machine, load_cached
+from accel.core.machine import Machine, describe_machine
 
 
 @pytest.fixture(autouse=True)
 def _cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path / "xdg"))
 
 
 def test_describe_machine_reads_static_facts():
@@ -52,8 +53,9 @@ def test_cache_is_keyed_by_torch_version_and_a_corrupt_file_is_measured_again(tm
 
 
 def test_calibration_round_trips_and_rejects_missing_fp32():
-    calibration = Calibration(device="cpu", peak_bandwidth_gbs=10.0, peak_gflops_by_dtype={"fp32": 100.0},
-                              working_set_bytes=1, seconds=1.0)
+    calibration = Calibration(
+        device="cpu", peak_bandwidth_gbs=10.0, peak_gflops_by_dtype={"fp32": 100.0}, working_set_bytes=1, seconds=1.0
+    )
     assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
     with pytest.raises(ValueError):
         Calibration(device="cpu", peak_bandwidth_gbs=10.0, peak_gflops_by_dtype={}, working_set_bytes=1, seconds=1.0)

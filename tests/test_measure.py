@@ -1,4 +1,5 @@
 """The measurement harness: thread count, settling, one-time costs, peak memory, interleaving."""
+
 from __future__ import annotations
 
 import itertools
@@ -6,8 +7,14 @@ import time
 
 import torch
 
-from accel.measure import (OneTimeCost, compare_interleaved, first_call_seconds, peak_memory_pair,
-                           settled, thread_count)
+from accel.core.measure import (
+    OneTimeCost,
+    compare_interleaved,
+    first_call_seconds,
+    peak_memory_pair,
+    settled,
+    thread_count,
+)
 
 
 def test_thread_count_sets_and_restores():
@@ -41,8 +48,10 @@ def test_peak_rss_sees_memory_outside_torch():
     import subprocess
     import sys
 
-    code = ("import numpy as np; from accel.measure import peak_rss_bytes; "
-            "print(peak_rss_bytes(lambda: np.ones(64 * 1024 * 1024 // 8).sum()))")
+    code = (
+        "import numpy as np; from accel.core.measure import peak_rss_bytes; "
+        "print(peak_rss_bytes(lambda: np.ones(64 * 1024 * 1024 // 8).sum()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     peak = int(out.stdout.strip().splitlines()[-1])
     assert peak > 32 * 1024 * 1024
@@ -55,8 +64,15 @@ def test_peak_memory_pair_orders_a_big_and_a_small_side():
 
 def test_compare_interleaved_alternates_and_settles():
     order = []
-    comparison = compare_interleaved(lambda: order.append("a"), lambda: order.append("b"), warmup=1, settle_calls=0,
-                                     settle_seconds=0.001, min_rounds=4, max_rounds=4)
+    comparison = compare_interleaved(
+        lambda: order.append("a"),
+        lambda: order.append("b"),
+        warmup=1,
+        settle_calls=0,
+        settle_seconds=0.001,
+        min_rounds=4,
+        max_rounds=4,
+    )
     assert order[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert comparison.baseline.count == comparison.candidate.count == 4
 

@@ -1,4 +1,5 @@
 """`accel profile model.onnx`: ONNX Runtime sessions, synthesized inputs, per-node cost model."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from typer.testing import CliRunner
 
 import accel
 from accel.cli import app
-from accel.errors import AccelError
-from accel.onnx_profile import parse_dynamic_dims
+from accel.core.errors import AccelError
+from accel.profiling.onnx import parse_dynamic_dims
 
 
 def save(path, nodes, inputs, outputs, initializers):
@@ -27,11 +28,18 @@ def wide_onnx(tmp_path):
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((2048, 4096)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((4096, 4096)).astype(np.float32), "w2")
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
-             helper.make_node("Relu", ["h"], ["r"], name="relu1"),
-             helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
-    return save(tmp_path / "wide.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2048])],
-                [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4096])], [w1, w2])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu1"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    return save(
+        tmp_path / "wide.onnx",
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2048])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4096])],
+        [w1, w2],
+    )
 
 
 @pytest.fixture
@@ -43,17 +51,22 @@ def tiny_onnx(tmp_path):
         nodes.append(helper.make_node("Add", [previous, "c"], [f"a{i}"], name=f"add{i}"))
         nodes.append(helper.make_node("Tanh", [f"a{i}"], [f"t{i}"], name=f"tanh{i}"))
         previous = f"t{i}"
-    return save(tmp_path / "tiny.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-                [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["batch", 16])], [constant])
+    return save(
+        tmp_path / "tiny.onnx",
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["batch", 16])],
+        [constant],
+    )
 
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory):
-    from accel.calibrate import calibrated_machine
+    from accel.core.calibration import calibrated_machine
 
     patch = pytest.MonkeyPatch()
     # one calibration for the session, shared by the modules that profile (same base temp dir)
-    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
+    patch.setenv("ACCEL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
     try:
         yield calibrated_machine()
     finally:
@@ -79,10 +92,11 @@ def test_tiny_onnx_nodes_are_overhead_and_dynamic_dims_set_shapes(tiny_onnx, mac
 
 
 def test_cli_profiles_onnx_with_dynamic_dim_and_rejects_bad_ones(tiny_onnx, tmp_path, monkeypatch, machine):
-    monkeypatch.setattr("accel.profiling.describe_machine", lambda device=None: machine)
+    monkeypatch.setattr("accel.profiling.run.describe_machine", lambda device=None: machine)
     out = tmp_path / "r.json"
-    result = CliRunner().invoke(app, ["profile", str(tiny_onnx), "--dynamic-dim", "batch=2", "--budget", "1",
-                                      "--json", str(out), "--no-trace"])
+    result = CliRunner().invoke(
+        app, ["profile", str(tiny_onnx), "--dynamic-dim", "batch=2", "--budget", "1", "--json", str(out), "--no-trace"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["onnx"]["inputs"]["x"] == [2, 16]
     bad = CliRunner().invoke(app, ["profile", str(tiny_onnx), "--dynamic-dim", "batch", "--no-trace"])

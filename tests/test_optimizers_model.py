@@ -1,5 +1,6 @@
 """Model-level optimizers on small real models: each returns a new pipeline whose model is a
 drop-in callable (torch tensors in and out) with outputs that agree with the baseline."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,11 +12,11 @@ import torch
 from torch import nn
 
 import accel
-from accel.machine import describe_machine
-from accel.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizers.onnx_runtime import OrtModel
-from accel.optimizers.precision import MIN_FAST_RATIO, probe_ratio
-from accel.recipes.fidelity import compare_outputs
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing.optimizers.onnx_runtime import OrtModel
+from accel.optimizing.optimizers.precision import MIN_FAST_RATIO, probe_ratio
+from accel.optimizing.recipes.fidelity import compare_outputs
 
 PLANTED = Path(__file__).parent / "planted"
 
@@ -43,10 +44,15 @@ def _mlp_pipeline(with_source: bool = False) -> accel.Pipeline:
     return accel.Pipeline(model=model, inputs=(torch.randn(4, 64),))
 
 
-@pytest.mark.parametrize("name, min_cosine", [
-    ("onnx.runtime", 0.99999), ("onnx.int8_dynamic", 0.99), ("onnx.int8_static", 0.98),
-    ("quantize.int8_dynamic", 0.99),
-])
+@pytest.mark.parametrize(
+    "name, min_cosine",
+    [
+        ("onnx.runtime", 0.99999),
+        ("onnx.int8_dynamic", 0.99),
+        ("onnx.int8_static", 0.98),
+        ("quantize.int8_dynamic", 0.99),
+    ],
+)
 def test_model_optimizers_agree_with_the_baseline(tmp_path, name, min_cosine):
     pipeline = _mlp_pipeline()
     optimizer = OPTIMIZERS.get(name)
@@ -65,10 +71,15 @@ def test_model_optimizers_agree_with_the_baseline(tmp_path, name, min_cosine):
 def test_ort_model_keeps_the_call_signature_and_varying_batches(tmp_path):
     torch.manual_seed(0)
     samples = [(torch.randn(16), torch.randn(8)) for _ in range(10)]
-    pipeline = accel.Pipeline(model=TwoInputs().eval(), source=samples, batch_size=4,
-                              collate=lambda batch: tuple(torch.stack(parts) for parts in zip(*batch)))
-    applied = OPTIMIZERS.get("onnx.runtime").apply(pipeline, make_config(OPTIMIZERS.get("onnx.runtime"), {}),
-                                                   _context(tmp_path))
+    pipeline = accel.Pipeline(
+        model=TwoInputs().eval(),
+        source=samples,
+        batch_size=4,
+        collate=lambda batch: tuple(torch.stack(parts) for parts in zip(*batch)),
+    )
+    applied = OPTIMIZERS.get("onnx.runtime").apply(
+        pipeline, make_config(OPTIMIZERS.get("onnx.runtime"), {}), _context(tmp_path)
+    )
     assert isinstance(applied.pipeline.model, OrtModel)
     assert applied.state["session_options"]["intra_op_num_threads"] == torch.get_num_threads()
     assert applied.state["dynamic_axes"]["input_0"] == [0]
@@ -124,7 +135,10 @@ def test_compile_reports_its_one_time_cost(tmp_path):
     applied = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path))
     assert applied.setup_seconds > 0 and applied.notes["compile_seconds"] >= 0
     with torch.inference_mode():
-        assert compare_outputs(pipeline.forward(pipeline.inputs), applied.pipeline.forward(pipeline.inputs)).cosine > 0.9999
+        assert (
+            compare_outputs(pipeline.forward(pipeline.inputs), applied.pipeline.forward(pipeline.inputs)).cosine
+            > 0.9999
+        )
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())

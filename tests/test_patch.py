@@ -1,4 +1,5 @@
 """patch.inference: exact on many conv configurations (property-based), lower measured peak, refusals."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import accel
-from accel.machine import describe_machine
-from accel.measure import peak_memory_bytes
-from accel.optimizers import OPTIMIZERS, Context
-from accel.patch import AxisOp, describe_layer, patch_sequential
+from accel.core.machine import describe_machine
+from accel.core.measure import peak_memory_bytes
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers._patch import AxisOp, describe_layer, patch_sequential
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("patch.inference")
@@ -38,8 +39,9 @@ def local_layer(draw, channels):
         padding = draw(st.integers(0, (dilation * (kernel - 1) + 1) // 2 if kernel > 1 else 0))
         return nn.MaxPool2d(kernel, stride=stride, padding=min(padding, kernel // 2), dilation=dilation)
     if kind == "avgpool":
-        return nn.AvgPool2d(kernel, stride=stride, padding=draw(st.integers(0, kernel // 2)),
-                            count_include_pad=draw(st.booleans()))
+        return nn.AvgPool2d(
+            kernel, stride=stride, padding=draw(st.integers(0, kernel // 2)), count_include_pad=draw(st.booleans())
+        )
     if kind == "bn":
         bn = nn.BatchNorm2d(channels)
         bn.running_mean.uniform_(-1, 1)
@@ -49,8 +51,9 @@ def local_layer(draw, channels):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), depth=st.integers(1, 4), size=st.integers(12, 30), grid=st.integers(2, 4),
-       seed=st.integers(0, 1000))
+@given(
+    data=st.data(), depth=st.integers(1, 4), size=st.integers(12, 30), grid=st.integers(2, 4), seed=st.integers(0, 1000)
+)
 def test_patched_stage_is_exact(data, depth, size, grid, seed):
     torch.manual_seed(seed)
     layers, height = [], size
@@ -107,8 +110,13 @@ def test_stem_child_of_a_larger_model(context):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                nn.ReLU(),
+            )
             self.head = nn.Linear(8, 3)
 
         def forward(self, x):
@@ -121,14 +129,19 @@ def test_stem_child_of_a_larger_model(context):
     assert applied.state["module"] == "features"
     assert type(net.features) is nn.Sequential  # the original is untouched
     with torch.inference_mode():
-        torch.testing.assert_close(applied.pipeline.model(*pipeline.inputs), net(*pipeline.inputs), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            applied.pipeline.model(*pipeline.inputs), net(*pipeline.inputs), rtol=1e-5, atol=1e-6
+        )
 
 
-@pytest.mark.parametrize("first, reason", [
-    (nn.AdaptiveAvgPool2d(1), "global pooling"),
-    (nn.Flatten(), "flatten"),
-    (nn.GroupNorm(1, 3), "normalizes over space"),
-])
+@pytest.mark.parametrize(
+    "first, reason",
+    [
+        (nn.AdaptiveAvgPool2d(1), "global pooling"),
+        (nn.Flatten(), "flatten"),
+        (nn.GroupNorm(1, 3), "normalizes over space"),
+    ],
+)
 def test_refuses_layers_it_cannot_patch(first, reason, context):
     model = nn.Sequential(first, nn.Conv2d(3, 3, 3)).eval()
     pipeline = accel.Pipeline(model=model, inputs=(torch.randn(1, 3, 16, 16),))

@@ -1,4 +1,5 @@
 """The pipeline contract: run() order, batching, unpacking, validation, replace()."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -6,8 +7,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import accel
-from accel.errors import PipelineError
-from accel.pipeline import batch_length, call_unpacked, split_batch
+from accel.core.errors import PipelineError
+from accel.core.pipeline import batch_length, call_unpacked, split_batch
 
 
 class Double(nn.Module):
@@ -22,17 +23,23 @@ def test_run_returns_one_result_per_sample_in_source_order():
 
 
 def test_stages_run_in_order_decode_transform_collate_model():
-    pipeline = accel.Pipeline(model=Double(), source=["1", "2", "3"], decode=int,
-                              transform=lambda n: torch.tensor([n + 0.5]), batch_size=2,
-                              postprocess=lambda y: float(y))
+    pipeline = accel.Pipeline(
+        model=Double(),
+        source=["1", "2", "3"],
+        decode=int,
+        transform=lambda n: torch.tensor([n + 0.5]),
+        batch_size=2,
+        postprocess=lambda y: float(y),
+    )
     assert pipeline.run() == [3.0, 5.0, 7.0]
 
 
 def test_batch_plan_results_come_back_in_source_order():
     source = [torch.tensor([float(i)]) for i in range(6)]
     plan = lambda p: [[5, 0], [3, 1], [2, 4]]  # noqa: E731 - a bucketing-like plan
-    pipeline = accel.Pipeline(model=Double(), source=source, batch_size=2, batch_plan=plan,
-                              postprocess=lambda y: float(y))
+    pipeline = accel.Pipeline(
+        model=Double(), source=source, batch_size=2, batch_plan=plan, postprocess=lambda y: float(y)
+    )
     assert pipeline.run() == [2.0 * i for i in range(6)]
 
 
@@ -45,8 +52,9 @@ class Stream:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_iterable_source_keeps_order_with_workers(workers):
-    pipeline = accel.Pipeline(model=Double(), source=Stream(), batch_size=2, num_workers=workers,
-                              postprocess=lambda y: float(y))
+    pipeline = accel.Pipeline(
+        model=Double(), source=Stream(), batch_size=2, num_workers=workers, postprocess=lambda y: float(y)
+    )
     assert not pipeline.is_sequence
     assert pipeline.run() == [2.0 * i for i in range(9)]
 
@@ -73,16 +81,22 @@ def test_replace_leaves_the_original_alone():
     assert pipeline.batch_size == 1 and other.batch_size == 4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"model": None, "inputs": (torch.ones(1),)}, "model=...) must be"),
-    ({"model": Double(), "inputs": (torch.ones(1),), "decode": "pillow"}, "decode=...) must be callable"),
-    ({"model": Double(), "inputs": (torch.ones(1),), "batch_size": 2.0}, "batch_size=...) must be an int"),
-    ({"model": Double(), "inputs": (torch.ones(1),), "batch_size": 0}, "batch_size=0) must be at least 1"),
-    ({"model": Double(), "inputs": (torch.ones(1),), "num_workers": -1}, "must be 0 or more"),
-    ({"model": Double()}, "needs a source of samples or an example batch"),
-    ({"model": Double(), "source": 42}, "source=...) must be a sequence or an iterable"),
-    ({"model": Double(), "inputs": (torch.ones(1),), "loader_options": {"shuffle": True}}, "unknown loader options"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"model": None, "inputs": (torch.ones(1),)}, "model=...) must be"),
+        ({"model": Double(), "inputs": (torch.ones(1),), "decode": "pillow"}, "decode=...) must be callable"),
+        ({"model": Double(), "inputs": (torch.ones(1),), "batch_size": 2.0}, "batch_size=...) must be an int"),
+        ({"model": Double(), "inputs": (torch.ones(1),), "batch_size": 0}, "batch_size=0) must be at least 1"),
+        ({"model": Double(), "inputs": (torch.ones(1),), "num_workers": -1}, "must be 0 or more"),
+        ({"model": Double()}, "needs a source of samples or an example batch"),
+        ({"model": Double(), "source": 42}, "source=...) must be a sequence or an iterable"),
+        (
+            {"model": Double(), "inputs": (torch.ones(1),), "loader_options": {"shuffle": True}},
+            "unknown loader options",
+        ),
+    ],
+)
 def test_wrong_types_are_pipeline_errors_with_a_hint(kwargs, message):
     with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         accel.Pipeline(**kwargs)

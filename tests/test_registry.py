@@ -1,8 +1,9 @@
 """The generic registry: duplicate names are errors, unknown names list the valid ones."""
+
 import pytest
 
-from accel.errors import UnknownComponentError
-from accel.registry import Registry
+from accel.core.errors import UnknownComponentError
+from accel.core.registry import Registry
 
 
 def test_register_and_get():
@@ -37,6 +38,6 @@ def test_unknown_name_lists_valid_ones():
 
 
 def test_builtin_registries_are_filled():
-    from accel.analyzers import ANALYZERS
+    from accel.profiling.analyzers import ANALYZERS
 
     assert {"data_loading", "input_decoding", "padding", "repeated_inputs"} <= set(ANALYZERS.names())

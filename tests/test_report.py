@@ -1,4 +1,5 @@
 """The public JSON schema (accel.profile/1), its round trip, severity thresholds and rendering."""
+
 import io
 import json
 from pathlib import Path
@@ -9,7 +10,7 @@ from rich.console import Console
 
 import accel
 from accel.cli.render import render_profile
-from accel.report import FINDING_KINDS, Finding, Report, Stage, severity_for
+from accel.profiling.report import FINDING_KINDS, Finding, Report, Stage, severity_for
 
 PLANTED = Path(__file__).parent / "planted"
 
@@ -57,15 +58,31 @@ def test_primary_is_the_highest_impact_of_medium_or_high():
     def finding(kind, impact):
         return Finding.from_impact(kind, share=impact, impact=impact, summary=kind)
 
-    report = Report(target="t", machine={}, stages=[], samples_per_s=1.0,
-                    findings=[finding("data_loading", 0.2), finding("padding", 0.5), finding("overhead", 0.1)])
+    report = Report(
+        target="t",
+        machine=None,
+        stages=[],
+        samples_per_s=1.0,
+        findings=[finding("data_loading", 0.2), finding("padding", 0.5), finding("overhead", 0.1)],
+    )
     assert report.primary == "padding"
-    quiet = Report(target="t", machine={}, stages=[], samples_per_s=1.0, findings=[finding("padding", 0.1)])
+    quiet = Report(target="t", machine=None, stages=[], samples_per_s=1.0, findings=[finding("padding", 0.1)])
     assert quiet.primary == "none"
 
 
-@pytest.mark.parametrize("impact, severity", [(0.0, "info"), (0.029, "info"), (0.03, "low"), (0.149, "low"),
-                                              (0.15, "medium"), (0.399, "medium"), (0.4, "high"), (1.0, "high")])
+@pytest.mark.parametrize(
+    "impact, severity",
+    [
+        (0.0, "info"),
+        (0.029, "info"),
+        (0.03, "low"),
+        (0.149, "low"),
+        (0.15, "medium"),
+        (0.399, "medium"),
+        (0.4, "high"),
+        (1.0, "high"),
+    ],
+)
 def test_severity_thresholds(impact, severity):
     assert severity_for(impact) == severity
 

@@ -1,4 +1,5 @@
 """Script mode: a plain training script runs as __main__, unchanged, and its loader wait is measured."""
+
 import json
 import sys
 from pathlib import Path
@@ -8,9 +9,9 @@ import torch
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 import accel
-from accel.errors import PipelineError
-from accel.loading import Script, find_target
-from accel.script import LoaderCall, end_to_end_from_calls
+from accel.core.errors import PipelineError
+from accel.core.loading import Script, find_target
+from accel.profiling.script import LoaderCall, end_to_end_from_calls
 
 ROOT = Path(__file__).parent.parent
 TRAIN_SCRIPT = ROOT / "examples" / "train_script.py"
@@ -87,7 +88,9 @@ def test_script_exit_codes(tmp_path):
 def test_script_runs_once_as_main_with_its_arguments(tmp_path):
     log = tmp_path / "log.txt"
     script = tmp_path / "unguarded.py"
-    script.write_text("import sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(__name__ + ' ' + sys.argv[2] + '\\n')\n")
+    script.write_text(
+        "import sys\nwith open(sys.argv[1], 'a') as f:\n    f.write(__name__ + ' ' + sys.argv[2] + '\\n')\n"
+    )
     argv = list(sys.argv)
     accel.profile(script, args=(str(log), "hello"))
     assert log.read_text() == "__main__ hello\n"
@@ -95,10 +98,12 @@ def test_script_runs_once_as_main_with_its_arguments(tmp_path):
 
 
 def test_end_to_end_from_calls_adds_up():
-    calls = [LoaderCall(0.0, 0.5, 4, 2, True),     # start-up: kept apart
-             LoaderCall(0.6, 0.7, 4, 2, False),
-             LoaderCall(0.9, 1.0, 4, 2, False),
-             LoaderCall(1.2, 1.2, 0, 2, False, exhausted=True)]
+    calls = [
+        LoaderCall(0.0, 0.5, 4, 2, True),  # start-up: kept apart
+        LoaderCall(0.6, 0.7, 4, 2, False),
+        LoaderCall(0.9, 1.0, 4, 2, False),
+        LoaderCall(1.2, 1.2, 0, 2, False, exhausted=True),
+    ]
     e2e = end_to_end_from_calls(calls)
     assert e2e.startup_seconds == pytest.approx(0.5)
     assert e2e.seconds == pytest.approx(0.7)
@@ -114,9 +119,11 @@ def test_script_flag_runs_a_file_that_defines_model_as_a_script(tmp_path):
     from accel.cli import app
 
     script = tmp_path / "train_top_level.py"
-    script.write_text("import torch\nfrom torch.utils.data import DataLoader\n"
-                      "model = torch.nn.Linear(4, 1)\n"
-                      "for batch in DataLoader(torch.randn(64, 4), batch_size=8):\n    model(batch)\n")
+    script.write_text(
+        "import torch\nfrom torch.utils.data import DataLoader\n"
+        "model = torch.nn.Linear(4, 1)\n"
+        "for batch in DataLoader(torch.randn(64, 4), batch_size=8):\n    model(batch)\n"
+    )
     plain = CliRunner().invoke(app, ["profile", str(script), "--no-trace"])
     assert plain.exit_code == 2 and "accel profile --script" in " ".join(plain.output.split())
     out = tmp_path / "r.json"
@@ -129,8 +136,9 @@ def test_script_flag_runs_a_file_that_defines_model_as_a_script(tmp_path):
 def test_script_mode_writes_nothing_into_the_scripts_folder(tmp_path, monkeypatch):
     user = tmp_path / "user"
     user.mkdir()
-    (user / "helper.py").write_text("import torch\ndef batches():\n"
-                                    "    return torch.utils.data.DataLoader(torch.randn(32, 4), batch_size=8)\n")
+    (user / "helper.py").write_text(
+        "import torch\ndef batches():\n    return torch.utils.data.DataLoader(torch.randn(32, 4), batch_size=8)\n"
+    )
     (user / "train.py").write_text("from helper import batches\nfor b in batches():\n    b.sum()\n")
     monkeypatch.chdir(tmp_path)
     report = accel.profile(user / "train.py")

@@ -1,4 +1,5 @@
 """The package imports and the CLI answers, as a subprocess (accel and python -m accel)."""
+
 import subprocess
 import sys
 

@@ -1,4 +1,5 @@
 """The trace accel writes is one a real TensorBoard (PyTorch Profiler plugin) lists and Perfetto reads."""
+
 import json
 import socket
 import subprocess
@@ -42,15 +43,19 @@ def test_real_tensorboard_lists_the_run(tmp_path):
     accel.profile(PLANTED / "data_repeats.py", trace_dir=logdir / "data_repeats", budget_seconds=2.0)
     port = free_port()
     tensorboard = Path(sys.executable).parent / "tensorboard"
-    server = subprocess.Popen([str(tensorboard), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(tensorboard), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         runs: list = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/runs",
-                                            timeout=5) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/runs", timeout=5
+                ) as response:
                     runs = json.loads(response.read())["runs"]
             except (urllib.error.URLError, ConnectionError, OSError, KeyError, ValueError):
                 runs = []
@@ -59,8 +64,9 @@ def test_real_tensorboard_lists_the_run(tmp_path):
             assert server.poll() is None, "tensorboard exited"
             time.sleep(0.5)
         assert "data_repeats" in runs
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/views?run=data_repeats",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/views?run=data_repeats", timeout=10
+        ) as response:
             assert json.loads(response.read())
     finally:
         server.kill()

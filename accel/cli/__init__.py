@@ -3,6 +3,7 @@
 Each module in this package adds its commands through `register(app)`. Errors a user can fix
 (AccelError) become one red line with the hint and exit code 2; `--debug` shows the traceback.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,7 +12,7 @@ import sys
 
 import typer
 
-from accel.cli.common import err_console, state
+from accel.cli.common import err_console, handles_errors, state
 
 app = typer.Typer(
     name="accel",
@@ -27,11 +28,22 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     state.debug = debug
 
 
+def _handle_errors_everywhere(typer_app: typer.Typer) -> None:
+    """The one place errors are handled: every command (and every group's) is wrapped once."""
+    for command in typer_app.registered_commands:
+        if command.callback is not None:
+            command.callback = handles_errors(command.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _handle_errors_everywhere(group.typer_instance)
+
+
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("common", "render"):
         _mod = importlib.import_module(f"{__name__}.{_module.name}")
         if hasattr(_mod, "register"):
             _mod.register(app)
+_handle_errors_everywhere(app)
 
 
 def main() -> None:
@@ -44,7 +56,6 @@ def main() -> None:
     except typer.TyperException as exc:
         if "--debug" in sys.argv:
             raise
-        err_console.print(f"[error]error:[/] {exc.format_message()}  [hint](run 'accel --help')[/]",
-                          highlight=False)
+        err_console.print(f"[error]error:[/] {exc.format_message()}  [hint](run 'accel --help')[/]", highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

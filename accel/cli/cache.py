@@ -1,4 +1,5 @@
 """`accel cache info` and `accel cache clear`: the on-disk store of decoded samples (cache.decoded)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,16 +9,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from accel.cli.common import cli_errors, console
+from accel.cli.common import console
 from accel.cli.render import format_bytes
 
 cache_app = typer.Typer(help="Inspect or empty the decoded-sample cache (cache.decoded).", no_args_is_help=True)
 
-DIR_OPTION = typer.Option(None, "--dir", help="Cache directory (default: $ACCEL_CACHE_DIR, else $XDG_CACHE_HOME/accel/decoded).")
+DIR_OPTION = typer.Option(
+    None, "--dir", help="Cache directory (default: decoded/ under $ACCEL_CACHE_DIR, else under $XDG_CACHE_HOME/accel)."
+)
 
 
 def _root(directory: Optional[Path]) -> Path:
-    from accel.cache import default_cache_dir
+    from accel.optimizing.optimizers._store import default_cache_dir
 
     return directory if directory is not None else default_cache_dir()
 
@@ -25,36 +28,48 @@ def _root(directory: Optional[Path]) -> Path:
 @cache_app.command("info")
 def info_command(directory: Optional[Path] = DIR_OPTION) -> None:
     """List the cached namespaces (one per decode/transform code version): records and bytes."""
-    from accel.cache import describe
+    from accel.optimizing.optimizers._store import describe
 
-    with cli_errors():
-        root = _root(directory)
-        infos = describe(root)
-        if not infos:
-            console.print(f"no cached samples under {escape(str(root))}")
-            return
-        table = Table(title=f"Decoded-sample cache: {escape(str(root))}", title_justify="left")
-        for column, justify in (("namespace", "left"), ("stages", "left"), ("functions", "left"),
-                                ("records", "right"), ("size", "right"), ("accel", "left")):
-            table.add_column(column, justify=justify)
-        for item in infos:
-            table.add_row(item.namespace, "+".join(item.meta.get("stages", [])), escape(", ".join(item.meta.get("functions", []))),
-                          f"{item.entries:,}", format_bytes(item.bytes_on_disk), str(item.meta.get("accel_version", "")))
-        console.print(table)
-        total = sum(i.bytes_on_disk for i in infos)
-        console.print(f"{sum(i.entries for i in infos):,} records, {format_bytes(total)} in {len(infos)} namespaces")
+    root = _root(directory)
+    infos = describe(root)
+    if not infos:
+        console.print(f"no cached samples under {escape(str(root))}")
+        return
+    table = Table(title=f"Decoded-sample cache: {escape(str(root))}", title_justify="left")
+    for column, justify in (
+        ("namespace", "left"),
+        ("stages", "left"),
+        ("functions", "left"),
+        ("records", "right"),
+        ("size", "right"),
+        ("accel", "left"),
+    ):
+        table.add_column(column, justify=justify)
+    for item in infos:
+        table.add_row(
+            item.namespace,
+            "+".join(item.meta.get("stages", [])),
+            escape(", ".join(item.meta.get("functions", []))),
+            f"{item.entries:,}",
+            format_bytes(item.bytes_on_disk),
+            str(item.meta.get("accel_version", "")),
+        )
+    console.print(table)
+    total = sum(i.bytes_on_disk for i in infos)
+    console.print(f"{sum(i.entries for i in infos):,} records, {format_bytes(total)} in {len(infos)} namespaces")
 
 
 @cache_app.command("clear")
-def clear_command(directory: Optional[Path] = DIR_OPTION,
-                  namespace: Optional[str] = typer.Option(None, "--namespace", help="Clear only this namespace.")) -> None:
+def clear_command(
+    directory: Optional[Path] = DIR_OPTION,
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Clear only this namespace."),
+) -> None:
     """Remove cached samples (all, or one namespace)."""
-    from accel.cache import clear
+    from accel.optimizing.optimizers._store import clear
 
-    with cli_errors():
-        root = _root(directory)
-        removed = clear(root, namespace)
-        console.print(f"removed {removed:,} cached records from {escape(str(root))}")
+    root = _root(directory)
+    removed = clear(root, namespace)
+    console.print(f"removed {removed:,} cached records from {escape(str(root))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@
 Exit codes of `accel gate`: 0 pass or warn, 1 regression, 2 usage or bad input, 3 invalid
 measurement under --strict. Report files are written before exiting.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from accel.cli.common import cli_errors, console, err_console
-from accel.errors import AccelError
+from accel.cli.common import console, err_console
+from accel.core.errors import AccelError
 
 VERDICT_STYLE = {"fail": "bad", "invalid": "warn", "warn": "warn", "improved": "good", "pass": "good"}
 
@@ -31,21 +32,21 @@ def bench_command(
     counts_only: bool = typer.Option(False, "--counts-only", help="Only the machine-independent counts (one process)."),
 ) -> None:
     """Latency (median, p90, p99), throughput, peak memory and counts, from fresh processes."""
-    from accel.baseline import from_bench, save_baseline as write_baseline
-    from accel.bench import BenchConfig, bench
-    from accel.report import write_json_atomic
+    from accel.core.io import write_json_atomic
+    from accel.gating.baseline import from_bench
+    from accel.gating.baseline import save_baseline as write_baseline
+    from accel.gating.bench import BenchConfig, bench
 
-    with cli_errors():
-        config = BenchConfig(replicates=replicates, threads=threads)
-        with err_console.status("benchmarking") as status:
-            result = bench(file, lock, config, timing=not counts_only, progress=lambda m: status.update(m))
-        console.print(bench_table(result))
-        if json_path:
-            write_json_atomic(json_path, result.to_dict())
-            err_console.print(f"[muted]result written to {json_path}[/]")
-        if save_baseline:
-            write_baseline(save_baseline, from_bench(result))
-            err_console.print(f"[muted]baseline written to {save_baseline}[/]")
+    config = BenchConfig(replicates=replicates, threads=threads)
+    with err_console.status("benchmarking") as status:
+        result = bench(file, lock, config, timing=not counts_only, progress=lambda m: status.update(m))
+    console.print(bench_table(result))
+    if json_path:
+        write_json_atomic(json_path, result.to_dict())
+        err_console.print(f"[muted]result written to {json_path}[/]")
+    if save_baseline:
+        write_baseline(save_baseline, from_bench(result))
+        err_console.print(f"[muted]baseline written to {save_baseline}[/]")
 
 
 def bench_table(result) -> Table:
@@ -56,8 +57,11 @@ def bench_table(result) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     summary = result.summary()
-    for key, label in (("median_seconds", "latency median"), ("p90_seconds", "latency p90"),
-                       ("p99_seconds", "latency p99")):
+    for key, label in (
+        ("median_seconds", "latency median"),
+        ("p90_seconds", "latency p90"),
+        ("p99_seconds", "latency p99"),
+    ):
         if key in summary:
             table.add_row(label, format_seconds(summary[key]))
     if "samples_per_s" in summary:
@@ -68,73 +72,114 @@ def bench_table(result) -> Table:
         shown = format_bytes(value) if key.endswith("bytes") or key == "bytes_moved" else f"{value:,}"
         table.add_row(key.replace("_", " "), shown)
     env = result.environment
-    table.caption = (f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('threads', '?')} threads, "
-                     f"torch {env.get('torch_version', '?')}" + (f", {env['gpu']}" if env.get("gpu") else ""))
+    table.caption = (
+        f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('threads', '?')} threads, "
+        f"torch {env.get('torch_version', '?')}" + (f", {env['gpu']}" if env.get("gpu") else "")
+    )
     return table
 
 
 def gate_command(
-    targets: List[str] = typer.Argument(..., metavar="[calibrate] FILE", help="Pipeline file; 'calibrate FILE' measures noise."),
+    targets: List[str] = typer.Argument(
+        ..., metavar="[calibrate] FILE", help="Pipeline file; 'calibrate FILE' measures noise."
+    ),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Stored baseline (accel bench --save-baseline)."),
     against: Optional[str] = typer.Option(None, "--against", help="Git ref to compare with (e.g. the merge-base)."),
     max_slowdown: Optional[str] = typer.Option(None, "--max-slowdown", help="Allowed latency growth (default 10%)."),
-    max_memory_growth: Optional[str] = typer.Option(None, "--max-memory-growth", help="Allowed peak memory growth (default 10%)."),
-    max_flops_growth: Optional[str] = typer.Option(None, "--max-flops-growth", help="Allowed FLOPs growth (default 0%)."),
+    max_memory_growth: Optional[str] = typer.Option(
+        None, "--max-memory-growth", help="Allowed peak memory growth (default 10%)."
+    ),
+    max_flops_growth: Optional[str] = typer.Option(
+        None, "--max-flops-growth", help="Allowed FLOPs growth (default 0%)."
+    ),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one testcase per metric)."),
-    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    markdown_path: Optional[Path] = typer.Option(
+        None, "--markdown", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."
+    ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write everything as JSON (accel.gate/1)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when a measurement is invalid."),
-    counts_only: bool = typer.Option(False, "--counts-only", help="Gate the machine-independent counts only (fast, stable)."),
-    replicates: int = typer.Option(6, "--replicates", min=4, help="Process pairs to start with (more are added while undecided); calibrate: A/A pairs."),
+    counts_only: bool = typer.Option(
+        False, "--counts-only", help="Gate the machine-independent counts only (fast, stable)."
+    ),
+    replicates: int = typer.Option(
+        6,
+        "--replicates",
+        min=4,
+        help="Process pairs to start with (more are added while undecided); calibrate: A/A pairs.",
+    ),
     max_replicates: int = typer.Option(16, "--max-replicates", min=4, help="Most process pairs to take."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
     budget: float = typer.Option(300.0, "--budget", min=1.0, help="Seconds after which no more pairs are added."),
 ) -> None:
     """Fail CI on a performance regression: paired fresh-process statistics and exact counts."""
-    from accel.bench import BenchConfig
-    from accel.gate_run import GateConfig, resolve_thresholds
+    from accel.gating.bench import BenchConfig
+    from accel.gating.run import GateConfig, resolve_thresholds
 
-    with cli_errors():
-        if len(targets) == 2 and targets[0] == "calibrate":
-            mode, file = "calibrate", Path(targets[1])
-        elif len(targets) == 1:
-            mode, file = "gate", Path(targets[0])
-        else:
-            raise AccelError(f"expected FILE or 'calibrate FILE', got {' '.join(targets)}",
-                             "accel gate FILE --baseline PATH, or accel gate calibrate FILE")
-        thresholds = resolve_thresholds({"max_slowdown": max_slowdown, "max_memory_growth": max_memory_growth,
-                                         "max_flops_growth": max_flops_growth}, Path.cwd())
-        config = GateConfig(thresholds=thresholds, bench=BenchConfig(threads=threads), start_pairs=replicates,
-                            max_pairs=max(replicates, max_replicates), budget_seconds=budget,
-                            timing=not counts_only)
-        if mode == "calibrate":
-            _calibrate(file, config, json_path)
-            return
-        if (baseline is None) == (against is None):
-            raise AccelError("give exactly one of --baseline PATH and --against GIT_REF",
-                             "e.g. accel gate FILE --against $(git merge-base origin/main HEAD)")
-        code = _gate(file, baseline, against, config, junit, markdown_path, json_path, strict)
+    if len(targets) == 2 and targets[0] == "calibrate":
+        mode, file = "calibrate", Path(targets[1])
+    elif len(targets) == 1:
+        mode, file = "gate", Path(targets[0])
+    else:
+        raise AccelError(
+            f"expected FILE or 'calibrate FILE', got {' '.join(targets)}",
+            "accel gate FILE --baseline PATH, or accel gate calibrate FILE",
+        )
+    thresholds = resolve_thresholds(
+        {"max_slowdown": max_slowdown, "max_memory_growth": max_memory_growth, "max_flops_growth": max_flops_growth},
+        Path.cwd(),
+    )
+    config = GateConfig(
+        thresholds=thresholds,
+        bench=BenchConfig(threads=threads),
+        start_pairs=replicates,
+        max_pairs=max(replicates, max_replicates),
+        budget_seconds=budget,
+        timing=not counts_only,
+    )
+    if mode == "calibrate":
+        _calibrate(file, config, json_path)
+        return
+    if (baseline is None) == (against is None):
+        raise AccelError(
+            "give exactly one of --baseline PATH and --against GIT_REF",
+            "e.g. accel gate FILE --against $(git merge-base origin/main HEAD)",
+        )
+    code = _gate(file, baseline, against, config, junit, markdown_path, json_path, strict)
     raise typer.Exit(code)
 
 
-def _gate(file: Path, baseline: Path | None, against: str | None, config, junit: Path | None,
-          markdown_path: Path | None, json_path: Path | None, strict: bool) -> int:
-    from accel.gate_report import json_text, junit_xml, markdown
-    from accel.gate_run import gate_against, gate_baseline
-    from accel.report import write_text_atomic
+def _gate(
+    file: Path,
+    baseline: Path | None,
+    against: str | None,
+    config,
+    junit: Path | None,
+    markdown_path: Path | None,
+    json_path: Path | None,
+    strict: bool,
+) -> int:
+    from accel.core.io import write_text_atomic
+    from accel.gating.reports import json_text, junit_xml, markdown
+    from accel.gating.run import gate_against, gate_baseline
 
     with err_console.status("gating") as status:
         progress = lambda m: status.update(m)  # noqa: E731
-        result = (gate_baseline(file, baseline, config, progress=progress) if baseline is not None
-                  else gate_against(file, against, config, progress=progress))
+        result = (
+            gate_baseline(file, baseline, config, progress=progress)
+            if baseline is not None
+            else gate_against(file, against, config, progress=progress)
+        )
     for path, text in ((junit, junit_xml), (markdown_path, markdown), (json_path, json_text)):
         if path is not None:
             write_text_atomic(path, text(result))
     console.print(gate_table(result))
     for v in result.verdicts:
         if v.verdict.value != "pass":
-            console.print(f"[{VERDICT_STYLE[v.verdict.value]}]{v.verdict.value}[/] {v.metric}: {v.reason}",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[{VERDICT_STYLE[v.verdict.value]}]{v.verdict.value}[/] {v.metric}: {v.reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if result.proposed_baseline:
         err_console.print(f"[muted]counts dropped: updated baseline for review at {result.proposed_baseline}[/]")
     code = result.exit_code(strict)
@@ -143,40 +188,65 @@ def _gate(file: Path, baseline: Path | None, against: str | None, config, junit:
 
 
 def gate_table(result) -> Table:
-    from accel.gate import sort_by_severity
-    from accel.gate_report import format_change, format_interval, format_value
+    from accel.gating.reports import format_change, format_interval, format_value
+    from accel.gating.verdicts import sort_by_severity
 
     table = Table(title=f"accel gate {result.target} vs {result.reference}", title_justify="left")
-    for name, justify in (("verdict", "left"), ("metric", "left"), ("baseline", "right"), ("candidate", "right"),
-                          ("change", "right"), ("95% CI", "right"), ("threshold", "right"), ("n", "right")):
+    for name, justify in (
+        ("verdict", "left"),
+        ("metric", "left"),
+        ("baseline", "right"),
+        ("candidate", "right"),
+        ("change", "right"),
+        ("95% CI", "right"),
+        ("threshold", "right"),
+        ("n", "right"),
+    ):
         table.add_column(name, justify=justify)
     for v in sort_by_severity(result.verdicts):
-        table.add_row(f"[{VERDICT_STYLE[v.verdict.value]}]{v.verdict.value}[/]", v.metric,
-                      format_value(v.metric, v.baseline_value), format_value(v.metric, v.candidate_value),
-                      format_change(v.change), format_interval(v), f"{v.threshold * 100:.1f}%", str(v.samples))
+        table.add_row(
+            f"[{VERDICT_STYLE[v.verdict.value]}]{v.verdict.value}[/]",
+            v.metric,
+            format_value(v.metric, v.baseline_value),
+            format_value(v.metric, v.candidate_value),
+            format_change(v.change),
+            format_interval(v),
+            f"{v.threshold * 100:.1f}%",
+            str(v.samples),
+        )
     return table
 
 
 def _calibrate(file: Path, config, json_path: Path | None) -> None:
-    from accel.gate_run import calibrate
-    from accel.report import write_json_atomic
+    from accel.core.io import write_json_atomic
+    from accel.gating.run import calibrate
 
     with err_console.status("calibrating") as status:
         result = calibrate(file, config, pairs=config.start_pairs, progress=lambda m: status.update(m))
-    table = Table(title=f"accel gate calibrate {result.target}  ({result.pairs} A/A process pairs)", title_justify="left")
+    table = Table(
+        title=f"accel gate calibrate {result.target}  ({result.pairs} A/A process pairs)", title_justify="left"
+    )
     for name in ("metric", "noise (95% CI half-width)", "largest A/A change", "threshold", "resolvable"):
         table.add_column(name, justify="left" if name == "metric" else "right")
-    from accel.gate import METRICS
+    from accel.gating.verdicts import METRICS
 
     for metric, noise in result.noise.items():
         threshold = config.thresholds.for_metric(METRICS[metric])
         ok = threshold >= result.recommended(metric)
-        table.add_row(metric, f"±{noise * 100:.2f}%", f"{result.largest_change[metric] * 100:.2f}%",
-                      f"{threshold * 100:.1f}%", "[good]yes[/]" if ok else f"[bad]no[/] (use >= {result.recommended(metric) * 100:.1f}%)")
+        table.add_row(
+            metric,
+            f"±{noise * 100:.2f}%",
+            f"{result.largest_change[metric] * 100:.2f}%",
+            f"{threshold * 100:.1f}%",
+            "[good]yes[/]" if ok else f"[bad]no[/] (use >= {result.recommended(metric) * 100:.1f}%)",
+        )
     console.print(table)
     if result.below_noise:
-        console.print(f"[warn]below the noise floor:[/] {', '.join(result.below_noise)}: the gate would WARN or be "
-                      "INVALID rather than decide; raise them or pin threads (--threads 1)", soft_wrap=True)
+        console.print(
+            f"[warn]below the noise floor:[/] {', '.join(result.below_noise)}: the gate would WARN or be "
+            "INVALID rather than decide; raise them or pin threads (--threads 1)",
+            soft_wrap=True,
+        )
     if json_path:
         write_json_atomic(json_path, result.to_dict())
 

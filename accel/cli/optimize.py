@@ -1,4 +1,5 @@
 """`accel optimize FILE --recipe NAME|PATH`: make a pipeline faster by measurement; `accel recipes`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from accel.cli.common import cli_errors, console, err_console
+from accel.cli.common import console, err_console
 from accel.cli.render import format_bytes, format_seconds
 
 VERDICT_STYLES = {"accepted": "good", "reverted": "bad", "failed": "bad", "not applicable": "muted", "skipped": "muted"}
@@ -37,8 +38,12 @@ def _fidelity(step: dict) -> str:
 
 
 def steps_table(data: dict) -> Table:
-    table = Table(title=f"Candidates (recipe {data['recipe']}, target {data['objective']}, {data['threads']} threads; "
-                        "each measured interleaved against the current best)", title_justify="left", expand=True)
+    table = Table(
+        title=f"Candidates (recipe {data['recipe']}, target {data['objective']}, {data['threads']} threads; "
+        "each measured interleaved against the current best)",
+        title_justify="left",
+        expand=True,
+    )
     show_memory = any(step.get("memory_ratio") is not None for step in data["steps"])
     table.add_column("optimizer", no_wrap=True)
     table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
@@ -49,24 +54,39 @@ def steps_table(data: dict) -> Table:
     table.add_column("verdict", no_wrap=True)
     table.add_column("reason", ratio=1)
     for step in data["steps"]:
-        one_time = format_seconds(step["setup_seconds"] + (step.get("first_call_seconds") or 0.0)) \
-            if step.get("speedup") is not None else "-"
+        one_time = (
+            format_seconds(step["setup_seconds"] + (step.get("first_call_seconds") or 0.0))
+            if step.get("speedup") is not None
+            else "-"
+        )
         row = [step["optimizer"], _speedup(step)]
         if show_memory:
             row.append(f"x{step['memory_ratio']:.2f}" if step.get("memory_ratio") is not None else "-")
         row += [_fidelity(step), one_time]
-        table.add_row(*row, Text(VERDICT_LABELS.get(step["verdict"], step["verdict"]), style=VERDICT_STYLES.get(step["verdict"], "")), escape(step["reason"]))
+        table.add_row(
+            *row,
+            Text(VERDICT_LABELS.get(step["verdict"], step["verdict"]), style=VERDICT_STYLES.get(step["verdict"], "")),
+            escape(step["reason"]),
+        )
     return table
 
 
 def render_optimize(data: dict, out: Console) -> None:
-    out.print(Text.assemble(("accel optimize ", "title"), (data["target"], "bold"),
-                            f"  [recipe {data['recipe']}]", ("  " + data["objective"], "muted")))
+    out.print(
+        Text.assemble(
+            ("accel optimize ", "title"),
+            (data["target"], "bold"),
+            f"  [recipe {data['recipe']}]",
+            ("  " + data["objective"], "muted"),
+        )
+    )
     out.print(steps_table(data))
     base, final = data["baseline"], data["final"]
     unit = "per call" if data["objective"] != "throughput" else f"per pass ({base['samples_per_call']} samples)"
-    line = (f"baseline {format_seconds(base['median_seconds'])} {unit}, final {format_seconds(final['median_seconds'])}: "
-            f"[bold]{data['speedup']:.2f}x[/] [{data['speedup_ci'][0]:.2f}, {data['speedup_ci'][1]:.2f}]")
+    line = (
+        f"baseline {format_seconds(base['median_seconds'])} {unit}, final {format_seconds(final['median_seconds'])}: "
+        f"[bold]{data['speedup']:.2f}x[/] [{data['speedup_ci'][0]:.2f}, {data['speedup_ci'][1]:.2f}]"
+    )
     if base.get("samples_per_s") and final.get("samples_per_s"):
         line += f"  ({base['samples_per_s']:,.1f} -> {final['samples_per_s']:,.1f} samples/s)"
     out.print(line)
@@ -80,45 +100,56 @@ def render_optimize(data: dict, out: Console) -> None:
 
 def optimize_command(
     file: Path = typer.Argument(..., help="Pipeline file (.py)."),
-    recipe: str = typer.Option("default", "--recipe", "-r", help="Recipe name (see accel recipes) or path to a .yaml recipe."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for accel.lock.yaml and artifacts [default: ./accel-runs/<name>/optimize]."),
+    recipe: str = typer.Option(
+        "default", "--recipe", "-r", help="Recipe name (see accel recipes) or path to a .yaml recipe."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for accel.lock.yaml and artifacts [default: ./accel-runs/<name>/optimize]."
+    ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON (accel.optimize/1)."),
     budget: Optional[float] = typer.Option(None, "--budget", min=1.0, help="Seconds to spend [default: the recipe's]."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch/ORT threads on both sides [default: torch's]."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="torch/ORT threads on both sides [default: torch's]."
+    ),
 ) -> None:
     """Try the recipe's optimizations, keep what is faster beyond noise and faithful, write a lock."""
-    from accel.optimizing import optimize
+    from accel.optimizing.run import optimize
 
-    with cli_errors():
-        out_dir = out or Path("accel-runs") / file.stem / "optimize"
-        with err_console.status("optimizing") as status:
-            result = optimize(file, recipe, out_dir=out_dir, json_path=json_path, budget_seconds=budget,
-                              threads=threads, progress=lambda message: status.update(message))
-        render_optimize(result.to_dict(), console)
-        if json_path:
-            err_console.print(f"[muted]result written to {escape(str(json_path))}[/]")
+    out_dir = out or Path("accel-runs") / file.stem / "optimize"
+    with err_console.status("optimizing") as status:
+        result = optimize(
+            file,
+            recipe,
+            out_dir=out_dir,
+            json_path=json_path,
+            budget_seconds=budget,
+            threads=threads,
+            progress=lambda message: status.update(message),
+        )
+    render_optimize(result.to_dict(), console)
+    if json_path:
+        err_console.print(f"[muted]result written to {escape(str(json_path))}[/]")
 
 
 def recipes_command() -> None:
     """List the built-in recipes and the optimizers they can use."""
-    from accel.optimizers import OPTIMIZERS
-    from accel.recipes import builtin_recipes
+    from accel.optimizing.optimizers import OPTIMIZERS
+    from accel.optimizing.recipes import builtin_recipes
 
-    with cli_errors():
-        table = Table(title="Recipes (accel optimize FILE --recipe NAME)", title_justify="left", expand=True)
-        table.add_column("recipe")
-        table.add_column("target")
-        table.add_column("budget", justify="right")
-        table.add_column("description", ratio=1)
-        for item in builtin_recipes():
-            table.add_row(item.name, item.target, format_seconds(item.budget_seconds), escape(item.description))
-        console.print(table)
-        optimizers = Table(title="Optimizers", title_justify="left", expand=True)
-        optimizers.add_column("optimizer")
-        optimizers.add_column("description", ratio=1)
-        for name, optimizer in OPTIMIZERS.items():
-            optimizers.add_row(name, escape(optimizer.description))
-        console.print(optimizers)
+    table = Table(title="Recipes (accel optimize FILE --recipe NAME)", title_justify="left", expand=True)
+    table.add_column("recipe")
+    table.add_column("target")
+    table.add_column("budget", justify="right")
+    table.add_column("description", ratio=1)
+    for item in builtin_recipes():
+        table.add_row(item.name, item.target, format_seconds(item.budget_seconds), escape(item.description))
+    console.print(table)
+    optimizers = Table(title="Optimizers", title_justify="left", expand=True)
+    optimizers.add_column("optimizer")
+    optimizers.add_column("description", ratio=1)
+    for name, optimizer in OPTIMIZERS.items():
+        optimizers.add_row(name, escape(optimizer.description))
+    console.print(optimizers)
 
 
 def register(app: typer.Typer) -> None:

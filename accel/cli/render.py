@@ -1,4 +1,5 @@
 """Rendering reports for the terminal with Rich. Units are chosen here, nowhere else."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from accel.report import Report
+from accel.profiling.report import Report
 
 BAR_WIDTH = 40
 
@@ -36,8 +37,11 @@ def format_share(share: float) -> str:
 
 
 def stage_table(report: Report) -> Table:
-    title = ("Script loop (time in DataLoader __next__ vs the step between calls)" if report.mode == "script"
-             else "Stages (each measured on its own, main process)")
+    title = (
+        "Script loop (time in DataLoader __next__ vs the step between calls)"
+        if report.mode == "script"
+        else "Stages (each measured on its own, main process)"
+    )
     table = Table(title=title, title_justify="left", expand=False)
     table.add_column("stage")
     table.add_column("per sample", justify="right")
@@ -55,8 +59,11 @@ def findings_block(report: Report) -> Group:
     """Findings by predicted saving: a headline per finding, its summary, what to try."""
     parts = [Text("Findings (by predicted saving of the best cure)", style="title")]
     for f in report.findings:
-        head = Text.assemble((f"{f.severity:<6} ", f"severity.{f.severity}"), (f.kind, "bold"),
-                             f"  share {format_share(f.share)}  impact {format_share(f.impact)}")
+        head = Text.assemble(
+            (f"{f.severity:<6} ", f"severity.{f.severity}"),
+            (f.kind, "bold"),
+            f"  share {format_share(f.share)}  impact {format_share(f.impact)}",
+        )
         if f.recommendations:
             head.append(f"  try: {', '.join(f.recommendations)}", style="good")
         parts.append(head)
@@ -65,20 +72,26 @@ def findings_block(report: Report) -> Group:
 
 
 def render_profile(report: Report, console: Console) -> None:
-    head = Text.assemble(("accel profile ", "title"), (report.target, "bold"), f"  [{report.mode}]  ",
-                         (f"{report.machine.get('device', '?')}: {report.machine.get('device_name', '')}", "muted"))
+    where = f"{report.machine.device}: {report.machine.device_name}" if report.machine else "?"
+    head = Text.assemble(("accel profile ", "title"), (report.target, "bold"), f"  [{report.mode}]  ", (where, "muted"))
     console.print(head)
+    for name, reason in report.extra.get("hardware_passes_skipped", {}).items():
+        console.print(f"[warn]{name} pass skipped:[/] {escape(reason)}", soft_wrap=True)
     lines = []
     if report.samples_per_s:
         lines.append(f"throughput {report.samples_per_s:,.1f} samples/s")
     if report.latency.get("median_seconds") is not None:
-        lines.append(f"latency per batch: median {format_seconds(report.latency['median_seconds'])}"
-                     + (f", p90 {format_seconds(report.latency['p90_seconds'])}" if "p90_seconds" in report.latency else ""))
+        lines.append(
+            f"latency per batch: median {format_seconds(report.latency['median_seconds'])}"
+            + (f", p90 {format_seconds(report.latency['p90_seconds'])}" if "p90_seconds" in report.latency else "")
+        )
     e2e = report.extra.get("end_to_end")
     if e2e:
-        line = (f"end to end: {e2e['samples']} samples in {format_seconds(e2e['seconds'])}, "
-                f"waiting for data {format_share(e2e['wait_share'])} of the time "
-                f"(num_workers={e2e['num_workers']})")
+        line = (
+            f"end to end: {e2e['samples']} samples in {format_seconds(e2e['seconds'])}, "
+            f"waiting for data {format_share(e2e['wait_share'])} of the time "
+            f"(num_workers={e2e['num_workers']})"
+        )
         if e2e.get("startup_seconds"):
             line += f"; worker start-up {format_seconds(e2e['startup_seconds'])} not included"
         lines.append(line)
@@ -93,5 +106,7 @@ def render_profile(report: Report, console: Console) -> None:
     console.print(Panel(verdict, expand=False))
     if report.trace_dir:
         logdir = escape(str(Path(report.trace_dir).parent))
-        console.print(f"[muted]trace: {escape(report.trace_dir)} (tensorboard --logdir {logdir}; "
-                      "or open the .pt.trace.json in Perfetto)[/]")
+        console.print(
+            f"[muted]trace: {escape(report.trace_dir)} (tensorboard --logdir {logdir}; "
+            "or open the .pt.trace.json in Perfetto)[/]"
+        )

@@ -2,6 +2,7 @@
 
 Expected: input_decoding is primary, and data_loading keeps only the non-decode rest of the wait.
 """
+
 import io
 
 import numpy as np
@@ -28,7 +29,8 @@ def decode(data: bytes) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                      nn.Linear(8, 2)).eval()
+model = nn.Sequential(
+    nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)
+).eval()
 
 pipeline = accel.Pipeline(model=model, source=make_jpegs(), decode=decode, batch_size=8)

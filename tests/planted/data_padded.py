@@ -4,6 +4,7 @@ One sequence in eight is 256 tokens long, the rest 8 to 16: nearly every batch o
 256. The model is a per-token MLP with masked mean pooling, so its work grows with padded length.
 Expected: padding is primary.
 """
+
 import random
 
 import torch
@@ -24,8 +25,8 @@ def pad_collate(samples):
     ids = torch.zeros(len(samples), longest, dtype=torch.long)
     mask = torch.zeros(len(samples), longest, dtype=torch.bool)
     for row, sample in enumerate(samples):
-        ids[row, :len(sample)] = sample
-        mask[row, :len(sample)] = True
+        ids[row, : len(sample)] = sample
+        mask[row, : len(sample)] = True
     return ids, mask
 
 
@@ -42,5 +43,10 @@ class TokenMLP(nn.Module):
 
 
 torch.manual_seed(0)
-pipeline = accel.Pipeline(model=TokenMLP().eval(), source=make_sequences(),
-                          decode=lambda tokens: torch.tensor(tokens), collate=pad_collate, batch_size=8)
+pipeline = accel.Pipeline(
+    model=TokenMLP().eval(),
+    source=make_sequences(),
+    decode=lambda tokens: torch.tensor(tokens),
+    collate=pad_collate,
+    batch_size=8,
+)

@@ -2,6 +2,7 @@
 
 Expected: repeated_inputs is primary.
 """
+
 import torch
 from torch import nn
 

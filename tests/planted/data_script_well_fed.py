@@ -2,6 +2,7 @@
 
 Expected in script mode: no data_loading above low severity.
 """
+
 import sys
 
 import torch

@@ -2,6 +2,7 @@
 
 Expected: data_loading is primary; no input_decoding (there is no decode stage).
 """
+
 import torch
 from torch import nn
 
@@ -15,5 +16,4 @@ def slow_features(seed: int) -> torch.Tensor:
     return torch.tensor(pooled)
 
 
-pipeline = accel.Pipeline(model=nn.Linear(64, 4).eval(), source=list(range(64)), transform=slow_features,
-                          batch_size=8)
+pipeline = accel.Pipeline(model=nn.Linear(64, 4).eval(), source=list(range(64)), transform=slow_features, batch_size=8)

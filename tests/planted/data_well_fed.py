@@ -2,6 +2,7 @@
 
 Expected: no data-path finding above low severity.
 """
+
 import torch
 from torch import nn
 

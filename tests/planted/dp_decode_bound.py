@@ -4,6 +4,7 @@ Each sample is a 768x1024 JPEG decoded with Pillow and resized down to 64x64, so
 milliseconds per sample while the model costs microseconds. Expected: cache.decoded gives a large
 steady-state speedup, decode.reduced (Pillow draft mode) a smaller one within the pixel guard.
 """
+
 import io
 
 import numpy as np
@@ -41,5 +42,6 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
 # A small model (pool to 8x8 first): decode is over 97% of a pass, as in the issue's example.
 model = nn.Sequential(nn.AvgPool2d(8), nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 2)).eval()
 
-pipeline = accel.Pipeline(model=model, source=make_jpegs(), decode=decode, transform=normalize, batch_size=8,
-                          name="dp_decode_bound")
+pipeline = accel.Pipeline(
+    model=model, source=make_jpegs(), decode=decode, transform=normalize, batch_size=8, name="dp_decode_bound"
+)

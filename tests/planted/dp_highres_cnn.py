@@ -4,18 +4,24 @@ The stem keeps full resolution with 16-32 channels before downsampling, so its a
 of MB while the rest is small. Expected: patch.inference cuts the measured peak by half or more with
 outputs equal within 1e-5.
 """
+
 import torch
 from torch import nn
 
-import accel
-
 torch.manual_seed(0)
 model = nn.Sequential(
-    nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-    nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+    nn.Conv2d(3, 16, 3, padding=1),
+    nn.BatchNorm2d(16),
+    nn.ReLU(),
+    nn.Conv2d(16, 32, 3, padding=1),
+    nn.ReLU(),
     nn.MaxPool2d(2),
-    nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
-    nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    nn.Conv2d(32, 32, 3, stride=2, padding=1),
+    nn.ReLU(),
+    nn.Conv2d(32, 64, 3, stride=2, padding=1),
+    nn.ReLU(),
+    nn.AdaptiveAvgPool2d(1),
+    nn.Flatten(),
+    nn.Linear(64, 10),
 ).eval()
 example_inputs = (torch.randn(1, 3, 512, 512),)

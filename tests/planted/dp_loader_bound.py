@@ -2,6 +2,7 @@
 
 Expected: loader.tune picks num_workers > 0; throughput grows towards the core count.
 """
+
 import torch
 from torch import nn
 
@@ -14,5 +15,6 @@ def slow_features(seed: int) -> torch.Tensor:
     return torch.tensor(pooled)
 
 
-pipeline = accel.Pipeline(model=nn.Linear(64, 4).eval(), source=list(range(96)), transform=slow_features,
-                          batch_size=8, name="dp_loader_bound")
+pipeline = accel.Pipeline(
+    model=nn.Linear(64, 4).eval(), source=list(range(96)), transform=slow_features, batch_size=8, name="dp_loader_bound"
+)

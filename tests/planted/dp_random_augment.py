@@ -2,6 +2,7 @@
 
 Expected: cache.decoded caches decode only and keeps the random transform running every pass.
 """
+
 import torch
 from torch import nn
 
@@ -20,5 +21,6 @@ def random_flip(image: torch.Tensor) -> torch.Tensor:
 
 model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
 
-pipeline = accel.Pipeline(model=model, source=list(range(16)), decode=decode, transform=random_flip, batch_size=4,
-                          name="dp_random_augment")
+pipeline = accel.Pipeline(
+    model=model, source=list(range(16)), decode=decode, transform=random_flip, batch_size=4, name="dp_random_augment"
+)

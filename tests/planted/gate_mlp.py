@@ -4,6 +4,7 @@ measured unchanged or with a planted regression.
 ACCEL_GATE_SLOWDOWN=0.10 repeats its matmul block 10% more often (10% more work per call, and as
 many more FLOPs); ACCEL_GATE_EXTRA_LAYERS=N appends N more Linear layers (more FLOPs, parameters).
 """
+
 import os
 
 import torch
@@ -30,6 +31,7 @@ class RepeatedBlock(nn.Module):
 slowdown = float(os.environ.get("ACCEL_GATE_SLOWDOWN", "0"))
 extra_layers = int(os.environ.get("ACCEL_GATE_EXTRA_LAYERS", "0"))
 torch.manual_seed(0)
-model = nn.Sequential(RepeatedBlock(round(BASE_REPEATS * (1 + slowdown))),
-                      *[nn.Linear(WIDTH, WIDTH) for _ in range(extra_layers)]).eval()
+model = nn.Sequential(
+    RepeatedBlock(round(BASE_REPEATS * (1 + slowdown))), *[nn.Linear(WIDTH, WIDTH) for _ in range(extra_layers)]
+).eval()
 example_inputs = (torch.randn(16, WIDTH),)

@@ -1,4 +1,5 @@
 """Planted: examples/conv_net.py (see its docstring for the expected finding)."""
+
 import runpy
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Planted: examples/highres_cnn.py (see its docstring for the expected finding)."""
+
 import runpy
 from pathlib import Path
 

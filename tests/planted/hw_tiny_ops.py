@@ -3,6 +3,7 @@
 Each op's roofline time is nanoseconds; eager dispatch costs microseconds per op. Expected:
 overhead is primary.
 """
+
 import torch
 from torch import nn
 

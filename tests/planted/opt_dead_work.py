@@ -1,6 +1,7 @@
 """Planted for the optimize engine: a small model that also does two pieces of dead work (large
 matmuls whose results are thrown away), switchable by flags. Test-only optimizers turn them off;
 the model's outputs do not change, so the engine must keep them, and compose them."""
+
 import torch
 from torch import nn
 

@@ -2,6 +2,7 @@
 padded to the longest sample in each batch. The encoder's cost grows with the padded length, so
 batches that mix one long sample with short ones are mostly padding; sorting by length cuts the
 work several times. The output is a masked mean over real tokens, so it does not depend on padding."""
+
 import torch
 from torch import nn
 
@@ -38,8 +39,14 @@ class Encoder(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.embed = nn.Embedding(VOCAB, DIM)
-        self.mlp = nn.Sequential(nn.Linear(DIM, 4 * DIM), nn.GELU(), nn.Linear(4 * DIM, DIM),
-                                 nn.Linear(DIM, 4 * DIM), nn.GELU(), nn.Linear(4 * DIM, DIM))
+        self.mlp = nn.Sequential(
+            nn.Linear(DIM, 4 * DIM),
+            nn.GELU(),
+            nn.Linear(4 * DIM, DIM),
+            nn.Linear(DIM, 4 * DIM),
+            nn.GELU(),
+            nn.Linear(4 * DIM, DIM),
+        )
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.mlp(self.embed(ids))
@@ -48,5 +55,6 @@ class Encoder(nn.Module):
 
 
 def pipeline() -> accel.Pipeline:
-    return accel.Pipeline(model=Encoder().eval(), source=make_sequences(), transform=transform, collate=collate,
-                          batch_size=8)
+    return accel.Pipeline(
+        model=Encoder().eval(), source=make_sequences(), transform=transform, collate=collate, batch_size=8
+    )

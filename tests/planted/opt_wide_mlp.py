@@ -1,5 +1,6 @@
 """Planted for optimize: a batch-1 wide MLP. Its time is in big fp32 matmuls on one sample, where
 ONNX Runtime and int8 weights pay off many times over on a CPU."""
+
 import torch
 from torch import nn
 

@@ -1,0 +1,1 @@
+"""`accel bench` and `accel gate`: fresh-process measurements, baselines, verdicts and CI reports."""

@@ -1,0 +1,456 @@
+"""Running a gate: take the samples (fresh processes), ask accel.gating.verdicts for verdicts, add pairs
+while a verdict is undecided, and return one GateResult that the renderers turn into reports.
+
+`gate_baseline` compares with a stored baseline; `gate_against` measures the same file at a git
+ref, checked out in a temporary `git worktree`, in alternating process pairs (AB, BA, ...);
+`calibrate` runs A/A pairs of one file to measure its noise floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from accel.core.errors import AccelError, GateError
+from accel.core.loading import check_file
+from accel.core.measure import now
+from accel.gating.baseline import load_baseline, proposed_path, save_baseline, with_counts
+from accel.gating.bench import BenchConfig, Replicate, Side, environment_mismatch, paired_replicates, run_replicate
+from accel.gating.verdicts import (
+    MAX_PAIRS,
+    METRICS,
+    START_PAIRS,
+    MetricVerdict,
+    Thresholds,
+    Verdict,
+    exit_code,
+    invalid,
+    judge_count,
+    judge_pairs,
+    judge_samples,
+    overall,
+    paired_log_change,
+)
+
+GATE_SCHEMA = "accel.gate/1"
+CALIBRATION_SCHEMA = "accel.gating.verdicts-calibration/1"
+TIMED_METRICS = ("latency_seconds", "peak_memory_bytes")
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    thresholds: Thresholds = Thresholds()
+    bench: BenchConfig = BenchConfig()
+    start_pairs: int = START_PAIRS
+    max_pairs: int = MAX_PAIRS
+    # Adding pairs stops here even below max_pairs: a gate must fit in a CI job.
+    budget_seconds: float = 300.0
+    timing: bool = True
+
+    def __post_init__(self) -> None:
+        if self.start_pairs < 1 or self.max_pairs < self.start_pairs:
+            raise ValueError(f"GateConfig: need 1 <= start_pairs ({self.start_pairs}) <= max_pairs ({self.max_pairs})")
+        if self.budget_seconds <= 0:
+            raise ValueError(f"GateConfig.budget_seconds must be > 0, got {self.budget_seconds}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateResult:
+    target: str
+    mode: str  # "baseline" or "against"
+    reference: str  # the baseline path or the git ref
+    verdicts: tuple[MetricVerdict, ...]
+    thresholds: Thresholds
+    baseline_samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    candidate_samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    pairs: int = 0
+    baseline_environment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    candidate_environment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    baseline_counts: dict[str, Any] | None = None
+    candidate_counts: dict[str, Any] | None = None
+    proposed_baseline: str | None = None
+    elapsed_seconds: float = 0.0
+    schema: str = GATE_SCHEMA
+
+    @property
+    def verdict(self) -> Verdict:
+        return overall(self.verdicts)
+
+    def exit_code(self, strict: bool = False) -> int:
+        return exit_code(self.verdicts, strict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "target": self.target,
+            "mode": self.mode,
+            "reference": self.reference,
+            "verdict": self.verdict.value,
+            "thresholds": self.thresholds.to_dict(),
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "pairs": self.pairs,
+            "samples": {"baseline": self.baseline_samples, "candidate": self.candidate_samples},
+            "environment": {"baseline": self.baseline_environment, "candidate": self.candidate_environment},
+            "counts": {"baseline": self.baseline_counts, "candidate": self.candidate_counts},
+            "proposed_baseline": self.proposed_baseline,
+            "elapsed_seconds": self.elapsed_seconds,
+        }
+
+
+# --- timed metrics -----------------------------------------------------------------------------
+def _values(replicates: list[Replicate], metric: str) -> list[float]:
+    if metric == "latency_seconds":
+        return [r.median_seconds for r in replicates]
+    return [float(r.peak_memory_bytes) for r in replicates if r.peak_memory_bytes is not None]
+
+
+def _timed_verdicts(
+    judge: Callable[..., MetricVerdict | None],
+    baseline: dict[str, list[float]],
+    candidate: dict[str, list[float]],
+    thresholds: Thresholds,
+    final: bool,
+) -> list[MetricVerdict | None]:
+    out = []
+    for name in TIMED_METRICS:
+        if not baseline.get(name) or not candidate.get(name):
+            continue
+        metric = METRICS[name]
+        b, c = baseline[name], candidate[name]
+        if judge is judge_pairs:
+            n = min(len(b), len(c))
+            b, c = b[:n], c[:n]
+        out.append(judge(metric, b, c, thresholds.for_metric(metric), final=final))
+    return out
+
+
+def _count_verdicts(
+    baseline: dict[str, Any] | None, candidate: dict[str, Any] | None, thresholds: Thresholds
+) -> list[MetricVerdict]:
+    if baseline is None or candidate is None:
+        return [invalid("flops", thresholds.max_flops_growth, "counts missing on one side")]
+    out = []
+    for name, metric in METRICS.items():
+        if metric.kind != "count" or name not in baseline or name not in candidate:
+            continue
+        out.append(judge_count(metric, float(baseline[name]), float(candidate[name]), thresholds.for_metric(metric)))
+    return out
+
+
+def _report(progress: Progress | None, message: str) -> None:
+    if progress:
+        progress(message)
+
+
+# --- against a stored baseline -----------------------------------------------------------------
+def gate_baseline(
+    file: str | os.PathLike,
+    baseline_path: str | os.PathLike,
+    config: GateConfig = GateConfig(),
+    *,
+    lock: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> GateResult:
+    """Compare a pipeline file with a stored baseline (two-sample ratio for timed metrics)."""
+    started = now()
+    path = check_file(file)
+    baseline = load_baseline(baseline_path)
+    side = Side(file=path.resolve(), lock=Path(lock).resolve() if lock else None)
+    _report(progress, "counting")
+    first = run_replicate(side, config.bench, timing=False, counts=True)
+    env, counts = first["environment"], first.get("counts")
+    verdicts: list[MetricVerdict] = (
+        _count_verdicts(baseline.counts, counts, config.thresholds) if baseline.counts else []
+    )
+    replicates: list[Replicate] = []
+    base_samples = {m: baseline.values(m) for m in TIMED_METRICS}
+    if config.timing and baseline.replicates:
+        mismatch = environment_mismatch(baseline.environment, env)
+        if mismatch:
+            reason = "environment differs from the baseline's: " + "; ".join(mismatch)
+            verdicts += [
+                invalid(m, config.thresholds.for_metric(METRICS[m]), reason) for m in TIMED_METRICS if base_samples[m]
+            ]
+        else:
+            verdicts += _adaptive(
+                lambda n: [Replicate.from_dict(run_replicate(side, config.bench)["replicate"]) for _ in range(n)],
+                replicates,
+                base_samples,
+                config,
+                started,
+                progress,
+            )
+    elif config.timing and not baseline.replicates:
+        verdicts.append(
+            invalid(
+                "latency_seconds",
+                config.thresholds.max_slowdown,
+                "the baseline holds no timings (it was saved with counts only)",
+            )
+        )
+    proposed = None
+    result_verdicts = tuple(verdicts)
+    if (
+        counts
+        and any(v.verdict is Verdict.IMPROVED for v in result_verdicts)
+        and overall(result_verdicts) in (Verdict.IMPROVED, Verdict.PASS)
+    ):
+        proposed = str(save_baseline(proposed_path(baseline_path), with_counts(baseline, counts)))
+    return GateResult(
+        target=path.name,
+        mode="baseline",
+        reference=str(baseline_path),
+        verdicts=result_verdicts,
+        thresholds=config.thresholds,
+        baseline_samples=base_samples,
+        candidate_samples={m: _values(replicates, m) for m in TIMED_METRICS},
+        pairs=len(replicates),
+        baseline_environment=baseline.environment,
+        candidate_environment=env,
+        baseline_counts=baseline.counts,
+        candidate_counts=counts,
+        proposed_baseline=proposed,
+        elapsed_seconds=now() - started,
+    )
+
+
+def _adaptive(
+    more: Callable[[int], list[Replicate]],
+    replicates: list[Replicate],
+    base_samples: dict[str, list[float]],
+    config: GateConfig,
+    started: float,
+    progress: Progress | None,
+) -> list[MetricVerdict]:
+    """Candidate replicates against fixed baseline samples, added until every verdict is decided."""
+    step = config.start_pairs
+    while True:
+        _report(progress, f"measuring: {len(replicates) + step} replicates")
+        replicates.extend(more(step))
+        final = len(replicates) >= config.max_pairs or now() - started >= config.budget_seconds
+        cand = {m: _values(replicates, m) for m in TIMED_METRICS}
+        found = _timed_verdicts(judge_samples, base_samples, cand, config.thresholds, final)
+        if final or all(v is not None for v in found):
+            return [v for v in found if v is not None]
+        step = min(2, config.max_pairs - len(replicates))
+
+
+# --- against a git ref -------------------------------------------------------------------------
+def _git(args: list[str], cwd: Path) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError as exc:
+        raise GateError(
+            "git is not installed", "install git, or gate against a stored baseline with --baseline"
+        ) from exc
+    if done.returncode != 0:
+        raise GateError(
+            f"git {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:] or ['no output']}",
+            "check the ref (e.g. git merge-base origin/main HEAD) and that the file is in a git repository",
+        )
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def worktree_at(file: Path, ref: str) -> Iterator[Path]:
+    """The same file as it is at `ref`, in a temporary worktree removed afterwards."""
+    root = Path(_git(["rev-parse", "--show-toplevel"], file.parent))
+    relative = file.resolve().relative_to(root.resolve())
+    holder = Path(tempfile.mkdtemp(prefix="accel-gate-"))
+    tree = holder / "tree"
+    _git(["worktree", "add", "--detach", "--quiet", str(tree), ref], root)
+    try:
+        old = tree / relative
+        if not old.is_file():
+            raise GateError(
+                f"{relative} does not exist at {ref}",
+                "gate a file that exists on both sides, or save a baseline with accel bench --save-baseline",
+            )
+        yield old
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True, timeout=120)
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def gate_against(
+    file: str | os.PathLike,
+    ref: str,
+    config: GateConfig = GateConfig(),
+    *,
+    progress: Progress | None = None,
+    baseline_env: tuple[tuple[str, str], ...] = (),
+    candidate_env: tuple[tuple[str, str], ...] = (),
+) -> GateResult:
+    """Compare a pipeline file with itself at a git ref, in alternating process pairs."""
+    path = check_file(file).resolve()
+    with worktree_at(path, ref) as old:
+        base = Side(file=old, cwd=old.parent, env=baseline_env)
+        cand = Side(file=path, cwd=path.parent, env=candidate_env)
+        result = gate_sides(base, cand, config, progress=progress)
+    return dataclasses.replace(result, target=path.name, reference=ref)
+
+
+def gate_sides(
+    base: Side, cand: Side, config: GateConfig = GateConfig(), *, progress: Progress | None = None
+) -> GateResult:
+    """Two versions of a pipeline, measured in alternating process pairs in this job."""
+    started = now()
+    _report(progress, "counting")
+    base_first = run_replicate(base, config.bench, timing=False, counts=True)
+    cand_first = run_replicate(cand, config.bench, timing=False, counts=True)
+    verdicts: list[MetricVerdict] = _count_verdicts(
+        base_first.get("counts"), cand_first.get("counts"), config.thresholds
+    )
+    pairs: list[tuple[Replicate, Replicate]] = []
+    if config.timing:
+        step = config.start_pairs
+        while True:
+            _report(progress, f"measuring: {len(pairs) + step} process pairs")
+            pairs.extend(paired_replicates(base, cand, config.bench, step, start_index=len(pairs)))
+            final = len(pairs) >= config.max_pairs or now() - started >= config.budget_seconds
+            found = _timed_verdicts(
+                judge_pairs, _side_values(pairs, 0), _side_values(pairs, 1), config.thresholds, final
+            )
+            if final or all(v is not None for v in found):
+                verdicts += [v for v in found if v is not None]
+                break
+            step = min(2, config.max_pairs - len(pairs))
+    return GateResult(
+        target=cand.file.name,
+        mode="against",
+        reference=str(base.file),
+        verdicts=tuple(verdicts),
+        thresholds=config.thresholds,
+        baseline_samples=_side_values(pairs, 0),
+        candidate_samples=_side_values(pairs, 1),
+        pairs=len(pairs),
+        baseline_environment=base_first["environment"],
+        candidate_environment=cand_first["environment"],
+        baseline_counts=base_first.get("counts"),
+        candidate_counts=cand_first.get("counts"),
+        elapsed_seconds=now() - started,
+    )
+
+
+def _side_values(pairs: list[tuple[Replicate, Replicate]], which: int) -> dict[str, list[float]]:
+    return {m: _values([p[which] for p in pairs], m) for m in TIMED_METRICS}
+
+
+# --- calibration -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """A file's own noise: A/A process pairs, and what change each timed metric can resolve."""
+
+    target: str
+    pairs: int
+    noise: dict[str, float]  # half-width of the 95% CI of the median A/A change, per metric
+    largest_change: dict[str, float]  # the largest |A/A change| of one pair, per metric
+    thresholds: Thresholds
+    below_noise: tuple[str, ...]  # threshold names the noise floor does not let the gate resolve
+    schema: str = CALIBRATION_SCHEMA
+
+    def recommended(self, metric: str) -> float:
+        """Twice the noise floor: an interval that wide still fits on one side of the threshold."""
+        return 2.0 * self.noise.get(metric, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "thresholds": self.thresholds.to_dict(),
+            "recommended": {m: self.recommended(m) for m in self.noise},
+        }
+
+
+def calibrate(
+    file: str | os.PathLike, config: GateConfig = GateConfig(), pairs: int = 10, *, progress: Progress | None = None
+) -> Calibration:
+    path = check_file(file).resolve()
+    side = Side(file=path, cwd=path.parent)
+    _report(progress, f"measuring {pairs} A/A process pairs")
+    got = paired_replicates(side, side, config.bench, pairs)
+    noise: dict[str, float] = {}
+    largest: dict[str, float] = {}
+    for name in TIMED_METRICS:
+        a, b = _values([p[0] for p in got], name), _values([p[1] for p in got], name)
+        if not a or len(a) != len(b):
+            continue
+        _, (low, high) = paired_log_change(a, b)
+        noise[name] = math.expm1((high - low) / 2.0)
+        largest[name] = float(np.max(np.abs(np.expm1(np.log(np.maximum(b, 1e-9)) - np.log(np.maximum(a, 1e-9))))))
+    below = tuple(METRICS[m].threshold for m, n in noise.items() if config.thresholds.for_metric(METRICS[m]) < 2.0 * n)
+    return Calibration(
+        target=path.name,
+        pairs=len(got),
+        noise=noise,
+        largest_change=largest,
+        thresholds=config.thresholds,
+        below_noise=below,
+    )
+
+
+# --- thresholds from flags and pyproject.toml --------------------------------------------------
+PYPROJECT_KEYS = {f.name.replace("_", "-"): f.name for f in dataclasses.fields(Thresholds)}
+
+
+def parse_percent(text: str | float, what: str) -> float:
+    """'10%' or '10' -> 0.10; a number from TOML is read as percent too."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1] if raw.endswith("%") else raw) / 100.0
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise AccelError(f"{what} must be a percentage >= 0 like 10%, got {text!r}", f"e.g. {what} 10%")
+    return value
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in (start.resolve(), *start.resolve().parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def pyproject_thresholds(start: Path) -> dict[str, float]:
+    """[tool.accel.gating.verdicts] of the nearest pyproject.toml above `start`, as Thresholds fields."""
+    import tomllib
+
+    file = find_pyproject(start)
+    if file is None:
+        return {}
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise AccelError(
+            f"{file} is not valid TOML: {exc}", "fix the file or remove [tool.accel.gating.verdicts]"
+        ) from exc
+    section = data.get("tool", {}).get("accel", {}).get("gate", {})
+    if not isinstance(section, dict):
+        raise AccelError(f"{file}: [tool.accel.gating.verdicts] must be a table", 'e.g. max-slowdown = "10%"')
+    unknown = sorted(set(section) - set(PYPROJECT_KEYS))
+    if unknown:
+        raise AccelError(
+            f"{file}: unknown key(s) {', '.join(unknown)} in [tool.accel.gating.verdicts]",
+            f"valid: {', '.join(PYPROJECT_KEYS)}",
+        )
+    return {PYPROJECT_KEYS[k]: parse_percent(v, k) for k, v in section.items()}
+
+
+def resolve_thresholds(flags: dict[str, str | None], start: Path) -> Thresholds:
+    """Flags win over pyproject.toml, which wins over the defaults."""
+    values = pyproject_thresholds(start)
+    for field, text in flags.items():
+        if text is not None:
+            values[field] = parse_percent(text, "--" + field.replace("_", "-"))
+    return Thresholds(**values)

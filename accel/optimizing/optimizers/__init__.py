@@ -1,0 +1,123 @@
+"""Optimizers: one module per optimization, each registered by name.
+
+An optimizer is an object with
+- `name`, `description`, `Config` (a frozen dataclass of its parameters, validated in __post_init__),
+  `target` ("latency", "throughput" or "memory": what it tries to improve);
+- `applicable(pipeline, context) -> str | None`: None when it applies, else the reason it does not;
+- `apply(pipeline, config, context) -> Applied`: a NEW pipeline (the input is never mutated), the
+  JSON-able state the lock file records, and the one-time cost it paid (export, calibration...);
+- `restore(pipeline, config, state, lock_dir) -> Pipeline`: re-apply from a lock entry in production
+  (by default `apply` again; optimizers with artifacts load them from `lock_dir` instead).
+
+State kept across passes (an in-memory cache) must be resettable: a pipeline-level callable
+(forward_wrapper, decode, transform, collate, batch_plan) with a `reset_state()` method is reset by
+the optimize engine before each timed throughput pass, so a pass is measured cold. (Additive.)
+
+Every module in this package is imported here, which registers it in OPTIMIZERS.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from accel.core.errors import RecipeError
+from accel.core.machine import Machine
+from accel.core.pipeline import Pipeline
+from accel.core.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What an optimizer may look at: the machine, the baseline's profile, where to put artifacts."""
+
+    machine: Machine
+    workdir: Path
+    report: Any = None  # accel.profiling.report.Report of the baseline, when one was made
+    pipeline_path: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    pipeline: Pipeline
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    setup_seconds: float = 0.0
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    """For optimizers without parameters."""
+
+
+class Optimizer(abc.ABC):
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    target: ClassVar[str] = "latency"
+    Config: ClassVar[type] = NoConfig
+    # Optimizers sharing a slot are alternatives (say, every way of replacing the model): the engine
+    # keeps at most one per slot and composes slots in SLOT_ORDER. "" means a slot of its own name.
+    # (Added for the recipe engine; optional, additive.)
+    slot: ClassVar[str] = ""
+
+    def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
+        return None
+
+    @abc.abstractmethod
+    def apply(self, pipeline: Pipeline, config: Any, context: Context) -> Applied:
+        """Return a new pipeline with the optimization applied; never mutate `pipeline`."""
+
+    def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Path) -> Pipeline:
+        context = Context(machine=_machine(), workdir=lock_dir)
+        return self.apply(pipeline, config, context).pipeline
+
+
+def _machine() -> Machine:
+    from accel.core.machine import describe_machine
+
+    return describe_machine()
+
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+
+# The order in which the engine composes slots: what replaces the model first, then what changes
+# how batches are formed around it; any other slot after these, by name.
+SLOT_ORDER = ("model", "batching")
+
+
+def slot_of(optimizer: Optimizer) -> str:
+    return optimizer.slot or optimizer.name
+
+
+def register(cls: type[Optimizer]) -> type[Optimizer]:
+    """Class decorator: register one instance under the class's `name`."""
+    OPTIMIZERS.add(cls.name, cls())
+    return cls
+
+
+def make_config(optimizer: Optimizer, params: dict[str, Any] | None, where: str = "") -> Any:
+    """Build an optimizer's Config from recipe parameters; unknown or bad keys are recipe errors."""
+    params = dict(params or {})
+    fields = {f.name for f in dataclasses.fields(optimizer.Config)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise RecipeError(
+            f"{where}optimizer '{optimizer.name}' has no parameter {', '.join(repr(u) for u in unknown)}",
+            f"valid parameters: {', '.join(sorted(fields)) or 'none'}",
+        )
+    try:
+        return optimizer.Config(**params)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{where}optimizer '{optimizer.name}': {exc}", "fix the parameter's value") from exc
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

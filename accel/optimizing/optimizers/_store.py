@@ -1,0 +1,284 @@
+"""The on-disk store of decoded samples that `cache.decoded` fills and reads.
+
+Layout under the cache directory (default `decoded/` under accel's cache root, accel.core.io.cache_root):
+
+    <namespace>/meta.json          what the namespace caches (stage names, accel version)
+    <namespace>/<key[:2]>/<key>.rec  one record per sample
+
+A namespace is the hash of the cached code (decode, and transform when it is cached too) and the accel
+version; a key is the hash of the namespace and of the raw sample's content. A changed sample or a
+changed function therefore looks up a different key: a stale record is never found.
+
+A record is a small JSON header (the structure of the sample and, for each array in it, dtype, shape
+and byte offset) followed by the raw array bytes, each aligned to 64 bytes, so the arrays are read
+back with `numpy.memmap` without copying or unpickling anything. Records are written to a temporary
+file, flushed to disk, then renamed into place: the rename is the index update, so a build killed at
+any point leaves either a whole record or none (stray temporary files are swept on open).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from accel.core.errors import CacheError
+from accel.core.io import cache_root, write_bytes_atomic
+
+MAGIC = b"ACCLREC1"
+ALIGN_BYTES = 64
+RECORD_SUFFIX = ".rec"
+TEMP_SUFFIX = ".tmp"
+# Evict down to this share of the limit, so a full cache does not evict on every single write.
+EVICT_TO_SHARE = 0.9
+# Temporary files older than this belong to a dead writer (a live one renames within milliseconds).
+STALE_TEMP_SECONDS = 60.0
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "decoded"
+
+
+# --- flattening a sample into arrays ---------------------------------------------------------------
+def flatten_sample(sample: Any) -> tuple[Any, list[np.ndarray]]:
+    """A JSON-able structure with leaf references, and the arrays; CacheError for anything else."""
+    arrays: list[np.ndarray] = []
+
+    def walk(value: Any, where: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.is_sparse or value.dtype in (torch.bfloat16,) or value.is_complex():
+                raise CacheError(
+                    f"sample part {where} is a {value.dtype} tensor the store cannot hold",
+                    "cache samples of plain float, int or bool tensors",
+                )
+            arrays.append(value.detach().cpu().contiguous().numpy())
+            return {"t": "tensor", "i": len(arrays) - 1}
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise CacheError(f"sample part {where} is an object array", "cache numeric arrays only")
+            arrays.append(np.ascontiguousarray(value))
+            return {"t": "array", "i": len(arrays) - 1}
+        if isinstance(value, tuple):
+            return {"t": "tuple", "v": [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return {"t": "list", "v": [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, Mapping):
+            if not all(isinstance(k, str) for k in value):
+                raise CacheError(f"sample part {where} is a dict with non-string keys", "use string keys")
+            return {"t": "dict", "v": {k: walk(v, f"{where}[{k!r}]") for k, v in value.items()}}
+        if isinstance(value, (bool, int, float)) or value is None:
+            return {"t": "scalar", "v": value}
+        raise CacheError(
+            f"sample part {where} is a {type(value).__name__}, not a tensor, array, or a tuple, list or dict of them",
+            "make decode return tensors or numpy arrays",
+        )
+
+    return walk(sample, "sample"), arrays
+
+
+def unflatten_sample(structure: Any, arrays: list[np.ndarray]) -> Any:
+    kind = structure["t"]
+    if kind == "tensor":
+        return torch.from_numpy(arrays[structure["i"]])
+    if kind == "array":
+        return arrays[structure["i"]]
+    if kind == "tuple":
+        return tuple(unflatten_sample(v, arrays) for v in structure["v"])
+    if kind == "list":
+        return [unflatten_sample(v, arrays) for v in structure["v"]]
+    if kind == "dict":
+        return {k: unflatten_sample(v, arrays) for k, v in structure["v"].items()}
+    return structure["v"]
+
+
+# --- the store ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class NamespaceInfo:
+    namespace: str
+    entries: int
+    bytes_on_disk: int
+    meta: dict[str, Any]
+
+
+class DecodedStore:
+    """Records of one namespace under `root`, with a size limit over the whole root."""
+
+    def __init__(self, root: Path, namespace: str, *, max_bytes: int, meta: dict[str, Any] | None = None) -> None:
+        if max_bytes <= 0:
+            raise CacheError(f"cache size limit must be > 0 bytes, got {max_bytes}", "pass max_bytes=2**30 or so")
+        self.root = Path(root)
+        self.namespace = namespace
+        self.max_bytes = int(max_bytes)
+        self.directory = self.root / namespace
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(
+                f"cannot create the cache directory {self.directory}: {exc.strerror}", "pass a writable cache_dir"
+            ) from exc
+        if meta is not None and not (self.directory / "meta.json").exists():
+            write_bytes_atomic(self.directory / "meta.json", json.dumps(meta, sort_keys=True).encode())
+        sweep_temporaries(self.root)
+        self._bytes_on_disk = total_bytes(self.root)
+
+    def path_of(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}{RECORD_SUFFIX}"
+
+    def get(self, key: str) -> Any | None:
+        """The sample stored under `key`, memory-mapped; None when absent."""
+        path = self.path_of(key)
+        try:
+            return read_record(path)
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, sample: Any) -> int:
+        """Store a sample (atomically); returns the record's bytes."""
+        structure, arrays = flatten_sample(sample)
+        path = self.path_of(key)
+        path.parent.mkdir(exist_ok=True)
+        size = write_record(path, structure, arrays)
+        self._bytes_on_disk += size
+        if self._bytes_on_disk > self.max_bytes:
+            self._bytes_on_disk = evict(self.root, int(self.max_bytes * EVICT_TO_SHARE), keep=path)
+        return size
+
+    def keys(self) -> set[str]:
+        return {p.stem for p in self.directory.glob(f"*/*{RECORD_SUFFIX}")}
+
+
+def write_record(path: Path, structure: Any, arrays: list[np.ndarray]) -> int:
+    layout = []
+    header = {"structure": structure, "arrays": layout}
+    # Offsets depend on the header's length; lay out after a generous fixed header size.
+    offset = 0
+    for array in arrays:
+        layout.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset})
+        offset += _aligned(array.nbytes)
+    header_bytes = json.dumps(header, sort_keys=True).encode()
+    data_start = _aligned(len(MAGIC) + 8 + len(header_bytes))
+    buffer = bytearray(data_start + offset)
+    head = MAGIC + struct.pack("<Q", len(header_bytes)) + header_bytes
+    buffer[: len(head)] = head
+    for array, entry in zip(arrays, layout):
+        start = data_start + entry["offset"]
+        buffer[start : start + array.nbytes] = np.ascontiguousarray(array).tobytes()
+    write_bytes_atomic(path, bytes(buffer))
+    return len(buffer)
+
+
+def read_record(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        head = handle.read(len(MAGIC) + 8)
+        if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+            raise CacheError(f"cache record {path} is not an accel record", "run `accel cache clear`")
+        (length,) = struct.unpack("<Q", head[len(MAGIC) :])
+        header = json.loads(handle.read(length))
+    data_start = _aligned(len(MAGIC) + 8 + length)
+    arrays = []
+    for entry in header["arrays"]:
+        shape = tuple(entry["shape"])
+        dtype = np.dtype(entry["dtype"])
+        if dtype.itemsize * int(np.prod(shape)) == 0:
+            arrays.append(np.zeros(shape, dtype))
+            continue
+        # Copy-on-write map: pages are read lazily and the tensor built on it is writable.
+        arrays.append(np.memmap(path, dtype=dtype, mode="c", offset=data_start + entry["offset"], shape=shape))
+    return unflatten_sample(header["structure"], arrays)
+
+
+def _aligned(nbytes: int) -> int:
+    return (nbytes + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
+
+
+def records(root: Path) -> list[Path]:
+    return list(Path(root).glob(f"*/*/*{RECORD_SUFFIX}"))
+
+
+def total_bytes(root: Path) -> int:
+    total = 0
+    for path in records(root):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def sweep_temporaries(root: Path, older_than_seconds: float = STALE_TEMP_SECONDS) -> int:
+    """Remove temporary files a killed writer left behind; returns how many."""
+    now = time.time()
+    removed = 0
+    for temp in Path(root).glob(f"**/.*{TEMP_SUFFIX}"):
+        try:
+            if now - temp.stat().st_mtime >= older_than_seconds:
+                temp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def evict(root: Path, target_bytes: int, keep: Path | None = None) -> int:
+    """Remove the least recently written records until the store holds at most `target_bytes`."""
+    entries = []
+    for path in records(root):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((stat.st_mtime, stat.st_size, path))
+    entries.sort(key=lambda e: e[0])
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in entries:
+        if total <= target_bytes:
+            break
+        if path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+    return total
+
+
+def describe(root: Path) -> list[NamespaceInfo]:
+    """One line of facts per namespace under `root` (for `accel cache info`)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    infos = []
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        paths = list(directory.glob(f"*/*{RECORD_SUFFIX}"))
+        size = sum(p.stat().st_size for p in paths if p.exists())
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        infos.append(NamespaceInfo(directory.name, len(paths), size, meta))
+    return infos
+
+
+def clear(root: Path, namespace: str | None = None) -> int:
+    """Remove every record (of one namespace, or all); returns how many records were removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    if namespace is not None and not (root / namespace).is_dir():
+        raise CacheError(f"no cache namespace '{namespace}' under {root}", "run `accel cache info` to list them")
+    directories = [root / namespace] if namespace else [p for p in root.iterdir() if p.is_dir()]
+    removed = 0
+    for directory in directories:
+        for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_file():
+                removed += path.suffix == RECORD_SUFFIX
+                path.unlink()
+            elif path.is_dir():
+                path.rmdir()
+        directory.rmdir()
+    return removed

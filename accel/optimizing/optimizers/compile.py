@@ -1,0 +1,79 @@
+"""`compile`: torch.compile where a compiler works.
+
+On CPU, inductor generates C++ and needs a C++ compiler; the optimizer checks for one and does not
+apply without it. Compilation happens on the first call: that one-time cost is measured here (as
+setup) and reported apart from the steady state, because a compile that takes minutes matters to a
+user even when the steady state wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from typing import Any, ClassVar
+
+import torch
+
+from accel.core.measure import now
+from accel.core.pipeline import Pipeline
+from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+
+MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileConfig:
+    mode: str = "default"
+    dynamic: bool | None = None
+    backend: str = "inductor"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.backend not in ("inductor", "eager", "aot_eager"):
+            raise ValueError(f"backend must be inductor, eager or aot_eager, got {self.backend!r}")
+
+
+def cxx_compiler() -> str | None:
+    for name in ("c++", "g++", "clang++"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@register
+class Compile(Optimizer):
+    name = "compile"
+    description = "torch.compile (inductor); the one-time compilation is measured and reported apart."
+    target = "latency"
+    slot: ClassVar[str] = "model"
+    Config = CompileConfig
+
+    def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
+        if not isinstance(pipeline.model, torch.nn.Module):
+            return "the model is not a torch.nn.Module"
+        if isinstance(pipeline.model, torch._dynamo.eval_frame.OptimizedModule):
+            return "the model is already compiled"
+        if not context.machine.is_cuda and cxx_compiler() is None:
+            return "torch.compile on CPU needs a C++ compiler (g++ or clang++), and none is on PATH"
+        return None
+
+    def apply(self, pipeline: Pipeline, config: CompileConfig, context: Context) -> Applied:
+        compiled = torch.compile(pipeline.model, mode=config.mode, dynamic=config.dynamic, backend=config.backend)
+        candidate = pipeline.replace(model=compiled)
+        batch = pipeline.example_batch()
+        started = now()
+        with torch.inference_mode():
+            candidate.call_model(batch)
+        compile_seconds = now() - started
+        return Applied(
+            pipeline=candidate,
+            state={"mode": config.mode, "backend": config.backend},
+            setup_seconds=compile_seconds,
+            notes={"compile_seconds": round(compile_seconds, 2)},
+        )
+
+    def restore(self, pipeline: Pipeline, config: CompileConfig, state: dict[str, Any], lock_dir: Any) -> Pipeline:
+        compiled = torch.compile(pipeline.model, mode=config.mode, dynamic=config.dynamic, backend=config.backend)
+        return pipeline.replace(model=compiled)

@@ -1,0 +1,360 @@
+"""ONNX Runtime: export the model with torch.onnx and run it in an ORT session.
+
+- `onnx.runtime`: fp32, all graph optimizations, threads set to torch's count;
+- `onnx.int8_dynamic`: the export quantized with ORT's quantize_dynamic (int8 weights, activations
+  quantized per call);
+- `onnx.int8_static`: quantize_static, activation ranges calibrated on the pipeline's own source.
+
+The pipeline's model becomes an `OrtModel`: same call signature, torch tensors in and out. ORT's
+intra-op pool spins between calls by default, which on a small machine steals the cores of
+whatever runs next (it distorted an int8 session's timing about 3x here), so spinning is off
+unless asked for; the session options chosen are recorded in the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from accel.core.errors import LockError, MissingDependencyError
+from accel.core.measure import now
+from accel.core.pipeline import Pipeline
+from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.optimizing.optimizers._model_io import artifact_name, split_call, tensors_only, varying_dims
+
+DEFAULT_OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
+# Batches of the source used to calibrate activation ranges for static int8.
+DEFAULT_CALIBRATION_BATCHES = 8
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "onnx", "the ONNX Runtime optimizers") from exc
+    return onnxruntime
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """ORT's quantizer logs advice on the root logger; accel reports what matters itself."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
+    return {
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "intra_op_num_threads": threads,
+        "inter_op_num_threads": 1,
+        "execution_mode": "ORT_SEQUENTIAL",
+        "session.intra_op.allow_spinning": "1" if allow_spinning else "0",
+        "session.inter_op.allow_spinning": "1" if allow_spinning else "0",
+    }
+
+
+class OrtModel(torch.nn.Module):
+    """An ONNX Runtime session behind the model's call signature: torch tensors in and out."""
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        input_names: list[str],
+        output_names: list[str],
+        session_options: dict[str, Any],
+        single_output: bool,
+    ) -> None:
+        super().__init__()
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, session_options["graph_optimization_level"]
+        )
+        options.intra_op_num_threads = int(session_options["intra_op_num_threads"])
+        options.inter_op_num_threads = int(session_options["inter_op_num_threads"])
+        options.execution_mode = getattr(ort.ExecutionMode, session_options["execution_mode"])
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            options.add_session_config_entry(key, str(session_options[key]))
+        self.onnx_path = Path(onnx_path)
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self.single_output = single_output
+        self.session_options = dict(session_options)
+        # Inputs the exporter pruned (unused by the graph) are dropped from the feed.
+        self._graph_inputs = {i.name for i in self.session.get_inputs()}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        feeds = {}
+        for name, value in [*zip(self.input_names, args), *kwargs.items()]:
+            if name in self._graph_inputs:
+                feeds[name] = value.detach().cpu().contiguous().numpy()
+        outputs = self.session.run(self.output_names, feeds)
+        tensors = tuple(torch.from_numpy(o) for o in outputs)
+        return tensors[0] if self.single_output else tensors
+
+    def extra_repr(self) -> str:
+        return f"{self.onnx_path.name}, threads={self.session_options['intra_op_num_threads']}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxConfig:
+    opset: int = DEFAULT_OPSET
+    threads: int = 0  # 0: torch's intra-op thread count, so both sides of a comparison match
+    allow_spinning: bool = False
+    exporter: str = "torchscript"
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
+        if not (9 <= self.opset <= 23):
+            raise ValueError(f"opset must lie in 9..23, got {self.opset}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxInt8DynamicConfig(OnnxConfig):
+    per_channel: bool = False
+    reduce_range: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxInt8StaticConfig(OnnxConfig):
+    per_channel: bool = True
+    calibration_batches: int = DEFAULT_CALIBRATION_BATCHES
+    calibration_method: str = "MinMax"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.calibration_batches < 1:
+            raise ValueError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
+        if self.calibration_method not in ("MinMax", "Entropy", "Percentile"):
+            raise ValueError(
+                f"calibration_method must be MinMax, Entropy or Percentile, got {self.calibration_method!r}"
+            )
+
+
+def export_onnx(pipeline: Pipeline, path: Path, config: OnnxConfig) -> dict[str, Any]:
+    """Export the pipeline's model at its example batch; returns what the lock must record."""
+    example = pipeline.example_batch()
+    args, kwargs = split_call(example)
+    input_names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
+    dims = varying_dims(pipeline)
+    with torch.inference_mode(False), torch.no_grad():
+        sample_output = pipeline.call_model(example)
+    outputs = sample_output if isinstance(sample_output, tuple) else (sample_output,)
+    output_names = [f"output_{i}" for i in range(len(outputs))]
+    dynamic_axes: dict[str, dict[int, str]] = {
+        name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
+    }
+    if pipeline.has_source:
+        for name, out in zip(output_names, outputs):
+            if isinstance(out, torch.Tensor) and out.dim() > 0:
+                dynamic_axes[name] = {0: f"{name}_dim0"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if config.exporter == "dynamo":
+            shapes = [{d: torch.export.Dim.AUTO for d in dims[i]} or None for i in range(len(input_names))]
+            torch.onnx.export(
+                pipeline.model,
+                args,
+                str(path),
+                kwargs=kwargs or None,
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=config.opset,
+                dynamic_shapes=shapes if any(shapes) else None,
+                verbose=False,
+            )
+        else:
+            torch.onnx.export(
+                pipeline.model,
+                args,
+                str(path),
+                kwargs=kwargs or None,
+                dynamo=False,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=config.opset,
+                dynamic_axes=dynamic_axes or None,
+            )
+    return {
+        "input_names": input_names,
+        "output_names": output_names,
+        "single_output": not isinstance(sample_output, tuple),
+        "dynamic_axes": {k: sorted(v) for k, v in dynamic_axes.items()},
+        "exporter": config.exporter,
+        "opset": config.opset,
+    }
+
+
+class _OnnxBase(Optimizer):
+    slot: ClassVar[str] = "model"
+    suffix: ClassVar[str] = "fp32"
+
+    def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
+        try:
+            _ort()
+        except MissingDependencyError as exc:
+            return exc.message
+        if context.machine.is_cuda:
+            return "accel runs ONNX Runtime on the CPU provider only; the model is on a GPU"
+        if not isinstance(pipeline.model, torch.nn.Module):
+            return "the model is not a torch.nn.Module, so torch.onnx cannot export it"
+        if isinstance(pipeline.model, OrtModel):
+            return "the model already runs in ONNX Runtime"
+        if pipeline.generate is not None:
+            return "the pipeline runs a generate loop; export covers single forward calls only"
+        return tensors_only(pipeline.example_batch())
+
+    def apply(self, pipeline: Pipeline, config: OnnxConfig, context: Context) -> Applied:
+        started = now()
+        stem = artifact_name(self.name.replace(".", "-"), pipeline, config)
+        fp32_path = Path(context.workdir) / f"{stem}-fp32.onnx"
+        io = export_onnx(pipeline, fp32_path, config)
+        final_path, transform_state = self.transform(
+            pipeline, fp32_path, Path(context.workdir) / f"{stem}.onnx", config
+        )
+        threads = config.threads or torch.get_num_threads()
+        options = session_options_dict(threads, config.allow_spinning)
+        model = OrtModel(final_path, io["input_names"], io["output_names"], options, io["single_output"])
+        state = {
+            **io,
+            "onnx_file": final_path.name,
+            "session_options": options,
+            "onnxruntime_version": _ort().__version__,
+            **transform_state,
+        }
+        return Applied(
+            pipeline=pipeline.replace(model=model),
+            state=state,
+            setup_seconds=now() - started,
+            notes={"session_options": options, "onnx_file": str(final_path)},
+        )
+
+    def transform(
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: Any
+    ) -> tuple[Path, dict[str, Any]]:
+        """The model to run, made from the fp32 export, and what the lock should record of how.
+
+        The registered optimizer is one shared instance: per-run facts go in the returned state,
+        never on `self`.
+        """
+        shutil.move(str(fp32_path), out_path)
+        return out_path, {}
+
+    def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Path) -> Pipeline:
+        path = Path(lock_dir) / state.get("onnx_file", "")
+        if not state.get("onnx_file") or not path.is_file():
+            raise LockError(
+                f"the lock names the ONNX file {path}, which is missing",
+                "keep the lock's folder together, or run accel optimize again",
+            )
+        options = state.get("session_options") or session_options_dict(torch.get_num_threads(), False)
+        model = OrtModel(path, state["input_names"], state["output_names"], options, state.get("single_output", True))
+        return pipeline.replace(model=model)
+
+
+@register
+class OnnxRuntime(_OnnxBase):
+    name = "onnx.runtime"
+    description = "Export with torch.onnx and run in ONNX Runtime (fp32, all graph optimizations, threads set)."
+    Config = OnnxConfig
+
+
+@register
+class OnnxInt8Dynamic(_OnnxBase):
+    name = "onnx.int8_dynamic"
+    description = "ONNX Runtime with int8 weights and per-call activation quantization (quantize_dynamic)."
+    Config = OnnxInt8DynamicConfig
+
+    def transform(
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: OnnxInt8DynamicConfig
+    ) -> tuple[Path, dict[str, Any]]:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with _quiet_quantizer():
+            quantize_dynamic(
+                str(fp32_path),
+                str(out_path),
+                weight_type=QuantType.QInt8,
+                per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
+            )
+        fp32_path.unlink(missing_ok=True)
+        return out_path, {}
+
+
+class _SourceReader:
+    """ORT's CalibrationDataReader over the pipeline's own batches."""
+
+    def __init__(self, pipeline: Pipeline, input_names: list[str], batches: int) -> None:
+        self.feeds = []
+        graph_batches = (
+            pipeline.iter_batches(limit_batches=batches, num_workers=0)
+            if pipeline.has_source
+            else [pipeline.example_batch()]
+        )
+        for batch in graph_batches:
+            args, kwargs = split_call(batch)
+            values = [*args, *kwargs.values()]
+            self.feeds.append({n: v.detach().cpu().numpy() for n, v in zip(input_names, values)})
+        self._iter = iter(self.feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self.feeds)
+
+
+@register
+class OnnxInt8Static(_OnnxBase):
+    name = "onnx.int8_static"
+    description = "ONNX Runtime int8 (QDQ) with activation ranges calibrated on the pipeline's own source samples."
+    Config = OnnxInt8StaticConfig
+
+    def transform(
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: OnnxInt8StaticConfig
+    ) -> tuple[Path, dict[str, Any]]:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        graph_inputs = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
+        args, kwargs = split_call(pipeline.example_batch())
+        names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
+        reader = _SourceReader(pipeline, names, config.calibration_batches)
+        for feed in reader.feeds:
+            for name in list(feed):
+                if name not in graph_inputs:
+                    del feed[name]
+        with _quiet_quantizer():
+            quantize_static(
+                str(fp32_path),
+                str(out_path),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, config.calibration_method),
+            )
+        fp32_path.unlink(missing_ok=True)
+        return out_path, {
+            "calibration_batches": len(reader.feeds),
+            "calibrated_on": "source" if pipeline.has_source else "example inputs",
+        }

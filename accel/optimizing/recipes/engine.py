@@ -1,0 +1,419 @@
+"""The optimize engine: apply candidates, measure each against the current best, keep or revert.
+
+    baseline -> (profile, when a rule needs findings) -> for each matching candidate:
+        trial = the accepted optimizations with this candidate in its slot, composed from the baseline
+        guard: the trial's outputs against the BASELINE's (errors never accumulate unseen)
+        speed: trial against the current best, interleaved A/B/A/B, same thread count
+        keep when the guard passes and the gain is beyond noise, else revert with the reason
+    -> the final composition re-measured against the baseline; if it is not faster, the baseline.
+
+Candidates in one slot are alternatives (every way of replacing the model is one slot), so a trial
+replaces that slot's current choice; every trial contains the other accepted optimizations, so
+each acceptance re-measures the combination (two wins alone can lose together).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+
+from accel.core.errors import AccelError
+from accel.core.measure import Comparison, compare_interleaved, device_sync, now, peak_memory_pair
+from accel.core.pipeline import Pipeline, batch_length
+from accel.optimizing.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
+from accel.optimizing.recipes.fidelity import Fidelity, compare_outputs
+from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
+from accel.profiling.report import SEVERITIES
+
+Progress = Callable[[str], None]
+
+# Seconds of sleep before each side's untimed settle call: spinning thread pools go idle first.
+SETTLE_SECONDS = 0.002
+# No comparison gets less than this, however small the remaining budget: fewer rounds than this
+# cannot separate a 3% effect from noise.
+MIN_COMPARE_SECONDS = 0.5
+# Share of the budget kept for re-measuring the final composition against the baseline.
+FINAL_SHARE = 0.15
+ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = "accepted", "reverted", "not applicable", "failed", "skipped"
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What happened to one candidate."""
+
+    optimizer: str
+    params: dict[str, Any]
+    rule: str
+    verdict: str
+    reason: str
+    speedup: float | None = None
+    speedup_ci: tuple[float, float] | None = None
+    memory_ratio: float | None = None
+    fidelity: dict[str, Any] | None = None
+    setup_seconds: float = 0.0
+    first_call_seconds: float | None = None
+    composed_with: tuple[str, ...] = ()
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["speedup_ci"] = list(self.speedup_ci) if self.speedup_ci else None
+        data["composed_with"] = list(self.composed_with)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """An accepted optimization: what the lock records for it."""
+
+    optimizer: str
+    params: dict[str, Any]
+    state: dict[str, Any]
+    slot: str
+    setup_seconds: float = 0.0
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineResult:
+    pipeline: Pipeline
+    target: str
+    choices: tuple[Choice, ...]
+    steps: tuple[Step, ...]
+    baseline: dict[str, Any]
+    final: dict[str, Any]
+    speedup: float
+    speedup_ci: tuple[float, float]
+    memory_ratio: float | None
+    threads: int
+    message: str
+    elapsed_seconds: float
+
+
+class Measurer:
+    """How a recipe's target is measured: the call that is timed, and what one call covers."""
+
+    def __init__(self, baseline: Pipeline, target: str, sync: Callable[[], None] | None = None) -> None:
+        self.target = target if (target != "throughput" or baseline.has_source) else "latency"
+        self.sync = sync or device_sync(None)  # CUDA kernels run asynchronously: wait for them
+        self.batch = baseline.example_batch()
+        self.samples_per_call = len(baseline.run()) if self.target == "throughput" else batch_length(self.batch)
+
+    def call(self, pipeline: Pipeline) -> Callable[[], Any]:
+        if self.target == "throughput":
+
+            def one_pass() -> Any:
+                reset_pipeline_state(pipeline)
+                return pipeline.run()
+
+            return one_pass
+        batch = self.batch
+
+        def forward() -> Any:
+            with torch.inference_mode():
+                return pipeline.forward(batch)
+
+        return forward
+
+    def summary(self, seconds: float, peak_bytes: int | None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "median_seconds": seconds,
+            "samples_per_call": self.samples_per_call,
+            "samples_per_s": self.samples_per_call / seconds if seconds > 0 else None,
+        }
+        if peak_bytes is not None:
+            data["peak_bytes"] = peak_bytes
+        return data
+
+
+def reset_pipeline_state(pipeline: Pipeline) -> None:
+    """Clear state an optimization keeps across passes (an in-memory result cache): each timed
+    pass is then one cold pass over the source, as a fresh process would see it. Pipeline-level
+    callables opt in with a `reset_state()` method."""
+    for part in (pipeline.forward_wrapper, pipeline.decode, pipeline.transform, pipeline.collate, pipeline.batch_plan):
+        reset = getattr(part, "reset_state", None)
+        if callable(reset):
+            reset()
+
+
+def reference_outputs(pipeline: Pipeline, measurer: Measurer) -> tuple[Any, Any, float | None]:
+    """What the guard compares: the model's output on the example batch, the per-sample results of
+    run() when they matter (throughput target or a metric), and the metric."""
+    with torch.inference_mode():
+        forward = pipeline.forward(measurer.batch)
+    results = None
+    metric = None
+    if pipeline.has_source and (measurer.target == "throughput" or pipeline.metric is not None):
+        results = pipeline.run()
+        if pipeline.metric is not None:
+            metric = float(pipeline.metric(results))
+    return forward, results, metric
+
+
+def check_fidelity(reference: tuple[Any, Any, float | None], candidate: Pipeline, measurer: Measurer) -> Fidelity:
+    forward, results, metric = reference_outputs(candidate, measurer)
+    fidelity = compare_outputs(reference[0], forward)
+    if reference[1] is not None and fidelity.shape_error is None:
+        per_sample = compare_outputs(reference[1], results)
+        if per_sample.shape_error or per_sample.cosine < fidelity.cosine or per_sample.mismatched_leaves:
+            fidelity = per_sample
+    if reference[2] is not None:
+        fidelity = dataclasses.replace(fidelity, metric_baseline=reference[2], metric_candidate=metric)
+    return fidelity
+
+
+def rule_matches(rule: Rule, pipeline: Pipeline, report: Any) -> str | None:
+    """None when the rule applies, else why not."""
+    when = rule.when
+    if when.has_source is not None and when.has_source != pipeline.has_source:
+        return "the pipeline has a source" if pipeline.has_source else "the pipeline has no source"
+    if when.max_batch_size is not None and pipeline.batch_size > when.max_batch_size:
+        return f"batch_size {pipeline.batch_size} > {when.max_batch_size}"
+    if when.min_batch_size is not None and pipeline.batch_size < when.min_batch_size:
+        return f"batch_size {pipeline.batch_size} < {when.min_batch_size}"
+    if when.findings:
+        if report is None:
+            return "no profile to match findings against"
+        if not matching_findings(rule, report):
+            return f"no finding of kind {', '.join(when.findings)} at {when.min_severity} severity or above"
+    return None
+
+
+def matching_findings(rule: Rule, report: Any) -> list[Any]:
+    rank = SEVERITIES.index(rule.when.min_severity)
+    return [f for f in report.findings if f.kind in rule.when.findings and SEVERITIES.index(f.severity) <= rank]
+
+
+def rule_candidates(rule: Rule, report: Any) -> list[Candidate]:
+    if not rule.recommended:
+        return list(rule.candidates)
+    names: list[str] = []
+    for finding in matching_findings(rule, report) if report is not None else []:
+        names.extend(r for r in finding.recommendations if r in OPTIMIZERS and r not in names)
+    return [Candidate(optimizer=name) for name in names]
+
+
+def slot_rank(slot: str) -> tuple[int, str]:
+    return (SLOT_ORDER.index(slot), "") if slot in SLOT_ORDER else (len(SLOT_ORDER), slot)
+
+
+class Composer:
+    """Builds the pipeline for a set of chosen optimizations, composed from the baseline in slot
+    order, reusing already-built prefixes (an export is not repeated for every trial)."""
+
+    def __init__(self, baseline: Pipeline, context: Context) -> None:
+        self.baseline = baseline
+        self.context = context
+        self._cache: dict[tuple, tuple[Pipeline, tuple[Choice, ...]]] = {(): (baseline, ())}
+
+    def build(self, chosen: dict[str, tuple[Optimizer, Any, Candidate]]) -> tuple[Pipeline, tuple[Choice, ...], float]:
+        ordered = sorted(chosen.items(), key=lambda item: slot_rank(item[0]))
+        key: tuple = ()
+        pipeline, choices = self.baseline, ()
+        setup = 0.0
+        for slot, (optimizer, config, candidate) in ordered:
+            key = key + ((slot, optimizer.name, repr(config)),)
+            if key not in self._cache:
+                applied = optimizer.apply(pipeline, config, self.context)
+                setup += applied.setup_seconds
+                choice = Choice(
+                    optimizer.name,
+                    dict(candidate.params),
+                    dict(applied.state),
+                    slot,
+                    applied.setup_seconds,
+                    dict(applied.notes),
+                )
+                self._cache[key] = (applied.pipeline, choices + (choice,))
+            pipeline, choices = self._cache[key]
+        return pipeline, choices, setup
+
+
+def _compare(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
+    # A throughput pass is long next to a spinning pool's idle-out: a pause is enough, no settle pass.
+    settle_calls = 0 if measurer.target == "throughput" else 1
+    return compare_interleaved(
+        measurer.call(best),
+        measurer.call(trial),
+        warmup=2,
+        settle_calls=settle_calls,
+        settle_seconds=SETTLE_SECONDS,
+        min_rounds=5 if measurer.target == "throughput" else 7,
+        budget_seconds=budget_seconds,
+        sync=measurer.sync,
+    )
+
+
+def run_engine(
+    baseline: Pipeline,
+    recipe: Recipe,
+    context: Context,
+    *,
+    budget_seconds: float | None = None,
+    progress: Progress = lambda message: None,
+    report: Any = None,
+) -> EngineResult:
+    """Search the recipe's candidates for `baseline`; see the module docstring."""
+    started = now()
+    budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
+
+    def remaining() -> float:
+        return budget - (now() - started)
+
+    measurer = Measurer(baseline, recipe.target, device_sync(context.machine.device))
+    reference = reference_outputs(baseline, measurer)
+    plan: list[tuple[Rule, Candidate]] = []
+    steps: list[Step] = []
+    for rule in recipe.rules:
+        why_not = rule_matches(rule, baseline, report)
+        for candidate in rule_candidates(rule, report) if why_not is None else rule.candidates:
+            if why_not is None:
+                plan.append((rule, candidate))
+            else:
+                steps.append(
+                    Step(
+                        candidate.optimizer,
+                        dict(candidate.params),
+                        rule.name,
+                        SKIPPED,
+                        f"rule does not apply: {why_not}",
+                    )
+                )
+    per_candidate = max(MIN_COMPARE_SECONDS, budget * (1 - FINAL_SHARE) / max(len(plan), 1))
+    composer = Composer(baseline, context)
+    chosen: dict[str, tuple[Optimizer, Any, Candidate]] = {}
+    best = baseline
+    tried: dict[tuple[str, str], str] = {}
+    for rule, candidate in plan:
+        optimizer = OPTIMIZERS.get(candidate.optimizer)
+        config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
+        step = dict(optimizer=optimizer.name, params=dict(candidate.params), rule=rule.name)
+        if (optimizer.name, repr(config)) in tried:
+            steps.append(
+                Step(**step, verdict=SKIPPED, reason=f"already tried (rule '{tried[optimizer.name, repr(config)]}')")
+            )
+            continue
+        tried[optimizer.name, repr(config)] = rule.name
+        if remaining() < MIN_COMPARE_SECONDS + budget * FINAL_SHARE * 0.5:
+            steps.append(Step(**step, verdict=SKIPPED, reason="budget spent"))
+            continue
+        slot = slot_of(optimizer)
+        base_for_check = composer.build({s: c for s, c in chosen.items() if s != slot})[0]
+        reason = optimizer.applicable(base_for_check, context)
+        if reason:
+            steps.append(Step(**step, verdict=NOT_APPLICABLE, reason=reason))
+            continue
+        progress(f"trying {optimizer.name}")
+        trial_choice = {**chosen, slot: (optimizer, config, candidate)}
+        others = tuple(c[0].name for s, c in chosen.items() if s != slot)
+        guard: Guard = rule.guard or recipe.guard
+        try:
+            trial, trial_choices, setup = composer.build(trial_choice)
+            fidelity = check_fidelity(reference, trial, measurer)
+            failure = fidelity.failure(guard)
+            # A candidate that broke the outputs is timed only briefly: the table still shows its speed.
+            share = (
+                MIN_COMPARE_SECONDS
+                if failure
+                else min(per_candidate, max(remaining() - budget * FINAL_SHARE, MIN_COMPARE_SECONDS))
+            )
+            comparison = _compare(measurer, best, trial, share)
+            memory_ratio = None
+            if measurer.target == "memory":
+                base_peak, trial_peak = peak_memory_pair(measurer.call(best), measurer.call(trial))
+                memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
+        except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
+            message = exc.message if isinstance(exc, AccelError) else f"{type(exc).__name__}: {_first_line(exc)}"
+            steps.append(Step(**step, verdict=FAILED, reason=message, composed_with=others))
+            continue
+        speed = dict(
+            speedup=comparison.speedup,
+            speedup_ci=comparison.speedup_ci,
+            memory_ratio=memory_ratio,
+            fidelity=fidelity.to_dict(),
+            setup_seconds=setup,
+            first_call_seconds=comparison.candidate.first_call_seconds,
+            composed_with=others,
+            notes=next((c.notes for c in trial_choices if c.slot == slot), {}),
+        )
+        verdict_reason = failure or _keep_reason(recipe, comparison, memory_ratio)
+        if failure is None and verdict_reason.startswith("kept"):
+            chosen = trial_choice
+            best = trial
+            steps.append(Step(**step, verdict=ACCEPTED, reason=verdict_reason, **speed))
+        else:
+            steps.append(Step(**step, verdict=REVERTED, reason=verdict_reason, **speed))
+    return _finish(baseline, best, composer, chosen, measurer, recipe, steps, budget, remaining, started, progress)
+
+
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:limit] if text else ""
+
+
+def _keep_reason(recipe: Recipe, comparison: Comparison, memory_ratio: float | None) -> str:
+    low, high = comparison.speedup_ci
+    keep = recipe.keep
+    if recipe.target == "memory":
+        if memory_ratio is None or memory_ratio > 1 - keep.min_memory_saving:
+            return f"saves too little memory (x{memory_ratio:.2f}, needs x{1 - keep.min_memory_saving:.2f} or less)"
+        if high < 1 / keep.max_slowdown:
+            return f"saves memory but {1 / comparison.speedup:.2f}x slower, beyond the {keep.max_slowdown}x allowed"
+        return f"kept: peak memory x{memory_ratio:.2f}"
+    if comparison.faster_beyond(keep.min_speedup):
+        return f"kept: interval above {keep.min_speedup}x"
+    if high < 1.0:
+        return "slower"
+    return f"not faster beyond noise (interval reaches {low:.2f}x, needs > {keep.min_speedup}x)"
+
+
+def _finish(
+    baseline: Pipeline,
+    best: Pipeline,
+    composer: Composer,
+    chosen: dict,
+    measurer: Measurer,
+    recipe: Recipe,
+    steps: list[Step],
+    budget: float,
+    remaining: Callable[[], float],
+    started: float,
+    progress: Progress,
+) -> EngineResult:
+    progress("re-measuring the final pipeline against the baseline")
+    final_budget = max(MIN_COMPARE_SECONDS, min(remaining(), budget * FINAL_SHARE))
+    comparison = _compare(measurer, baseline, best, final_budget)
+    memory_ratio, peaks = None, (None, None)
+    if measurer.target == "memory" or chosen:
+        peaks = peak_memory_pair(measurer.call(baseline), measurer.call(best))
+        memory_ratio = peaks[1] / peaks[0] if peaks[0] else None
+    _, choices, _ = composer.build(chosen)
+    message = f"kept {', '.join(c.optimizer for c in choices)}" if choices else "no candidate helped: the lock is empty"
+    slower = comparison.speedup < 1.0 if recipe.target != "memory" else (memory_ratio or 1.0) >= 1.0
+    if choices and slower:
+        message = (
+            f"the combination of {', '.join(c.optimizer for c in choices)} measured "
+            f"{comparison.speedup:.2f}x against the baseline: keeping the baseline, the lock is empty"
+        )
+        best, choices = baseline, ()
+        comparison = dataclasses.replace(comparison, candidate=comparison.baseline, speedup=1.0, speedup_ci=(1.0, 1.0))
+        memory_ratio = 1.0 if memory_ratio is not None else None
+        peaks = (peaks[0], peaks[0])
+    if not choices:
+        comparison = dataclasses.replace(comparison, speedup=1.0, speedup_ci=(1.0, 1.0))
+    return EngineResult(
+        pipeline=best,
+        target=measurer.target,
+        choices=tuple(choices),
+        steps=tuple(steps),
+        baseline=measurer.summary(comparison.baseline.median, peaks[0]),
+        final=measurer.summary(comparison.candidate.median if choices else comparison.baseline.median, peaks[1]),
+        speedup=comparison.speedup,
+        speedup_ci=tuple(comparison.speedup_ci),
+        memory_ratio=memory_ratio,
+        threads=torch.get_num_threads(),
+        message=message,
+        elapsed_seconds=now() - started,
+    )

@@ -1,0 +1,150 @@
+"""`accel.optimize`: load a pipeline, search a recipe's candidates, write the lock and the report.
+
+Data flows one way: load -> (profile) -> engine -> lock + `accel.optimize/1` JSON. Rendering is the
+CLI's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from accel.core.calibration import calibrated_machine
+from accel.core.io import write_json_atomic
+from accel.core.machine import describe_machine
+from accel.core.measure import now, thread_count
+from accel.core.pipeline import Pipeline
+from accel.optimizing.lock import LOCK_NAME, Lock, LockEntry, current_versions, file_sha256, write_lock
+from accel.optimizing.recipes import Recipe, get_recipe
+
+if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
+    from accel.optimizing.recipes.engine import EngineResult
+
+OPTIMIZE_SCHEMA = "accel.optimize/1"
+# Share of the budget the diagnosis may take when a recipe's rules need findings.
+PROFILE_SHARE = 0.15
+MAX_PROFILE_SECONDS = 20.0
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizeResult:
+    name: str
+    recipe: str
+    result: "EngineResult"
+    lock_path: Path | None = None
+    profile_primary: str | None = None
+    profile_seconds: float = 0.0
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The optimized pipeline (the baseline when nothing helped)."""
+        return self.result.pipeline
+
+    @property
+    def steps(self) -> tuple:
+        return self.result.steps
+
+    @property
+    def speedup(self) -> float:
+        return self.result.speedup
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "schema": OPTIMIZE_SCHEMA,
+            "target": self.name,
+            "recipe": self.recipe,
+            "objective": r.target,
+            "threads": r.threads,
+            "baseline": r.baseline,
+            "final": r.final,
+            "speedup": r.speedup,
+            "speedup_ci": list(r.speedup_ci),
+            "memory_ratio": r.memory_ratio,
+            "message": r.message,
+            "kept": [c.optimizer for c in r.choices],
+            "steps": [s.to_dict() for s in r.steps],
+            "lock_path": str(self.lock_path) if self.lock_path else None,
+            "profile": {"primary": self.profile_primary, "seconds": self.profile_seconds},
+            "elapsed_seconds": r.elapsed_seconds + self.profile_seconds,
+        }
+
+
+def optimize(
+    target: str | os.PathLike | Pipeline,
+    recipe: str | os.PathLike | Recipe = "default",
+    *,
+    out_dir: str | os.PathLike | None = None,
+    json_path: str | os.PathLike | None = None,
+    budget_seconds: float | None = None,
+    threads: int | None = None,
+    progress: Progress = lambda message: None,
+) -> OptimizeResult:
+    """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there."""
+    from accel.optimizing.lock import load
+    from accel.optimizing.optimizers import Context
+    from accel.optimizing.recipes.engine import run_engine
+
+    recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    path = None if isinstance(target, Pipeline) else Path(target)
+    pipeline = target if isinstance(target, Pipeline) else load(path)
+    budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
+    with thread_count(threads), tempfile.TemporaryDirectory(prefix="accel-optimize-") as workdir:
+        # Calibrated at the thread count the candidates are timed at; the optimizers read it from the context.
+        progress("calibrating the machine (once per machine and torch version)")
+        machine = calibrated_machine(describe_machine())
+        report, primary, profile_seconds = None, None, 0.0
+        if recipe.needs_profile:
+            from accel.profiling.run import profile_pipeline
+
+            progress("diagnosing (accel profile)")
+            began = now()
+            report = profile_pipeline(
+                pipeline, machine=machine, budget_seconds=min(MAX_PROFILE_SECONDS, budget * PROFILE_SHARE)
+            )
+            profile_seconds = now() - began
+            primary = report.primary
+        context = Context(machine=machine, workdir=Path(workdir), report=report, pipeline_path=path)
+        result = run_engine(
+            pipeline,
+            recipe,
+            context,
+            budget_seconds=max(budget - profile_seconds, 1.0),
+            progress=progress,
+            report=report,
+        )
+        lock_path = None
+        if out_dir is not None and path is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            for choice in result.choices:
+                for key, value in choice.state.items():
+                    if key.endswith("_file") and isinstance(value, str) and (Path(workdir) / value).is_file():
+                        shutil.copy2(Path(workdir) / value, out / value)
+            lock = Lock(
+                pipeline_file=path.name,
+                pipeline_sha256=file_sha256(path),
+                entries=tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices),
+                recipe=recipe.name,
+                target=result.target,
+                speedup=round(result.speedup, 4),
+                versions=current_versions(),
+            )
+            lock_path = write_lock(out / LOCK_NAME, lock)
+    outcome = OptimizeResult(
+        name=pipeline.name,
+        recipe=recipe.name,
+        result=result,
+        lock_path=lock_path,
+        profile_primary=primary,
+        profile_seconds=profile_seconds,
+    )
+    if json_path is not None:
+        write_json_atomic(json_path, outcome.to_dict())
+    return outcome

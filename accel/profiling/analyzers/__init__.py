@@ -1,0 +1,66 @@
+"""Analyzers: one module per finding kind, each registered by name.
+
+An analyzer is a pure function `analyze(data: ProfileData, machine: Machine) -> list[Finding]`: it
+reads measurements and does no timing, so it can be tested on recorded measurements. Every module
+in this package is imported here, which registers it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from typing import Callable
+
+from accel.core.machine import Machine
+from accel.core.registry import Registry
+from accel.profiling.data import ProfileData
+from accel.profiling.report import Finding
+
+Analyzer = Callable[[ProfileData, Machine], list[Finding]]
+
+# Findings that name a cause of wasted model time: the padding elements, the repeated inputs, the
+# recomputed prefix. Each one's share is the model time it explains.
+CAUSE_KINDS = ("padding", "repeated_inputs", "generation")
+# Findings that split the model's time by op class (below the ridge, above it, above the roofline).
+# The classes are disjoint, but they cover the same model time the causes explain.
+OP_CLASS_KINDS = ("memory_bandwidth", "compute_bound", "overhead")
+
+ANALYZERS: Registry[Analyzer] = Registry("analyzer")
+
+
+def analyze(data: ProfileData, machine: Machine, names: list[str] | None = None) -> list[Finding]:
+    """Run the analyzers (all by default) and return their findings, highest impact first."""
+    findings: list[Finding] = []
+    for name in names or ANALYZERS.names():
+        findings.extend(ANALYZERS.get(name)(data, machine))
+    return sorted(without_double_counting(findings), key=lambda f: (-f.impact, f.kind))
+
+
+def without_double_counting(findings: list[Finding]) -> list[Finding]:
+    """Shrink the op-class findings' shares to the model time the causes leave unexplained.
+
+    A padded batch's padding time is also memory- or compute-bound time; counted in both, the
+    shares would add up to more than the model's time. Each op-class finding keeps its impact (its
+    cure's predicted saving on its own) and records the share it had before in its evidence.
+    """
+    op_class = [f for f in findings if f.kind in OP_CLASS_KINDS]
+    caused = sum(f.share for f in findings if f.kind in CAUSE_KINDS)
+    model_share = max((f.evidence.get("model_time_share", 0.0) for f in op_class), default=0.0)
+    if not op_class or caused <= 0 or model_share <= 0:
+        return findings
+    left = max(1.0 - caused / model_share, 0.0)
+    return [
+        dataclasses.replace(
+            f,
+            share=f.share * left,
+            evidence={**f.evidence, "share_before_causes": f.share, "share_left_by_causes": left},
+        )
+        if f.kind in OP_CLASS_KINDS
+        else f
+        for f in findings
+    ]
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

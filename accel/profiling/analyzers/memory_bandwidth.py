@@ -1,0 +1,98 @@
+"""memory_bandwidth: the model's time goes to ops below the ridge point, streaming bytes.
+
+An op is memory-bound when its arithmetic intensity (FLOPs per byte) is below the machine's ridge
+point (peak FLOP/s over peak bandwidth, from calibration): no compute unit can make it faster,
+only moving fewer bytes can. Impact: the memory-bound time times the byte reduction of the best
+cure. Weight quantization to int8 removes three quarters of fp32 weight traffic (a half of bf16),
+so the saving is memory-bound time x weight share of its bytes x that reduction.
+"""
+
+from __future__ import annotations
+
+from accel.core.dtypes import element_bytes, is_floating
+from accel.core.machine import Machine
+from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.costmodel import CostModel, is_dispatch_bound, split_roofline
+from accel.profiling.data import ProfileData, model_time_share, share_of_model_time
+from accel.profiling.report import Finding
+
+# The finding is named when memory-bound ops take at least this share of a model call: below it,
+# another limit (compute, dispatch) holds most of the time.
+MIN_MEMORY_SHARE = 0.5
+# ...and only when those ops stream near the peak: far below it they are limited by latency or
+# dispatch, not by bandwidth, and moving fewer bytes would not make them faster.
+MIN_BANDWIDTH_FRACTION = 0.15
+INT8_BYTES = 1
+LAYERS_SHOWN = 3
+
+
+def int8_saved_bytes(cost: CostModel) -> int:
+    """Bytes per call that int8 weights would not move, in memory-bound ops (not dispatch-bound)."""
+    saved = 0.0
+    for op in cost.ops:
+        size = element_bytes(op.dtype) if is_floating(op.dtype) else None
+        if op.memory_bound and op.weight_bytes and size and not is_dispatch_bound(op):
+            saved += op.weight_bytes * (1.0 - INT8_BYTES / size)
+    return int(saved)
+
+
+@ANALYZERS.register("memory_bandwidth")
+def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
+    cost = data.ops
+    if not isinstance(cost, CostModel) or not machine.peak_bandwidth_gbs or cost.call_seconds <= 0:
+        return []
+    split = split_roofline(cost)
+    memory_share = share_of_model_time(data, split.memory_seconds)
+    if memory_share < MIN_MEMORY_SHARE or split.memory_seconds <= 0:
+        return []
+    achieved_gbs = split.memory_bytes / split.memory_seconds / 1e9
+    if achieved_gbs < MIN_BANDWIDTH_FRACTION * machine.peak_bandwidth_gbs:
+        return []
+    model_share = model_time_share(data) if data.end_to_end is not None else 1.0
+    weight_share = split.memory_weight_bytes / split.memory_bytes if split.memory_bytes else 0.0
+    reduction = int8_saved_bytes(cost) / split.memory_bytes if split.memory_bytes else 0.0
+    impact = model_share * memory_share * reduction
+    layers = [g for g in cost.by_layer() if g.memory_bound_seconds > 0][:LAYERS_SHOWN]
+    evidence = {
+        "memory_bound_share_of_model": memory_share,
+        "model_time_share": model_share,
+        "achieved_gbs": achieved_gbs,
+        "peak_bandwidth_gbs": machine.peak_bandwidth_gbs,
+        "bandwidth_fraction": achieved_gbs / machine.peak_bandwidth_gbs,
+        "bytes_per_call": split.memory_bytes,
+        "weight_bytes_per_call": split.memory_weight_bytes,
+        "activation_bytes_per_call": split.memory_bytes - split.memory_weight_bytes,
+        "ridge_flops_per_byte": machine.ridge_flops_per_byte,
+        "layers": [
+            {
+                "name": g.name,
+                "seconds": g.memory_bound_seconds,
+                "bytes": g.bytes_moved,
+                "weight_bytes": g.weight_bytes,
+                "achieved_gbs": g.achieved_gbs,
+            }
+            for g in layers
+        ],
+    }
+    summary = (
+        f"memory-bound: {memory_share:.0%} of the model's time is in ops below the ridge point "
+        f"({machine.ridge_flops_per_byte:.1f} FLOP/byte), moving {split.memory_bytes / 1e6:.1f} MB per call "
+        f"({weight_share:.0%} weights) at {achieved_gbs:.1f} GB/s of a {machine.peak_bandwidth_gbs:.1f} GB/s peak"
+    )
+    recommendations = []
+    if reduction > 0:
+        summary += f"; int8 weights would cut {reduction:.0%} of those bytes"
+        recommendations += (
+            ["onnx.int8_dynamic"] if data.mode == "onnx" else ["quantize.int8_dynamic", "onnx.int8_dynamic"]
+        )
+    recommendations += ["batch.size"] if data.mode == "onnx" else ["batch.size", "compile"]
+    return [
+        Finding.from_impact(
+            "memory_bandwidth",
+            share=model_share * memory_share,
+            impact=impact,
+            summary=summary,
+            evidence=evidence,
+            recommendations=recommendations,
+        )
+    ]

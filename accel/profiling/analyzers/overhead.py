@@ -1,0 +1,66 @@
+"""overhead: ops take far longer than their roofline time: dispatch, Python and framework glue.
+
+An op whose roofline time is a few microseconds or less and that took several times that is
+dispatch-bound (accel.profiling.costmodel.is_dispatch_bound); time in a model call outside any aten op
+(Python in forward, module hooks) is overhead too. Impact: that time above the roofline, which a
+graph runtime (ONNX Runtime, torch.compile; CUDA graphs on a GPU) or a larger batch removes most of.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from accel.core.machine import Machine
+from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.costmodel import SHORT_OP_SECONDS, CostModel, split_roofline
+from accel.profiling.data import ProfileData, model_time_share, share_of_model_time
+from accel.profiling.report import Finding
+
+# Below this share of a model call in overhead, there is nothing a graph runtime would save.
+MIN_OVERHEAD_SHARE = 0.1
+
+
+@ANALYZERS.register("overhead")
+def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
+    cost = data.ops
+    if not isinstance(cost, CostModel) or cost.call_seconds <= 0 or not cost.ops:
+        return []
+    split = split_roofline(cost)
+    overhead_share = share_of_model_time(data, split.overhead_seconds)
+    if overhead_share < MIN_OVERHEAD_SHARE:
+        return []
+    model_share = model_time_share(data) if data.end_to_end is not None else 1.0
+    seconds = [o.seconds for o in cost.ops]
+    short_seconds = sum(s for s in seconds if s < SHORT_OP_SECONDS)
+    median_op = statistics.median(seconds)
+    median_roofline = statistics.median(o.roofline_seconds for o in cost.ops)
+    evidence = {
+        "overhead_share_of_model": overhead_share,
+        "model_time_share": model_share,
+        "op_count_per_call": len(cost.ops),
+        "median_op_seconds": median_op,
+        "median_op_roofline_seconds": median_roofline,
+        "short_op_share": short_seconds / cost.call_seconds,
+        "short_op_threshold_seconds": SHORT_OP_SECONDS,
+        "outside_ops_seconds": split.outside_ops_seconds,
+        "call_seconds": cost.call_seconds,
+    }
+    summary = (
+        f"overhead-bound: {len(cost.ops)} ops per call with a median of {median_op * 1e6:.1f} us against a "
+        f"roofline of {median_roofline * 1e6:.2f} us; {overhead_share:.0%} of the model's time is dispatch "
+        f"and Python above the roofline"
+    )
+    if machine.is_cuda:
+        summary += "; on a GPU, CUDA graphs (torch.compile mode='reduce-overhead') replay the launches at once"
+    # An ONNX model already runs in a graph runtime: batching is what is left.
+    recommendations = ["batch.size"] if data.mode == "onnx" else ["onnx.runtime", "compile", "batch.size"]
+    return [
+        Finding.from_impact(
+            "overhead",
+            share=model_share * overhead_share,
+            impact=model_share * overhead_share,
+            summary=summary,
+            evidence=evidence,
+            recommendations=recommendations,
+        )
+    ]

@@ -1,0 +1,187 @@
+"""What `accel profile` measured, as plain typed data: the passes return it, analyzers read it.
+
+Nothing here measures or derives by guess; the helpers at the end combine measured numbers only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from accel.core.measure import Measurement
+from accel.profiling.costmodel import CostModel
+
+# The loop's first steps run at the prompt's length, the length the cost model's call saw.
+FIRST_STEPS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerActivation:
+    """One leaf layer's call: the bytes of its tensor inputs and outputs."""
+
+    name: str
+    input_bytes: int
+    output_bytes: int
+
+    @property
+    def working_bytes(self) -> int:
+        """Live while the layer runs: its input and its output."""
+        return self.input_bytes + self.output_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryProfile:
+    peak_bytes: int
+    parameter_bytes: int
+    layers: tuple[LayerActivation, ...]
+    device_memory_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peak_bytes": self.peak_bytes,
+            "parameter_bytes": self.parameter_bytes,
+            "device_memory_bytes": self.device_memory_bytes,
+            "layers": [dataclasses.asdict(layer) | {"working_bytes": layer.working_bytes} for layer in self.layers],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationStep:
+    position: int  # length of the sequence the model saw in this call
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationProfile:
+    steps: tuple[GenerationStep, ...]
+    total_seconds: float
+    parameter_bytes: int
+    batch_size: int = 1
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.steps) * self.batch_size / self.total_seconds if self.total_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": [dataclasses.asdict(s) for s in self.steps],
+            "total_seconds": self.total_seconds,
+            "parameter_bytes": self.parameter_bytes,
+            "batch_size": self.batch_size,
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StageTiming:
+    """Total seconds a stage took over `samples` samples in the stage pass."""
+
+    name: str
+    seconds: float
+    samples: int
+
+    @property
+    def per_sample_seconds(self) -> float:
+        return self.seconds / self.samples if self.samples else 0.0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class EndToEnd:
+    """The pipeline as it really runs: wall time, and the time blocked waiting for batches."""
+
+    seconds: float
+    samples: int
+    batches: int
+    wait_seconds: float
+    compute_seconds: float
+    num_workers: int
+    batch_seconds: tuple[float, ...] = ()
+    # Time from creating the iterator to the first batch when workers start (process start-up,
+    # imports, the first prefetch): paid once per epoch, reported apart and not in `seconds`.
+    startup_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.seconds, self.wait_seconds, self.compute_seconds, self.startup_seconds) < 0:
+            raise ValueError("EndToEnd times must be >= 0 seconds")
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def wait_share(self) -> float:
+        return min(self.wait_seconds / self.seconds, 1.0) if self.seconds > 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPadding:
+    """Elements of a collated batch against the elements its samples really hold."""
+
+    real_elements: int
+    padded_elements: int
+    sample_lengths: tuple[int, ...] = ()
+
+    @property
+    def padding_share(self) -> float:
+        return 1.0 - self.real_elements / self.padded_elements if self.padded_elements else 0.0
+
+
+@dataclasses.dataclass
+class ProfileData:
+    """Everything measured about one target; analyzers read it, nothing here is derived by guess."""
+
+    target: str
+    mode: str = "pipeline"  # pipeline | script | onnx
+    batch_size: int = 1
+    num_workers: int = 0
+    cores: int = 1
+    stages: list[StageTiming] = dataclasses.field(default_factory=list)
+    end_to_end: EndToEnd | None = None
+    sample_hashes: list[str] = dataclasses.field(default_factory=list)
+    padding: list[BatchPadding] = dataclasses.field(default_factory=list)
+    model_latency: Measurement | None = None
+    source_is_sequence: bool = True
+    # Filled by the hardware passes (accel.profiling.hardware), where they ran.
+    ops: CostModel | None = None
+    memory: MemoryProfile | None = None
+    generation: GenerationProfile | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def stage(self, name: str) -> StageTiming | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+def model_time_share(data: ProfileData) -> float:
+    """The share of steady-state end-to-end time spent in the model (postprocess taken out)."""
+    e2e = data.end_to_end
+    if e2e is None or e2e.seconds <= 0:
+        return 0.0
+    compute_share = min(e2e.compute_seconds / e2e.seconds, 1.0)
+    model, post = data.stage("model"), data.stage("postprocess")
+    if model is not None and post is not None and model.seconds + post.seconds > 0:
+        compute_share *= model.seconds / (model.seconds + post.seconds)
+    return compute_share
+
+
+def share_of_model_time(data: ProfileData, seconds_per_call: float) -> float:
+    """What `seconds_per_call` (a part of the cost model's one call) is of the model's time.
+
+    In a generate loop the cost model saw one call at the prompt's length, timed apart from the
+    loop, while the loop makes many calls at growing lengths. A cost per call (dispatch, weight
+    reads) is taken as the same fraction of the loop's first steps (the calls of that length,
+    timed in the loop) and weighed by the number of calls over the loop's time.
+    """
+    call = data.ops.call_seconds if data.ops is not None else 0.0
+    if call <= 0:
+        return 0.0
+    fraction = min(seconds_per_call / call, 1.0)
+    generation = data.generation
+    if isinstance(generation, GenerationProfile) and generation.total_seconds > 0 and generation.steps:
+        first_steps = sorted(s.seconds for s in generation.steps[:FIRST_STEPS])
+        first = first_steps[len(first_steps) // 2]
+        return min(fraction * first * len(generation.steps) / generation.total_seconds, 1.0)
+    return fraction

@@ -1,0 +1,241 @@
+"""The hardware passes of `accel profile`: cost model, memory and generation, each a separate run.
+
+1. cost: count FLOPs and bytes per aten op (accel.core.counts), time the ops under torch.profiler
+   (accel.profiling.costmodel), and time plain model calls with no profiler attached;
+2. memory: peak tensor memory of one model call (accel.core.measure.peak_memory_bytes) and the input
+   and output sizes of every leaf layer, in execution order;
+3. generation (pipelines with `generate`): the seconds of every model call inside a generate
+   loop (median over a few loops), against the length of the sequence that call saw.
+
+Each pass returns plain data stored in ProfileData (ops, memory, generation); analyzers read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+
+from accel.core.counts import Counts, OpCount, count_forward, parameter_bytes
+from accel.core.machine import Machine
+from accel.core.measure import device_sync, now, peak_memory_bytes, time_calls
+from accel.core.pipeline import Pipeline
+from accel.profiling.costmodel import CALL_MARKER, PROFILED_CALLS, CostModel, build_cost_model
+from accel.profiling.data import (
+    GenerationProfile,
+    GenerationStep,
+    LayerActivation,
+    MemoryProfile,
+    ProfileData,
+)
+
+CALL_TIMING_BUDGET_SECONDS = 1.0
+# Generate loops timed; each step's time is its median over them.
+GENERATION_LOOPS = 3
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _bytes(value: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in _tensors(value))
+
+
+def _outermost_matches(event: Any, names: set[str], found: list[Any]) -> None:
+    for child in sorted(event.cpu_children, key=lambda c: c.time_range.start):
+        if child.name in names:
+            found.append(child)
+        else:
+            _outermost_matches(child, names, found)
+
+
+def profile_op_seconds(
+    fn: Callable[[], Any], counts: Counts, *, device: str = "cpu", calls: int = PROFILED_CALLS
+) -> list[float]:
+    """Seconds of each counted op (in the order of `counts.ops`), median over `calls` profiled calls."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    names = {o.op for o in counts.ops}
+    fn()  # warm-up: first calls allocate and choose kernels
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            with record_function(CALL_MARKER):
+                fn()
+            if cuda:
+                torch.cuda.synchronize()
+    per_call = []
+    for marker in (e for e in prof.events() if e.name == CALL_MARKER):
+        found: list[Any] = []
+        _outermost_matches(marker, names, found)
+        per_call.append(found)
+    return _join(counts.ops, per_call, cuda)
+
+
+def _event_seconds(event: Any, cuda: bool) -> float:
+    if cuda:
+        device_us = getattr(event, "device_time_total", 0.0) or 0.0
+        return max(device_us, 0.0) / 1e6 or event.cpu_time_total / 1e6
+    return event.cpu_time_total / 1e6
+
+
+def _join(ops: tuple[OpCount, ...], per_call: list[list[Any]], cuda: bool) -> list[float]:
+    """k-th counted op of a name <- k-th profiled event of that name; the name's median where counts differ."""
+    samples: dict[tuple[str, int], list[float]] = defaultdict(list)
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for events in per_call:
+        seen: dict[str, int] = defaultdict(int)
+        for event in events:
+            seconds = _event_seconds(event, cuda)
+            samples[(event.name, seen[event.name])].append(seconds)
+            by_name[event.name].append(seconds)
+            seen[event.name] += 1
+    result = []
+    seen_ops: dict[str, int] = defaultdict(int)
+    for op in ops:
+        values = samples.get((op.op, seen_ops[op.op])) or by_name.get(op.op) or [0.0]
+        seen_ops[op.op] += 1
+        result.append(statistics.median(values))
+    return result
+
+
+def cost_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> CostModel:
+    model = pipeline.model
+    call = lambda: pipeline.call_model(batch)  # noqa: E731
+    sync = device_sync(machine.device)
+    with torch.inference_mode():
+        counts = count_forward(call, model if isinstance(model, torch.nn.Module) else None)
+        op_seconds = profile_op_seconds(call, counts, device=machine.device)
+        call_seconds = time_calls(call, budget_seconds=CALL_TIMING_BUDGET_SECONDS, max_repeats=50, sync=sync).median
+    return build_cost_model(counts, op_seconds, machine, call_seconds)
+
+
+def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfile:
+    model = pipeline.model
+    layers: list[LayerActivation] = []
+    handles = []
+    if isinstance(model, torch.nn.Module):
+        for name, module in model.named_modules():
+            if name and not any(True for _ in module.children()):
+                handles.append(
+                    module.register_forward_hook(
+                        lambda _m, inputs, output, name=name: layers.append(
+                            LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output))
+                        )
+                    )
+                )
+    try:
+        with torch.inference_mode():
+            pipeline.call_model(batch)  # records layers; also warms up before the peak is taken
+            recorded = tuple(layers)
+            for handle in handles:
+                handle.remove()
+            handles = []
+            peak = peak_memory_bytes(lambda: pipeline.call_model(batch), machine.device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    weights = parameter_bytes(model) if isinstance(model, torch.nn.Module) else 0
+    return MemoryProfile(
+        peak_bytes=peak, parameter_bytes=weights, layers=recorded, device_memory_bytes=machine.memory_bytes
+    )
+
+
+def generation_pass(
+    pipeline: Pipeline, batch: Any, machine: Machine, clock: Callable[[], float] = now
+) -> GenerationProfile | None:
+    """Time every model call inside GENERATION_LOOPS generate loops (after one untimed loop as warm-up)."""
+    model = pipeline.model
+    if pipeline.generate is None or not isinstance(model, torch.nn.Module):
+        return None
+    sync = device_sync(machine.device)
+    steps: list[GenerationStep] = []
+    started: list[tuple[float, int]] = []
+
+    def before(_module, args, kwargs=None):
+        tensors = _tensors((args, kwargs or {}))
+        position = int(tensors[0].shape[-1]) if tensors and tensors[0].dim() else 0
+        sync()
+        started.append((clock(), position))
+
+    def after(_module, _args, _output):
+        sync()
+        t0, position = started.pop()
+        steps.append(GenerationStep(position=position, seconds=clock() - t0))
+
+    loops: list[list[GenerationStep]] = []
+    totals: list[float] = []
+    with torch.inference_mode():
+        pipeline.forward(batch)
+        pre = model.register_forward_pre_hook(before)
+        post = model.register_forward_hook(after)
+        try:
+            for _ in range(GENERATION_LOOPS):
+                steps.clear()
+                began = clock()
+                pipeline.forward(batch)
+                sync()
+                totals.append(clock() - began)
+                loops.append(list(steps))
+        finally:
+            pre.remove()
+            post.remove()
+    # Per step, the median over the loops: a step slowed by other load in one loop is outvoted.
+    count = min(len(loop) for loop in loops)
+    steps = [
+        GenerationStep(position=loops[0][i].position, seconds=statistics.median(loop[i].seconds for loop in loops))
+        for i in range(count)
+    ]
+    total = statistics.median(totals)
+    if not steps:
+        return None
+    first = _tensors(batch)
+    batch_size = int(first[0].shape[0]) if first and first[0].dim() > 1 else 1
+    return GenerationProfile(
+        steps=tuple(steps), total_seconds=total, parameter_bytes=parameter_bytes(model), batch_size=batch_size
+    )
+
+
+def hardware_passes(
+    pipeline: Pipeline, data: ProfileData, machine: Machine, progress: Callable[[str], None] = lambda message: None
+) -> ProfileData:
+    """`data` with ops, memory and generation measured, for a pipeline whose model is a torch module.
+
+    A pass that fails on an unusual model (an op the dispatch mode or the profiler cannot follow)
+    is left out and named in data.extra["hardware_passes_skipped"]; the stage measurements and the
+    other passes still make a report.
+    """
+    if not isinstance(pipeline.model, torch.nn.Module):
+        return data
+    batch = pipeline.example_batch()
+    passes = [
+        ("cost", "counting FLOPs and bytes per op", lambda: cost_pass(pipeline, batch, machine)),
+        ("memory", "measuring peak memory", lambda: memory_pass(pipeline, batch, machine)),
+    ]
+    if pipeline.generate is not None:
+        passes.append(("generation", "timing generation steps", lambda: generation_pass(pipeline, batch, machine)))
+    skipped = {}
+    found: dict[str, Any] = {}
+    for name, message, run in passes:
+        progress(message)
+        try:
+            result = run()
+        except Exception as exc:  # noqa: BLE001 - a user model's failure in one pass must not lose the profile
+            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            continue
+        found["ops" if name == "cost" else name] = result
+    extra = {**data.extra, "hardware_passes_skipped": skipped} if skipped else data.extra
+    return dataclasses.replace(data, extra=extra, **found)

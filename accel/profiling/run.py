@@ -1,0 +1,237 @@
+"""`accel.profile`: load a target, measure it, analyze the measurements, build the report.
+
+Data flows one way: load -> measure -> analyze -> Report. Rendering is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from accel.core.errors import PipelineLoadError
+from accel.core.io import json_default, write_json_atomic, write_text_atomic
+from accel.core.loading import Script, check_file, find_target
+from accel.core.machine import Machine, describe_machine
+from accel.core.measure import device_sync
+from accel.core.pipeline import Pipeline
+from accel.profiling.analyzers import analyze
+from accel.profiling.data import ProfileData
+from accel.profiling.report import Report, Stage
+from accel.profiling.stages import measure_pipeline
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(message: str) -> None:
+    return None
+
+
+def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None = None) -> Report:
+    """The report for measured data: stages with shares, findings from every analyzer."""
+    total = sum(s.seconds for s in data.stages)
+    stages = [
+        Stage(
+            name=s.name,
+            seconds=s.seconds,
+            share=(s.seconds / total) if total > 0 else 0.0,
+            per_sample_seconds=s.per_sample_seconds,
+            samples_per_s=s.samples_per_s if s.seconds > 0 else 0.0,
+        )
+        for s in data.stages
+    ]
+    e2e = data.end_to_end
+    latency = {}
+    if data.model_latency is not None:
+        latency = {
+            "median_seconds": data.model_latency.median,
+            "p90_seconds": data.model_latency.p90,
+            "p99_seconds": data.model_latency.p99,
+        }
+    elif e2e is not None and e2e.batch_seconds:
+        ordered = sorted(e2e.batch_seconds)
+        latency = {
+            "median_seconds": ordered[len(ordered) // 2],
+            "p90_seconds": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        }
+    extra = dict(data.extra)
+    extra.update(hardware_sections(data))
+    if e2e is not None:
+        extra["end_to_end"] = {
+            "seconds": e2e.seconds,
+            "samples": e2e.samples,
+            "batches": e2e.batches,
+            "wait_seconds": e2e.wait_seconds,
+            "compute_seconds": e2e.compute_seconds,
+            "wait_share": e2e.wait_share,
+            "num_workers": e2e.num_workers,
+            "startup_seconds": e2e.startup_seconds,
+        }
+    return Report(
+        target=data.target,
+        machine=machine,
+        stages=stages,
+        samples_per_s=e2e.samples_per_s if e2e else 0.0,
+        findings=analyze(data, machine),
+        latency=latency,
+        mode=data.mode,
+        trace_dir=trace_dir,
+        extra=extra,
+    )
+
+
+def hardware_sections(data: ProfileData) -> dict:
+    """The report's ops, layers, cost, memory and generation sections, where those passes ran."""
+    from accel.profiling.costmodel import CostModel
+
+    sections: dict = {}
+    if isinstance(data.ops, CostModel):
+        sections["cost"] = data.ops.to_dict()
+        sections["ops"] = [g.to_dict() for g in data.ops.by_op()]
+        sections["layers"] = [g.to_dict() for g in data.ops.by_layer()]
+    if data.memory is not None:
+        sections["memory"] = data.memory.to_dict()
+    if data.generation is not None:
+        sections["generation"] = data.generation.to_dict()
+    return sections
+
+
+def profile_pipeline(
+    pipeline: Pipeline,
+    *,
+    machine: Machine | None = None,
+    trace_dir: str | os.PathLike | None = None,
+    progress: Progress = _no_progress,
+    budget_seconds: float = 20.0,
+) -> Report:
+    machine = machine or describe_machine()
+    if not machine.calibrated:
+        from accel.core.calibration import calibrated_machine
+
+        progress("calibrating the machine (once per machine and torch version)")
+        machine = calibrated_machine(machine)
+    progress("measuring stages")
+    data = measure_pipeline(
+        pipeline, cores=machine.cores, budget_seconds=budget_seconds, sync=device_sync(machine.device)
+    )
+    from accel.profiling.hardware import hardware_passes
+
+    data = hardware_passes(pipeline, data, machine, progress)
+    trace = None
+    if trace_dir is not None:
+        from accel.profiling.trace import trace_pipeline
+
+        progress("tracing with torch.profiler")
+        trace = str(trace_pipeline(pipeline, Path(trace_dir)))
+    progress("analyzing")
+    return build_report(data, machine, trace_dir=trace)
+
+
+def profile_onnx_file(
+    path: str | os.PathLike,
+    *,
+    machine: Machine | None = None,
+    dynamic_dims: dict[str, int] | None = None,
+    progress: Progress = _no_progress,
+    budget_seconds: float = 20.0,
+) -> Report:
+    from accel.profiling.onnx import profile_onnx
+
+    if not Path(path).is_file():
+        raise PipelineLoadError(f"no such ONNX file: {path}", "check the path")
+    machine = machine or describe_machine("cpu")
+    if not machine.calibrated:
+        from accel.core.calibration import calibrated_machine
+
+        progress("calibrating the machine (once per machine and torch version)")
+        machine = calibrated_machine(machine)
+    data = profile_onnx(path, machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds)
+    progress("analyzing")
+    return build_report(data, machine)
+
+
+def profile_script(
+    script: Script,
+    *,
+    machine: Machine | None = None,
+    trace_dir: str | os.PathLike | None = None,
+    progress: Progress = _no_progress,
+    budget_seconds: float | None = None,
+) -> Report:
+    """Run a script under accel (its loop ended past `budget_seconds`) and report where it spends time."""
+    from accel.profiling.script import measure_script
+
+    machine = machine or describe_machine()
+    progress(f"running {script.path.name} as a script")
+    trace = Path(trace_dir) if trace_dir is not None else None
+    data = measure_script(script, cores=machine.cores, trace_dir=trace, budget_seconds=budget_seconds)
+    progress("analyzing")
+    return build_report(data, machine, trace_dir=str(trace) if trace is not None else None)
+
+
+def profile(
+    target: str | os.PathLike | Pipeline,
+    *,
+    args: tuple[str, ...] = (),
+    trace_dir: str | os.PathLike | None = None,
+    json_path: str | os.PathLike | None = None,
+    progress: Progress = _no_progress,
+    budget_seconds: float = 20.0,
+    machine: Machine | None = None,
+    html_path: str | os.PathLike | None = None,
+    dynamic_dims: dict[str, int] | None = None,
+    as_script: bool = False,
+) -> Report:
+    """Profile a pipeline file (or a Pipeline) and return the report; optionally write its JSON and HTML.
+
+    `as_script` runs a .py file as a script even when it defines `model` or `pipeline`.
+    """
+    torch.manual_seed(0)
+    if as_script:
+        file = check_file(target)  # type: ignore[arg-type]
+        if file.suffix != ".py":
+            raise PipelineLoadError(f"{file} is not a Python script", "--script runs a .py file as __main__")
+        report = profile_script(
+            Script(path=file, args=tuple(args)),
+            machine=machine,
+            trace_dir=trace_dir,
+            progress=progress,
+            budget_seconds=budget_seconds,
+        )
+    elif isinstance(target, Pipeline):
+        report = profile_pipeline(
+            target, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
+        )
+    elif str(target).endswith(".onnx"):
+        report = profile_onnx_file(
+            target, machine=machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds
+        )
+    else:
+        progress(f"loading {target}")
+        found = find_target(target, args)
+        if isinstance(found, Script):
+            report = profile_script(
+                found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
+            )
+        else:
+            report = profile_pipeline(
+                found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
+            )
+    if json_path is not None:
+        write_json_atomic(json_path, report.to_dict())
+    if html_path is not None:
+        write_html(report, html_path)
+    return report
+
+
+def write_html(report: Report, path: str | os.PathLike) -> None:
+    """The report as one self-contained HTML page."""
+    import json
+
+    from accel.profiling.html import render_html
+
+    # Through JSON first, so the page shows exactly what the JSON report holds.
+    data = json.loads(json.dumps(report.to_dict(), default=json_default))
+    write_text_atomic(path, render_html(data))
