@@ -143,7 +143,7 @@ def test_thresholds_validate_and_parse():
 
 def test_thresholds_from_pyproject_and_flags(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.accel.gating.verdicts]\nmax-slowdown = "7%"\nmax-flops-growth = 1\n'
+        '[tool.accel.gate]\nmax-slowdown = "7%"\nmax-flops-growth = 1\n'
     )
     inner = tmp_path / "a" / "b"
     inner.mkdir(parents=True)
@@ -152,7 +152,7 @@ def test_thresholds_from_pyproject_and_flags(tmp_path, monkeypatch):
     assert found.max_flops_growth == pytest.approx(0.01)
     assert found.max_memory_growth == pytest.approx(0.20)
     assert resolve_thresholds({"max_slowdown": "3%"}, inner).max_slowdown == pytest.approx(0.03)
-    (tmp_path / "pyproject.toml").write_text('[tool.accel.gating.verdicts]\nmax-speed = "7%"\n')
+    (tmp_path / "pyproject.toml").write_text('[tool.accel.gate]\nmax-speed = "7%"\n')
     with pytest.raises(AccelError, match="max-speed"):
         resolve_thresholds({}, inner)
 

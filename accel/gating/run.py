@@ -423,7 +423,7 @@ def find_pyproject(start: Path) -> Path | None:
 
 
 def pyproject_thresholds(start: Path) -> dict[str, float]:
-    """[tool.accel.gating.verdicts] of the nearest pyproject.toml above `start`, as Thresholds fields."""
+    """[tool.accel.gate] of the nearest pyproject.toml above `start`, as Thresholds fields."""
     import tomllib
 
     file = find_pyproject(start)
@@ -433,15 +433,15 @@ def pyproject_thresholds(start: Path) -> dict[str, float]:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise AccelError(
-            f"{file} is not valid TOML: {exc}", "fix the file or remove [tool.accel.gating.verdicts]"
+            f"{file} is not valid TOML: {exc}", "fix the file or remove [tool.accel.gate]"
         ) from exc
     section = data.get("tool", {}).get("accel", {}).get("gate", {})
     if not isinstance(section, dict):
-        raise AccelError(f"{file}: [tool.accel.gating.verdicts] must be a table", 'e.g. max-slowdown = "10%"')
+        raise AccelError(f"{file}: [tool.accel.gate] must be a table", 'e.g. max-slowdown = "10%"')
     unknown = sorted(set(section) - set(PYPROJECT_KEYS))
     if unknown:
         raise AccelError(
-            f"{file}: unknown key(s) {', '.join(unknown)} in [tool.accel.gating.verdicts]",
+            f"{file}: unknown key(s) {', '.join(unknown)} in [tool.accel.gate]",
             f"valid: {', '.join(PYPROJECT_KEYS)}",
         )
     return {PYPROJECT_KEYS[k]: parse_percent(v, k) for k, v in section.items()}
