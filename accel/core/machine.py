@@ -106,20 +106,20 @@ def default_device() -> str:
 def describe_machine(device: str | None = None) -> Machine:
     """Static facts about the device accel will measure on; no calibration."""
     device = device or default_device()
-    common = dict(
+    machine = Machine(
+        device="cpu",
+        device_name=cpu_model_name(),
         cores=usable_cores(),
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
         accel_version=__version__,
+        memory_bytes=total_memory_bytes(),
+        cache_bytes=cpu_cache_bytes(),
     )
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
-        return Machine(device=f"cuda:{index}", device_name=props.name, memory_bytes=props.total_memory, **common)
-    return Machine(
-        device="cpu",
-        device_name=cpu_model_name(),
-        memory_bytes=total_memory_bytes(),
-        cache_bytes=cpu_cache_bytes(),
-        **common,
-    )
+        return dataclasses.replace(
+            machine, device=f"cuda:{index}", device_name=props.name, memory_bytes=props.total_memory, cache_bytes={}
+        )
+    return machine
