@@ -21,6 +21,9 @@ def pytest_configure(config):
     _CACHE_ROOT = tempfile.mkdtemp(prefix="accel-test-cache-")
     os.environ["ACCEL_CACHE_DIR"] = _CACHE_ROOT
     os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE_ROOT, "xdg")
+    # torch.compile's worker pool (spawned processes) outlives a forked bench replicate, which leaves
+    # by os._exit: compile in-process, so no test leaves a process behind.
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
 def pytest_unconfigure(config):
