@@ -21,7 +21,7 @@ from accel.core.errors import BaselineError
 from accel.core.io import write_json_atomic
 from accel.gating.bench import BenchResult, Replicate, replicate_values
 
-BASELINE_KIND = "accel.gating.baseline"
+BASELINE_KIND = "accel.baseline"
 BASELINE_VERSION = 1
 BASELINE_SCHEMA = f"{BASELINE_KIND}/{BASELINE_VERSION}"
 
