@@ -1,0 +1,294 @@
+"""What runs inside each torchrun rank: the user's script in script mode, with light timing.
+
+`python -m accel.profiling.multirank.rank SCRIPT [ARGS]`, started by accel.profiling.multirank.launch.
+For the duration of the script it times, on this rank:
+- every DataLoader batch request (accel.profiling.script.timed_loader_iteration): the data wait,
+  and the steps between requests;
+- every collective called through `torch.distributed` (all_reduce, all_gather, broadcast, barrier,
+  ...): the arrival (the call) and the completion (the call's return, or its future's completion
+  for async_op=True);
+- DDP's gradient all-reduce: at the model's first forward a comm hook is registered that does what
+  DDP's default hook does (average the bucket with one all_reduce) and records each bucket's
+  arrival and completion; a script's own comm hook is wrapped instead. A builtin C++ hook
+  (register_builtin_comm_hook) is left untimed.
+Right after the script's `init_process_group`, the ranks meet at a barrier and all_gather their
+local clocks; every time this rank writes is on rank 0's clock. The result (or the script's
+error) goes to `$ACCEL_MULTIRANK_OUT/rank{RANK}.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import socket
+import sys
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.distributed import distributed_c10d as c10d
+from torch.nn.parallel import DistributedDataParallel
+
+from accel.core.errors import PipelineError
+from accel.core.io import write_json_atomic, write_text_atomic
+from accel.core.loading import Script
+from accel.core.measure import Clock, now
+from accel.profiling.script import LoaderCall, run_script, timed_loader_iteration
+from accel.profiling.trace import record_steps
+
+ENV_OUT = "ACCEL_MULTIRANK_OUT"
+ENV_TRACE = "ACCEL_MULTIRANK_TRACE"
+# Steps each rank traces with torch.profiler: enough to see the pattern in Perfetto or HTA while the
+# trace stays a few MB and the profiler's cost stays on a few steps.
+TRACED_STEPS = 12
+# The clock exchange runs twice: the first round opens the connections, the second is measured.
+ALIGN_ROUNDS = 2
+COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_object",
+    "all_to_all",
+    "all_to_all_single",
+    "barrier",
+    "broadcast",
+    "broadcast_object_list",
+    "gather",
+    "reduce",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "scatter",
+)
+DDP_ALLREDUCE = "ddp.allreduce"
+
+
+@dataclasses.dataclass
+class Recorder:
+    """What this rank measured, on its local clock until written (then on rank 0's)."""
+
+    clock: Clock = now
+    offset_seconds: float = 0.0
+    initialized: bool = False
+    backend: str = ""
+    world_size: int = 1
+    calls: list[tuple[str, float, float]] = dataclasses.field(default_factory=list)
+    loader: list[LoaderCall] = dataclasses.field(default_factory=list)
+
+    def record(self, name: str, arrival: float, done: float) -> None:
+        # Called from the main thread and from the process group's threads (future callbacks);
+        # list.append is atomic under the GIL.
+        self.calls.append((name, arrival, done))
+
+    def record_when_done(self, work: Any, name: str, arrival: float) -> None:
+        try:
+            future = work.get_future()
+        except (AttributeError, RuntimeError):
+            self.record(name, arrival, self.clock())
+            return
+        future.add_done_callback(lambda _: self.record(name, arrival, self.clock()))
+
+
+def align_clocks(recorder: Recorder, originals: dict[str, Callable]) -> None:
+    """Barrier, then all_gather of local clocks: this rank's offset from rank 0's clock."""
+    backend = str(dist.get_backend())
+    # The exchange needs CPU tensors: the default group when it has gloo, a gloo group otherwise.
+    group = None if "gloo" in backend else dist.new_group(backend="gloo")
+    world = dist.get_world_size()
+    gathered = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
+    local = 0.0
+    for _ in range(ALIGN_ROUNDS):
+        originals["barrier"](group=group)
+        local = recorder.clock()
+        originals["all_gather"](gathered, torch.tensor([local], dtype=torch.float64), group=group)
+    recorder.offset_seconds = local - float(gathered[0].item())
+    recorder.initialized, recorder.backend, recorder.world_size = True, backend, world
+
+
+def _timed_collective(recorder: Recorder, name: str, function: Callable) -> Callable:
+    @functools.wraps(function)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        arrival = recorder.clock()
+        result = function(*args, **kwargs)
+        if hasattr(result, "wait") and hasattr(result, "get_future"):  # async_op=True: a Work
+            recorder.record_when_done(result, name, arrival)
+        else:
+            recorder.record(name, arrival, recorder.clock())
+        return result
+
+    return timed
+
+
+def _timed_comm_hook(recorder: Recorder, hook: Callable) -> Callable:
+    """A DDP comm hook that records each bucket's arrival and completion around `hook`."""
+
+    # No annotations: DDP rejects a hook whose annotations are not exactly GradBucket and Future.
+    def timed(state, bucket):  # type: ignore[no-untyped-def]
+        arrival = recorder.clock()
+
+        def done(future: torch.futures.Future) -> Any:
+            recorder.record(DDP_ALLREDUCE, arrival, recorder.clock())
+            return future.value()
+
+        return hook(state, bucket).then(done)
+
+    return timed
+
+
+def _average_bucket(group: Any, bucket: Any) -> torch.futures.Future:
+    """DDP's default reduction: the bucket divided by the group size, all-reduced."""
+    group = group if group is not None else c10d._get_default_group()
+    tensor = bucket.buffer().div_(group.size())
+    work = c10d.all_reduce(tensor, group=group, async_op=True)
+    return work.get_future().then(lambda future: future.value()[0])
+
+
+@contextlib.contextmanager
+def timed_distributed(recorder: Recorder) -> Iterator[None]:
+    """Patch torch.distributed's collectives, init_process_group and DDP's hooks; restore after."""
+    originals = {name: getattr(dist, name) for name in COLLECTIVES if hasattr(dist, name)}
+    original_init = dist.init_process_group
+    ddp_forward = DistributedDataParallel.forward
+    ddp_register = DistributedDataParallel.register_comm_hook
+    ddp_builtin = DistributedDataParallel._register_builtin_comm_hook
+
+    @functools.wraps(original_init)
+    def init_process_group(*args: Any, **kwargs: Any) -> Any:
+        result = original_init(*args, **kwargs)
+        align_clocks(recorder, originals)
+        return result
+
+    # Models whose comm hook is set (ours, or the script's wrapped in ours, or a builtin one).
+    hooked: weakref.WeakSet[DistributedDataParallel] = weakref.WeakSet()
+
+    def forward(self: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
+        if self not in hooked:
+            hooked.add(self)
+            ddp_register(self, self.process_group, _timed_comm_hook(recorder, _average_bucket))
+        return ddp_forward(self, *args, **kwargs)
+
+    def register_comm_hook(self: DistributedDataParallel, state: Any, hook: Callable) -> None:
+        hooked.add(self)
+        ddp_register(self, state, _timed_comm_hook(recorder, hook))
+
+    def register_builtin_comm_hook(self: DistributedDataParallel, comm_hook_type: Any) -> None:
+        hooked.add(self)
+        ddp_builtin(self, comm_hook_type)
+
+    patches: list[tuple[Any, str, Any, Any]] = [
+        (dist, name, fn, _timed_collective(recorder, name, fn)) for name, fn in originals.items()
+    ]
+    patches += [
+        (dist, "init_process_group", original_init, init_process_group),
+        (DistributedDataParallel, "forward", ddp_forward, forward),
+        (DistributedDataParallel, "register_comm_hook", ddp_register, register_comm_hook),
+        (DistributedDataParallel, "_register_builtin_comm_hook", ddp_builtin, register_builtin_comm_hook),
+    ]
+    for owner, name, _, patched in patches:
+        setattr(owner, name, patched)
+    try:
+        yield
+    finally:
+        for owner, name, original, _ in patches:
+            setattr(owner, name, original)
+
+
+def steps_from_loader(calls: list[LoaderCall]) -> list[list[float]]:
+    """[start, end, data wait, samples] per step: from one batch request to the next."""
+    return [
+        [a.start_seconds, b.start_seconds, a.seconds, a.samples]
+        for a, b in zip(calls, calls[1:])
+        if a.samples and not a.exhausted
+    ]
+
+
+def result_dict(recorder: Recorder, rank: int, error: dict | None) -> dict[str, Any]:
+    """What this rank writes, every time on rank 0's clock."""
+    shift = recorder.offset_seconds
+    return {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "initialized": recorder.initialized,
+        "backend": recorder.backend,
+        "world_size": recorder.world_size,
+        "clock_offset_seconds": shift,
+        "num_workers": max((c.num_workers for c in recorder.loader), default=0),
+        "steps": [[s - shift, e - shift, w, n] for s, e, w, n in steps_from_loader(recorder.loader)],
+        "calls": [[name, a - shift, d - shift] for name, a, d in sorted(recorder.calls, key=lambda c: c[1])],
+        "error": error,
+    }
+
+
+def run_rank(script: Script, rank: int, out_dir: Path, trace_dir: Path | None, clock: Clock = now) -> bool:
+    """Run the script on this rank, write its result; False when the script failed."""
+    recorder = Recorder(clock=clock)
+    error = None
+    try:
+        with timed_distributed(recorder), contextlib.ExitStack() as stack:
+            on_call: Callable[[], None] = lambda: None
+            if trace_dir is not None:
+                on_call = stack.enter_context(LazyProfiler(trace_dir, rank)).step
+            stack.enter_context(timed_loader_iteration(recorder.loader, clock, on_call=on_call))
+            run_script(script)
+    except PipelineError as exc:
+        cause = exc.__cause__
+        error = {
+            "message": exc.message,
+            "type": type(cause).__name__ if cause is not None else type(exc).__name__,
+            "wall_time": time.time(),
+        }
+    write_json_atomic(out_dir / f"rank{rank}.json", result_dict(recorder, rank, error))
+    return error is None
+
+
+class LazyProfiler:
+    """torch.profiler started at the first batch request, stepped at each one, stopped at exit.
+
+    Started inside the loop, after init_process_group, so each trace carries distributedInfo (the
+    rank, the world size) that Holistic Trace Analysis reads, and leaves out the set-up collectives.
+    """
+
+    def __init__(self, trace_dir: Path, rank: int) -> None:
+        self.trace_dir, self.rank = trace_dir, rank
+        self.profiler: Any = None
+
+    def step(self) -> None:
+        if self.profiler is not None:
+            self.profiler.step()
+            return
+        from torch.profiler import ProfilerActivity, profile, tensorboard_trace_handler
+
+        self.trace_dir.mkdir(parents=True, exist_ok=True)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self.profiler = profile(
+            activities=activities,
+            schedule=record_steps(TRACED_STEPS),
+            on_trace_ready=tensorboard_trace_handler(str(self.trace_dir), worker_name=f"rank{self.rank}"),
+        )
+        self.profiler.start()
+
+    def __enter__(self) -> "LazyProfiler":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()
+
+
+def main(argv: list[str]) -> int:
+    out_dir = Path(os.environ[ENV_OUT])
+    trace = os.environ.get(ENV_TRACE)
+    rank = int(os.environ.get("RANK", "0"))
+    write_text_atomic(out_dir / f"rank{rank}.pid", str(os.getpid()))
+    script = Script(path=Path(argv[0]), args=tuple(argv[1:]))
+    ok = run_rank(script, rank, out_dir, Path(trace) if trace else None)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
