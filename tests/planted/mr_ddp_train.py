@@ -53,7 +53,7 @@ def main() -> None:
     batch_size = args.batch_size * (SLOW_BATCH_FACTOR if slow and args.straggler == "compute" else 1)
     data = Samples(args.steps * batch_size, slow=slow and args.straggler == "input")
     model = DistributedDataParallel(
-        nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 4))
+        nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 4))
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     profiler = None

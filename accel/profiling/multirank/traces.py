@@ -240,7 +240,7 @@ def read_job(folder: Path, progress: Progress = lambda message: None) -> tuple[J
         hosts[rank] = str(header.get("host_name", ""))
         if isinstance((header.get("distributedInfo") or {}).get("world_size"), int):
             world_sizes.add(header["distributedInfo"]["world_size"])
-    expected = max(world_sizes | {len(ranks)})
+    expected = max(world_sizes | {max(ranks, default=-1) + 1})
     missing = sorted(set(range(expected)) - set(ranks))
     if len(ranks) < 2 or missing:
         raise PipelineLoadError(
