@@ -32,6 +32,9 @@ PLANTED = Path(__file__).parent / "planted"
 TRAIN = PLANTED / "mr_ddp_train.py"
 RUN_TIMEOUT_SECONDS = 240
 STEPS = "16"
+# The balanced control's step is mostly the same data wait on both ranks and a small model, so a
+# busy machine's scheduling noise stays small against the step (the planted script's docstring).
+BALANCED = ("--sample-seconds", "0.002", "--hidden", "256")
 
 
 # ---- recorded timelines: the analysis without launching anything -------------------------------
@@ -191,6 +194,7 @@ def no_processes_left():
 def test_planted_straggler_under_torchrun_and_from_its_traces(tmp_path, straggler, cause, no_processes_left):
     trace_out = tmp_path / "cluster-traces"
     args = ("--straggler", straggler, "--steps", STEPS, "--trace-out", str(trace_out))
+    args += BALANCED if cause is None else ()
     live = profile_ranks(TRAIN, 2, args=args, timeout_seconds=RUN_TIMEOUT_SECONDS)
     from_traces = profile_traces(trace_out)
     for report in (live, from_traces):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import statistics
 from typing import Any
 
@@ -101,10 +102,13 @@ class RankTimeline:
                 cluster_done = max(cluster_done, call.done_seconds)
         return blocked
 
+    @functools.cached_property
+    def _step_starts(self) -> list[float]:
+        return [s.start_seconds for s in self.steps]
+
     def step_index(self, seconds: float) -> int | None:
         """The step a moment falls in, or None outside the loop."""
-        starts = [s.start_seconds for s in self.steps]
-        index = bisect.bisect_right(starts, seconds) - 1
+        index = bisect.bisect_right(self._step_starts, seconds) - 1
         if index < 0 or seconds > self.steps[index].end_seconds:
             return None
         return index

@@ -8,7 +8,7 @@ beyond the straggler's own blocked time (which is the transfer itself: the strag
 last, waits for no one), per analyzed step.
 
 The cause comes from the straggler's own breakdown against the others', over the analyzed steps:
-its extra data wait explains the lost time (data_loading: its DataLoader is slower) or its extra
+(trimmed means over steps) its extra data wait explains the lost time (data_loading: its DataLoader is slower) or its extra
 compute does (compute_bound: it does more work per step, or the same work slower). A cause is named
 only when it explains at least CAUSE_MIN_SHARE of the others' lost time; otherwise "unattributed".
 
@@ -18,16 +18,20 @@ straggler kept up.
 
 from __future__ import annotations
 
+import statistics
+
 from accel.core.machine import Machine
 from accel.profiling.analyzers import ANALYZERS
 from accel.profiling.data import ProfileData
-from accel.profiling.ranks import JobTimeline, RankSummary, matched_calls, rank_profile_data
+from accel.profiling.ranks import JobTimeline, StepBreakdown, matched_calls, rank_profile_data
 from accel.profiling.report import Finding
 
 # TraceLens and NVIDIA's straggler detection abstain when no cause explains most of the wait;
 # 80% leaves room for noise in the others' breakdown while keeping a named cause honest.
 CAUSE_MIN_SHARE = 0.8
 UNATTRIBUTED = "unattributed"
+# Per-step gaps between ranks are averaged with this share of steps cut at each end.
+TRIM_SHARE = 0.1
 # The part of a rank's step each cause is read from.
 CAUSE_FIELDS = {"data_loading": "data_wait_seconds", "compute_bound": "compute_seconds"}
 # What the cause's own finding would recommend when the rank's data says nothing more specific.
@@ -57,24 +61,24 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     last_count = dict.fromkeys(range(job.world_size), 0)
     for group in groups:
         last_count[max(group, key=lambda r: group[r][0].arrival_seconds)] += 1
-    summaries = {t.rank: t.summary() for t in job.ranks}
-    per_step = {r: _per_step(s) for r, s in summaries.items()}
+    steps = {t.rank: [t.breakdown()[i] for i in t.analyzed_steps()] for t in job.ranks}
+    per_step = {r: _per_step(parts) for r, parts in steps.items()}
 
     def waited_for(waiter: int, rank: int) -> float:
         """Seconds per step `waiter` was blocked beyond `rank`'s own blocked time (the transfer)."""
-        return max(per_step[waiter]["collective_seconds"] - per_step[rank]["collective_seconds"], 0.0)
+        return max(_typical_gap(steps, waiter, rank, "collective_seconds"), 0.0)
 
-    straggler = max(last_count, key=lambda r: (last_count[r], sum(waited_for(w, r) for w in summaries)))
-    others = [r for r in summaries if r != straggler]
+    straggler = max(last_count, key=lambda r: (last_count[r], sum(waited_for(w, r) for w in steps)))
+    others = [r for r in steps if r != straggler]
     lost_per_step = _mean(waited_for(r, straggler) for r in others)
-    others_step_seconds = _mean(per_step[r]["step_seconds"] for r in others)
+    others_step_seconds = _mean(per_step[r]["seconds"] for r in others)
     share = lost_per_step / others_step_seconds if others_step_seconds > 0 else 0.0
-    cause, cause_shares = _cause(per_step, straggler, others, lost_per_step)
+    cause, cause_shares = _cause(steps, straggler, others, lost_per_step)
     recommendations = _recommendations(job, straggler, cause, data.cores, machine)
     arrived_last_share = last_count[straggler] / len(groups)
     wait_share_by_rank = {
-        str(r): waited_for(r, straggler) / per_step[r]["step_seconds"] if per_step[r]["step_seconds"] > 0 else 0.0
-        for r in summaries
+        str(r): waited_for(r, straggler) / per_step[r]["seconds"] if per_step[r]["seconds"] > 0 else 0.0
+        for r in per_step
     }
     typical = {field: _mean(per_step[r][field] for r in others) for field in per_step[straggler]}
     summary = (
@@ -115,14 +119,26 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     ]
 
 
-def _per_step(summary: RankSummary) -> dict[str, float]:
-    steps = max(summary.steps, 1)
-    return {
-        "step_seconds": summary.seconds / steps,
-        "data_wait_seconds": summary.data_wait_seconds / steps,
-        "compute_seconds": summary.compute_seconds / steps,
-        "collective_seconds": summary.collective_seconds / steps,
-    }
+def _per_step(parts: list[StepBreakdown]) -> dict[str, float]:
+    """A rank's typical step: the median of each part over the analyzed steps."""
+
+    def median(field: str) -> float:
+        return statistics.median(getattr(p, field) for p in parts) if parts else 0.0
+
+    return {field: median(field) for field in ("seconds", "data_wait_seconds", "compute_seconds", "collective_seconds")}
+
+
+def _typical_gap(steps: dict[int, list[StepBreakdown]], a: int, b: int, field: str) -> float:
+    """Rank a's part minus rank b's, per step (paired by index), as a trimmed mean.
+
+    A mean, so that balanced ranks that take turns arriving last cancel out (a median would pick
+    one side); trimmed, so that a rank descheduled for a few steps on a busy machine does not pass
+    for a straggler.
+    """
+    gaps = sorted(getattr(x, field) - getattr(y, field) for x, y in zip(steps[a], steps[b]))
+    cut = int(len(gaps) * TRIM_SHARE)
+    kept = gaps[cut : len(gaps) - cut] or gaps
+    return sum(kept) / len(kept) if kept else 0.0
 
 
 def _analyzed(job: JobTimeline, group: dict) -> bool:
@@ -141,7 +157,7 @@ def _mean(values) -> float:
 
 
 def _cause(
-    per_step: dict[int, dict[str, float]], straggler: int, others: list[int], lost_per_step: float
+    steps: dict[int, list[StepBreakdown]], straggler: int, others: list[int], lost_per_step: float
 ) -> tuple[str, dict[str, float]]:
     """The part of the others' lost time per step that the straggler's extra data wait, and its
     extra compute, explain. The ranks run in lockstep, so what the straggler spends beyond the
@@ -149,7 +165,7 @@ def _cause(
     shares = dict.fromkeys(CAUSE_FIELDS, 0.0)
     if lost_per_step > 0:
         for cause, field in CAUSE_FIELDS.items():
-            extra = per_step[straggler][field] - _mean(per_step[r][field] for r in others)
+            extra = _mean(_typical_gap(steps, straggler, r, field) for r in others)
             shares[cause] = min(max(extra / lost_per_step, 0.0), 1.0)
     best = max(shares, key=lambda k: shares[k])
     return (best if shares[best] >= CAUSE_MIN_SHARE else UNATTRIBUTED), shares

@@ -7,10 +7,13 @@ For the duration of the script it times, on this rank:
 - every collective called through `torch.distributed` (all_reduce, all_gather, broadcast, barrier,
   ...): the arrival (the call) and the completion (the call's return, or its future's completion
   for async_op=True);
-- DDP's gradient all-reduce: at the model's first forward a comm hook is registered that does what
-  DDP's default hook does (average the bucket with one all_reduce) and records each bucket's
-  arrival and completion; a script's own comm hook is wrapped instead. A builtin C++ hook
-  (register_builtin_comm_hook) is left untimed.
+- DDP's gradient all-reduce, with DDP's own (C++) reduction untouched: a DDP forward (outside
+  no_sync) puts a hook on its output's gradient, which queues an autograd-engine callback for the
+  end of the backward pass; the callback's time is the arrival (every gradient computed, the last
+  bucket handed to the all-reduce), and the return of `torch.autograd.backward`, which waits for
+  DDP's all-reduce, is the completion. One collective per backward: the step's sync point.
+  (A Python comm hook timing each bucket cost 15% of a small model's step: its future callbacks
+  need the GIL on the process group's thread.)
 Right after the script's `init_process_group`, the ranks meet at a barrier and all_gather their
 local clocks; every time this rank writes is on rank 0's clock. The result (or the script's
 error) goes to `$ACCEL_MULTIRANK_OUT/rank{RANK}.json`.
@@ -25,13 +28,12 @@ import os
 import socket
 import sys
 import time
-import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from torch.distributed import distributed_c10d as c10d
+from torch.autograd import Variable
 from torch.nn.parallel import DistributedDataParallel
 
 from accel.core.errors import PipelineError
@@ -77,6 +79,8 @@ class Recorder:
     backend: str = ""
     world_size: int = 1
     calls: list[tuple[str, float, float]] = dataclasses.field(default_factory=list)
+    # When the running backward pass finished its gradients (DDP's all-reduce is still pending).
+    arrival_seconds: float | None = None
     loader: list[LoaderCall] = dataclasses.field(default_factory=list)
 
     def record(self, name: str, arrival: float, done: float) -> None:
@@ -123,28 +127,9 @@ def _timed_collective(recorder: Recorder, name: str, function: Callable) -> Call
     return timed
 
 
-def _timed_comm_hook(recorder: Recorder, hook: Callable) -> Callable:
-    """A DDP comm hook that records each bucket's arrival and completion around `hook`."""
-
-    # No annotations: DDP rejects a hook whose annotations are not exactly GradBucket and Future.
-    def timed(state, bucket):  # type: ignore[no-untyped-def]
-        arrival = recorder.clock()
-
-        def done(future: torch.futures.Future) -> Any:
-            recorder.record(DDP_ALLREDUCE, arrival, recorder.clock())
-            return future.value()
-
-        return hook(state, bucket).then(done)
-
-    return timed
-
-
-def _average_bucket(group: Any, bucket: Any) -> torch.futures.Future:
-    """DDP's default reduction: the bucket divided by the group size, all-reduced."""
-    group = group if group is not None else c10d._get_default_group()
-    tensor = bucket.buffer().div_(group.size())
-    work = c10d.all_reduce(tensor, group=group, async_op=True)
-    return work.get_future().then(lambda future: future.value()[0])
+def _first_grad_tensor(output: Any) -> torch.Tensor | None:
+    leaves, _ = torch.utils._pytree.tree_flatten(output)
+    return next((t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad), None)
 
 
 @contextlib.contextmanager
@@ -153,8 +138,7 @@ def timed_distributed(recorder: Recorder) -> Iterator[None]:
     originals = {name: getattr(dist, name) for name in COLLECTIVES if hasattr(dist, name)}
     original_init = dist.init_process_group
     ddp_forward = DistributedDataParallel.forward
-    ddp_register = DistributedDataParallel.register_comm_hook
-    ddp_builtin = DistributedDataParallel._register_builtin_comm_hook
+    original_backward = torch.autograd.backward
 
     @functools.wraps(original_init)
     def init_process_group(*args: Any, **kwargs: Any) -> Any:
@@ -162,22 +146,30 @@ def timed_distributed(recorder: Recorder) -> Iterator[None]:
         align_clocks(recorder, originals)
         return result
 
-    # Models whose comm hook is set (ours, or the script's wrapped in ours, or a builtin one).
-    hooked: weakref.WeakSet[DistributedDataParallel] = weakref.WeakSet()
+    def gradients_done() -> None:
+        recorder.arrival_seconds = recorder.clock()
+
+    def on_output_grad(grad: torch.Tensor) -> None:
+        # The first gradient of the backward pass: queue a callback for its end. DDP queues the
+        # wait for its all-reduce when its last bucket is ready, later, so this one runs first.
+        Variable._execution_engine.queue_callback(gradients_done)
 
     def forward(self: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
-        if self not in hooked:
-            hooked.add(self)
-            ddp_register(self, self.process_group, _timed_comm_hook(recorder, _average_bucket))
-        return ddp_forward(self, *args, **kwargs)
+        output = ddp_forward(self, *args, **kwargs)
+        if torch.is_grad_enabled() and self.require_backward_grad_sync:  # not under no_sync()
+            tensor = _first_grad_tensor(output)
+            if tensor is not None:
+                tensor.register_hook(on_output_grad)
+        return output
 
-    def register_comm_hook(self: DistributedDataParallel, state: Any, hook: Callable) -> None:
-        hooked.add(self)
-        ddp_register(self, state, _timed_comm_hook(recorder, hook))
-
-    def register_builtin_comm_hook(self: DistributedDataParallel, comm_hook_type: Any) -> None:
-        hooked.add(self)
-        ddp_builtin(self, comm_hook_type)
+    @functools.wraps(original_backward)
+    def backward(*args: Any, **kwargs: Any) -> Any:
+        recorder.arrival_seconds = None
+        result = original_backward(*args, **kwargs)
+        if recorder.arrival_seconds is not None:
+            recorder.record(DDP_ALLREDUCE, recorder.arrival_seconds, recorder.clock())
+            recorder.arrival_seconds = None
+        return result
 
     patches: list[tuple[Any, str, Any, Any]] = [
         (dist, name, fn, _timed_collective(recorder, name, fn)) for name, fn in originals.items()
@@ -185,8 +177,7 @@ def timed_distributed(recorder: Recorder) -> Iterator[None]:
     patches += [
         (dist, "init_process_group", original_init, init_process_group),
         (DistributedDataParallel, "forward", ddp_forward, forward),
-        (DistributedDataParallel, "register_comm_hook", ddp_register, register_comm_hook),
-        (DistributedDataParallel, "_register_builtin_comm_hook", ddp_builtin, register_builtin_comm_hook),
+        (torch.autograd, "backward", original_backward, backward),
     ]
     for owner, name, _, patched in patches:
         setattr(owner, name, patched)
