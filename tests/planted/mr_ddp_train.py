@@ -1,7 +1,8 @@
 """Planted: a DDP training script (gloo, CPU) with an optional straggler rank.
 
 --straggler input    rank --slow-rank's Dataset sleeps in __getitem__ (expected: straggler, data_loading)
---straggler compute  rank --slow-rank gets batches several times larger (expected: straggler, compute_bound)
+--straggler compute  rank --slow-rank computes on each batch repeated several times (expected: straggler,
+                     compute_bound); its data path is the same as the others'
 --straggler none     every rank does the same work (expected: no straggler above low); with
                      --sample-seconds and a small --hidden, a step is mostly the same wait on every
                      rank, so a busy machine's scheduling noise stays small against it
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 # The planted delays are several times a balanced step (a few ms here), so the verdict holds on a
 # loaded 2-core machine.
 SLOW_SAMPLE_SECONDS = 0.004
-SLOW_BATCH_FACTOR = 16
+SLOW_WORK_FACTOR = 32
 
 
 class Samples(Dataset):
@@ -59,7 +60,8 @@ def main() -> None:
     rank = dist.get_rank()
     torch.manual_seed(0)
     slow = rank == args.slow_rank
-    batch_size = args.batch_size * (SLOW_BATCH_FACTOR if slow and args.straggler == "compute" else 1)
+    batch_size = args.batch_size
+    repeats = SLOW_WORK_FACTOR if slow and args.straggler == "compute" else 1
     data = Samples(args.steps * batch_size, slow and args.straggler == "input", args.sample_seconds)
     hidden = args.hidden
     model = DistributedDataParallel(
@@ -77,6 +79,7 @@ def main() -> None:
         profiler.start()
     marks = [time.perf_counter()]
     for features, labels in DataLoader(data, batch_size=batch_size):
+        features, labels = features.repeat(repeats, 1), labels.repeat(repeats)
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(features), labels).backward()
         optimizer.step()
