@@ -280,3 +280,20 @@ def test_cli_option_errors_are_one_line(tmp_path):
     assert both.exit_code == 2 and "runs nothing" in both.output
     missing = CliRunner().invoke(app, ["profile", "--traces", str(tmp_path / "absent")])
     assert missing.exit_code == 2 and "no such folder" in missing.output
+
+
+def test_trace_clocks_are_shifted_per_host_only():
+    def events(host_offset: float, lag: float) -> traces.RankEvents:
+        ranked = traces.RankEvents()
+        for i in range(5):
+            start = host_offset + i * 0.1
+            ranked.steps.append((start, start + 0.1))
+            ranked.calls.setdefault("allreduce", []).append(start + 0.02 + lag)
+            ranked.works.setdefault("allreduce", []).append((start + 0.02 + lag, start + 0.06))
+        return ranked
+
+    same = JobTimeline((events(0.0, 0.0).timeline(0, "a"), events(0.0, 0.01).timeline(1, "a")), source="traces")
+    assert traces.clock_shifts(same) == {0: 0.0, 1: 0.0}
+    # Rank 1's host clock runs 5 s ahead: its completions are 5 s later on its clock.
+    other = JobTimeline((events(0.0, 0.0).timeline(0, "a"), events(5.0, 0.01).timeline(1, "b")), source="traces")
+    assert traces.clock_shifts(other)[1] == pytest.approx(5.0)

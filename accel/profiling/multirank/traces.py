@@ -11,7 +11,8 @@ arrival and completion:
 The rank comes from the trace's distributedInfo (written when the profiler starts after
 init_process_group), else from a `rank<N>` worker name in the file name. Ranks on different hosts
 have different clocks: each rank's clock is shifted by the median gap between its completions and
-rank 0's of the same collectives, which finish together on every rank.
+rank 0's of the same collectives, which finish together on every rank (ranks on rank 0's host share
+its clock and are not shifted).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ RANK_IN_NAME = re.compile(r"rank[_-]?(\d+)", re.IGNORECASE)
 NCCL_KERNEL = re.compile(r"nccl(?:Dev)?Kernel_([A-Za-z]+)")
 STEP_PREFIX = "ProfilerStep#"
 LOADER_PREFIX = "enumerate(DataLoader)"
-CLOCK_ALIGNMENT = "median gap between each rank's collective completions and rank 0's"
+CLOCK_ALIGNMENT = "rank 0's host: one clock; other hosts: median gap between their collective completions and rank 0's"
 US = 1e-6
 
 Progress = Callable[[str], None]
@@ -161,9 +162,9 @@ class RankEvents:
                 waits[index] += end - start
         return RankTimeline(
             rank=rank,
-            # A trace has no batch size: one sample per step, so rates read per batch.
+            # A trace has no batch size: no samples, so no rates per sample are made up from it.
             steps=tuple(
-                RankStep(s - shift_seconds, e - shift_seconds, min(w, e - s), 1) for (s, e), w in zip(steps, waits)
+                RankStep(s - shift_seconds, e - shift_seconds, min(w, e - s), 0) for (s, e), w in zip(steps, waits)
             ),
             calls=tuple(
                 CollectiveCall(c.name, c.arrival_seconds - shift_seconds, c.done_seconds - shift_seconds)
@@ -265,10 +266,17 @@ def read_job(folder: Path, progress: Progress = lambda message: None) -> tuple[J
 
 
 def clock_shifts(job: JobTimeline) -> dict[int, float]:
-    """Per rank, the median of (its completion - rank 0's completion) over matched collectives."""
-    gaps: dict[int, list[float]] = {t.rank: [] for t in job.ranks}
+    """Per rank, the shift onto rank 0's clock: none on rank 0's host (one clock for its processes);
+    on another host, the median of (completion there - rank 0's completion) over matched collectives
+    of all that host's ranks."""
+    host_of = {t.rank: t.host for t in job.ranks}
+    gaps: dict[str, list[float]] = {}
     for group in matched_calls(job):
         reference = group[0][0].done_seconds
         for rank, (call, _) in group.items():
-            gaps[rank].append(call.done_seconds - reference)
-    return {rank: statistics.median(values) if values else 0.0 for rank, values in gaps.items()}
+            gaps.setdefault(host_of[rank], []).append(call.done_seconds - reference)
+    home = host_of[0]
+    return {
+        rank: 0.0 if host == home or not gaps.get(host) else statistics.median(gaps[host])
+        for rank, host in host_of.items()
+    }
