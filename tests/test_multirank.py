@@ -234,7 +234,14 @@ def test_accel_writes_one_trace_per_rank_and_warns_past_the_cores(tmp_path, monk
         assert trace["distributedInfo"]["rank"] == rank and trace["distributedInfo"]["world_size"] == 2
         assert any(e.get("name", "").startswith("ProfilerStep#") for e in trace["traceEvents"])
     assert json.loads(out.read_text())["ranks"] == report.extra["ranks"]
-    assert len(profile_traces(logdir).extra["ranks"]) == 2
+    from typer.testing import CliRunner
+
+    from accel.cli import app
+
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["profile", "--traces", str(logdir), "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    assert "Ranks (2, from traces" in result.output and page.stat().st_size > 0
 
 
 def _accel(*args: str) -> subprocess.CompletedProcess:

@@ -39,7 +39,7 @@ def profile_command(
 ) -> None:
     """Measure each stage and the machine, and name the bottleneck with evidence."""
     if traces is not None or nproc_per_node is not None:
-        profile_ranks_command(file, args, json_path, trace_dir, no_trace, nproc_per_node, traces)
+        profile_ranks_command(file, args, json_path, html_path, trace_dir, no_trace, nproc_per_node, traces)
         return
     if file is None:
         raise PipelineLoadError("no FILE to profile", "accel profile FILE, or accel profile --traces DIR")
@@ -71,13 +71,14 @@ def profile_ranks_command(
     file: Optional[Path],
     args: Optional[List[str]],
     json_path: Optional[Path],
+    html_path: Optional[Path],
     trace_dir: Optional[Path],
     no_trace: bool,
     nproc_per_node: Optional[int],
     traces: Optional[Path],
 ) -> None:
     """`--nproc-per-node N SCRIPT` (torchrun) or `--traces DIR` (a job's traces): the per-rank report."""
-    from accel.profiling.run import profile_ranks, profile_traces
+    from accel.profiling.run import profile_ranks, profile_traces, write_html
 
     if traces is not None:
         if file is not None or nproc_per_node is not None:
@@ -102,9 +103,13 @@ def profile_ranks_command(
                 progress=lambda message: status.update(message),
                 warn=lambda message: err_console.print(f"[warn]warning:[/] {escape(message)}", soft_wrap=True),
             )
+    if html_path is not None:
+        write_html(report, html_path)
     render_profile(report, console)
     if json_path:
         err_console.print(f"[muted]report written to {json_path}[/]")
+    if html_path:
+        err_console.print(f"[muted]HTML report written to {html_path}[/]")
 
 
 def register(app: typer.Typer) -> None:
