@@ -304,3 +304,23 @@ def test_trace_clocks_are_shifted_per_host_only():
     # Rank 1's host clock runs 5 s ahead: its completions are 5 s later on its clock.
     other = JobTimeline((events(0.0, 0.0).timeline(0, "a"), events(5.0, 0.01).timeline(1, "b")), source="traces")
     assert traces.clock_shifts(other)[1] == pytest.approx(5.0)
+
+
+def test_the_reader_keeps_a_bounded_buffer_on_a_large_trace(monkeypatch):
+    """2 MB of events read 4 KiB at a time: the buffer never holds much more than a chunk."""
+    events = [{"ph": "X", "name": "aten::mm", "ts": float(i), "dur": 1.0, "tid": 1} for i in range(30_000)]
+    text = json.dumps({"traceEvents": events})
+    monkeypatch.setattr(traces, "CHUNK_CHARS", 4096)
+    largest = 0
+    fill = traces._Reader._fill
+
+    def tracked(reader: traces._Reader) -> bool:
+        nonlocal largest
+        filled = fill(reader)
+        largest = max(largest, len(reader.buffer))
+        return filled
+
+    monkeypatch.setattr(traces._Reader, "_fill", tracked)
+    count = sum(1 for _ in traces.read_events(io.StringIO(text), {}))
+    assert count == len(events) and len(text) > 2_000_000
+    assert largest <= 2 * 4096
