@@ -12,7 +12,7 @@ For the duration of the script it times, on this rank:
   end of the backward pass; the callback's time is the arrival (every gradient computed, the last
   bucket handed to the all-reduce), and the return of `torch.autograd.backward`, which waits for
   DDP's all-reduce, is the completion. One collective per backward: the step's sync point.
-  (A Python comm hook timing each bucket cost 15% of a small model's step: its future callbacks
+  (A Python comm hook timing each bucket cost 14-17% of a small model's step: its future callbacks
   need the GIL on the process group's thread.)
 Right after the script's `init_process_group`, the ranks meet at a barrier and all_gather their
 local clocks; every time this rank writes is on rank 0's clock. The result (or the script's
