@@ -83,6 +83,7 @@ RULES = {
             "accel.profiling.report",
             "accel.profiling.costmodel",
             "accel.profiling.rates",
+            "accel.profiling.ranks",
         )
         and dst != "accel.profiling.analyzers"
     ),

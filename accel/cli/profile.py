@@ -7,12 +7,13 @@ from typing import List, Optional
 
 import typer
 
-from accel.cli.common import console, err_console
+from accel.cli.common import console, err_console, escape
 from accel.cli.render import render_profile
+from accel.core.errors import PipelineLoadError
 
 
 def profile_command(
-    file: Path = typer.Argument(..., help="Pipeline file (.py) or ONNX model (.onnx)."),
+    file: Optional[Path] = typer.Argument(None, help="Pipeline file (.py) or ONNX model (.onnx)."),
     args: Optional[List[str]] = typer.Argument(None, help="Arguments for a script, after --."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (accel.profile/1)."),
     trace_dir: Optional[Path] = typer.Option(
@@ -29,8 +30,19 @@ def profile_command(
     as_script: bool = typer.Option(
         False, "--script", help="Run the file as a script (as __main__) even if it defines model or pipeline."
     ),
+    nproc_per_node: Optional[int] = typer.Option(
+        None, "--nproc-per-node", min=1, help="Run the script on N local ranks under torchrun; name any straggler."
+    ),
+    traces: Optional[Path] = typer.Option(
+        None, "--traces", help="Read per-rank torch.profiler traces (a job's logdir) instead of running anything."
+    ),
 ) -> None:
     """Measure each stage and the machine, and name the bottleneck with evidence."""
+    if traces is not None or nproc_per_node is not None:
+        profile_ranks_command(file, args, json_path, html_path, trace_dir, no_trace, nproc_per_node, traces)
+        return
+    if file is None:
+        raise PipelineLoadError("no FILE to profile", "accel profile FILE, or accel profile --traces DIR")
     from accel.profiling.onnx import parse_dynamic_dims
     from accel.profiling.run import profile
 
@@ -48,6 +60,51 @@ def profile_command(
             dynamic_dims=dims,
             as_script=as_script,
         )
+    render_profile(report, console)
+    if json_path:
+        err_console.print(f"[muted]report written to {json_path}[/]")
+    if html_path:
+        err_console.print(f"[muted]HTML report written to {html_path}[/]")
+
+
+def profile_ranks_command(
+    file: Optional[Path],
+    args: Optional[List[str]],
+    json_path: Optional[Path],
+    html_path: Optional[Path],
+    trace_dir: Optional[Path],
+    no_trace: bool,
+    nproc_per_node: Optional[int],
+    traces: Optional[Path],
+) -> None:
+    """`--nproc-per-node N SCRIPT` (torchrun) or `--traces DIR` (a job's traces): the per-rank report."""
+    from accel.profiling.run import profile_ranks, profile_traces, write_html
+
+    if traces is not None:
+        if file is not None or nproc_per_node is not None:
+            raise PipelineLoadError(
+                "--traces reads a folder of traces and runs nothing", "give no FILE and no --nproc-per-node with it"
+            )
+        with err_console.status("reading traces") as status:
+            report = profile_traces(traces, json_path=json_path, progress=lambda message: status.update(message))
+    else:
+        if file is None:
+            raise PipelineLoadError(
+                "--nproc-per-node runs a script: no FILE given", "accel profile --nproc-per-node N SCRIPT"
+            )
+        trace = None if no_trace else (trace_dir or Path("accel-runs") / file.stem)
+        with err_console.status("profiling") as status:
+            report = profile_ranks(
+                file,
+                nproc_per_node or 1,
+                args=tuple(args or ()),
+                trace_dir=trace,
+                json_path=json_path,
+                progress=lambda message: status.update(message),
+                warn=lambda message: err_console.print(f"[warn]warning:[/] {escape(message)}", soft_wrap=True),
+            )
+    if html_path is not None:
+        write_html(report, html_path)
     render_profile(report, console)
     if json_path:
         err_console.print(f"[muted]report written to {json_path}[/]")

@@ -99,6 +99,8 @@ def render_profile(report: Report, console: Console) -> None:
         console.print("\n".join(lines))
     if report.stages:
         console.print(stage_table(report))
+    if report.extra.get("ranks"):
+        console.print(rank_table(report))
     if report.findings:
         console.print(findings_block(report))
     primary = report.primary
@@ -110,3 +112,28 @@ def render_profile(report: Report, console: Console) -> None:
             f"[muted]trace: {escape(report.trace_dir)} (tensorboard --logdir {logdir}; "
             "or open the .pt.trace.json in Perfetto)[/]"
         )
+
+
+def rank_table(report: Report) -> Table:
+    """A multi-rank job: per rank, step time and where it goes; the straggler's row marked."""
+    straggler = report.finding("straggler")
+    marked = straggler.evidence["rank"] if straggler and straggler.severity in ("high", "medium") else None
+    job = report.extra.get("multirank", {})
+    title = f"Ranks ({job.get('world_size', len(report.extra['ranks']))}, from {job.get('source', '?')}; per step)"
+    table = Table(title=title, title_justify="left", expand=False)
+    for name in ("rank", "steps", "step (median)", "data wait", "compute", "collective wait", "arrived last"):
+        table.add_column(name, justify="left" if name == "rank" else "right")
+    last = straggler.evidence.get("arrived_last_by_rank", {}) if straggler else {}
+    for rank in report.extra["ranks"]:
+        steps = max(rank["steps"], 1)
+        label = f"{rank['rank']}" + (" straggler" if rank["rank"] == marked else "")
+        table.add_row(
+            Text(label, style="bad" if rank["rank"] == marked else ""),
+            str(rank["steps"]),
+            format_seconds(rank["median_step_seconds"]),
+            f"{format_seconds(rank['data_wait_seconds'] / steps)} {format_share(rank['data_wait_share'])}",
+            f"{format_seconds(rank['compute_seconds'] / steps)} {format_share(rank['compute_share'])}",
+            f"{format_seconds(rank['collective_seconds'] / steps)} {format_share(rank['collective_share'])}",
+            format_share(last[str(rank["rank"])]) if str(rank["rank"]) in last else "-",
+        )
+    return table

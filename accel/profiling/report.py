@@ -24,6 +24,7 @@ FINDING_KINDS = (
     "overhead",
     "memory_peak",
     "generation",
+    "straggler",
 )
 SEVERITIES = ("high", "medium", "low", "info")
 

@@ -235,3 +235,62 @@ def write_html(report: Report, path: str | os.PathLike) -> None:
     # Through JSON first, so the page shows exactly what the JSON report holds.
     data = json.loads(json.dumps(report.to_dict(), default=json_default))
     write_text_atomic(path, render_html(data))
+
+
+def profile_ranks(
+    script: str | os.PathLike,
+    nproc: int,
+    *,
+    args: tuple[str, ...] = (),
+    trace_dir: str | os.PathLike | None = None,
+    json_path: str | os.PathLike | None = None,
+    machine: Machine | None = None,
+    progress: Progress = _no_progress,
+    warn: Progress = _no_progress,
+    timeout_seconds: float | None = None,
+) -> Report:
+    """Run a script on `nproc` local ranks under torchrun and report per rank, naming any straggler.
+
+    The script runs to its end (ranks cannot stop at a budget one by one without hanging the others).
+    """
+    from accel.profiling.multirank.launch import launch
+    from accel.profiling.multirank.merge import job_from_results, multirank_report
+    from accel.profiling.ranks import job_profile_data
+
+    file = check_file(script)
+    machine = machine or describe_machine()
+    progress(f"running {file.name} on {nproc} ranks under torchrun")
+    trace = Path(trace_dir) if trace_dir is not None else None
+    results = launch(Script(file, tuple(args)), nproc, trace_dir=trace, timeout_seconds=timeout_seconds, warn=warn)
+    job = job_from_results(results, file)
+    progress("analyzing")
+    report = build_report(
+        job_profile_data(job, file.stem, machine.cores), machine, trace_dir=str(trace) if trace else None
+    )
+    report = multirank_report(report, job, {"nproc_per_node": nproc, "backend": results[0]["backend"]})
+    if json_path is not None:
+        write_json_atomic(json_path, report.to_dict())
+    return report
+
+
+def profile_traces(
+    directory: str | os.PathLike,
+    *,
+    json_path: str | os.PathLike | None = None,
+    machine: Machine | None = None,
+    progress: Progress = _no_progress,
+) -> Report:
+    """Read the per-rank Kineto traces in a folder (one rank at a time) and report as profile_ranks does."""
+    from accel.profiling.multirank.merge import multirank_report
+    from accel.profiling.multirank.traces import read_job
+    from accel.profiling.ranks import job_profile_data
+
+    folder = Path(directory)
+    progress(f"reading traces in {folder}")
+    job, details = read_job(folder, progress=progress)
+    machine = machine or describe_machine()
+    report = build_report(job_profile_data(job, folder.name, machine.cores), machine, trace_dir=str(folder))
+    report = multirank_report(report, job, details)
+    if json_path is not None:
+        write_json_atomic(json_path, report.to_dict())
+    return report
