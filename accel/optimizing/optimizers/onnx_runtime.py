@@ -21,16 +21,29 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from accel.core.errors import LockError, MissingDependencyError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import artifact_name, split_call, tensors_only, varying_dims
+from accel.optimizing.optimizers._model_io import (
+    artifact_name,
+    flatten_output,
+    output_structure,
+    positional_parameters,
+    rebuild_output,
+    split_call,
+    tensor_count,
+    tensors_only,
+    varying_dims,
+)
 
 DEFAULT_OPSET = 17
-EXPORTERS = ("torchscript", "dynamo")
+EXPORTERS = ("auto", "torchscript", "dynamo")
+# The dynamo exporter implements opset 18 and up; a lower opset would be converted down after export.
+DYNAMO_MIN_OPSET = 18
 # Batches of the source used to calibrate activation ranges for static int8.
 DEFAULT_CALIBRATION_BATCHES = 8
 
@@ -44,8 +57,8 @@ def _ort() -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_quantizer():
-    """ORT's quantizer logs advice on the root logger; accel reports what matters itself."""
+def _quiet():
+    """ORT's quantizer and torch's exporter log advice; accel reports what matters itself."""
     logging.disable(logging.WARNING)
     try:
         yield
@@ -64,16 +77,33 @@ def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
     }
 
 
+# ONNX tensor types and the numpy dtype a feed is cast to when the caller's differs (int32 ids, say).
+ONNX_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
 class OrtModel(torch.nn.Module):
-    """An ONNX Runtime session behind the model's call signature: torch tensors in and out."""
+    """An ONNX Runtime session behind the model's call signature: torch tensors in, the original
+    output structure out (a ModelOutput comes back as the same class with the same keys).
+
+    `input_for` maps the original forward's parameter names to graph input names, so the drop-in
+    takes the inputs positionally or by keyword, as the original did; `parameters` are the
+    original's positional parameters in order."""
 
     def __init__(
         self,
         onnx_path: Path,
         input_names: list[str],
-        output_names: list[str],
         session_options: dict[str, Any],
-        single_output: bool,
+        structure: dict[str, Any],
+        parameters: list[str] | None = None,
+        input_for: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         ort = _ort()
@@ -89,20 +119,41 @@ class OrtModel(torch.nn.Module):
         self.onnx_path = Path(onnx_path)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_names = list(input_names)
-        self.output_names = list(output_names)
-        self.single_output = single_output
+        self.structure = structure
+        self.parameters = list(parameters or [])
+        self.input_for = dict(input_for or {})
         self.session_options = dict(session_options)
+        self.output_names = [o.name for o in self.session.get_outputs()]
         # Inputs the exporter pruned (unused by the graph) are dropped from the feed.
-        self._graph_inputs = {i.name for i in self.session.get_inputs()}
+        self._graph_types = {i.name: ONNX_NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+        if tensor_count(structure) != len(self.output_names):
+            raise ValueError(
+                f"the ONNX graph has {len(self.output_names)} outputs, the model's output "
+                f"{tensor_count(structure)} tensors"
+            )
+
+    def _graph_name(self, parameter: str) -> str:
+        return self.input_for.get(parameter, parameter)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        named = [(self.parameters[i] if i < len(self.parameters) else f"input_{i}", v) for i, v in enumerate(args)]
         feeds = {}
-        for name, value in [*zip(self.input_names, args), *kwargs.items()]:
-            if name in self._graph_inputs:
-                feeds[name] = value.detach().cpu().contiguous().numpy()
+        for parameter, value in [*named, *kwargs.items()]:
+            name = self._graph_name(parameter)
+            if value is None:
+                continue  # left at its default, as the export did
+            if name not in self._graph_types:
+                if name in self.input_names:
+                    continue  # exported, then pruned: the graph does not use it
+                raise TypeError(
+                    f"the exported model has no input {parameter!r} (it was exported with "
+                    f"{', '.join(self.input_names)}); optimize again with it in the example batch"
+                )
+            array = value.detach().cpu().contiguous().numpy()
+            wanted = self._graph_types[name]
+            feeds[name] = array if wanted is None or array.dtype == wanted else array.astype(wanted)
         outputs = self.session.run(self.output_names, feeds)
-        tensors = tuple(torch.from_numpy(o) for o in outputs)
-        return tensors[0] if self.single_output else tensors
+        return rebuild_output(self.structure, [torch.from_numpy(o) for o in outputs])
 
     def extra_repr(self) -> str:
         return f"{self.onnx_path.name}, threads={self.session_options['intra_op_num_threads']}"
@@ -113,7 +164,7 @@ class OnnxConfig:
     opset: int = DEFAULT_OPSET
     threads: int = 0  # 0: torch's intra-op thread count, so both sides of a comparison match
     allow_spinning: bool = False
-    exporter: str = "torchscript"
+    exporter: str = "auto"  # see choose_exporter
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -146,28 +197,93 @@ class OnnxInt8StaticConfig(OnnxConfig):
             )
 
 
+def input_names_of(batch: Any) -> list[str]:
+    """Graph input names: `input_i` for positional inputs, the keyword's own name for keyword ones."""
+    args, kwargs = split_call(batch)
+    return [f"input_{i}" for i in range(len(args))] + list(kwargs)
+
+
+def choose_exporter(requested: str, kwargs: dict[str, Any], sample_output: Any) -> str:
+    """`auto`: the dynamo exporter for keyword calls and structured outputs (a ModelOutput, a dict),
+    which it exports with the real call signature; the faster TorchScript exporter otherwise."""
+    if requested != "auto":
+        return requested
+    plain = isinstance(sample_output, torch.Tensor) or (
+        isinstance(sample_output, tuple)
+        and not hasattr(sample_output, "_fields")
+        and all(isinstance(t, torch.Tensor) for t in sample_output)
+    )
+    return "torchscript" if plain and not kwargs else "dynamo"
+
+
+def _dynamo_shapes(parameters: list[str], args: tuple, kwargs: dict, dims: list[set[int]]) -> Any:
+    """torch.export's dynamic_shapes: keyed by the forward's parameter names when they are known."""
+    specs = [{d: torch.export.Dim.AUTO for d in sorted(found)} or None for found in dims]
+    if not any(specs):
+        return None
+    if len(parameters) >= len(args):
+        return dict(zip([*parameters[: len(args)], *kwargs], specs))
+    return tuple(specs) if not kwargs else None
+
+
+def _exported_dynamic_axes(path: Path) -> dict[str, list[int]]:
+    """Per graph input, the dimensions the exported graph left symbolic (what other shapes may vary)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    axes = {}
+    for value in graph.input:
+        dims = [i for i, d in enumerate(value.type.tensor_type.shape.dim) if d.dim_param or not d.HasField("dim_value")]
+        if dims:
+            axes[value.name] = dims
+    return axes
+
+
 def export_onnx(pipeline: Pipeline, path: Path, config: OnnxConfig) -> dict[str, Any]:
-    """Export the pipeline's model at its example batch; returns what the lock must record."""
+    """Export the pipeline's model at its example batch, with the call it really makes (keyword
+    inputs stay keywords, optional arguments keep their defaults) and its batch and padded axes
+    dynamic; returns what the lock must record."""
     example = pipeline.example_batch()
     args, kwargs = split_call(example)
-    input_names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
+    input_names = input_names_of(example)
+    parameters = positional_parameters(pipeline.model)
+    input_for = {
+        (parameters[i] if i < len(parameters) else name): name for i, name in enumerate(input_names[: len(args)])
+    }
+    input_for.update({name: name for name in kwargs})
     dims = varying_dims(pipeline)
     with torch.inference_mode(False), torch.no_grad():
         sample_output = pipeline.call_model(example)
-    outputs = sample_output if isinstance(sample_output, tuple) else (sample_output,)
-    output_names = [f"output_{i}" for i in range(len(outputs))]
-    dynamic_axes: dict[str, dict[int, str]] = {
-        name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
-    }
-    if pipeline.has_source:
-        for name, out in zip(output_names, outputs):
-            if isinstance(out, torch.Tensor) and out.dim() > 0:
-                dynamic_axes[name] = {0: f"{name}_dim0"}
+    structure = output_structure(sample_output)
+    output_names = [f"output_{i}" for i in range(len(flatten_output(sample_output)))]
+    exporter = choose_exporter(config.exporter, kwargs, sample_output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), _quiet(), torch.no_grad():
         warnings.simplefilter("ignore")
-        if config.exporter == "dynamo":
-            shapes = [{d: torch.export.Dim.AUTO for d in dims[i]} or None for i in range(len(input_names))]
+        if exporter == "torchscript":
+            dynamic_axes: dict[str, dict[int, str]] = {
+                name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
+            }
+            for name, out in zip(output_names, flatten_output(sample_output)):
+                if out.dim() > 0:
+                    dynamic_axes[name] = {0: f"{name}_dim0"}
+            try:
+                torch.onnx.export(
+                    pipeline.model,
+                    args,
+                    str(path),
+                    kwargs=kwargs or None,
+                    dynamo=False,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=config.opset,
+                    dynamic_axes=dynamic_axes or None,
+                )
+            except Exception:
+                if config.exporter != "auto":
+                    raise
+                exporter = "dynamo"  # the tracer could not follow the model; torch.export may
+        if exporter == "dynamo":
             torch.onnx.export(
                 pipeline.model,
                 args,
@@ -176,30 +292,38 @@ def export_onnx(pipeline: Pipeline, path: Path, config: OnnxConfig) -> dict[str,
                 dynamo=True,
                 input_names=input_names,
                 output_names=output_names,
-                opset_version=config.opset,
-                dynamic_shapes=shapes if any(shapes) else None,
+                opset_version=max(config.opset, DYNAMO_MIN_OPSET),
+                dynamic_shapes=_dynamo_shapes(parameters, args, kwargs, dims),
                 verbose=False,
-            )
-        else:
-            torch.onnx.export(
-                pipeline.model,
-                args,
-                str(path),
-                kwargs=kwargs or None,
-                dynamo=False,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=config.opset,
-                dynamic_axes=dynamic_axes or None,
             )
     return {
         "input_names": input_names,
         "output_names": output_names,
-        "single_output": not isinstance(sample_output, tuple),
-        "dynamic_axes": {k: sorted(v) for k, v in dynamic_axes.items()},
-        "exporter": config.exporter,
-        "opset": config.opset,
+        "output_structure": structure,
+        "parameters": parameters,
+        "input_for": input_for,
+        "dynamic_axes": _exported_dynamic_axes(path),
+        "exporter": exporter,
+        "opset": config.opset if exporter == "torchscript" else max(config.opset, DYNAMO_MIN_OPSET),
     }
+
+
+def _legacy_structure(state: dict[str, Any]) -> dict[str, Any]:
+    """Locks written before output structures were recorded: a tensor, or a tuple of them."""
+    if state.get("single_output", True):
+        return {"kind": "tensor"}
+    return {"kind": "tuple", "items": [{"kind": "tensor"} for _ in state.get("output_names", [])]}
+
+
+def ort_model(path: Path, state: dict[str, Any], options: dict[str, Any]) -> OrtModel:
+    return OrtModel(
+        path,
+        state["input_names"],
+        options,
+        state.get("output_structure") or _legacy_structure(state),
+        state.get("parameters"),
+        state.get("input_for"),
+    )
 
 
 class _OnnxBase(Optimizer):
@@ -231,7 +355,7 @@ class _OnnxBase(Optimizer):
         )
         threads = config.threads or torch.get_num_threads()
         options = session_options_dict(threads, config.allow_spinning)
-        model = OrtModel(final_path, io["input_names"], io["output_names"], options, io["single_output"])
+        model = ort_model(final_path, io, options)
         state = {
             **io,
             "onnx_file": final_path.name,
@@ -265,7 +389,7 @@ class _OnnxBase(Optimizer):
                 "keep the lock's folder together, or run accel optimize again",
             )
         options = state.get("session_options") or session_options_dict(torch.get_num_threads(), False)
-        model = OrtModel(path, state["input_names"], state["output_names"], options, state.get("single_output", True))
+        model = ort_model(path, state, options)
         return pipeline.replace(model=model)
 
 
@@ -287,7 +411,7 @@ class OnnxInt8Dynamic(_OnnxBase):
     ) -> tuple[Path, dict[str, Any]]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _quiet_quantizer():
+        with _quiet():
             quantize_dynamic(
                 str(fp32_path),
                 str(out_path),
@@ -335,14 +459,13 @@ class OnnxInt8Static(_OnnxBase):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         graph_inputs = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
-        args, kwargs = split_call(pipeline.example_batch())
-        names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
+        names = input_names_of(pipeline.example_batch())
         reader = _SourceReader(pipeline, names, config.calibration_batches)
         for feed in reader.feeds:
             for name in list(feed):
                 if name not in graph_inputs:
                     del feed[name]
-        with _quiet_quantizer():
+        with _quiet():
             quantize_static(
                 str(fp32_path),
                 str(out_path),
