@@ -80,7 +80,7 @@ def test_ort_candidates_export_bert_with_its_keyword_call(bert, name, tmp_path):
     optimizer, config, applied = _apply(name, pipeline, tmp_path)
     model = applied.pipeline.model
     assert optimizer.applicable(pipeline, _context(tmp_path)) is None
-    assert isinstance(model, OrtModel)
+    assert isinstance(model, OrtModel) and list(model.parameters()) == []  # still an nn.Module to callers
     assert applied.state["exporter"] == "dynamo"
     assert applied.state["dynamic_axes"]["input_ids"] == [0, 1]
     minimum = 1 - FP32_TOLERANCE if name == "onnx.runtime" else INT8_MIN_COSINE

@@ -13,11 +13,8 @@ unless asked for; the session options chosen are recorded in the lock.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,22 +25,10 @@ from accel.core.errors import LockError, MissingDependencyError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import (
-    artifact_name,
-    flatten_output,
-    output_structure,
-    positional_parameters,
-    rebuild_output,
-    split_call,
-    tensor_count,
-    tensors_only,
-    varying_dims,
-)
+from accel.optimizing.optimizers._model_io import artifact_name, rebuild_output, split_call, tensor_count, tensors_only
+from accel.optimizing.optimizers._onnx_export import EXPORTERS, export_onnx, input_names_of, quiet
 
 DEFAULT_OPSET = 17
-EXPORTERS = ("auto", "torchscript", "dynamo")
-# The dynamo exporter implements opset 18 and up; a lower opset would be converted down after export.
-DYNAMO_MIN_OPSET = 18
 # Batches of the source used to calibrate activation ranges for static int8.
 DEFAULT_CALIBRATION_BATCHES = 8
 
@@ -54,16 +39,6 @@ def _ort() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("onnxruntime", "onnx", "the ONNX Runtime optimizers") from exc
     return onnxruntime
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ORT's quantizer and torch's exporter log advice; accel reports what matters itself."""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
@@ -93,7 +68,7 @@ class OrtModel(torch.nn.Module):
     output structure out (a ModelOutput comes back as the same class with the same keys).
 
     `input_for` maps the original forward's parameter names to graph input names, so the drop-in
-    takes the inputs positionally or by keyword, as the original did; `parameters` are the
+    takes the inputs positionally or by keyword, as the original did; `positional` names the
     original's positional parameters in order."""
 
     def __init__(
@@ -102,7 +77,7 @@ class OrtModel(torch.nn.Module):
         input_names: list[str],
         session_options: dict[str, Any],
         structure: dict[str, Any],
-        parameters: list[str] | None = None,
+        positional: list[str] | None = None,
         input_for: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
@@ -120,7 +95,7 @@ class OrtModel(torch.nn.Module):
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_names = list(input_names)
         self.structure = structure
-        self.parameters = list(parameters or [])
+        self.positional = list(positional or [])
         self.input_for = dict(input_for or {})
         self.session_options = dict(session_options)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -136,7 +111,7 @@ class OrtModel(torch.nn.Module):
         return self.input_for.get(parameter, parameter)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        named = [(self.parameters[i] if i < len(self.parameters) else f"input_{i}", v) for i, v in enumerate(args)]
+        named = [(self.positional[i] if i < len(self.positional) else f"input_{i}", v) for i, v in enumerate(args)]
         feeds = {}
         for parameter, value in [*named, *kwargs.items()]:
             name = self._graph_name(parameter)
@@ -197,117 +172,6 @@ class OnnxInt8StaticConfig(OnnxConfig):
             )
 
 
-def input_names_of(batch: Any) -> list[str]:
-    """Graph input names: `input_i` for positional inputs, the keyword's own name for keyword ones."""
-    args, kwargs = split_call(batch)
-    return [f"input_{i}" for i in range(len(args))] + list(kwargs)
-
-
-def choose_exporter(requested: str, kwargs: dict[str, Any], sample_output: Any) -> str:
-    """`auto`: the dynamo exporter for keyword calls and structured outputs (a ModelOutput, a dict),
-    which it exports with the real call signature; the faster TorchScript exporter otherwise."""
-    if requested != "auto":
-        return requested
-    plain = isinstance(sample_output, torch.Tensor) or (
-        isinstance(sample_output, tuple)
-        and not hasattr(sample_output, "_fields")
-        and all(isinstance(t, torch.Tensor) for t in sample_output)
-    )
-    return "torchscript" if plain and not kwargs else "dynamo"
-
-
-def _dynamo_shapes(parameters: list[str], args: tuple, kwargs: dict, dims: list[set[int]]) -> Any:
-    """torch.export's dynamic_shapes: keyed by the forward's parameter names when they are known."""
-    specs = [{d: torch.export.Dim.AUTO for d in sorted(found)} or None for found in dims]
-    if not any(specs):
-        return None
-    if len(parameters) >= len(args):
-        return dict(zip([*parameters[: len(args)], *kwargs], specs))
-    return tuple(specs) if not kwargs else None
-
-
-def _exported_dynamic_axes(path: Path) -> dict[str, list[int]]:
-    """Per graph input, the dimensions the exported graph left symbolic (what other shapes may vary)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    axes = {}
-    for value in graph.input:
-        dims = [i for i, d in enumerate(value.type.tensor_type.shape.dim) if d.dim_param or not d.HasField("dim_value")]
-        if dims:
-            axes[value.name] = dims
-    return axes
-
-
-def export_onnx(pipeline: Pipeline, path: Path, config: OnnxConfig) -> dict[str, Any]:
-    """Export the pipeline's model at its example batch, with the call it really makes (keyword
-    inputs stay keywords, optional arguments keep their defaults) and its batch and padded axes
-    dynamic; returns what the lock must record."""
-    example = pipeline.example_batch()
-    args, kwargs = split_call(example)
-    input_names = input_names_of(example)
-    parameters = positional_parameters(pipeline.model)
-    input_for = {
-        (parameters[i] if i < len(parameters) else name): name for i, name in enumerate(input_names[: len(args)])
-    }
-    input_for.update({name: name for name in kwargs})
-    dims = varying_dims(pipeline)
-    with torch.inference_mode(False), torch.no_grad():
-        sample_output = pipeline.call_model(example)
-    structure = output_structure(sample_output)
-    output_names = [f"output_{i}" for i in range(len(flatten_output(sample_output)))]
-    exporter = choose_exporter(config.exporter, kwargs, sample_output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), _quiet(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            dynamic_axes: dict[str, dict[int, str]] = {
-                name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
-            }
-            for name, out in zip(output_names, flatten_output(sample_output)):
-                if out.dim() > 0:
-                    dynamic_axes[name] = {0: f"{name}_dim0"}
-            try:
-                torch.onnx.export(
-                    pipeline.model,
-                    args,
-                    str(path),
-                    kwargs=kwargs or None,
-                    dynamo=False,
-                    input_names=input_names,
-                    output_names=output_names,
-                    opset_version=config.opset,
-                    dynamic_axes=dynamic_axes or None,
-                )
-            except Exception:
-                if config.exporter != "auto":
-                    raise
-                exporter = "dynamo"  # the tracer could not follow the model; torch.export may
-        if exporter == "dynamo":
-            torch.onnx.export(
-                pipeline.model,
-                args,
-                str(path),
-                kwargs=kwargs or None,
-                dynamo=True,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=max(config.opset, DYNAMO_MIN_OPSET),
-                dynamic_shapes=_dynamo_shapes(parameters, args, kwargs, dims),
-                verbose=False,
-            )
-    return {
-        "input_names": input_names,
-        "output_names": output_names,
-        "output_structure": structure,
-        "parameters": parameters,
-        "input_for": input_for,
-        "dynamic_axes": _exported_dynamic_axes(path),
-        "exporter": exporter,
-        "opset": config.opset if exporter == "torchscript" else max(config.opset, DYNAMO_MIN_OPSET),
-    }
-
-
 def _legacy_structure(state: dict[str, Any]) -> dict[str, Any]:
     """Locks written before output structures were recorded: a tensor, or a tuple of them."""
     if state.get("single_output", True):
@@ -321,7 +185,7 @@ def ort_model(path: Path, state: dict[str, Any], options: dict[str, Any]) -> Ort
         state["input_names"],
         options,
         state.get("output_structure") or _legacy_structure(state),
-        state.get("parameters"),
+        state.get("positional_parameters"),
         state.get("input_for"),
     )
 
@@ -349,7 +213,7 @@ class _OnnxBase(Optimizer):
         started = now()
         stem = artifact_name(self.name.replace(".", "-"), pipeline, config)
         fp32_path = Path(context.workdir) / f"{stem}-fp32.onnx"
-        io = export_onnx(pipeline, fp32_path, config)
+        io = export_onnx(pipeline, fp32_path, opset=config.opset, requested=config.exporter)
         final_path, transform_state = self.transform(
             pipeline, fp32_path, Path(context.workdir) / f"{stem}.onnx", config
         )
@@ -411,7 +275,7 @@ class OnnxInt8Dynamic(_OnnxBase):
     ) -> tuple[Path, dict[str, Any]]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _quiet():
+        with quiet():
             quantize_dynamic(
                 str(fp32_path),
                 str(out_path),
@@ -465,7 +329,7 @@ class OnnxInt8Static(_OnnxBase):
             for name in list(feed):
                 if name not in graph_inputs:
                     del feed[name]
-        with _quiet():
+        with quiet():
             quantize_static(
                 str(fp32_path),
                 str(out_path),
