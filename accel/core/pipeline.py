@@ -166,7 +166,7 @@ class Pipeline:
             else {k: v for k, v in self.loader_options.items() if k == "pin_memory"}
         )
         if self.is_sequence:
-            plan = self.batch_indices()
+            plan = self.batch_indices() or []  # a sequence source always has a plan
             if limit_batches is not None:
                 plan = plan[:limit_batches]
             return DataLoader(
@@ -281,8 +281,8 @@ def split_batch(output: Any, size: int) -> list:
         parts = {k: split_batch(v, size) for k, v in output.items()}
         return [{k: parts[k][i] for k in parts} for i in range(size)]
     if isinstance(output, tuple):
-        parts = [split_batch(v, size) for v in output]
-        return [tuple(p[i] for p in parts) for i in range(size)]
+        columns = [split_batch(v, size) for v in output]
+        return [tuple(c[i] for c in columns) for i in range(size)]
     if isinstance(output, list) and len(output) == size:
         return list(output)
     return [output] * size
