@@ -3,6 +3,7 @@ keeps results in source order, agreeing per sample with the unbucketed run."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from accel.optimizing.recipes.engine import ACCEPTED, run_engine
 from accel.optimizing.recipes.fidelity import compare_outputs
 
 PLANTED = Path(__file__).parent / "planted"
+REAL = Path(__file__).parent / "real"
 
 
 def _context(tmp_path):
@@ -85,6 +87,35 @@ def test_engine_keeps_bucketing_on_a_padded_stream(tmp_path):
     assert step.verdict == ACCEPTED, step.reason
     assert step.speedup > 1.5  # planted: ~3x less padded work
     assert result.speedup_ci[0] > 1.03
+
+
+def _bert_padded():
+    """The real-model corpus's BERT encoder: HF dict batches with attention_mask, no postprocess."""
+    spec = importlib.util.spec_from_file_location("real_bert_padded", REAL / "bert_padded.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pipeline().replace(source=module.make_sequences(32), batch_size=8)
+
+
+@pytest.mark.slow
+def test_bucketing_plain_padded_hf_code_keeps_outputs_and_passes_the_guard(tmp_path):
+    """No postprocess: each sample's output would keep its batch's padded length; run() trims it to
+    the sample's real tokens, so bucketed and unbucketed results agree and the guard compares them."""
+    pipeline = _bert_padded()
+    bucketed = (
+        OPTIMIZERS.get("batch.bucket")
+        .apply(pipeline, make_config(OPTIMIZERS.get("batch.bucket"), {}), _context(tmp_path))
+        .pipeline
+    )
+    expected, got = pipeline.run(), bucketed.run()
+    assert [r["last_hidden_state"].shape[0] for r in got] == [len(s) for s in pipeline.source]
+    fidelity = compare_outputs(expected, got)
+    assert fidelity.shape_error is None and fidelity.max_abs_error < 1e-4
+    recipe = parse_recipe({"name": "t", "target": "throughput", "rules": [{"name": "b", "try": ["batch.bucket"]}]})
+    step = run_engine(pipeline, recipe, _context(tmp_path), budget_seconds=10).steps[0]
+    assert step.fidelity is not None, step.reason
+    assert step.fidelity["shape_error"] is None and step.fidelity["cosine"] >= 0.999, step.reason
+    assert "structure" not in step.reason
 
 
 @settings(max_examples=40, deadline=None)

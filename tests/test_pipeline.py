@@ -111,3 +111,76 @@ def test_split_batch_gives_one_item_per_sample(size, width):
     assert len(items) == size and all(torch.equal(item, output[i]) for i, item in enumerate(items))
     pair = split_batch((output, output.sum(1)), size)
     assert len(pair) == size and torch.equal(pair[-1][0], output[-1])
+
+
+# --- padded dict batches: per-sample results do not depend on the padding around them ----------
+WIDTH = 4
+
+
+class TokenEncoder(nn.Module):
+    """HF-style: keyword inputs, a per-position output and a pooled one of width WIDTH."""
+
+    def forward(self, input_ids, attention_mask):
+        hidden = input_ids.float().unsqueeze(-1) * torch.arange(1.0, WIDTH + 1)
+        pooled = (hidden * attention_mask.unsqueeze(-1)).sum(1)
+        return {"last_hidden_state": hidden, "pooler_output": pooled}
+
+
+def _encode(tokens):
+    ids = torch.tensor(tokens, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _pad(samples, left=False):
+    longest = max(len(s["input_ids"]) for s in samples)
+    batch = {k: torch.zeros(len(samples), longest, dtype=torch.long) for k in ("input_ids", "attention_mask")}
+    for row, sample in enumerate(samples):
+        n = len(sample["input_ids"])
+        where = slice(longest - n, longest) if left else slice(0, n)
+        for key in batch:
+            batch[key][row, where] = sample[key]
+    return batch
+
+
+def _token_pipeline(lengths, batch_size, **changes):
+    fields = {"transform": _encode, "collate": _pad, "batch_size": batch_size, **changes}
+    return accel.Pipeline(model=TokenEncoder(), source=[list(range(1, n + 1)) for n in lengths], **fields)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_run_trims_per_position_outputs_to_each_samples_real_tokens(left):
+    lengths = [3, WIDTH, 1, 6]  # the second batch pads to WIDTH: the pooled vector stays whole
+    pipeline = _token_pipeline(lengths, 2, collate=lambda s: _pad(s, left=left))
+    results = pipeline.run()
+    for n, result in zip(lengths, results):
+        assert result["last_hidden_state"].shape == (n, WIDTH)
+        assert torch.equal(result["last_hidden_state"][:, 0], torch.arange(1.0, n + 1))
+        assert result["pooler_output"].shape == (WIDTH,)
+
+
+@settings(max_examples=30, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=20), batch_size=st.integers(1, 6))
+def test_any_batch_plan_gives_the_one_sample_results(lengths, batch_size):
+    alone = _token_pipeline(lengths, 1).run()
+    reversed_plan = _token_pipeline(
+        lengths,
+        batch_size,
+        batch_plan=lambda p: [
+            list(range(len(lengths)))[::-1][i : i + batch_size] for i in range(0, len(lengths), batch_size)
+        ],
+    ).run()
+    for a, b in zip(alone, reversed_plan):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_outputs_are_left_alone_with_a_postprocess_or_without_a_mask():
+    kept = _token_pipeline([2, 5], 2, postprocess=lambda out: out["last_hidden_state"].shape[0]).run()
+    assert kept == [5, 5]  # the user's postprocess sees the batch's padded output, as written
+    no_mask = accel.Pipeline(
+        model=lambda input_ids: {"h": input_ids.float().unsqueeze(-1)},
+        source=[[1, 2], [1, 2, 3, 4]],
+        transform=lambda t: {"input_ids": torch.tensor(t)},
+        collate=lambda s: {"input_ids": torch.nn.utils.rnn.pad_sequence([x["input_ids"] for x in s], batch_first=True)},
+        batch_size=2,
+    ).run()
+    assert [r["h"].shape[0] for r in no_mask] == [4, 4]

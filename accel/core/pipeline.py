@@ -3,7 +3,10 @@
 A `Pipeline` is plain configuration: where raw samples come from (`source`), how each is decoded and
 transformed, how samples become a batch (`collate`), the model, and what happens to its outputs.
 `Pipeline.run()` runs the whole thing over the source through a torch DataLoader, as production code
-would, and returns one result per source sample in source order.
+would, and returns one result per source sample in source order. A sample's result does not
+depend on which samples shared its batch: with no `postprocess` and HF-style dict batches carrying
+an `attention_mask`, per-position outputs (such as `last_hidden_state`) are trimmed to the sample's
+real positions, so a plan that changes padding (bucketing) returns the same results.
 
 Optimizers never mutate a Pipeline: they build a new one with `Pipeline.replace(...)`.
 """
@@ -163,7 +166,7 @@ class Pipeline:
             else {k: v for k, v in self.loader_options.items() if k == "pin_memory"}
         )
         if self.is_sequence:
-            plan = self.batch_indices()
+            plan = self.batch_indices() or []  # a sequence source always has a plan
             if limit_batches is not None:
                 plan = plan[:limit_batches]
             return DataLoader(
@@ -198,9 +201,12 @@ class Pipeline:
             results: list = []
             for batch in self.iter_batches():
                 output = self.forward(batch)
-                size = batch_length(batch)
-                for item in split_batch(output, size):
-                    results.append(self.postprocess(item) if self.postprocess else item)
+                items = split_batch(output, batch_length(batch))
+                if self.postprocess is not None:
+                    results.extend(self.postprocess(item) for item in items)
+                    continue
+                real = real_positions(batch)
+                results.extend(items if real is None else (trim_padding(x, r) for x, r in zip(items, real)))
             if plan is not None and self.batch_plan is not None:
                 order = [i for batch in plan for i in batch]
                 ordered: list = [None] * len(order)
@@ -233,6 +239,38 @@ def batch_length(batch: Any) -> int:
     return 1
 
 
+def real_positions(batch: Any) -> torch.Tensor | None:
+    """Which positions of each row hold real tokens: the `attention_mask` (batch, padded length)
+    of an HF-style dict batch, as booleans; None when the batch carries no such mask."""
+    if not isinstance(batch, Mapping):
+        return None
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        return mask.bool()
+    return None
+
+
+def trim_padding(item: Any, real: torch.Tensor) -> Any:
+    """One sample's output with its padded positions dropped.
+
+    Per-position tensors (rank 2 or more whose first dimension is the padded length, such as a
+    sample's `last_hidden_state` or token logits) keep only the positions `real` marks; anything
+    else (a pooled vector, class logits) is left as it is. Rank 1 is never trimmed: a vector whose
+    width happens to equal the padded length is not a per-position output."""
+    if bool(real.all()):
+        return item
+    padded = real.shape[0]
+    if isinstance(item, torch.Tensor):
+        return item[real] if item.dim() >= 2 and item.shape[0] == padded else item
+    if isinstance(item, Mapping):
+        return {k: trim_padding(v, real) for k, v in item.items()}
+    if isinstance(item, tuple):
+        return tuple(trim_padding(v, real) for v in item)
+    if isinstance(item, list):
+        return [trim_padding(v, real) for v in item]
+    return item
+
+
 def split_batch(output: Any, size: int) -> list:
     """Split a batched model output into one item per sample."""
     if isinstance(output, torch.Tensor):
@@ -243,8 +281,8 @@ def split_batch(output: Any, size: int) -> list:
         parts = {k: split_batch(v, size) for k, v in output.items()}
         return [{k: parts[k][i] for k in parts} for i in range(size)]
     if isinstance(output, tuple):
-        parts = [split_batch(v, size) for v in output]
-        return [tuple(p[i] for p in parts) for i in range(size)]
+        columns = [split_batch(v, size) for v in output]
+        return [tuple(c[i] for c in columns) for i in range(size)]
     if isinstance(output, list) and len(output) == size:
         return list(output)
     return [output] * size

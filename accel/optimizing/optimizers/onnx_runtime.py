@@ -13,24 +13,22 @@ unless asked for; the session options chosen are recorded in the lock.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from accel.core.errors import LockError, MissingDependencyError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import artifact_name, split_call, tensors_only, varying_dims
+from accel.optimizing.optimizers._model_io import artifact_name, rebuild_output, split_call, tensor_count, tensors_only
+from accel.optimizing.optimizers._onnx_export import EXPORTERS, export_onnx, input_names_of, quiet
 
 DEFAULT_OPSET = 17
-EXPORTERS = ("torchscript", "dynamo")
 # Batches of the source used to calibrate activation ranges for static int8.
 DEFAULT_CALIBRATION_BATCHES = 8
 
@@ -41,16 +39,6 @@ def _ort() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("onnxruntime", "onnx", "the ONNX Runtime optimizers") from exc
     return onnxruntime
-
-
-@contextlib.contextmanager
-def _quiet_quantizer():
-    """ORT's quantizer logs advice on the root logger; accel reports what matters itself."""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
@@ -64,16 +52,33 @@ def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
     }
 
 
+# ONNX tensor types and the numpy dtype a feed is cast to when the caller's differs (int32 ids, say).
+ONNX_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
 class OrtModel(torch.nn.Module):
-    """An ONNX Runtime session behind the model's call signature: torch tensors in and out."""
+    """An ONNX Runtime session behind the model's call signature: torch tensors in, the original
+    output structure out (a ModelOutput comes back as the same class with the same keys).
+
+    `input_for` maps the original forward's parameter names to graph input names, so the drop-in
+    takes the inputs positionally or by keyword, as the original did; `positional` names the
+    original's positional parameters in order."""
 
     def __init__(
         self,
         onnx_path: Path,
         input_names: list[str],
-        output_names: list[str],
         session_options: dict[str, Any],
-        single_output: bool,
+        structure: dict[str, Any],
+        positional: list[str] | None = None,
+        input_for: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         ort = _ort()
@@ -89,20 +94,41 @@ class OrtModel(torch.nn.Module):
         self.onnx_path = Path(onnx_path)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_names = list(input_names)
-        self.output_names = list(output_names)
-        self.single_output = single_output
+        self.structure = structure
+        self.positional = list(positional or [])
+        self.input_for = dict(input_for or {})
         self.session_options = dict(session_options)
+        self.output_names = [o.name for o in self.session.get_outputs()]
         # Inputs the exporter pruned (unused by the graph) are dropped from the feed.
-        self._graph_inputs = {i.name for i in self.session.get_inputs()}
+        self._graph_types = {i.name: ONNX_NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+        if tensor_count(structure) != len(self.output_names):
+            raise ValueError(
+                f"the ONNX graph has {len(self.output_names)} outputs, the model's output "
+                f"{tensor_count(structure)} tensors"
+            )
+
+    def _graph_name(self, parameter: str) -> str:
+        return self.input_for.get(parameter, parameter)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        named = [(self.positional[i] if i < len(self.positional) else f"input_{i}", v) for i, v in enumerate(args)]
         feeds = {}
-        for name, value in [*zip(self.input_names, args), *kwargs.items()]:
-            if name in self._graph_inputs:
-                feeds[name] = value.detach().cpu().contiguous().numpy()
+        for parameter, value in [*named, *kwargs.items()]:
+            name = self._graph_name(parameter)
+            if value is None:
+                continue  # left at its default, as the export did
+            if name not in self._graph_types:
+                if name in self.input_names:
+                    continue  # exported, then pruned: the graph does not use it
+                raise TypeError(
+                    f"the exported model has no input {parameter!r} (it was exported with "
+                    f"{', '.join(self.input_names)}); optimize again with it in the example batch"
+                )
+            array = value.detach().cpu().contiguous().numpy()
+            wanted = self._graph_types[name]
+            feeds[name] = array if wanted is None or array.dtype == wanted else array.astype(wanted)
         outputs = self.session.run(self.output_names, feeds)
-        tensors = tuple(torch.from_numpy(o) for o in outputs)
-        return tensors[0] if self.single_output else tensors
+        return rebuild_output(self.structure, [torch.from_numpy(o) for o in outputs])
 
     def extra_repr(self) -> str:
         return f"{self.onnx_path.name}, threads={self.session_options['intra_op_num_threads']}"
@@ -113,7 +139,7 @@ class OnnxConfig:
     opset: int = DEFAULT_OPSET
     threads: int = 0  # 0: torch's intra-op thread count, so both sides of a comparison match
     allow_spinning: bool = False
-    exporter: str = "torchscript"
+    exporter: str = "auto"  # see choose_exporter
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -146,60 +172,22 @@ class OnnxInt8StaticConfig(OnnxConfig):
             )
 
 
-def export_onnx(pipeline: Pipeline, path: Path, config: OnnxConfig) -> dict[str, Any]:
-    """Export the pipeline's model at its example batch; returns what the lock must record."""
-    example = pipeline.example_batch()
-    args, kwargs = split_call(example)
-    input_names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
-    dims = varying_dims(pipeline)
-    with torch.inference_mode(False), torch.no_grad():
-        sample_output = pipeline.call_model(example)
-    outputs = sample_output if isinstance(sample_output, tuple) else (sample_output,)
-    output_names = [f"output_{i}" for i in range(len(outputs))]
-    dynamic_axes: dict[str, dict[int, str]] = {
-        name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
-    }
-    if pipeline.has_source:
-        for name, out in zip(output_names, outputs):
-            if isinstance(out, torch.Tensor) and out.dim() > 0:
-                dynamic_axes[name] = {0: f"{name}_dim0"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if config.exporter == "dynamo":
-            shapes = [{d: torch.export.Dim.AUTO for d in dims[i]} or None for i in range(len(input_names))]
-            torch.onnx.export(
-                pipeline.model,
-                args,
-                str(path),
-                kwargs=kwargs or None,
-                dynamo=True,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=config.opset,
-                dynamic_shapes=shapes if any(shapes) else None,
-                verbose=False,
-            )
-        else:
-            torch.onnx.export(
-                pipeline.model,
-                args,
-                str(path),
-                kwargs=kwargs or None,
-                dynamo=False,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=config.opset,
-                dynamic_axes=dynamic_axes or None,
-            )
-    return {
-        "input_names": input_names,
-        "output_names": output_names,
-        "single_output": not isinstance(sample_output, tuple),
-        "dynamic_axes": {k: sorted(v) for k, v in dynamic_axes.items()},
-        "exporter": config.exporter,
-        "opset": config.opset,
-    }
+def _legacy_structure(state: dict[str, Any]) -> dict[str, Any]:
+    """Locks written before output structures were recorded: a tensor, or a tuple of them."""
+    if state.get("single_output", True):
+        return {"kind": "tensor"}
+    return {"kind": "tuple", "items": [{"kind": "tensor"} for _ in state.get("output_names", [])]}
+
+
+def ort_model(path: Path, state: dict[str, Any], options: dict[str, Any]) -> OrtModel:
+    return OrtModel(
+        path,
+        state["input_names"],
+        options,
+        state.get("output_structure") or _legacy_structure(state),
+        state.get("positional_parameters"),
+        state.get("input_for"),
+    )
 
 
 class _OnnxBase(Optimizer):
@@ -225,13 +213,13 @@ class _OnnxBase(Optimizer):
         started = now()
         stem = artifact_name(self.name.replace(".", "-"), pipeline, config)
         fp32_path = Path(context.workdir) / f"{stem}-fp32.onnx"
-        io = export_onnx(pipeline, fp32_path, config)
+        io = export_onnx(pipeline, fp32_path, opset=config.opset, requested=config.exporter)
         final_path, transform_state = self.transform(
             pipeline, fp32_path, Path(context.workdir) / f"{stem}.onnx", config
         )
         threads = config.threads or torch.get_num_threads()
         options = session_options_dict(threads, config.allow_spinning)
-        model = OrtModel(final_path, io["input_names"], io["output_names"], options, io["single_output"])
+        model = ort_model(final_path, io, options)
         state = {
             **io,
             "onnx_file": final_path.name,
@@ -265,7 +253,7 @@ class _OnnxBase(Optimizer):
                 "keep the lock's folder together, or run accel optimize again",
             )
         options = state.get("session_options") or session_options_dict(torch.get_num_threads(), False)
-        model = OrtModel(path, state["input_names"], state["output_names"], options, state.get("single_output", True))
+        model = ort_model(path, state, options)
         return pipeline.replace(model=model)
 
 
@@ -287,7 +275,7 @@ class OnnxInt8Dynamic(_OnnxBase):
     ) -> tuple[Path, dict[str, Any]]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _quiet_quantizer():
+        with quiet():
             quantize_dynamic(
                 str(fp32_path),
                 str(out_path),
@@ -335,14 +323,13 @@ class OnnxInt8Static(_OnnxBase):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         graph_inputs = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
-        args, kwargs = split_call(pipeline.example_batch())
-        names = [f"input_{i}" for i in range(len(args))] + list(kwargs)
+        names = input_names_of(pipeline.example_batch())
         reader = _SourceReader(pipeline, names, config.calibration_batches)
         for feed in reader.feeds:
             for name in list(feed):
                 if name not in graph_inputs:
                     del feed[name]
-        with _quiet_quantizer():
+        with quiet():
             quantize_static(
                 str(fp32_path),
                 str(out_path),

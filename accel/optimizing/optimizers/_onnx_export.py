@@ -1,0 +1,153 @@
+"""Exporting a pipeline's model to ONNX with the call it really makes.
+
+Keyword inputs stay keywords and optional arguments keep their defaults (transformers models fail
+when their inputs are fed positionally: `forward() got multiple values for argument 'use_cache'`);
+the batch axis, and every axis of integer inputs (padded token ids and masks), are exported
+dynamic, so the drop-in takes other batch sizes and sequence lengths. `auto` picks the exporter:
+torch.export (dynamo) for keyword calls and structured outputs, the faster TorchScript tracer for
+positional calls returning tensors, falling back to dynamo when the tracer cannot follow the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from accel.core.pipeline import Pipeline
+from accel.optimizing.optimizers._model_io import (
+    flatten_output,
+    output_structure,
+    positional_parameters,
+    split_call,
+    varying_dims,
+)
+
+EXPORTERS = ("auto", "torchscript", "dynamo")
+# The dynamo exporter implements opset 18 and up; a lower opset would be converted down after export.
+DYNAMO_MIN_OPSET = 18
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """ORT's quantizer and torch's exporter log advice; accel reports what matters itself."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def input_names_of(batch: Any) -> list[str]:
+    """Graph input names: `input_i` for positional inputs, the keyword's own name for keyword ones."""
+    args, kwargs = split_call(batch)
+    return [f"input_{i}" for i in range(len(args))] + list(kwargs)
+
+
+def choose_exporter(requested: str, kwargs: dict[str, Any], sample_output: Any) -> str:
+    """`auto`: the dynamo exporter for keyword calls and structured outputs (a ModelOutput, a dict),
+    which it exports with the real call signature; the faster TorchScript exporter otherwise."""
+    if requested != "auto":
+        return requested
+    plain = isinstance(sample_output, torch.Tensor) or (
+        isinstance(sample_output, tuple)
+        and not hasattr(sample_output, "_fields")
+        and all(isinstance(t, torch.Tensor) for t in sample_output)
+    )
+    return "torchscript" if plain and not kwargs else "dynamo"
+
+
+def _dynamo_shapes(parameters: list[str], args: tuple, kwargs: dict, dims: list[set[int]]) -> Any:
+    """torch.export's dynamic_shapes: keyed by the forward's parameter names when they are known."""
+    specs = [{d: torch.export.Dim.AUTO for d in sorted(found)} or None for found in dims]
+    if not any(specs):
+        return None
+    if len(parameters) >= len(args):
+        return dict(zip([*parameters[: len(args)], *kwargs], specs))
+    return tuple(specs) if not kwargs else None
+
+
+def _exported_dynamic_axes(path: Path) -> dict[str, list[int]]:
+    """Per graph input, the dimensions the exported graph left symbolic (what other shapes may vary)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    axes = {}
+    for value in graph.input:
+        dims = [i for i, d in enumerate(value.type.tensor_type.shape.dim) if d.dim_param or not d.HasField("dim_value")]
+        if dims:
+            axes[value.name] = dims
+    return axes
+
+
+def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -> dict[str, Any]:
+    """Export the pipeline's model at its example batch, with the call it really makes (keyword
+    inputs stay keywords, optional arguments keep their defaults) and its batch and padded axes
+    dynamic; returns what the lock must record."""
+    example = pipeline.example_batch()
+    args, kwargs = split_call(example)
+    input_names = input_names_of(example)
+    parameters = positional_parameters(pipeline.model)
+    input_for = {
+        (parameters[i] if i < len(parameters) else name): name for i, name in enumerate(input_names[: len(args)])
+    }
+    input_for.update({name: name for name in kwargs})
+    dims = varying_dims(pipeline)
+    with torch.inference_mode(False), torch.no_grad():
+        sample_output = pipeline.call_model(example)
+    structure = output_structure(sample_output)
+    output_names = [f"output_{i}" for i in range(len(flatten_output(sample_output)))]
+    exporter = choose_exporter(requested, kwargs, sample_output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), quiet(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            dynamic_axes: dict[str, dict[int, str]] = {
+                name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
+            }
+            for name, out in zip(output_names, flatten_output(sample_output)):
+                if out.dim() > 0:
+                    dynamic_axes[name] = {0: f"{name}_dim0"}
+            try:
+                torch.onnx.export(
+                    pipeline.model,
+                    args,
+                    str(path),
+                    kwargs=kwargs or None,
+                    dynamo=False,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamic_axes=dynamic_axes or None,
+                )
+            except Exception:
+                if requested != "auto":
+                    raise
+                exporter = "dynamo"  # the tracer could not follow the model; torch.export may
+        if exporter == "dynamo":
+            torch.onnx.export(
+                pipeline.model,
+                args,
+                str(path),
+                kwargs=kwargs or None,
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=max(opset, DYNAMO_MIN_OPSET),
+                dynamic_shapes=_dynamo_shapes(parameters, args, kwargs, dims),
+                verbose=False,
+            )
+    return {
+        "input_names": input_names,
+        "output_names": output_names,
+        "output_structure": structure,
+        "positional_parameters": parameters,
+        "input_for": input_for,
+        "dynamic_axes": _exported_dynamic_axes(path),
+        "exporter": exporter,
+        "opset": opset if exporter == "torchscript" else max(opset, DYNAMO_MIN_OPSET),
+    }

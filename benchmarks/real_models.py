@@ -1,0 +1,95 @@
+"""`python -m benchmarks real_models`: accel optimize on real model code against the best single action.
+
+For each pipeline of the real-model corpus (tests/real/: transformers model classes at random init
+from small configs, written the way their users write them): the profile's primary finding, the
+baseline's throughput over the whole source (`Pipeline.run()`), every single action a user would
+try alone (torch.compile, ORT fp32, ORT int8 dynamic, torch int8 dynamic, bf16 autocast) and
+`accel optimize` with the recipe the finding calls for, each measured interleaved against the
+baseline in this one run; then accel's pipeline against the best single action, interleaved
+(the ratio). Goal: ratio >= 1.0 on every model and >= 1.2 on at least half.
+
+Add a corpus file by naming it in MODELS; files that are missing are skipped.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import accel
+from accel.optimizing.recipes.engine import Measurer
+from accel.optimizing.run import optimize
+from benchmarks.optimize import ACTIONS, _action, _compare, _times
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "real"
+# (corpus file stem, recipe). Every model here is fed from a source and judged by samples/s over it:
+# `throughput` tries bucketing (the padding finding's cure), the runtimes, int8 and bf16 (the
+# compute finding's), the data path and batch size, composing what wins. (`default` tries only what
+# the profile's findings recommend: on this machine the profile named no bottleneck on the image
+# classifiers, so it tried nothing there.)
+MODELS = (
+    ("bert_padded", "throughput"),
+    ("resnet_classifier", "throughput"),
+    ("vit_classifier", "throughput"),
+)
+# The diagnosis shown in the primary column (accel profile's budget).
+PROFILE_SECONDS = 10.0
+# The search's budget per model: enough for the profile and each candidate's interleaved comparison
+# on a shared 2-core machine.
+ACCEL_BUDGET_SECONDS = 150.0
+RATIO_GOAL, STRONG_RATIO_GOAL = 1.0, 1.2
+
+
+def run_model(name: str, file: Path, recipe: str) -> list[str]:
+    primary = accel.profile(file, budget_seconds=PROFILE_SECONDS).primary
+    baseline = accel.load(file)
+    measurer = Measurer(baseline, "throughput")
+    peers: list[tuple[str, float, accel.Pipeline]] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for label, optimizer, params in ACTIONS:
+            text, speedup, pipeline = _action(baseline, optimizer, params, measurer, Path(workdir))
+            print(f"  {label}: {text}", flush=True)
+            if pipeline is not None:
+                peers.append((label, speedup, pipeline))
+        began = time.perf_counter()
+        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS)
+        search_seconds = time.perf_counter() - began
+        accel_vs_baseline = _compare(measurer, baseline, result.pipeline)
+        best = max(peers, key=lambda p: p[1]) if peers else None
+        versus = _compare(measurer, best[2], result.pipeline) if best else None
+    kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
+    base = measurer.summary(accel_vs_baseline.baseline.median, None)
+    return [
+        name,
+        primary or "-",
+        f"{base['samples_per_s']:,.0f}/s",
+        f"{_times(accel_vs_baseline.speedup)} ({kept}, {search_seconds:.0f} s)",
+        f"{best[0]} {_times(best[1])}" if best else "-",
+        _times(versus.speedup) if versus else "-",
+    ]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    header = ["model", "primary", "baseline", "accel optimize", "best single action", "ratio"]
+    rows = []
+    for name, recipe in MODELS:
+        file = CORPUS / f"{name}.py"
+        if not file.is_file():
+            print(f"skipped {name}: {file.relative_to(ROOT)} does not exist")
+            continue
+        print(f"measuring {name} (recipe {recipe}); single actions: {', '.join(a[0] for a in ACTIONS)}", flush=True)
+        rows.append(run_model(name, file, recipe))
+        print("  " + " | ".join(f"{h}: {v}" for h, v in zip(header, rows[-1])), flush=True)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(
+        f"threads: {torch.get_num_threads()}; throughput over each pipeline's whole source; speedups against the "
+        f"baseline and the ratio (accel / best single action) measured interleaved in this run; "
+        f"goal: ratio >= {RATIO_GOAL} on every model, >= {STRONG_RATIO_GOAL} on at least half"
+    )
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
