@@ -18,7 +18,16 @@ from accel.core.io import write_json_atomic
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock import LOCK_NAME, Lock, LockEntry, current_versions, file_sha256, write_lock
+from accel.optimizing.lock import (
+    LOCK_NAME,
+    Lock,
+    LockEntry,
+    artifact_digests,
+    current_versions,
+    file_sha256,
+    weights_sha256,
+    write_lock,
+)
 from accel.optimizing.recipes import Recipe, get_recipe
 
 if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
@@ -127,10 +136,15 @@ def optimize(
                 for key, value in choice.state.items():
                     if key.endswith("_file") and isinstance(value, str) and (Path(workdir) / value).is_file():
                         shutil.copy2(Path(workdir) / value, out / value)
+            entries = tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices)
             lock = Lock(
                 pipeline_file=path.name,
                 pipeline_sha256=file_sha256(path),
-                entries=tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices),
+                pipeline_path=str(path.resolve()),
+                weights_sha256=weights_sha256(pipeline),
+                artifacts=artifact_digests(out, entries),
+                min_speedup=recipe.keep.min_speedup,
+                entries=entries,
                 recipe=recipe.name,
                 target=result.target,
                 speedup=round(result.speedup, 4),
