@@ -89,7 +89,9 @@ def test_lock_round_trips_through_load(optimized):
     lock = read_lock(out / "accel.lock.yaml")
     assert lock.schema == LOCK_SCHEMA and lock.pipeline_sha256 == file_sha256(file)
     assert lock.versions["torch"] == torch.__version__ and "onnxruntime" in lock.versions
-    assert lock.weights_sha256 and lock.artifacts == {lock.entries[0].state["onnx_file"]: file_sha256(out / lock.entries[0].state["onnx_file"])}
+    assert lock.weights_sha256 and lock.artifacts == {
+        lock.entries[0].state["onnx_file"]: file_sha256(out / lock.entries[0].state["onnx_file"])
+    }
     state = lock.entries[0].state
     assert (out / state["onnx_file"]).is_file()
     assert state["session_options"]["session.intra_op.allow_spinning"] == "0"

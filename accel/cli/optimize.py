@@ -31,10 +31,20 @@ def _fidelity(step: dict) -> str:
         return "-"
     if fidelity.get("shape_error"):
         return "shape differs"
+    if fidelity.get("note"):
+        return "not validated"
+    if fidelity.get("nonfinite"):
+        return "NaN/inf"
+    if fidelity.get("exact_mismatch"):
+        return "exact differs"
+    parts = []
+    if fidelity.get("cosine") is not None:
+        parts.append(f"cos {fidelity['cosine']:.4f}")  # the worst sample's
+    if fidelity.get("top1_agreement") is not None:
+        parts.append(f"top1 {fidelity['top1_agreement'] * 100:.0f}%")
     if fidelity.get("metric_drop") is not None:
-        return f"metric {-fidelity['metric_drop'] * 100:+.2f}%"
-    cosine = fidelity.get("cosine")
-    return f"cos {cosine:.5f}" if cosine is not None else "-"
+        parts.append(f"metric {-fidelity['metric_drop'] * 100:+.2f}%")
+    return " ".join(parts) or "-"
 
 
 def steps_table(data: dict) -> Table:

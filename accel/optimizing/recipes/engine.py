@@ -195,7 +195,7 @@ class Composer:
         return pipeline, choices, setup
 
 
-def _compare(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
+def compare_pipelines(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
     # A throughput pass is long next to a spinning pool's idle-out: a pause is enough, no settle pass.
     settle_calls = 0 if measurer.target == "throughput" else 1
     return compare_interleaved(
@@ -284,7 +284,7 @@ def run_engine(
                 if failure
                 else min(per_candidate, max(remaining() - budget * FINAL_SHARE, MIN_COMPARE_SECONDS))
             )
-            comparison = _compare(measurer, best, trial, share)
+            comparison = compare_pipelines(measurer, best, trial, share)
             memory_ratio = None
             if measurer.target == "memory":
                 base_peak, trial_peak = peak_memory_pair(measurer.call(best), measurer.call(trial))
@@ -367,7 +367,7 @@ def _finish(
 ) -> EngineResult:
     progress("re-measuring the final pipeline against the baseline")
     final_budget = max(MIN_COMPARE_SECONDS, min(remaining(), budget * FINAL_SHARE))
-    comparison = _compare(measurer, baseline, best, final_budget)
+    comparison = compare_pipelines(measurer, baseline, best, final_budget)
     memory_ratio, peaks = None, (None, None)
     if measurer.target == "memory" or chosen:
         peaks = peak_memory_pair(measurer.call(baseline), measurer.call(best))

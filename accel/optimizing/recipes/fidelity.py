@@ -207,7 +207,9 @@ def compare_samples(pairs: list[tuple[str, Any, Any]]) -> Fidelity:
         ref, cand = leaves(reference), leaves(candidate)
         problem = _structure_difference(ref, cand)
         if problem:
-            return Fidelity(samples=len(pairs), cosine=math.nan, max_abs_error=math.inf, shape_error=f"{label}: {problem}")
+            return Fidelity(
+                samples=len(pairs), cosine=math.nan, max_abs_error=math.inf, shape_error=f"{label}: {problem}"
+            )
         for path, leaf in ref.items():
             _compare_leaf(f"{label}, {path}", path, leaf, cand[path], worst)
     return worst.fidelity(len(pairs))
@@ -255,7 +257,9 @@ def _compare_leaf(where: str, path: str, ref: Leaf, cand: Leaf, worst: _Worst) -
     difference = a - b
     worst.max_abs = max(worst.max_abs, float(np.max(np.abs(difference))))
     norm_a = float(np.linalg.norm(a))
-    relative = float(np.linalg.norm(difference)) / norm_a if norm_a > ZERO_NORM else float(np.linalg.norm(b) > ZERO_NORM)
+    relative = (
+        float(np.linalg.norm(difference)) / norm_a if norm_a > ZERO_NORM else float(np.linalg.norm(b) > ZERO_NORM)
+    )
     if relative > worst.relative:
         worst.relative, worst.relative_at = relative, where
     if a.size >= 2:
