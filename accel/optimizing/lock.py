@@ -7,8 +7,8 @@ and one entry per kept optimization in the order it is applied (optimizer name, 
 and the state the optimizer needs to restore itself). An empty `optimizations` list is a valid
 lock: nothing helped.
 
-Loading checks all of it and says what changed: a changed file, changed weights or a changed
-artifact is refused (the optimizations were built from the old ones); a different torch or ONNX
+Loading checks all of it and says what changed: a changed file, a changed artifact, or changed
+weights when an artifact holds a copy of them, is refused (it was built from the old ones); a different torch or ONNX
 Runtime than the lock was measured with is refused too, with `accel verify` as the way to check
 whether the optimizations still pay on the new one. `force` loads anyway.
 """
@@ -226,12 +226,14 @@ def check_lock(lock: Lock, target: Path, pipeline: Pipeline, pipeline_path: Path
             f"{lock.pipeline_sha256[:12]})",
             rerun,
         )
-    if lock.weights_sha256 is not None and lock.entries:
+    # Artifacts (an exported ONNX file) hold a copy of the weights; optimizations without one are
+    # re-applied to whatever weights the file loads now.
+    if lock.weights_sha256 is not None and lock.artifacts:
         weights = weights_sha256(pipeline)
         if weights != lock.weights_sha256:
             raise LockError(
                 f"the model's weights changed since {target} was written (digest {str(weights)[:12]}, lock has "
-                f"{lock.weights_sha256[:12]}): its optimizations were built from the old weights",
+                f"{lock.weights_sha256[:12]}): {', '.join(sorted(lock.artifacts))} was built from the old weights",
                 rerun,
             )
     for name, recorded in lock.artifacts.items():
