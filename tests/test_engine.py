@@ -212,3 +212,21 @@ def test_a_candidate_named_by_two_rules_is_tried_once(tmp_path):
     first, second = [s for s in result.steps if s.optimizer == "test.skip_a"]
     assert first.verdict == ACCEPTED
     assert second.verdict == SKIPPED and "already tried (rule 'first')" in second.reason
+
+
+def test_memory_target_measures_ort_and_torch_the_same_way(tmp_path):
+    """ORT's arena is allocated on its first call: measured in-process after the guard ran it, ORT
+    read x0.00. A fresh process per side sees it; torch's activations are seen either way."""
+    from accel.optimizing.run import optimize
+
+    recipe = {
+        "name": "m",
+        "target": "memory",
+        "guard": {"min_cosine": 0.995, "max_relative_error": 0.1},
+        "rules": [{"name": "ort", "try": ["onnx.runtime"]}],
+    }
+    result = optimize(PLANTED / "opt_memory_mlp.py", parse_recipe(recipe), budget_seconds=20)
+    step = _step(result.result, "onnx.runtime")
+    assert step.memory_ratio is not None and step.memory_ratio > 0.2, step.to_dict()
+    assert result.result.baseline["peak_measured"].startswith("fresh process")
+    assert result.result.baseline["peak_bytes"] > 8 << 20  # at least one 8 MB activation

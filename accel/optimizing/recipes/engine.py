@@ -20,9 +20,10 @@ from typing import Any, Callable
 import torch
 
 from accel.core.errors import AccelError
-from accel.core.measure import Comparison, compare_interleaved, device_sync, now, peak_memory_pair
+from accel.core.measure import Comparison, compare_interleaved, device_sync, now
 from accel.core.pipeline import Pipeline, batch_length
 from accel.optimizing.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
+from accel.optimizing.recipes.memory import MemoryMeter
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
 from accel.optimizing.recipes.validation import Validator, calibrated_batches, reset_pipeline_state
 from accel.profiling.report import SEVERITIES
@@ -248,7 +249,9 @@ def run_engine(
     per_candidate = max(MIN_COMPARE_SECONDS, budget * (1 - FINAL_SHARE) / max(len(plan), 1))
     composer = Composer(baseline, context)
     chosen: dict[str, tuple[Optimizer, Any, Candidate]] = {}
-    best = baseline
+    best, best_choices = baseline, ()
+    # A fresh process per side costs seconds: only where memory is the target.
+    meter = MemoryMeter(context.pipeline_path if measurer.target == "memory" else None, context.workdir)
     tried: dict[tuple[str, str], str] = {}
     for rule, candidate in plan:
         optimizer = OPTIMIZERS.get(candidate.optimizer)
@@ -287,7 +290,9 @@ def run_engine(
             comparison = compare_pipelines(measurer, best, trial, share)
             memory_ratio = None
             if measurer.target == "memory":
-                base_peak, trial_peak = peak_memory_pair(measurer.call(best), measurer.call(trial))
+                base_peak, trial_peak = meter.pair(
+                    (measurer.call(best), best_choices), (measurer.call(trial), trial_choices)
+                )
                 memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
             message = exc.message if isinstance(exc, AccelError) else f"{type(exc).__name__}: {_first_line(exc)}"
@@ -309,11 +314,13 @@ def run_engine(
         )
         if failure is None and verdict_reason.startswith("kept"):
             chosen = trial_choice
-            best = trial
+            best, best_choices = trial, trial_choices
             steps.append(Step(**step, verdict=ACCEPTED, reason=verdict_reason, **speed))
         else:
             steps.append(Step(**step, verdict=REVERTED, reason=verdict_reason, **speed))
-    return _finish(baseline, best, composer, chosen, measurer, recipe, steps, budget, remaining, started, progress)
+    return _finish(
+        baseline, best, composer, chosen, measurer, recipe, steps, budget, remaining, started, progress, meter
+    )
 
 
 def _first_line(exc: Exception, limit: int = 160) -> str:
@@ -364,13 +371,14 @@ def _finish(
     remaining: Callable[[], float],
     started: float,
     progress: Progress,
+    meter: MemoryMeter,
 ) -> EngineResult:
     progress("re-measuring the final pipeline against the baseline")
     final_budget = max(MIN_COMPARE_SECONDS, min(remaining(), budget * FINAL_SHARE))
     comparison = compare_pipelines(measurer, baseline, best, final_budget)
     memory_ratio, peaks = None, (None, None)
     if measurer.target == "memory" or chosen:
-        peaks = peak_memory_pair(measurer.call(baseline), measurer.call(best))
+        peaks = meter.pair((measurer.call(baseline), ()), (measurer.call(best), composer.build(chosen)[1]))
         memory_ratio = peaks[1] / peaks[0] if peaks[0] else None
     _, choices, _ = composer.build(chosen)
     message = f"kept {', '.join(c.optimizer for c in choices)}" if choices else "no candidate helped: the lock is empty"
@@ -404,7 +412,7 @@ def _finish(
         target=measurer.target,
         choices=tuple(choices),
         steps=tuple(steps),
-        baseline=measurer.summary(comparison.baseline.median, peaks[0]),
+        baseline={**measurer.summary(comparison.baseline.median, peaks[0]), "peak_measured": meter.how},
         final=measurer.summary(comparison.candidate.median if choices else comparison.baseline.median, peaks[1]),
         speedup=comparison.speedup,
         speedup_ci=tuple(comparison.speedup_ci),
