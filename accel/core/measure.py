@@ -344,7 +344,9 @@ FRESH_PROCESS_TIMEOUT_SECONDS = 300.0
 FRESH_PROCESS_MARK = "accel-peak-rss-bytes:"
 
 
-def peak_rss_in_fresh_process(code: str, args: list[str], timeout_seconds: float = FRESH_PROCESS_TIMEOUT_SECONDS) -> int | None:
+def peak_rss_in_fresh_process(
+    code: str, args: list[str], timeout_seconds: float = FRESH_PROCESS_TIMEOUT_SECONDS
+) -> int | None:
     """Run `code` (Python) in a fresh interpreter; it prints FRESH_PROCESS_MARK and the peak resident
     bytes it measured (see peak_rss_bytes). Each side of a comparison measured this way starts from
     nothing, so memory a runtime allocates on its first call (ONNX Runtime's arena) counts on both.
