@@ -255,42 +255,11 @@ def test_loader_tune_changes_the_workers_or_says_why_not(tmp_path):
 
 
 # --- a real model: a transformers classifier whose logits share a large offset -------------------
-def _offset_bert_pipeline() -> accel.Pipeline:
-    """BertForSequenceClassification at random init from a small config, with a classifier whose
-    rows share a common direction and a large bias, as trained classifiers' logits often do: a large
-    common part, and a small spread between classes that decides the label."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=500,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        num_labels=10,
-        max_position_embeddings=64,
-    )
-    model = BertForSequenceClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.copy_(torch.randn(64) + 0.01 * torch.randn(10, 64))
-        model.classifier.bias.fill_(50.0)
-    generator = torch.Generator().manual_seed(1)
-    samples = [
-        {
-            "input_ids": torch.randint(0, 500, (32,), generator=generator),
-            "attention_mask": torch.ones(32, dtype=torch.long),
-        }
-        for _ in range(64)
-    ]
-    return accel.Pipeline(model=model, source=samples, batch_size=8, name="offset_bert")
-
-
 def test_int8_and_bf16_that_flip_a_real_classifiers_labels_are_rejected(tmp_path):
     from accel.optimizing.recipes import parse_recipe
     from accel.optimizing.recipes.engine import ACCEPTED, NOT_APPLICABLE, run_engine
 
-    pipeline = _offset_bert_pipeline()
+    pipeline = accel.load(PLANTED / "opt_offset_bert.py")  # BERT at random init, logits with a large offset
     recipe = parse_recipe(
         {
             "name": "low",

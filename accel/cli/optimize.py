@@ -39,8 +39,8 @@ def _fidelity(step: dict) -> str:
         return "exact differs"
     parts = []
     if fidelity.get("cosine") is not None:
-        parts.append(f"cos {fidelity['cosine']:.4f}")  # the worst sample's
-    if fidelity.get("top1_agreement") is not None:
+        parts.append(f"cos {fidelity['cosine']:.5f}")  # the worst sample's
+    if fidelity.get("top1_agreement") is not None and fidelity["top1_agreement"] < 1.0:  # only when labels moved
         parts.append(f"top1 {fidelity['top1_agreement'] * 100:.0f}%")
     if fidelity.get("metric_drop") is not None:
         parts.append(f"metric {-fidelity['metric_drop'] * 100:+.2f}%")
