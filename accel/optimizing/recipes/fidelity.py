@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -173,8 +173,8 @@ class _Worst:
     """Running worst values over samples."""
 
     def __init__(self) -> None:
-        self.cosine, self.cosine_at = 1.0, None
-        self.relative, self.relative_at = 0.0, None
+        self.cosine, self.cosine_at = 1.0, cast("str | None", None)
+        self.relative, self.relative_at = 0.0, cast("str | None", None)
         self.max_abs = 0.0
         self.top1: dict[str, list[int]] = {}  # leaf path -> [agreeing, total]
         self.nonfinite: str | None = None

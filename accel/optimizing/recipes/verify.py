@@ -24,7 +24,7 @@ from accel.core.errors import AccelError, LockError
 from accel.core.loading import load_pipeline
 from accel.core.measure import Comparison, device_sync, peak_memory_pair, thread_count
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock import Lock, apply_entries, changed_versions, check_lock, lock_file, read_lock
+from accel.optimizing.lock import Lock, LockEntry, apply_entries, changed_versions, check_lock, lock_file, read_lock
 from accel.optimizing.recipes.engine import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
@@ -93,7 +93,7 @@ def verify_lock(
     progress: Progress = lambda message: None,
 ) -> Verification:
     """Re-time each optimization the lock kept, and the whole lock, against the plain pipeline."""
-    target = lock_file(lock_path)
+    target = lock_file(Path(lock_path))
     lock = read_lock(target)
     file = find_pipeline_file(lock, target, pipeline_path)
     plain = load_pipeline(file)
@@ -107,17 +107,11 @@ def verify_lock(
         if len(lock.entries) > 1:  # one entry alone is the whole lock: timed once, below
             for entry in lock.entries:
                 progress(f"timing {entry.optimizer} alone")
-                verdicts.append(
-                    _time(
-                        entry.optimizer,
-                        lambda e=entry: apply_entries(plain, (e,), target),
-                        plain,
-                        measurer,
-                        share,
-                        min_speedup,
-                        objective,
-                    )
-                )
+
+                def alone(entry: LockEntry = entry) -> Pipeline:
+                    return apply_entries(plain, (entry,), target)
+
+                verdicts.append(_time(entry.optimizer, alone, plain, measurer, share, min_speedup, objective))
         progress("timing the whole lock")
         name = WHOLE_LOCK if lock.entries else "(empty lock)"
         whole = (
@@ -168,18 +162,15 @@ def _time(
 
 def _verdict(name: str, comparison: Comparison, memory_ratio: float | None, min_speedup: float) -> Verdict:
     low, high = comparison.speedup_ci
-    numbers = dict(speedup=comparison.speedup, speedup_ci=(low, high), memory_ratio=memory_ratio)
     if memory_ratio is not None:
         pays = memory_ratio <= 1 - DEFAULT_MIN_MEMORY_SAVING
         why = f"peak memory x{memory_ratio:.2f}" + ("" if pays else f", needs x{1 - DEFAULT_MIN_MEMORY_SAVING:.2f}")
-        return Verdict(name, pays, ("still pays: " if pays else "no longer pays: ") + why, **numbers)
-    if comparison.faster_beyond(min_speedup):
-        return Verdict(name, True, f"still pays: interval above {min_speedup}x", **numbers)
-    if high < 1.0:
-        return Verdict(name, False, "no longer pays: slower than the plain pipeline", **numbers)
-    return Verdict(
-        name,
-        False,
-        f"no longer pays: not faster beyond noise (interval reaches {low:.2f}x, needs > {min_speedup}x)",
-        **numbers,
-    )
+        reason = ("still pays: " if pays else "no longer pays: ") + why
+    elif comparison.faster_beyond(min_speedup):
+        pays, reason = True, f"still pays: interval above {min_speedup}x"
+    elif high < 1.0:
+        pays, reason = False, "no longer pays: slower than the plain pipeline"
+    else:
+        pays = False
+        reason = f"no longer pays: not faster beyond noise (interval reaches {low:.2f}x, needs > {min_speedup}x)"
+    return Verdict(name, pays, reason, comparison.speedup, (low, high), memory_ratio)
