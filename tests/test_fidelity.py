@@ -200,3 +200,14 @@ def test_relative_error_judges_single_number_outputs():
     fidelity = compare_samples(_pairs(reference, candidate))
     assert fidelity.relative_error == pytest.approx(0.2)
     assert "relative error" in fidelity.failure(Guard())
+
+
+def test_onnx_int8_static_is_validated_after_its_calibration_batches(tmp_path):
+    """The real optimizer: calibrated on the first batch, validated on the next four; calibrated on
+    all eight batches (its default), nothing is left to validate on and the guard says so."""
+    one = _run(tmp_path, [{"optimizer": "onnx.int8_static", "params": {"calibration_batches": 1}}])
+    step = _step(one, "onnx.int8_static")
+    assert step.fidelity is not None and step.fidelity["note"] is None, step.reason
+    assert step.fidelity["samples"] == 4 * opt_guarded.BATCH_SIZE  # batches 1-4
+    every = _step(_run(tmp_path, ["onnx.int8_static"]), "onnx.int8_static")
+    assert every.verdict == REVERTED and "calibrated on all 8 batches" in every.reason, every.reason

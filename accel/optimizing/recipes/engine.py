@@ -278,7 +278,7 @@ def run_engine(
         guard: Guard = rule.guard or recipe.guard
         try:
             trial, trial_choices, setup = composer.build(trial_choice)
-            skip = calibrated_batches([c.notes for c in trial_choices])
+            skip = calibrated_batches([{**c.state, **c.notes} for c in trial_choices])
             fidelity = validator.check(trial, guard, skip_batches=skip)
             failure = fidelity.failure(guard)
             # A candidate that broke the outputs is timed only briefly: the table still shows its speed.

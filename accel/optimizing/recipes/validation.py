@@ -1,7 +1,7 @@
 """What the guard compares: the baseline's and a candidate's outputs on the same samples.
 
 - Forward outputs on several batches of the source (Guard.validation_batches), split into samples.
-  A candidate calibrated on the source (onnx.int8_static says so in its notes, under
+  A candidate calibrated on the source (onnx.int8_static says so in its lock state or notes, under
   `calibration_batches`) is validated on the batches after those it was calibrated on: a model
   tuned on a batch looks best on that batch. When there are no such batches the guard fails with
   the reason instead of validating on what it was fitted to.
