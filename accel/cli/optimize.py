@@ -121,6 +121,12 @@ def optimize_command(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="torch/ORT threads on both sides [default: torch's]."
     ),
+    passes: Optional[int] = typer.Option(
+        None,
+        "--passes",
+        min=1,
+        help="Passes the pipeline will run; one-time costs are spread over them [default: the recipe's].",
+    ),
 ) -> None:
     """Try the recipe's optimizations, keep what is faster beyond noise and faithful, write a lock."""
     from accel.optimizing.run import optimize
@@ -134,6 +140,7 @@ def optimize_command(
             json_path=json_path,
             budget_seconds=budget,
             threads=threads,
+            passes=passes,
             progress=lambda message: status.update(message),
         )
     render_optimize(result.to_dict(), console)

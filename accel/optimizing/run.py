@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from accel.core.calibration import calibrated_machine
+from accel.core.errors import RecipeError
 from accel.core.io import write_json_atomic
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
@@ -93,14 +94,21 @@ def optimize(
     json_path: str | os.PathLike | None = None,
     budget_seconds: float | None = None,
     threads: int | None = None,
+    passes: int | None = None,
     progress: Progress = lambda message: None,
 ) -> OptimizeResult:
-    """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there."""
+    """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there.
+    `passes`: how many passes the optimized pipeline will run, over which one-time costs (export,
+    compile, cache prebuild) are counted [default: the recipe's keep.passes]."""
     from accel.optimizing.lock import load
     from accel.optimizing.optimizers import Context
     from accel.optimizing.recipes.engine import run_engine
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    if passes is not None:
+        if passes < 1:
+            raise RecipeError(f"passes must be >= 1, got {passes}", "pass the number of runs the pipeline will serve")
+        recipe = dataclasses.replace(recipe, keep=dataclasses.replace(recipe.keep, passes=passes))
     path = None if isinstance(target, Pipeline) else Path(target)
     pipeline = target if isinstance(target, Pipeline) else load(path)
     budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
