@@ -1,4 +1,5 @@
-"""Bad input: one clear line naming the problem and the fix, exit code 2, no traceback, no writes."""
+"""Bad input: one clear line naming the problem and the fix, exit code 2, no traceback, no writes.
+The cases run the real console script (`accel`, as installed), in a fresh process each."""
 
 import subprocess
 import sys
@@ -64,29 +65,50 @@ def listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def run_profile(tmp_path: Path, monkeypatch, source: str, *extra: str):
-    user = tmp_path / "user"
-    user.mkdir(exist_ok=True)
-    (user / "target.py").write_text(source)
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    monkeypatch.chdir(work)
-    before = listing(user)
-    result = runner.invoke(app, ["profile", str(user / "target.py"), "--budget", "1", *extra])
-    assert listing(user) == before, "accel wrote into the user's folder"
-    return result
+CONSOLE_SCRIPT = Path(sys.executable).with_name("accel")
+
+
+def run_console(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The installed `accel` console script, as a user runs it."""
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def assert_one_line_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert all(needle in lines[0] for needle in needles), (needles, lines[0])
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_pipeline_file_is_one_line_and_exit_2(case, tmp_path, monkeypatch):
+def test_bad_pipeline_file_is_one_line_and_exit_2(case, tmp_path):
     source, problem, fix = CASES[case]
-    result = run_profile(tmp_path, monkeypatch, source, "--no-trace")
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    message = " ".join(result.output.split())
-    assert lines[0].startswith("error:")
-    assert problem in message and fix in message
-    assert "Traceback" not in result.output
+    user, work = tmp_path / "user", tmp_path / "work"
+    user.mkdir()
+    work.mkdir()
+    (user / "target.py").write_text(source)
+    before = listing(user)
+    result = run_console(work, "profile", str(user / "target.py"), "--budget", "1", "--no-trace")
+    assert_one_line_exit_2(result, problem, fix)
+    assert listing(user) == before, "accel wrote into the user's folder"
+
+
+def test_unknown_guard_key_in_a_recipe_names_the_valid_ones(tmp_path):
+    (tmp_path / "model.py").write_text(
+        "import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = (torch.ones(1, 2),)\n"
+    )
+    (tmp_path / "r.yaml").write_text("name: r\nguard: {min_cosin: 0.9}\nrules: [{name: a, try: [onnx.runtime]}]\n")
+    result = run_console(tmp_path, "optimize", "model.py", "--recipe", "r.yaml")
+    assert_one_line_exit_2(result, "unknown key 'min_cosin'", "min_top1_agreement", "validation_batches")
+
+
+@pytest.mark.parametrize("text, problem", [(None, "no such lock file"), ("schema: other/1\n", "not an accel lock")])
+def test_verify_a_missing_or_foreign_lock(tmp_path, text, problem):
+    if text is not None:
+        (tmp_path / "accel.lock.yaml").write_text(text)
+    result = run_console(tmp_path, "verify", "accel.lock.yaml")
+    assert_one_line_exit_2(result, problem)
 
 
 def test_missing_file(tmp_path, monkeypatch):

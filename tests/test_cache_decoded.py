@@ -30,6 +30,7 @@ from accel.optimizing.optimizers.cache_decoded import CachedStage, code_digest
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("cache.decoded")
+NS = "0123456789abcdef-01234567"  # a namespace name as cache.decoded makes them
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def _apply(pipeline, cache_dir, context):
 
 
 def test_store_round_trips_structures(tmp_path):
-    store = DecodedStore(tmp_path, "ns", max_bytes=1 << 20)
+    store = DecodedStore(tmp_path, NS, max_bytes=1 << 20)
     sample = {
         "image": torch.arange(12, dtype=torch.float32).reshape(3, 4),
         "label": (np.int64(3) * np.ones(2, np.int64), 7),
@@ -60,7 +61,7 @@ def test_store_refuses_user_objects():
 
 
 def test_size_limit_evicts_oldest(tmp_path):
-    store = DecodedStore(tmp_path, "ns", max_bytes=5 * 4200)
+    store = DecodedStore(tmp_path, NS, max_bytes=5 * 4200)
     for i in range(12):
         store.put(f"{i:02d}" * 32, torch.zeros(1024))  # about 4.2 kB a record
         os.utime(store.path_of(f"{i:02d}" * 32), (time.time() - 100 + i, time.time() - 100 + i))
@@ -157,12 +158,13 @@ BUILDER = textwrap.dedent("""
     import sys, time, torch
     from accel.optimizing.optimizers._store import DecodedStore
     from accel.optimizing.optimizers.cache_decoded import CachedStage
+    NS = "0123456789abcdef-01234567"
 
     def decode(i):
         time.sleep(0.01)
         return torch.full((256, 1024), float(i))  # 1 MB a record: writes take a while
 
-    stage = CachedStage(DecodedStore(sys.argv[1], "crash", max_bytes=1 << 30), "crash", (decode,))
+    stage = CachedStage(DecodedStore(sys.argv[1], NS, max_bytes=1 << 30), NS, (decode,))
     for i in range(int(sys.argv[2])):
         stage(i)
         print(i, flush=True)
@@ -193,7 +195,7 @@ def test_killed_build_leaves_consistent_cache_and_resumes(tmp_path):
     def decode(i):
         return torch.full((256, 1024), float(i))
 
-    stage = CachedStage(DecodedStore(root, "crash", max_bytes=1 << 30), "crash", (decode,))
+    stage = CachedStage(DecodedStore(root, NS, max_bytes=1 << 30), NS, (decode,))
     for i in range(count):
         assert float(stage(i)[0, 0]) == float(i)
     assert stage.hits == len(written)
@@ -258,10 +260,128 @@ def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path,
 
 def test_cache_fills_and_serves_from_loader_workers(tmp_path):
     pipeline = accel.load(PLANTED / "dp_random_augment.py").replace(transform=None, num_workers=2)
-    stage = CachedStage(DecodedStore(tmp_path, "workers", max_bytes=1 << 20), "workers", (pipeline.decode,))
+    stage = CachedStage(DecodedStore(tmp_path, NS, max_bytes=1 << 20), NS, (pipeline.decode,))
     cached = pipeline.replace(decode=stage)
     first = cached.run()  # the workers write the records
     assert len(records(tmp_path)) == len(pipeline.source)
     second = cached.run()  # and read them back
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert all(torch.equal(a, b) for a, b in zip(first, pipeline.replace(num_workers=0).run()))
+
+
+# --- sources that are references: what decode reads is tracked ----------------------------------
+def _image_bytes(value: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _file_name_pipeline(root: Path, count: int) -> accel.Pipeline:
+    from PIL import Image
+
+    folder = str(root)
+
+    def decode(name: str) -> torch.Tensor:  # the raw sample is only a name: decode joins it to a root
+        with Image.open(os.path.join(folder, name)) as image:
+            return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
+
+    for i in range(count):
+        (root / f"img_{i:03d}.png").write_bytes(_image_bytes(i))
+    return accel.Pipeline(model=torch.nn.Flatten(), source=[f"img_{i:03d}.png" for i in range(count)], decode=decode)
+
+
+def test_rewritten_files_behind_file_names_are_never_served_stale(tmp_path, context):
+    images = tmp_path / "images"
+    images.mkdir()
+    pipeline = _file_name_pipeline(images, 12)
+    applied = _apply(pipeline, tmp_path / "cache", context)
+    assert applied.notes["files_tracked"] == 12
+    for i in range(12):  # retrained data: half rewritten in place, half replaced (a new inode)
+        target = images / f"img_{i:03d}.png"
+        if i % 2:
+            target.write_bytes(_image_bytes(200 - i))
+        else:
+            (images / "new.png").write_bytes(_image_bytes(200 - i))
+            os.replace(images / "new.png", target)
+    served = applied.pipeline.run()
+    fresh = pipeline.run()
+    stale = sum(not torch.equal(a, b) for a, b in zip(served, fresh))
+    assert stale == 0 and applied.pipeline.decode.stale == 12
+    again = applied.pipeline.run()  # the new records are hits now
+    assert all(torch.equal(a, b) for a, b in zip(again, fresh)) and applied.pipeline.decode.stale == 12
+
+
+def test_a_source_accel_cannot_check_is_refused_unless_opted_in(tmp_path, context):
+    import socket
+
+    def decode(key: int) -> torch.Tensor:  # as a database or URL fetch would: data accel cannot stat
+        socket.getaddrinfo("localhost", 80)
+        return torch.full((4,), float(key))
+
+    pipeline = accel.Pipeline(model=torch.nn.Identity(), source=list(range(8)), decode=decode)
+    with pytest.raises(CacheError, match="socket.getaddrinfo") as info:
+        _apply(pipeline, tmp_path, context)
+    assert "allow_untracked" in info.value.hint
+    applied = OPT.apply(pipeline, OPT.Config(cache_dir=str(tmp_path), allow_untracked=True), context)
+    assert applied.notes["stages_cached"] == ["decode"]
+
+
+@pytest.mark.parametrize("draw", ["random", "numpy", "torch"])
+def test_randomness_is_detected_from_the_rng_states_not_from_luck(context, draw):
+    import random
+
+    draws = {
+        "random": lambda: random.random() < 0.5,
+        "numpy": lambda: np.random.rand() < 0.5,
+        "torch": lambda: bool(torch.rand(()) < 0.5),
+    }
+
+    def decode(seed: int) -> torch.Tensor:
+        image = torch.arange(12.0).reshape(3, 4) + seed
+        return image.flip(1) if draws[draw]() else image  # a 50% flip: one pair of calls misses it half the time
+
+    pipeline = accel.Pipeline(model=torch.nn.Identity(), source=list(range(8)), decode=decode)
+    state = torch.get_rng_state()
+    reason = OPT.applicable(pipeline, context)
+    assert reason is not None and f"draws from the {draw} RNG" in reason
+    assert torch.equal(torch.get_rng_state(), state)  # probing put the user's RNG back
+
+
+def test_library_versions_are_part_of_the_namespace(monkeypatch):
+    import PIL
+
+    from accel.optimizing.optimizers import _fingerprint
+    from tests.planted.dp_decode_bound import decode
+
+    before = code_digest(decode)
+    monkeypatch.setattr(PIL, "__version__", "0.0.1")
+    _fingerprint.package_version.cache_clear()
+    try:
+        assert code_digest(decode) != before
+    finally:
+        monkeypatch.undo()
+        _fingerprint.package_version.cache_clear()
+
+
+def test_clean_up_touches_only_the_stores_own_files(tmp_path):
+    shared = tmp_path  # the cache dir pointed at a folder other tools use too
+    foreign = [shared / ".notes.tmp", shared / "other" / "ab" / "x.rec", shared / "other" / ".y.tmp"]
+    for path in foreign:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not accel's")
+        os.utime(path, (0, 0))  # old: a sweep by age alone would take them
+    store = DecodedStore(shared, NS, max_bytes=1 << 20)
+    store.put("a" * 64, torch.zeros(4))
+    own_temp = store.path_of("b" * 64).with_name(f".{'b' * 64}.rec.x1y2.tmp")
+    own_temp.parent.mkdir(exist_ok=True)
+    own_temp.write_bytes(b"half")
+    os.utime(own_temp, (0, 0))
+    DecodedStore(shared, NS, max_bytes=1 << 20)  # opening sweeps the store's stale temporaries
+    assert not own_temp.exists()
+    assert clear(shared) == 1
+    assert all(path.read_text() == "not accel's" for path in foreign)
+    assert not (shared / NS).exists()

@@ -26,14 +26,61 @@ INT8_RECIPE = {
 }
 
 
+# The planted wide MLP as a user's file often is: the weights come from a checkpoint beside it.
+LOAD_CHECKPOINT = """
+from pathlib import Path
+model.load_state_dict(torch.load(Path(__file__).with_name("weights.pt")))
+"""
+
+
 @pytest.fixture(scope="module")
 def optimized(tmp_path_factory):
     """The planted wide MLP, optimized once with ORT int8 (measured 3-4x here), its lock in out/."""
     folder = tmp_path_factory.mktemp("lock")
+    namespace: dict = {}
+    exec((PLANTED / "opt_wide_mlp.py").read_text(), namespace)
+    torch.save(namespace["model"].state_dict(), folder / "weights.pt")
     file = folder / "wide_mlp.py"
-    shutil.copy(PLANTED / "opt_wide_mlp.py", file)
+    file.write_text((PLANTED / "opt_wide_mlp.py").read_text() + LOAD_CHECKPOINT)
     result = optimize(file, parse_recipe(INT8_RECIPE), out_dir=folder / "out", budget_seconds=6)
     return file, folder / "out", result
+
+
+def _copy(file: Path, out: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The pipeline folder and its lock folder copied, to change one thing in the copy."""
+    for name in (file.name, "weights.pt"):
+        shutil.copy(file.parent / name, tmp_path / name)
+    shutil.copytree(out, tmp_path / "out")
+    return tmp_path / file.name, tmp_path / "out"
+
+
+def test_retrained_weights_are_refused_not_served_through_the_old_onnx_file(optimized, tmp_path):
+    file, out = _copy(*optimized[:2], tmp_path)
+    weights = torch.load(tmp_path / "weights.pt")
+    weights["0.weight"] += 0.01  # retrained: the pipeline file itself did not change
+    torch.save(weights, tmp_path / "weights.pt")
+    with pytest.raises(LockError, match="the model.s weights changed since .* was built from the old weights"):
+        accel.load(file, lock=out)
+    assert isinstance(accel.load(file, lock=out, force=True).model, OrtModel)
+
+
+def test_a_changed_artifact_is_refused(optimized, tmp_path):
+    file, out = _copy(*optimized[:2], tmp_path)
+    onnx_file = out / read_lock(out).entries[0].state["onnx_file"]
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(LockError, match=f"{onnx_file.name} changed since"):
+        accel.load(file, lock=out)
+
+
+def test_other_runtime_versions_are_refused_with_the_fix(optimized, tmp_path):
+    file, out = _copy(*optimized[:2], tmp_path)
+    data = yaml.safe_load((out / "accel.lock.yaml").read_text())
+    data["versions"]["torch"] = "2.0.0"
+    (out / "accel.lock.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(LockError) as info:
+        accel.load(file, lock=out)
+    assert f"other versions (torch 2.0.0 -> {torch.__version__})" in info.value.message
+    assert "accel verify" in info.value.hint
 
 
 def test_lock_round_trips_through_load(optimized):
@@ -42,6 +89,9 @@ def test_lock_round_trips_through_load(optimized):
     lock = read_lock(out / "accel.lock.yaml")
     assert lock.schema == LOCK_SCHEMA and lock.pipeline_sha256 == file_sha256(file)
     assert lock.versions["torch"] == torch.__version__ and "onnxruntime" in lock.versions
+    assert lock.weights_sha256 and lock.artifacts == {
+        lock.entries[0].state["onnx_file"]: file_sha256(out / lock.entries[0].state["onnx_file"])
+    }
     state = lock.entries[0].state
     assert (out / state["onnx_file"]).is_file()
     assert state["session_options"]["session.intra_op.allow_spinning"] == "0"
@@ -62,11 +112,8 @@ def test_lock_folder_works_as_the_lock_path(optimized):
 
 
 def test_changed_file_is_refused_unless_forced(optimized, tmp_path):
-    file, out, _ = optimized
-    changed = tmp_path / file.name
-    changed.write_text(file.read_text() + "\n# edited\n")
-    lock_copy = tmp_path / "out"
-    shutil.copytree(out, lock_copy)
+    changed, lock_copy = _copy(*optimized[:2], tmp_path)
+    changed.write_text(changed.read_text() + "\n# edited\n")
     with pytest.raises(LockError, match="changed since"):
         accel.load(changed, lock=lock_copy / "accel.lock.yaml")
     assert isinstance(accel.load(changed, lock=lock_copy / "accel.lock.yaml", force=True).model, OrtModel)

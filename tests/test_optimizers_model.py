@@ -148,3 +148,140 @@ def test_every_config_round_trips_through_json(name):
     data = json.loads(json.dumps(dataclasses.asdict(config)))
     assert make_config(optimizer, data) == config
     assert optimizer.description and optimizer.name == name
+
+
+# --- each model optimizer is proven to change the model (a no-op would pass the tests above) ------
+def _ops_run(model, inputs) -> set[str]:
+    """The torch operators a forward call runs (what torch.profiler sees)."""
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(*inputs)
+    return {event.key for event in prof.key_averages()}
+
+
+FP32_MATMULS = {"aten::addmm", "aten::mm", "aten::linear", "aten::matmul"}
+
+
+@pytest.mark.parametrize(
+    "name, quantized_ops",
+    [
+        ("onnx.runtime", set()),
+        ("onnx.int8_dynamic", {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}),
+        ("onnx.int8_static", {"QuantizeLinear", "DequantizeLinear", "QLinearMatMul"}),
+    ],
+)
+def test_the_ort_session_is_what_runs_and_int8_weights_are_in_the_graph(tmp_path, name, quantized_ops):
+    import onnx
+
+    pipeline = _mlp_pipeline(with_source=name == "onnx.int8_static")
+    optimizer = OPTIMIZERS.get(name)
+    model = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path)).pipeline.model
+    assert isinstance(model, OrtModel)
+    batch = pipeline.example_batch()
+    inputs = batch if isinstance(batch, tuple) else (batch,)
+    assert FP32_MATMULS & _ops_run(pipeline.model, inputs)  # the baseline multiplies in torch...
+    assert not FP32_MATMULS & _ops_run(model, inputs)  # ...the optimized model does not: ORT does
+    graph = onnx.load(str(model.onnx_path)).graph
+    node_types = {node.op_type for node in graph.node}
+    int8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    int8_weights = [i.name for i in graph.initializer if i.data_type in int8]
+    if quantized_ops:
+        assert node_types & quantized_ops, node_types
+        assert int8_weights, "no int8 initializer in the quantized graph"
+    else:
+        assert not int8_weights and "MatMul" in node_types or "Gemm" in node_types
+
+
+def test_torch_int8_dynamic_replaces_the_float_matmuls(tmp_path):
+    pipeline = _mlp_pipeline()
+    optimizer = OPTIMIZERS.get("quantize.int8_dynamic")
+    model = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path)).pipeline.model
+    ops = _ops_run(model, pipeline.inputs)
+    assert not {"aten::addmm", "aten::mm"} & ops, ops  # no float32 matmul left
+    assert any("quantized" in op or "int_mm" in op or "int8" in op for op in ops), ops
+    assert all(p.dtype == torch.float32 for p in pipeline.model.parameters())  # the input was not mutated
+
+
+def test_bf16_runs_the_layers_in_bf16(tmp_path):
+    pipeline = _mlp_pipeline()
+    optimizer = OPTIMIZERS.get("precision.bf16")
+    model = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path)).pipeline.model
+    dtypes = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
+    try:
+        with torch.inference_mode():
+            out = model(*pipeline.inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert dtypes and all(d == torch.bfloat16 for d in dtypes), dtypes
+    assert out.dtype == torch.float32  # float32 at the interface
+
+
+@pytest.mark.slow
+def test_compile_builds_a_graph(tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    pipeline = _mlp_pipeline()
+    optimizer = OPTIMIZERS.get("compile")
+    if optimizer.applicable(pipeline, _context(tmp_path)):
+        pytest.skip("no compiler here")
+    torch._dynamo.reset()
+    counters.clear()
+    applied = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path))
+    with torch.inference_mode():
+        applied.pipeline.forward(pipeline.inputs)
+    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
+def test_loader_tune_changes_the_workers_or_says_why_not(tmp_path):
+    pipeline = accel.load(PLANTED / "dp_loader_bound.py")
+    optimizer = OPTIMIZERS.get("loader.tune")
+    reason = optimizer.applicable(pipeline, _context(tmp_path))
+    if reason is not None:
+        assert len(reason) > 10
+        return
+    applied = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path))
+    changed = (applied.pipeline.num_workers, dict(applied.pipeline.loader_options)) != (
+        pipeline.num_workers,
+        dict(pipeline.loader_options),
+    )
+    assert changed or applied.notes.get("reason"), applied.notes
+
+
+# --- a real model: a transformers classifier whose logits share a large offset -------------------
+def test_int8_and_bf16_that_flip_a_real_classifiers_labels_are_rejected(tmp_path):
+    from accel.optimizing.recipes import parse_recipe
+    from accel.optimizing.recipes.engine import ACCEPTED, NOT_APPLICABLE, run_engine
+
+    pipeline = accel.load(PLANTED / "opt_offset_bert.py")  # BERT at random init, logits with a large offset
+    recipe = parse_recipe(
+        {
+            "name": "low",
+            "target": "latency",
+            "guard": {"min_cosine": 0.995, "max_relative_error": 0.1},  # the built-in low-precision rules' bounds
+            "rules": [{"name": "low", "try": ["quantize.int8_dynamic", "precision.bf16"]}],
+        }
+    )
+    result = run_engine(pipeline, recipe, _context(tmp_path), budget_seconds=12)
+    int8 = next(s for s in result.steps if s.optimizer == "quantize.int8_dynamic")
+    assert int8.verdict != ACCEPTED and int8.fidelity["top1_agreement"] < 0.9, int8.to_dict()
+    assert "centered cosine" in int8.reason or "top-1" in int8.reason
+    bf16 = next(s for s in result.steps if s.optimizer == "precision.bf16")
+    assert bf16.verdict == NOT_APPLICABLE or ("centered cosine" in bf16.reason or "top-1" in bf16.reason)
+    assert result.choices == ()
+    # What the old guard looked at: one cosine over the flattened logits, and it is near 1.
+    quantized = (
+        OPTIMIZERS.get("quantize.int8_dynamic")
+        .apply(pipeline, make_config(OPTIMIZERS.get("quantize.int8_dynamic"), {}), _context(tmp_path))
+        .pipeline
+    )
+    batch = pipeline.example_batch()
+    with torch.inference_mode():
+        a, b = pipeline.forward(batch).logits.flatten(), quantized.forward(batch).logits.flatten()
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.9999

@@ -31,10 +31,20 @@ def _fidelity(step: dict) -> str:
         return "-"
     if fidelity.get("shape_error"):
         return "shape differs"
+    if fidelity.get("note"):
+        return "not validated"
+    if fidelity.get("nonfinite"):
+        return "NaN/inf"
+    if fidelity.get("exact_mismatch"):
+        return "exact differs"
+    parts = []
+    if fidelity.get("cosine") is not None:
+        parts.append(f"cos {fidelity['cosine']:.5f}")  # the worst sample's
+    if fidelity.get("top1_agreement") is not None and fidelity["top1_agreement"] < 1.0:  # only when labels moved
+        parts.append(f"top1 {fidelity['top1_agreement'] * 100:.0f}%")
     if fidelity.get("metric_drop") is not None:
-        return f"metric {-fidelity['metric_drop'] * 100:+.2f}%"
-    cosine = fidelity.get("cosine")
-    return f"cos {cosine:.5f}" if cosine is not None else "-"
+        parts.append(f"metric {-fidelity['metric_drop'] * 100:+.2f}%")
+    return " ".join(parts) or "-"
 
 
 def steps_table(data: dict) -> Table:
@@ -111,6 +121,12 @@ def optimize_command(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="torch/ORT threads on both sides [default: torch's]."
     ),
+    passes: Optional[int] = typer.Option(
+        None,
+        "--passes",
+        min=1,
+        help="Passes the pipeline will run; one-time costs are spread over them [default: the recipe's].",
+    ),
 ) -> None:
     """Try the recipe's optimizations, keep what is faster beyond noise and faithful, write a lock."""
     from accel.optimizing.run import optimize
@@ -124,6 +140,7 @@ def optimize_command(
             json_path=json_path,
             budget_seconds=budget,
             threads=threads,
+            passes=passes,
             progress=lambda message: status.update(message),
         )
     render_optimize(result.to_dict(), console)

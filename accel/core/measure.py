@@ -339,11 +339,41 @@ def _status_bytes(status: Path, key: str) -> int | None:
     return None
 
 
+# Seconds a fresh process may take to set one side up and measure it (torch import, load, export).
+FRESH_PROCESS_TIMEOUT_SECONDS = 300.0
+FRESH_PROCESS_MARK = "accel-peak-rss-bytes:"
+
+
+def peak_rss_in_fresh_process(
+    code: str, args: list[str], timeout_seconds: float = FRESH_PROCESS_TIMEOUT_SECONDS
+) -> int | None:
+    """Run `code` (Python) in a fresh interpreter; it prints FRESH_PROCESS_MARK and the peak resident
+    bytes it measured (see peak_rss_bytes). Each side of a comparison measured this way starts from
+    nothing, so memory a runtime allocates on its first call (ONNX Runtime's arena) counts on both.
+    None when the child fails or cannot measure."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout_seconds
+        )
+    except subprocess.TimeoutExpired:  # run() kills the child before raising
+        return None
+    for line in done.stdout.splitlines():
+        if line.startswith(FRESH_PROCESS_MARK) and done.returncode == 0:
+            value = line[len(FRESH_PROCESS_MARK) :].strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def peak_memory_pair(
     baseline: Callable[[], Any], candidate: Callable[[], Any], device: torch.device | str | None = None
 ) -> tuple[int, int]:
-    """Peak memory of both sides, each after one untimed call (so lazy setup is not counted):
-    the larger of tensor memory and, on CPU, resident memory growth."""
+    """Peak memory of both sides in this process, each after one untimed call (so lazy setup is
+    not counted): the larger of tensor memory and, on CPU, resident memory growth. Memory a runtime
+    keeps from its first call (ONNX Runtime's arena) is invisible here: where both sides can be
+    rebuilt in a fresh process, measure them with peak_rss_in_fresh_process instead."""
     peaks = []
     for fn in (baseline, candidate):
         fn()

@@ -1,9 +1,16 @@
 """The lock file: what `accel optimize` kept, so `accel.load(FILE, lock=...)` can re-apply it.
 
-`accel.lock.yaml` (schema `accel.lock/1`) records the pipeline file's sha256, the versions it was
-measured with, and one entry per kept optimization in the order it is applied (optimizer name,
-recipe parameters, and the state the optimizer needs to restore itself, such as the name of an
-ONNX file next to the lock). An empty `optimizations` list is a valid lock: nothing helped.
+`accel.lock.yaml` (schema `accel.lock/1`) records the pipeline file's sha256, a digest of the
+model's weights as the file loads them (retrained weights from a checkpoint do not change the file),
+the sha256 of every artifact next to the lock (an ONNX file), the versions it was measured with,
+and one entry per kept optimization in the order it is applied (optimizer name, recipe parameters,
+and the state the optimizer needs to restore itself). An empty `optimizations` list is a valid
+lock: nothing helped.
+
+Loading checks all of it and says what changed: a changed file, a changed artifact, or changed
+weights when an artifact holds a copy of them, is refused (it was built from the old ones); a different torch or ONNX
+Runtime than the lock was measured with is refused too, with `accel verify` as the way to check
+whether the optimizations still pay on the new one. `force` loads anyway.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import yaml
 
 from accel._version import __version__
 from accel.core.errors import AccelError, LockError
+from accel.core.hashing import content_digest
 from accel.core.io import write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
@@ -45,15 +53,27 @@ class Lock:
     speedup: float | None = None
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     schema: str = LOCK_SCHEMA
+    # Added later; older locks read without them (nothing to check).
+    weights_sha256: str | None = None
+    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> sha256
+    pipeline_path: str = ""  # where the pipeline file was, for `accel verify`
+    min_speedup: float | None = None  # the recipe's keep threshold, for `accel verify`
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": self.schema,
-            "pipeline": {"file": self.pipeline_file, "sha256": self.pipeline_sha256},
+            "pipeline": {
+                "file": self.pipeline_file,
+                "sha256": self.pipeline_sha256,
+                "path": self.pipeline_path,
+                "weights_sha256": self.weights_sha256,
+            },
             "recipe": self.recipe,
             "target": self.target,
             "speedup": self.speedup,
+            "min_speedup": self.min_speedup,
             "versions": dict(self.versions),
+            "artifacts": dict(self.artifacts),
             "optimizations": [dataclasses.asdict(e) for e in self.entries],
         }
 
@@ -99,11 +119,55 @@ class Lock:
             target=str(data.get("target", "")),
             speedup=data.get("speedup"),
             versions=dict(data.get("versions") or {}),
+            weights_sha256=pipeline.get("weights_sha256"),
+            artifacts={str(k): str(v) for k, v in (data.get("artifacts") or {}).items()},
+            pipeline_path=str(pipeline.get("path") or ""),
+            min_speedup=data.get("min_speedup"),
         )
 
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def weights_sha256(pipeline: Pipeline) -> str | None:
+    """A digest of the model's weights (parameters and buffers); None for a model that is not a
+    torch module."""
+    model = pipeline.model
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return content_digest({name: tensor for name, tensor in model.state_dict().items()})
+
+
+def artifact_digests(folder: str | Path, entries: tuple[LockEntry, ...]) -> dict[str, str]:
+    """sha256 of each file the entries' state names (`*_file` keys) in `folder`."""
+    found = {}
+    for entry in entries:
+        for key, value in entry.state.items():
+            if key.endswith("_file") and isinstance(value, str) and (Path(folder) / value).is_file():
+                found[value] = file_sha256(Path(folder) / value)
+    return found
+
+
+# Versions whose change can change what an optimization does or whether it pays.
+CHECKED_VERSIONS = ("torch", "onnxruntime")
+
+
+def changed_versions(lock: Lock) -> list[str]:
+    """'torch 2.13.0 -> 2.14.0' for each runtime that differs from what the lock was measured with
+    (ONNX Runtime only when an entry uses it)."""
+    if not lock.entries:
+        return []
+    now_versions = current_versions()
+    uses_ort = any(e.optimizer.startswith("onnx.") for e in lock.entries)
+    changes = []
+    for name in CHECKED_VERSIONS:
+        if name == "onnxruntime" and not uses_ort:
+            continue
+        was, now_version = lock.versions.get(name), now_versions.get(name)
+        if was is not None and was != now_version:
+            changes.append(f"{name} {was} -> {now_version or 'not installed'}")
+    return changes
 
 
 def current_versions() -> dict[str, str]:
@@ -152,20 +216,59 @@ def load(path: str | os.PathLike, lock: str | os.PathLike | None = None, *, forc
     return apply_lock(pipeline, Path(lock), Path(path), force=force)
 
 
-def apply_lock(pipeline: Pipeline, lock_path: Path, pipeline_path: Path, force: bool = False) -> Pipeline:
-    """Re-apply a lock's optimizations to the pipeline loaded from `pipeline_path`."""
-    from accel.optimizing.optimizers import OPTIMIZERS, make_config
-
-    target = lock_file(lock_path)
-    lock = read_lock(target)
+def check_lock(lock: Lock, target: Path, pipeline: Pipeline, pipeline_path: Path, *, versions: bool = True) -> None:
+    """Refuse, saying what changed, when the lock no longer describes what is loaded."""
+    rerun = "run accel optimize again, or force it (force=True, --force)"
     actual = file_sha256(pipeline_path)
-    if actual != lock.pipeline_sha256 and not force:
+    if actual != lock.pipeline_sha256:
         raise LockError(
             f"{pipeline_path} changed since {target} was written (sha256 {actual[:12]}, lock has "
             f"{lock.pipeline_sha256[:12]})",
-            "run accel optimize again, or force it (force=True, --force)",
+            rerun,
         )
-    for entry in lock.entries:
+    # Artifacts (an exported ONNX file) hold a copy of the weights; optimizations without one are
+    # re-applied to whatever weights the file loads now.
+    if lock.weights_sha256 is not None and lock.artifacts:
+        weights = weights_sha256(pipeline)
+        if weights != lock.weights_sha256:
+            raise LockError(
+                f"the model's weights changed since {target} was written (digest {str(weights)[:12]}, lock has "
+                f"{lock.weights_sha256[:12]}): {', '.join(sorted(lock.artifacts))} was built from the old weights",
+                rerun,
+            )
+    for name, recorded in lock.artifacts.items():
+        path = target.parent / name
+        if not path.is_file():
+            raise LockError(f"{path} is missing: {target} needs it", "copy the whole folder accel optimize wrote")
+        if file_sha256(path) != recorded:
+            raise LockError(
+                f"{path} changed since {target} was written (sha256 {file_sha256(path)[:12]}, lock has {recorded[:12]})",
+                rerun,
+            )
+    changes = changed_versions(lock) if versions else []
+    if changes:
+        raise LockError(
+            f"{target} was measured with other versions ({'; '.join(changes)}): what paid then may not now",
+            f"run `accel verify {target}` to re-time it here, then accel optimize again or force it (--force)",
+        )
+
+
+def apply_lock(
+    pipeline: Pipeline, lock_path: Path, pipeline_path: Path, force: bool = False, *, check_versions: bool = True
+) -> Pipeline:
+    """Re-apply a lock's optimizations to the pipeline loaded from `pipeline_path`."""
+    target = lock_file(lock_path)
+    lock = read_lock(target)
+    if not force:
+        check_lock(lock, target, pipeline, pipeline_path, versions=check_versions)
+    return apply_entries(pipeline, lock.entries, target)
+
+
+def apply_entries(pipeline: Pipeline, entries: tuple[LockEntry, ...], target: Path) -> Pipeline:
+    """Restore each entry in order (artifacts are read next to the lock file `target`)."""
+    from accel.optimizing.optimizers import OPTIMIZERS, make_config
+
+    for entry in entries:
         try:
             optimizer = OPTIMIZERS.get(entry.optimizer)
             config = make_config(optimizer, entry.params, where=f"{target}: ")

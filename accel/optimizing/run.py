@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from accel.core.calibration import calibrated_machine
+from accel.core.errors import RecipeError
 from accel.core.io import write_json_atomic
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock import LOCK_NAME, Lock, LockEntry, current_versions, file_sha256, write_lock
+from accel.optimizing.lock import (
+    LOCK_NAME,
+    Lock,
+    LockEntry,
+    artifact_digests,
+    current_versions,
+    file_sha256,
+    weights_sha256,
+    write_lock,
+)
 from accel.optimizing.recipes import Recipe, get_recipe
 
 if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
@@ -84,14 +94,21 @@ def optimize(
     json_path: str | os.PathLike | None = None,
     budget_seconds: float | None = None,
     threads: int | None = None,
+    passes: int | None = None,
     progress: Progress = lambda message: None,
 ) -> OptimizeResult:
-    """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there."""
+    """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there.
+    `passes`: how many passes the optimized pipeline will run, over which one-time costs (export,
+    compile, cache prebuild) are counted [default: the recipe's keep.passes]."""
     from accel.optimizing.lock import load
     from accel.optimizing.optimizers import Context
     from accel.optimizing.recipes.engine import run_engine
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    if passes is not None:
+        if passes < 1:
+            raise RecipeError(f"passes must be >= 1, got {passes}", "pass the number of runs the pipeline will serve")
+        recipe = dataclasses.replace(recipe, keep=dataclasses.replace(recipe.keep, passes=passes))
     path = None if isinstance(target, Pipeline) else Path(target)
     pipeline = target if isinstance(target, Pipeline) else load(path)
     budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
@@ -127,10 +144,15 @@ def optimize(
                 for key, value in choice.state.items():
                     if key.endswith("_file") and isinstance(value, str) and (Path(workdir) / value).is_file():
                         shutil.copy2(Path(workdir) / value, out / value)
+            entries = tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices)
             lock = Lock(
                 pipeline_file=path.name,
                 pipeline_sha256=file_sha256(path),
-                entries=tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices),
+                pipeline_path=str(path.resolve()),
+                weights_sha256=weights_sha256(pipeline),
+                artifacts=artifact_digests(out, entries),
+                min_speedup=recipe.keep.min_speedup,
+                entries=entries,
                 recipe=recipe.name,
                 target=result.target,
                 speedup=round(result.speedup, 4),

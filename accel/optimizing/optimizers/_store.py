@@ -13,13 +13,21 @@ A record is a small JSON header (the structure of the sample and, for each array
 and byte offset) followed by the raw array bytes, each aligned to 64 bytes, so the arrays are read
 back with `numpy.memmap` without copying or unpickling anything. Records are written to a temporary
 file, flushed to disk, then renamed into place: the rename is the index update, so a build killed at
-any point leaves either a whole record or none (stray temporary files are swept on open).
+any point leaves either a whole record or none (stray temporary files are swept on open). A record's
+header also lists the files decode read to build it (path, size, mtime_ns, inode), so a hit can be
+checked against them.
+
+The cache directory may be shared with other tools: clean-up, eviction and `clear` touch only the
+store's own files, told by their names (a namespace folder named like one, holding meta.json; records
+named <64 hex digits>.rec; temporary files named as core.io's atomic writer names a record's, which
+are unique per writer).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import struct
 import time
 from collections.abc import Mapping
@@ -40,6 +48,12 @@ TEMP_SUFFIX = ".tmp"
 EVICT_TO_SHARE = 0.9
 # Temporary files older than this belong to a dead writer (a live one renames within milliseconds).
 STALE_TEMP_SECONDS = 60.0
+# The store's own names: namespace folders (code digest, '-', version digest), shard folders and records.
+NAMESPACE_NAME = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{8}$")
+SHARD_NAME = re.compile(r"^[0-9a-f]{2}$")
+RECORD_NAME = re.compile(r"^[0-9a-f]{64}\.rec$")
+TEMP_NAME = re.compile(r"^\.[0-9a-f]{64}\.rec\..+\.tmp$")
+META_NAME = "meta.json"
 
 
 def default_cache_dir() -> Path:
@@ -123,8 +137,10 @@ class DecodedStore:
             raise CacheError(
                 f"cannot create the cache directory {self.directory}: {exc.strerror}", "pass a writable cache_dir"
             ) from exc
-        if meta is not None and not (self.directory / "meta.json").exists():
-            write_bytes_atomic(self.directory / "meta.json", json.dumps(meta, sort_keys=True).encode())
+        if not NAMESPACE_NAME.match(namespace):
+            raise CacheError(f"'{namespace}' is not a cache namespace name", "namespaces are made by cache.decoded")
+        if not (self.directory / META_NAME).exists():
+            write_bytes_atomic(self.directory / META_NAME, json.dumps(meta or {}, sort_keys=True).encode())
         sweep_temporaries(self.root)
         self._bytes_on_disk = total_bytes(self.root)
 
@@ -133,18 +149,23 @@ class DecodedStore:
 
     def get(self, key: str) -> Any | None:
         """The sample stored under `key`, memory-mapped; None when absent."""
+        found = self.get_with_reads(key)
+        return None if found is None else found[0]
+
+    def get_with_reads(self, key: str) -> tuple[Any, list[dict[str, Any]]] | None:
+        """The sample and the files decode read to build it; None when absent."""
         path = self.path_of(key)
         try:
-            return read_record(path)
+            return read_record_with_reads(path)
         except FileNotFoundError:
             return None
 
-    def put(self, key: str, sample: Any) -> int:
-        """Store a sample (atomically); returns the record's bytes."""
+    def put(self, key: str, sample: Any, reads: list[dict[str, Any]] | None = None) -> int:
+        """Store a sample (atomically), with the files read to build it; returns the record's bytes."""
         structure, arrays = flatten_sample(sample)
         path = self.path_of(key)
         path.parent.mkdir(exist_ok=True)
-        size = write_record(path, structure, arrays)
+        size = write_record(path, structure, arrays, reads or [])
         self._bytes_on_disk += size
         if self._bytes_on_disk > self.max_bytes:
             self._bytes_on_disk = evict(self.root, int(self.max_bytes * EVICT_TO_SHARE), keep=path)
@@ -154,9 +175,11 @@ class DecodedStore:
         return {p.stem for p in self.directory.glob(f"*/*{RECORD_SUFFIX}")}
 
 
-def write_record(path: Path, structure: Any, arrays: list[np.ndarray]) -> int:
-    layout = []
-    header = {"structure": structure, "arrays": layout}
+def write_record(
+    path: Path, structure: Any, arrays: list[np.ndarray], reads: list[dict[str, Any]] | None = None
+) -> int:
+    layout: list[dict[str, Any]] = []
+    header = {"structure": structure, "arrays": layout, "reads": reads or []}
     # Offsets depend on the header's length; lay out after a generous fixed header size.
     offset = 0
     for array in arrays:
@@ -175,6 +198,10 @@ def write_record(path: Path, structure: Any, arrays: list[np.ndarray]) -> int:
 
 
 def read_record(path: Path) -> Any:
+    return read_record_with_reads(path)[0]
+
+
+def read_record_with_reads(path: Path) -> tuple[Any, list[dict[str, Any]]]:
     with open(path, "rb") as handle:
         head = handle.read(len(MAGIC) + 8)
         if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
@@ -191,15 +218,35 @@ def read_record(path: Path) -> Any:
             continue
         # Copy-on-write map: pages are read lazily and the tensor built on it is writable.
         arrays.append(np.memmap(path, dtype=dtype, mode="c", offset=data_start + entry["offset"], shape=shape))
-    return unflatten_sample(header["structure"], arrays)
+    return unflatten_sample(header["structure"], arrays), list(header.get("reads", []))
 
 
 def _aligned(nbytes: int) -> int:
     return (nbytes + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
 
 
+def namespaces(root: Path) -> list[Path]:
+    """The store's namespace folders under `root` (other folders there are not the store's)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and NAMESPACE_NAME.match(p.name) and (p / META_NAME).is_file()
+    )
+
+
+def _own_files(directory: Path, pattern: re.Pattern) -> list[Path]:
+    return [
+        path
+        for shard in directory.iterdir()
+        if shard.is_dir() and SHARD_NAME.match(shard.name)
+        for path in shard.iterdir()
+        if pattern.match(path.name)
+    ]
+
+
 def records(root: Path) -> list[Path]:
-    return list(Path(root).glob(f"*/*/*{RECORD_SUFFIX}"))
+    return [path for directory in namespaces(root) for path in _own_files(directory, RECORD_NAME)]
 
 
 def total_bytes(root: Path) -> int:
@@ -213,16 +260,17 @@ def total_bytes(root: Path) -> int:
 
 
 def sweep_temporaries(root: Path, older_than_seconds: float = STALE_TEMP_SECONDS) -> int:
-    """Remove temporary files a killed writer left behind; returns how many."""
+    """Remove temporary records a killed writer left behind (the store's own, by name); returns how many."""
     now = time.time()
     removed = 0
-    for temp in Path(root).glob(f"**/.*{TEMP_SUFFIX}"):
-        try:
-            if now - temp.stat().st_mtime >= older_than_seconds:
-                temp.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
+    for directory in namespaces(root):
+        for temp in _own_files(directory, TEMP_NAME):
+            try:
+                if now - temp.stat().st_mtime >= older_than_seconds:
+                    temp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
     return removed
 
 
@@ -249,15 +297,12 @@ def evict(root: Path, target_bytes: int, keep: Path | None = None) -> int:
 
 def describe(root: Path) -> list[NamespaceInfo]:
     """One line of facts per namespace under `root` (for `accel cache info`)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
     infos = []
-    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-        paths = list(directory.glob(f"*/*{RECORD_SUFFIX}"))
+    for directory in namespaces(root):
+        paths = _own_files(directory, RECORD_NAME)
         size = sum(p.stat().st_size for p in paths if p.exists())
         try:
-            meta = json.loads((directory / "meta.json").read_text())
+            meta = json.loads((directory / META_NAME).read_text())
         except (OSError, ValueError):
             meta = {}
         infos.append(NamespaceInfo(directory.name, len(paths), size, meta))
@@ -265,20 +310,23 @@ def describe(root: Path) -> list[NamespaceInfo]:
 
 
 def clear(root: Path, namespace: str | None = None) -> int:
-    """Remove every record (of one namespace, or all); returns how many records were removed."""
+    """Remove the store's records (of one namespace, or all) and nothing else; returns how many
+    records were removed. A folder is removed only when that leaves it empty."""
     root = Path(root)
-    if not root.is_dir():
-        return 0
-    if namespace is not None and not (root / namespace).is_dir():
-        raise CacheError(f"no cache namespace '{namespace}' under {root}", "run `accel cache info` to list them")
-    directories = [root / namespace] if namespace else [p for p in root.iterdir() if p.is_dir()]
+    own = namespaces(root)
+    if namespace is not None:
+        own = [d for d in own if d.name == namespace]
+        if not own:
+            raise CacheError(f"no cache namespace '{namespace}' under {root}", "run `accel cache info` to list them")
     removed = 0
-    for directory in directories:
-        for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if path.is_file():
-                removed += path.suffix == RECORD_SUFFIX
-                path.unlink()
-            elif path.is_dir():
-                path.rmdir()
-        directory.rmdir()
+    for directory in own:
+        for path in _own_files(directory, RECORD_NAME) + _own_files(directory, TEMP_NAME):
+            removed += path.suffix == RECORD_SUFFIX
+            path.unlink(missing_ok=True)
+        (directory / META_NAME).unlink(missing_ok=True)
+        for folder in sorted((p for p in directory.iterdir() if p.is_dir()), reverse=True) + [directory]:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: someone else's files are in it
+                pass
     return removed

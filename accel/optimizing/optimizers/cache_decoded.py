@@ -6,18 +6,24 @@ of the cached code (its bytecode, constants, defaults, closure values and the gl
 recursively through helper functions), so editing a sample or the function misses; see accel/cache.py
 for the store.
 
-Random augmentation must not be cached. Before caching, each stage runs twice on the first sample:
-if decode differs the cache refuses; if only the transform differs, the cache keeps decode only and
-the transform still runs on every pass (cache up to the last deterministic stage).
+The versions of the libraries the cached code uses (the package of every module, class and function
+it reaches) are part of the namespace: a new Pillow decodes to a new namespace, not to old records.
+
+A raw sample is often only a reference (a file name joined to a root folder in decode, an index):
+every file decode opens is recorded with the record (path, size, mtime_ns, inode; see _reads.py)
+and checked on every hit, so a rewritten file is decoded again, never served stale. A stage that
+reaches data accel cannot check (a network connection, a database) is not cached unless the config
+opts in (`allow_untracked: true`).
+
+Random augmentation must not be cached. Before caching, each stage runs on several samples, twice
+each, with the global torch/numpy/random RNG states watched: if decode draws from an RNG or differs
+between runs the cache refuses; if only the transform does, the cache keeps decode only and the
+transform still runs on every pass (cache up to the last deterministic stage).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import sys
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -31,12 +37,17 @@ from accel.core.hashing import content_digest, digest
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.optimizing.optimizers._fingerprint import code_digest
+from accel.optimizing.optimizers._reads import changed_file, draws_randomness, file_facts, recording_reads
 from accel.optimizing.optimizers._store import DecodedStore, default_cache_dir
 
 DEFAULT_MAX_BYTES = 4 << 30
 # Samples timed to estimate the per-sample cost before and after caching.
 COST_PROBE_SAMPLES = 8
-_MAX_FINGERPRINT_DEPTH = 6
+# Samples each stage is run on (twice, RNG states watched) to judge it deterministic: one pair of
+# calls freezes a 50% random flip into the cache half the time; four samples miss it 1 time in 16,
+# and the RNG watch catches any draw from the global generators on the first.
+DETERMINISM_PROBE_SAMPLES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,150 +55,12 @@ class CacheDecodedConfig:
     cache_dir: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     prebuild: bool = True
+    # Cache a stage that reads over the network or from a database (accel cannot see those change).
+    allow_untracked: bool = False
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0, got {self.max_bytes}")
-
-
-# --- fingerprints of code --------------------------------------------------------------------------
-class CodeFingerprint:
-    """A hash of what a callable computes: bytecode, constants, closures and the globals it reads."""
-
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
-        self.seen: set[int] = set()
-
-    def feed(self, obj: Any, depth: int = 0) -> None:
-        if depth > _MAX_FINGERPRINT_DEPTH:
-            self._add("deep", type(obj).__qualname__)
-            return
-        if id(obj) in self.seen and not isinstance(obj, (int, float, str, bytes, bool, type(None))):
-            self._add("seen", type(obj).__qualname__)
-            return
-        self.seen.add(id(obj))
-        if isinstance(obj, types.FunctionType):
-            self._function(obj, depth)
-        elif isinstance(obj, types.MethodType):
-            self.feed(obj.__func__, depth + 1)
-            self._state(obj.__self__, depth + 1)
-        elif isinstance(obj, functools.partial):
-            self.feed(obj.func, depth + 1)
-            self._value(obj.args, depth + 1)
-            self._value(obj.keywords, depth + 1)
-        elif isinstance(obj, (types.BuiltinFunctionType, type)):
-            self._add("named", getattr(obj, "__module__", None) or "", obj.__qualname__)
-        elif callable(obj):
-            self.feed(type(obj).__call__, depth + 1)
-            self._state(obj, depth + 1)
-        else:
-            self._value(obj, depth + 1)
-
-    def hexdigest(self) -> str:
-        return self.hash.hexdigest()
-
-    def _add(self, *parts: Any) -> None:
-        self.hash.update(repr(parts).encode())
-
-    def _function(self, fn: types.FunctionType, depth: int) -> None:
-        self._add("function", _module_label(fn.__module__), fn.__qualname__)
-        self._code(fn.__code__)
-        self._value(fn.__defaults__, depth + 1)
-        self._value(fn.__kwdefaults__, depth + 1)
-        for cell in fn.__closure__ or ():
-            try:
-                self._value(cell.cell_contents, depth + 1)
-            except ValueError:  # an empty cell
-                self._add("empty-cell")
-        for name in sorted(_global_names(fn.__code__)):
-            if name in fn.__globals__:
-                self._add("global", name)
-                self._value(fn.__globals__[name], depth + 1)
-
-    def _code(self, code: types.CodeType) -> None:
-        self.hash.update(code.co_code)
-        self._add(code.co_names, code.co_varnames)
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                self._code(const)
-            else:
-                self._add("const", const)
-
-    def _value(self, value: Any, depth: int) -> None:
-        if isinstance(value, types.ModuleType):
-            self._add("module", value.__name__, getattr(value, "__version__", ""))
-        elif isinstance(value, (types.FunctionType, types.MethodType, functools.partial)):
-            self.feed(value, depth)
-        elif isinstance(value, type):
-            self._add("class", _module_label(value.__module__), value.__qualname__)
-            if _is_user_module(value.__module__):  # a class from the user's own code: hash its methods too
-                for name, member in sorted(vars(value).items()):
-                    if isinstance(member, (types.FunctionType, staticmethod, classmethod)):
-                        self._add("method", name)
-                        self.feed(getattr(member, "__func__", member), depth + 1)
-        elif isinstance(value, torch.nn.Module):
-            self._add("module-object", type(value).__qualname__, repr(value))
-            for name, tensor in value.state_dict().items():
-                self._add("param", name, content_digest(tensor))
-        else:
-            content = content_digest(value)
-            if content is not None:
-                self._add("value", content)
-            elif isinstance(value, Mapping) or isinstance(value, (list, tuple)):
-                for item in value.items() if isinstance(value, Mapping) else value:
-                    self._value(item, depth + 1)
-            elif callable(value):
-                self.feed(value, depth)
-            else:
-                self._state(value, depth)
-
-    def _state(self, obj: Any, depth: int) -> None:
-        self._add("object", _module_label(type(obj).__module__), type(obj).__qualname__)
-        state = getattr(obj, "__dict__", None)
-        if state is None:
-            text = repr(obj)
-            if " at 0x" in text:
-                raise CacheError(
-                    f"cannot fingerprint a {type(obj).__name__} the cached code uses",
-                    "use plain functions, constants and tensors in decode/transform",
-                )
-            self._add("repr", text)
-            return
-        for name in sorted(state):
-            self._add("attribute", name)
-            self._value(state[name], depth + 1)
-
-
-def _module_label(name: str | None) -> str:
-    """A module's file name: a pipeline file loaded twice gets two module names but one file."""
-    module = sys.modules.get(name or "")
-    file = getattr(module, "__file__", None)
-    return Path(file).name if file else (name or "")
-
-
-def _is_user_module(name: str | None) -> bool:
-    file = getattr(sys.modules.get(name or ""), "__file__", None) or ""
-    return (
-        bool(file)
-        and "site-packages" not in file
-        and not file.startswith(sys.prefix)
-        and not file.startswith(sys.base_prefix)
-    )
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
-
-
-def code_digest(*stages: Callable[..., Any]) -> str:
-    fingerprint = CodeFingerprint()
-    for stage in stages:
-        fingerprint.feed(stage)
-    return fingerprint.hexdigest()
 
 
 # --- determinism -----------------------------------------------------------------------------------
@@ -211,18 +84,38 @@ class CachePlan:
     reason: str
 
 
-def plan_cache(pipeline: Pipeline, raw: Any) -> CachePlan | str:
-    """Run each stage twice on `raw`; a plan, or the reason nothing can be cached."""
+def _deterministic(stage: Callable[[Any], Any], samples: list[Any]) -> str | None:
+    """None when `stage` neither draws from a global RNG nor differs between two runs, else why."""
+    rng = draws_randomness(stage, samples)
+    if rng:
+        return f"it draws from the {rng} RNG"
+    for raw in samples:
+        if not same_sample(stage(raw), stage(raw)):
+            return "two runs on one sample differ"
+    return None
+
+
+def plan_cache(pipeline: Pipeline, samples: list[Any], allow_untracked: bool = False) -> CachePlan | str:
+    """Run each stage on `samples` (twice each, RNG states watched); a plan, or the reason nothing
+    can be cached."""
     decode = pipeline.decode or (lambda x: x)
-    first, second = decode(raw), decode(raw)
-    if not same_sample(first, second):
-        return "decode gives different results for the same sample (random?); caching it would freeze one draw"
+    with recording_reads() as reads:
+        random_decode = _deterministic(decode, samples)
+    if reads.untracked and not allow_untracked:
+        return (
+            f"decode reaches data accel cannot check for changes ({', '.join(sorted(reads.untracked))}); "
+            "a changed remote object would be served stale (opt in with allow_untracked: true)"
+        )
+    if random_decode:
+        return f"decode is random ({random_decode}); caching it would freeze one draw"
     if pipeline.transform is None:
         return CachePlan(("decode",), "decode is deterministic")
-    if not same_sample(pipeline.transform(first), pipeline.transform(first)):
+    decoded = [decode(raw) for raw in samples]
+    random_transform = _deterministic(pipeline.transform, decoded)
+    if random_transform:
         if pipeline.decode is None:
-            return "the transform is random (two runs on one sample differ) and there is no decode stage to cache"
-        return CachePlan(("decode",), "the transform is random (two runs on one sample differ): caching decode only")
+            return f"the transform is random ({random_transform}) and there is no decode stage to cache"
+        return CachePlan(("decode",), f"the transform is random ({random_transform}): caching decode only")
     if pipeline.decode is None:
         return CachePlan(("transform",), "the transform is deterministic")
     return CachePlan(("decode", "transform"), "decode and transform are deterministic")
@@ -232,13 +125,22 @@ def plan_cache(pipeline: Pipeline, raw: Any) -> CachePlan | str:
 class CachedStage:
     """Replaces the cached stages: look the raw sample up, else compute and store it."""
 
-    def __init__(self, store: DecodedStore, namespace: str, stages: tuple[Callable[[Any], Any], ...]) -> None:
+    def __init__(
+        self,
+        store: DecodedStore,
+        namespace: str,
+        stages: tuple[Callable[[Any], Any], ...],
+        allow_untracked: bool = False,
+    ) -> None:
         self.store = store
         self.namespace = namespace
         self.stages = stages
+        self.allow_untracked = allow_untracked
         self.hits = 0
         self.misses = 0
         self.uncacheable = 0
+        self.stale = 0  # hits refused because a file decode read has changed since
+        self.tracked_files: set[str] = set()
 
     def compute(self, raw: Any) -> Any:
         value = raw
@@ -252,23 +154,31 @@ class CachedStage:
             self.misses += 1
             return self.compute(raw)
         key = digest(self.namespace.encode(), content.encode())
-        cached = self.store.get(key)
-        if cached is not None:
-            self.hits += 1
-            return cached
+        found = self.store.get_with_reads(key)
+        if found is not None:
+            if changed_file(found[1]) is None:
+                self.hits += 1
+                return found[0]
+            self.stale += 1
         self.misses += 1
-        value = self.compute(raw)
+        with recording_reads() as reads:
+            value = self.compute(raw)
+        if reads.untracked and not self.allow_untracked:
+            self.uncacheable += 1  # reached data that cannot be checked: served, not stored
+            return value
+        facts = file_facts(reads.paths, exclude=self.store.root)
+        self.tracked_files.update(f["path"] for f in facts)
         try:
-            self.store.put(key, value)
+            self.store.put(key, value, facts)
         except CacheError:
             self.uncacheable += 1  # e.g. one sample with a non-tensor part: served, not stored
         return value
 
 
-def _first_raw(pipeline: Pipeline) -> Any:
+def _probe_samples(pipeline: Pipeline) -> list[Any]:
     if pipeline.is_sequence:
-        return pipeline.source[0] if len(pipeline.source) else None
-    return None
+        return [pipeline.source[i] for i in range(min(DETERMINISM_PROBE_SAMPLES, len(pipeline.source)))]
+    return []
 
 
 def cached_pipeline(pipeline: Pipeline, config: CacheDecodedConfig, plan: CachePlan) -> tuple[Pipeline, CachedStage]:
@@ -282,7 +192,8 @@ def cached_pipeline(pipeline: Pipeline, config: CacheDecodedConfig, plan: CacheP
         "pipeline": pipeline.name,
         "functions": [getattr(f, "__qualname__", type(f).__name__) for f in stages],
     }
-    stage = CachedStage(DecodedStore(root, namespace, max_bytes=config.max_bytes, meta=meta), namespace, stages)
+    store = DecodedStore(root, namespace, max_bytes=config.max_bytes, meta=meta)
+    stage = CachedStage(store, namespace, stages, allow_untracked=config.allow_untracked)
     transform = None if "transform" in plan.stages else pipeline.transform
     return pipeline.replace(decode=stage, transform=transform), stage
 
@@ -309,7 +220,8 @@ class CacheDecoded(Optimizer):
             return "the pipeline has no decode or transform stage to cache"
         if isinstance(pipeline.decode, CachedStage):
             return "the pipeline's decode is already cached"
-        raw = _first_raw(pipeline)
+        samples = _probe_samples(pipeline)
+        raw = samples[0] if samples else None
         if raw is None:
             return "the source is a stream (not a sequence): there is no second pass to serve from the cache"
         if content_digest(raw) is None:
@@ -317,7 +229,8 @@ class CacheDecoded(Optimizer):
                 f"raw samples of type {type(raw).__name__} cannot be content-hashed, so a changed sample could not miss"
             )
         try:
-            plan = plan_cache(pipeline, raw)
+            # Untracked sources are judged in apply(), which sees whether the config opts in.
+            plan = plan_cache(pipeline, samples, allow_untracked=True)
             if isinstance(plan, str):
                 return plan
             functions = {"decode": pipeline.decode, "transform": pipeline.transform}
@@ -333,8 +246,13 @@ class CacheDecoded(Optimizer):
         return None
 
     def apply(self, pipeline: Pipeline, config: CacheDecodedConfig, context: Context) -> Applied:
-        plan = plan_cache(pipeline, _first_raw(pipeline))
-        if isinstance(plan, str):  # applicable() passed, but a second look finds randomness
+        plan = plan_cache(pipeline, _probe_samples(pipeline), config.allow_untracked)
+        if isinstance(plan, str):
+            if "allow_untracked" in plan:
+                raise CacheError(
+                    f"cache.decoded refused: {plan}", "pass params: {allow_untracked: true} to cache anyway"
+                )
+            # applicable() passed, but a second look finds randomness
             return Applied(pipeline, state={}, notes={"cached": False, "reason": plan})
         cached, stage = cached_pipeline(pipeline, config, plan)
         probe = [pipeline.source[i] for i in range(min(COST_PROBE_SAMPLES, len(pipeline.source)))]
@@ -354,6 +272,7 @@ class CacheDecoded(Optimizer):
             "records_built": built,
             "records_reused": reused,
             "samples_not_storable": stage.uncacheable,
+            "files_tracked": len(stage.tracked_files),
             "prepare_seconds_per_sample_before": before,
             "prepare_seconds_per_sample_after": after,
             "steady_state_prepare_speedup": before / after if after > 0 else float("inf"),

@@ -164,6 +164,12 @@ class LoaderTune(Optimizer):
                 points += self._measure(trial, [best] + more, config.rounds)[1:]
         chosen = choose_setting(points, start, config.min_gain)
         confirmed = None
+        why_unchanged = None
+        if chosen == start:
+            why_unchanged = (
+                f"no other setting measured faster than {start.label()} by more than the {config.min_gain}x "
+                f"it must gain (of {len(points)} trials on {cores} cores)"
+            )
         if chosen != start:
             comparison = compare_interleaved(
                 with_setting(trial, start).run,
@@ -174,6 +180,10 @@ class LoaderTune(Optimizer):
             )
             confirmed = comparison.speedup
             if comparison.speedup_ci[0] <= 1.0:
+                why_unchanged = (
+                    f"{chosen.label()} looked faster, but re-timed against {start.label()} its interval reaches "
+                    f"{comparison.speedup_ci[0]:.2f}x"
+                )
                 chosen = start
         setup = now() - began
         prepare = self._prepare_seconds(pipeline)
@@ -198,6 +208,8 @@ class LoaderTune(Optimizer):
             "cores": cores,
             "trials": [{"setting": p.setting.label(), "median_seconds": p.median_seconds} for p in points],
         }
+        if why_unchanged:
+            notes["reason"] = why_unchanged
         state = dataclasses.asdict(chosen)
         return Applied(with_setting(pipeline, chosen), state=state, setup_seconds=setup, notes=notes)
 

@@ -7,7 +7,7 @@ A recipe file (read with `yaml.safe_load` only) looks like
     target: latency            # latency | throughput | memory
     budget_seconds: 120
     keep: {min_speedup: 1.03}  # the speedup's whole confidence interval must lie above this
-    guard: {min_cosine: 0.999, max_metric_drop: 0.01}
+    guard: {min_cosine: 0.999, min_top1_agreement: 0.99, max_metric_drop: 0.01}
     rules:
       - name: runtimes
         when: {findings: [overhead, compute_bound], min_severity: low}
@@ -37,32 +37,59 @@ TARGETS = ("latency", "throughput", "memory")
 # A candidate is kept only when the lower end of its speedup's 95% interval clears 3%: run-to-run
 # noise on a busy machine is a few percent, and a change the user must carry should pay for itself.
 DEFAULT_MIN_SPEEDUP = 1.03
-# Cosine 0.999 between flattened outputs: int8 and bf16 on well-conditioned models stay above it,
-# a wrong or broken transformation falls far below.
+# The guard's defaults (README "what the guard checks"); a recipe's `guard:` changes any of them.
+# Per sample and per float output, the centered cosine (offsets removed) must stay at 0.999 or above:
+# int8 and bf16 on well-conditioned models stay above it, a wrong transformation falls far below.
 DEFAULT_MIN_COSINE = 0.999
+# ...and the relative L2 error ||a - b|| / ||a|| at 5% or below (about what cosine 0.999 allows on
+# zero-mean outputs; it is what judges single-number outputs, where a cosine says nothing).
+DEFAULT_MAX_RELATIVE_ERROR = 0.05
+# Class scores: 99% of top-1 labels must agree with the baseline's (a user sees labels, not logits).
+DEFAULT_MIN_TOP1_AGREEMENT = 0.99
 # A metric (accuracy, F1...) may drop by at most 1% (relative) for a faster pipeline.
 DEFAULT_MAX_METRIC_DROP = 0.01
+# Batches of the source the outputs are compared on (beyond those a candidate was calibrated on):
+# one example batch hides what a fresh batch shows.
+DEFAULT_VALIDATION_BATCHES = 4
 # The memory target keeps a candidate that saves 5% of peak memory and is at most 1.25x slower.
 DEFAULT_MIN_MEMORY_SAVING = 0.05
 DEFAULT_MAX_SLOWDOWN = 1.25
 DEFAULT_BUDGET_SECONDS = 120.0
+# How many passes one-time costs (export, compile, cache prebuild) are spread over when a recipe does
+# not say: a throughput pass is a run over the whole source, a latency or memory pass one call.
+DEFAULT_PASSES = {"throughput": 10, "latency": 100_000, "memory": 100_000}
 
 
 @dataclasses.dataclass(frozen=True)
 class Guard:
-    """Fidelity: how close the optimized outputs must stay to the baseline's."""
+    """Fidelity: how close the optimized outputs must stay to the baseline's (see fidelity.py).
+    Non-finite outputs, structure changes and changed integer outputs always fail; None turns a
+    numeric bound off."""
 
     min_cosine: float | None = DEFAULT_MIN_COSINE
+    max_relative_error: float | None = DEFAULT_MAX_RELATIVE_ERROR
+    min_top1_agreement: float | None = DEFAULT_MIN_TOP1_AGREEMENT
     max_abs_error: float | None = None
     max_metric_drop: float | None = DEFAULT_MAX_METRIC_DROP
+    validation_batches: int = DEFAULT_VALIDATION_BATCHES
 
     def __post_init__(self) -> None:
+        for name in ("min_cosine", "max_relative_error", "min_top1_agreement", "max_abs_error", "max_metric_drop"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{name} must be a number or null, got {value!r}")
         if self.min_cosine is not None and not (-1.0 <= self.min_cosine <= 1.0):
             raise ValueError(f"min_cosine must lie in -1..1, got {self.min_cosine}")
-        for name in ("max_abs_error", "max_metric_drop"):
+        if self.min_top1_agreement is not None and not (0.0 <= self.min_top1_agreement <= 1.0):
+            raise ValueError(f"min_top1_agreement must lie in 0..1, got {self.min_top1_agreement}")
+        for name in ("max_relative_error", "max_abs_error", "max_metric_drop"):
             value = getattr(self, name)
             if value is not None and (value < 0 or math.isnan(value)):
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if isinstance(self.validation_batches, bool) or not isinstance(self.validation_batches, int):
+            raise ValueError(f"validation_batches must be an integer, got {self.validation_batches!r}")
+        if self.validation_batches < 1:
+            raise ValueError(f"validation_batches must be >= 1, got {self.validation_batches}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +99,14 @@ class Keep:
     min_speedup: float = DEFAULT_MIN_SPEEDUP
     min_memory_saving: float = DEFAULT_MIN_MEMORY_SAVING
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN
+    # Passes the one-time costs are spread over; None: DEFAULT_PASSES for the recipe's target.
+    passes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.passes is not None and (isinstance(self.passes, bool) or not isinstance(self.passes, int)):
+            raise ValueError(f"passes must be an integer, got {self.passes!r}")
+        if self.passes is not None and self.passes < 1:
+            raise ValueError(f"passes must be >= 1, got {self.passes}")
         if self.min_speedup <= 0:
             raise ValueError(f"min_speedup must be > 0, got {self.min_speedup}")
         if not (0.0 <= self.min_memory_saving < 1.0):
@@ -131,6 +164,11 @@ class Recipe:
     def needs_profile(self) -> bool:
         return any(rule.when.findings for rule in self.rules)
 
+    @property
+    def passes(self) -> int:
+        """Passes one-time costs are counted over."""
+        return self.keep.passes or DEFAULT_PASSES[self.target]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -172,7 +210,7 @@ def parse_recipe(data: Any, source: str = "<memory>") -> Recipe:
             f"{where}key 'rules': expected a non-empty list of rules, got {_kind(rules_data)}",
             "add rules: [{name: ..., try: [onnx.runtime]}]",
         )
-    rules = tuple(_parse_rule(r, i, where) for i, r in enumerate(rules_data))
+    rules = tuple(_parse_rule(r, i, where, guard) for i, r in enumerate(rules_data))
     names = [r.name for r in rules]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
@@ -189,7 +227,7 @@ def parse_recipe(data: Any, source: str = "<memory>") -> Recipe:
     )
 
 
-def _parse_rule(data: Any, index: int, where: str) -> Rule:
+def _parse_rule(data: Any, index: int, where: str, recipe_guard: Guard) -> Rule:
     label = f"{where}rule {index + 1}: "
     if not isinstance(data, dict):
         raise RecipeError(
@@ -208,7 +246,12 @@ def _parse_rule(data: Any, index: int, where: str) -> Rule:
         when_data = {**when_data, "findings": tuple(when_data["findings"])}
     when = _dataclass(When, when_data, f"{label}key 'when'")
     tries = data.get("try")
-    guard = _dataclass(Guard, data["guard"], f"{label}key 'guard'") if data.get("guard") is not None else None
+    # A rule's guard changes the recipe's guard only in the keys it names.
+    guard = (
+        _dataclass(Guard, data["guard"], f"{label}key 'guard'", base=recipe_guard)
+        if data.get("guard") is not None
+        else None
+    )
     if tries == RECOMMENDED:
         return Rule(name=name, candidates=(), when=when, guard=guard, recommended=True)
     if not isinstance(tries, list) or not tries:
@@ -247,7 +290,7 @@ def _parse_candidate(data: Any, label: str) -> Candidate:
     return Candidate(optimizer=name, params=dict(params))
 
 
-def _dataclass(cls: type, data: Any, label: str) -> Any:
+def _dataclass(cls: type, data: Any, label: str, base: Any = None) -> Any:
     if data is None:
         return cls()
     fields = [f.name for f in dataclasses.fields(cls)]
@@ -259,7 +302,7 @@ def _dataclass(cls: type, data: Any, label: str) -> Any:
     if unknown:
         raise RecipeError(f"{label}: unknown key '{unknown[0]}'", f"valid keys: {', '.join(fields)}")
     try:
-        return cls(**data)
+        return dataclasses.replace(base, **data) if base is not None else cls(**data)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{label}: {exc}", f"valid keys: {', '.join(fields)}") from exc
 
