@@ -22,6 +22,7 @@ class LayerActivation:
     name: str
     input_bytes: int
     output_bytes: int
+    input_shape: tuple[int, ...] = ()  # of its first tensor input
 
     @property
     def working_bytes(self) -> int:
@@ -30,11 +31,50 @@ class LayerActivation:
 
 
 @dataclasses.dataclass(frozen=True)
+class PatchCandidatePlan:
+    """One way to run a CNN's leading stage patch by patch, as accel.profiling.patch_plan predicts it."""
+
+    prefix_layers: int
+    grid: int
+    predicted_peak_bytes: int
+    halo_extra_compute_share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchPlan:
+    """The stage patch.inference would patch and its candidates, planned on the recorded call.
+
+    `unpatched_peak_bytes` is the planner's estimate for the model as it is (each layer's input and
+    output): predictions are ratios against it, applied to the measured peak.
+    """
+
+    module: str  # "" for the model itself, else its Sequential child
+    stage_layers: int  # leaf layers in that Sequential
+    local_layers: int  # the longest spatially local prefix of them
+    stop_reason: str | None  # why the prefix ends there (None: all layers are local)
+    first_layer: int  # index of the stage's first layer among the recorded leaf layers
+    unpatched_peak_bytes: int
+    candidates: tuple[PatchCandidatePlan, ...]
+
+    @property
+    def best(self) -> PatchCandidatePlan | None:
+        return min(self.candidates, key=lambda c: (c.predicted_peak_bytes, c.grid), default=None)
+
+    def reduction(self, candidate: PatchCandidatePlan) -> float:
+        return self.unpatched_peak_bytes / candidate.predicted_peak_bytes if candidate.predicted_peak_bytes else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class MemoryProfile:
     peak_bytes: int
     parameter_bytes: int
     layers: tuple[LayerActivation, ...]
     device_memory_bytes: int | None = None
+    patch_plan: PatchPlan | None = None
+    no_patch_plan_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +82,8 @@ class MemoryProfile:
             "parameter_bytes": self.parameter_bytes,
             "device_memory_bytes": self.device_memory_bytes,
             "layers": [dataclasses.asdict(layer) | {"working_bytes": layer.working_bytes} for layer in self.layers],
+            "patch_plan": self.patch_plan.to_dict() if self.patch_plan is not None else None,
+            "no_patch_plan_reason": self.no_patch_plan_reason,
         }
 
 

@@ -29,8 +29,10 @@ from accel.profiling.data import (
     GenerationStep,
     LayerActivation,
     MemoryProfile,
+    PatchPlan,
     ProfileData,
 )
+from accel.profiling.patch_plan import plan_patches
 
 CALL_TIMING_BUDGET_SECONDS = 1.0
 # Generate loops timed; each step's time is its median over them.
@@ -123,18 +125,29 @@ def cost_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> CostModel:
     return build_cost_model(counts, op_seconds, machine, call_seconds)
 
 
+def _activation(name: str, inputs: Any, output: Any) -> LayerActivation:
+    first = _tensors(inputs)
+    shape = tuple(first[0].shape) if first else ()
+    return LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output), input_shape=shape)
+
+
 def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfile:
+    """Peak memory of one call, every leaf layer's activation, and the patch plan on them."""
     model = pipeline.model
     layers: list[LayerActivation] = []
+    modules: list[torch.nn.Module] = []
     handles = []
+
+    def record(module: torch.nn.Module, name: str, inputs: Any, output: Any) -> None:
+        layers.append(_activation(name, inputs, output))
+        modules.append(module)
+
     if isinstance(model, torch.nn.Module):
         for name, module in model.named_modules():
             if name and not any(True for _ in module.children()):
                 handles.append(
                     module.register_forward_hook(
-                        lambda _m, inputs, output, name=name: layers.append(
-                            LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output))
-                        )
+                        lambda m, inputs, output, name=name: record(m, name, inputs, output)
                     )
                 )
     try:
@@ -149,8 +162,14 @@ def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfi
         for handle in handles:
             handle.remove()
     weights = parameter_bytes(model) if isinstance(model, torch.nn.Module) else 0
+    plan = plan_patches(model, list(recorded), modules[: len(recorded)]) if recorded else "no leaf layer ran"
     return MemoryProfile(
-        peak_bytes=peak, parameter_bytes=weights, layers=recorded, device_memory_bytes=machine.memory_bytes
+        peak_bytes=peak,
+        parameter_bytes=weights,
+        layers=recorded,
+        device_memory_bytes=machine.memory_bytes,
+        patch_plan=plan if isinstance(plan, PatchPlan) else None,
+        no_patch_plan_reason=plan if isinstance(plan, str) else None,
     )
 
 
