@@ -89,20 +89,49 @@ class MemoryProfile:
 
 @dataclasses.dataclass(frozen=True)
 class GenerationStep:
-    position: int  # length of the sequence the model saw in this call
+    position: int  # length of the sequence once this call's tokens are in (cache + tokens fed)
     seconds: float
+    tokens: int = 0  # token positions the call was fed (per sequence; 0 where no token ids were seen)
+    recomputed_tokens: int = 0  # of those, positions the previous call computed with the same tokens
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationProfile:
+    """A generate loop's model calls; with `cached_*` where the loop was also run with the KV cache on."""
+
     steps: tuple[GenerationStep, ...]
     total_seconds: float
     parameter_bytes: int
     batch_size: int = 1
+    cached_total_seconds: float | None = None
+    cached_steps: tuple[GenerationStep, ...] = ()
+    cache_outputs_equal: bool | None = None
+    cache_note: str | None = None  # why the cache's gain was not measured, where it was not
 
     @property
     def tokens_per_s(self) -> float:
+        """Generated tokens (one per call, per sequence) per second of the loop."""
         return len(self.steps) * self.batch_size / self.total_seconds if self.total_seconds > 0 else 0.0
+
+    @property
+    def computed_tokens(self) -> int:
+        return sum(s.tokens for s in self.steps) * self.batch_size
+
+    @property
+    def recomputed_tokens(self) -> int:
+        return sum(s.recomputed_tokens for s in self.steps) * self.batch_size
+
+    @property
+    def recomputed_share(self) -> float:
+        """Of the token positions the loop computed, the share an earlier call had computed already."""
+        return self.recomputed_tokens / self.computed_tokens if self.computed_tokens else 0.0
+
+    @property
+    def cache_gain(self) -> float | None:
+        """Measured share of the loop's time the KV cache saves (None where it was not measured)."""
+        if self.cached_total_seconds is None or self.total_seconds <= 0:
+            return None
+        return max(1.0 - self.cached_total_seconds / self.total_seconds, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +140,14 @@ class GenerationProfile:
             "parameter_bytes": self.parameter_bytes,
             "batch_size": self.batch_size,
             "tokens_per_s": self.tokens_per_s,
+            "computed_tokens": self.computed_tokens,
+            "recomputed_tokens": self.recomputed_tokens,
+            "recomputed_share": self.recomputed_share,
+            "cached_total_seconds": self.cached_total_seconds,
+            "cached_steps": [dataclasses.asdict(s) for s in self.cached_steps],
+            "cache_gain": self.cache_gain,
+            "cache_outputs_equal": self.cache_outputs_equal,
+            "cache_note": self.cache_note,
         }
 
 

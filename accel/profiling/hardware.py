@@ -4,8 +4,8 @@
    (accel.profiling.costmodel), and time plain model calls with no profiler attached;
 2. memory: peak tensor memory of one model call (accel.core.measure.peak_memory_bytes) and the input
    and output sizes of every leaf layer, in execution order;
-3. generation (pipelines with `generate`): the seconds of every model call inside a generate
-   loop (median over a few loops), against the length of the sequence that call saw.
+3. generation (pipelines with `generate`, accel.profiling.generation): every model call inside a
+   generate loop, its seconds, tokens fed and tokens recomputed, and the cache's measured gain.
 
 Each pass returns plain data stored in ProfileData (ops, memory, generation); analyzers read it.
 """
@@ -21,22 +21,19 @@ import torch
 
 from accel.core.counts import Counts, OpCount, count_forward, parameter_bytes
 from accel.core.machine import Machine
-from accel.core.measure import device_sync, now, peak_memory_bytes, time_calls
+from accel.core.measure import device_sync, peak_memory_bytes, time_calls
 from accel.core.pipeline import Pipeline
 from accel.profiling.costmodel import CALL_MARKER, PROFILED_CALLS, CostModel, build_cost_model
 from accel.profiling.data import (
-    GenerationProfile,
-    GenerationStep,
     LayerActivation,
     MemoryProfile,
     PatchPlan,
     ProfileData,
 )
+from accel.profiling.generation import generation_pass
 from accel.profiling.patch_plan import plan_patches
 
 CALL_TIMING_BUDGET_SECONDS = 1.0
-# Generate loops timed; each step's time is its median over them.
-GENERATION_LOOPS = 3
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -114,9 +111,9 @@ def _join(ops: tuple[OpCount, ...], per_call: list[list[Any]], cuda: bool) -> li
     return result
 
 
-def cost_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> CostModel:
+def cost_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -> CostModel:
+    """Counts, op times and the plain time of `call`, one model call."""
     model = pipeline.model
-    call = lambda: pipeline.call_model(batch)  # noqa: E731
     sync = device_sync(machine.device)
     with torch.inference_mode():
         counts = count_forward(call, model if isinstance(model, torch.nn.Module) else None)
@@ -131,8 +128,8 @@ def _activation(name: str, inputs: Any, output: Any) -> LayerActivation:
     return LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output), input_shape=shape)
 
 
-def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfile:
-    """Peak memory of one call, every leaf layer's activation, and the patch plan on them."""
+def memory_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -> MemoryProfile:
+    """Peak memory of `call` (one model call), every leaf layer's activation, and the patch plan."""
     model = pipeline.model
     layers: list[LayerActivation] = []
     modules: list[torch.nn.Module] = []
@@ -146,18 +143,16 @@ def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfi
         for name, module in model.named_modules():
             if name and not any(True for _ in module.children()):
                 handles.append(
-                    module.register_forward_hook(
-                        lambda m, inputs, output, name=name: record(m, name, inputs, output)
-                    )
+                    module.register_forward_hook(lambda m, inputs, output, name=name: record(m, name, inputs, output))
                 )
     try:
         with torch.inference_mode():
-            pipeline.call_model(batch)  # records layers; also warms up before the peak is taken
+            call()  # records layers; also warms up before the peak is taken
             recorded = tuple(layers)
             for handle in handles:
                 handle.remove()
             handles = []
-            peak = peak_memory_bytes(lambda: pipeline.call_model(batch), machine.device)
+            peak = peak_memory_bytes(call, machine.device)
     finally:
         for handle in handles:
             handle.remove()
@@ -173,79 +168,36 @@ def memory_pass(pipeline: Pipeline, batch: Any, machine: Machine) -> MemoryProfi
     )
 
 
-def generation_pass(
-    pipeline: Pipeline, batch: Any, machine: Machine, clock: Callable[[], float] = now
-) -> GenerationProfile | None:
-    """Time every model call inside GENERATION_LOOPS generate loops (after one untimed loop as warm-up)."""
-    model = pipeline.model
-    if pipeline.generate is None or not isinstance(model, torch.nn.Module):
-        return None
-    sync = device_sync(machine.device)
-    steps: list[GenerationStep] = []
-    started: list[tuple[float, int]] = []
-
-    def before(_module, args, kwargs=None):
-        tensors = _tensors((args, kwargs or {}))
-        position = int(tensors[0].shape[-1]) if tensors and tensors[0].dim() else 0
-        sync()
-        started.append((clock(), position))
-
-    def after(_module, _args, _output):
-        sync()
-        t0, position = started.pop()
-        steps.append(GenerationStep(position=position, seconds=clock() - t0))
-
-    loops: list[list[GenerationStep]] = []
-    totals: list[float] = []
-    with torch.inference_mode():
-        pipeline.forward(batch)
-        pre = model.register_forward_pre_hook(before)
-        post = model.register_forward_hook(after)
-        try:
-            for _ in range(GENERATION_LOOPS):
-                steps.clear()
-                began = clock()
-                pipeline.forward(batch)
-                sync()
-                totals.append(clock() - began)
-                loops.append(list(steps))
-        finally:
-            pre.remove()
-            post.remove()
-    # Per step, the median over the loops: a step slowed by other load in one loop is outvoted.
-    count = min(len(loop) for loop in loops)
-    steps = [
-        GenerationStep(position=loops[0][i].position, seconds=statistics.median(loop[i].seconds for loop in loops))
-        for i in range(count)
-    ]
-    total = statistics.median(totals)
-    if not steps:
-        return None
-    first = _tensors(batch)
-    batch_size = int(first[0].shape[0]) if first and first[0].dim() > 1 else 1
-    return GenerationProfile(
-        steps=tuple(steps), total_seconds=total, parameter_bytes=parameter_bytes(model), batch_size=batch_size
-    )
-
-
 def hardware_passes(
     pipeline: Pipeline, data: ProfileData, machine: Machine, progress: Callable[[str], None] = lambda message: None
 ) -> ProfileData:
     """`data` with ops, memory and generation measured, for a pipeline whose model is a torch module.
 
-    A pass that fails on an unusual model (an op the dispatch mode or the profiler cannot follow)
-    is left out and named in data.extra["hardware_passes_skipped"]; the stage measurements and the
-    other passes still make a report.
+    With `generate`, the generation pass runs first and the cost and memory passes measure the
+    loop's first model call as the loop made it (an encoder-decoder's decoder call, keyword
+    arguments and all); otherwise one call with the example batch. A pass that fails on an unusual
+    model (an op the dispatch mode or the profiler cannot follow) is left out and named in
+    data.extra["hardware_passes_skipped"]; the stage measurements and the other passes still make
+    a report.
     """
     if not isinstance(pipeline.model, torch.nn.Module):
         return data
     batch = pipeline.example_batch()
-    passes = [
-        ("cost", "counting FLOPs and bytes per op", lambda: cost_pass(pipeline, batch, machine)),
-        ("memory", "measuring peak memory", lambda: memory_pass(pipeline, batch, machine)),
-    ]
+    first_call: list[tuple[tuple, dict]] = []
+    call: Callable[[], Any] = lambda: pipeline.call_model(batch)  # noqa: E731
+    passes = []
     if pipeline.generate is not None:
-        passes.append(("generation", "timing generation steps", lambda: generation_pass(pipeline, batch, machine)))
+        passes.append(
+            (
+                "generation",
+                "timing generation steps",
+                lambda: generation_pass(pipeline, batch, machine, first_call=first_call),
+            )
+        )
+    passes += [
+        ("cost", "counting FLOPs and bytes per op", lambda: cost_pass(pipeline, call, machine)),
+        ("memory", "measuring peak memory", lambda: memory_pass(pipeline, call, machine)),
+    ]
     skipped = {}
     found: dict[str, Any] = {}
     for name, message, run in passes:
@@ -256,5 +208,8 @@ def hardware_passes(
             skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             continue
         found["ops" if name == "cost" else name] = result
+        if name == "generation" and first_call:
+            args, kwargs = first_call[0]
+            call = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
     extra = {**data.extra, "hardware_passes_skipped": skipped} if skipped else data.extra
     return dataclasses.replace(data, extra=extra, **found)

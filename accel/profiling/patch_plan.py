@@ -232,7 +232,6 @@ def plan_tile(
     )
 
 
-
 def find_stem(model: Any) -> tuple[str, nn.Sequential] | str:
     """The Sequential to patch ("" is the model itself), or why there is none."""
     if not isinstance(model, nn.Module):
@@ -300,12 +299,16 @@ def predicted_peak_bytes(
         for cols in split_ranges(out_w, grid):
             plan = plan_tile(local[:prefix_layers], sizes, rows, cols)
             for index, (activation, (out_r, out_c), pads) in enumerate(zip(stage, plan.outputs, plan.pads)):
-                in_h = (out_r[1] - out_r[0] - 1) * local[index].rows.stride + local[index].rows.dilation * (
-                    local[index].rows.kernel - 1
-                ) + 1
-                in_w = (out_c[1] - out_c[0] - 1) * local[index].cols.stride + local[index].cols.dilation * (
-                    local[index].cols.kernel - 1
-                ) + 1
+                in_h = (
+                    (out_r[1] - out_r[0] - 1) * local[index].rows.stride
+                    + local[index].rows.dilation * (local[index].rows.kernel - 1)
+                    + 1
+                )
+                in_w = (
+                    (out_c[1] - out_c[0] - 1) * local[index].cols.stride
+                    + local[index].cols.dilation * (local[index].cols.kernel - 1)
+                    + 1
+                )
                 full_in = sizes[index][0] * sizes[index][1]
                 full_out = sizes[index + 1][0] * sizes[index + 1][1]
                 tile_in = activation.input_bytes * in_h * in_w / full_in if full_in else 0
