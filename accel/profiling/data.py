@@ -152,6 +152,22 @@ class GenerationProfile:
 
 
 @dataclasses.dataclass(frozen=True)
+class DtypeTiming:
+    """The profiled model call, on the model as a dtype's cure runs it, at the call's real shapes.
+
+    fp32 is the model as it is; bf16/fp16 the model cast whole (weights and floating inputs, as
+    precision.* runs it); int8 its Linear layers dynamically quantized (quantize.int8_dynamic).
+    All timed interleaved, with no profiler attached: median seconds per call.
+    """
+
+    dtype: str  # calibration name: fp32, bf16, fp16, int8
+    call_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class StageTiming:
     """Total seconds a stage took over `samples` samples in the stage pass."""
 
@@ -228,6 +244,7 @@ class ProfileData:
     ops: CostModel | None = None
     memory: MemoryProfile | None = None
     generation: GenerationProfile | None = None
+    dtype_timings: tuple[DtypeTiming, ...] = ()
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def stage(self, name: str) -> StageTiming | None:

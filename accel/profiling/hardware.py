@@ -12,19 +12,32 @@ Each pass returns plain data stored in ProfileData (ops, memory, generation); an
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import statistics
+import warnings
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
 
 from accel.core.counts import Counts, OpCount, count_forward, parameter_bytes
+from accel.core.dtypes import CALIBRATED
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, peak_memory_bytes, time_calls
 from accel.core.pipeline import Pipeline
-from accel.profiling.costmodel import CALL_MARKER, PROFILED_CALLS, CostModel, build_cost_model
+from accel.profiling.costmodel import (
+    CALL_MARKER,
+    PROFILED_CALLS,
+    CostModel,
+    build_cost_model,
+    faster_dtypes,
+    split_roofline,
+)
 from accel.profiling.data import (
+    DtypeTiming,
     LayerActivation,
     MemoryProfile,
     PatchPlan,
@@ -34,6 +47,10 @@ from accel.profiling.generation import generation_pass
 from accel.profiling.patch_plan import plan_patches
 
 CALL_TIMING_BUDGET_SECONDS = 1.0
+# The dtype pass times fp32 and each faster dtype in turn, this many rounds: interleaved, so a
+# burst of other load on a shared machine falls on both sides rather than on one.
+DTYPE_ROUNDS = 3
+DTYPE_CALLS_PER_ROUND = 3
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -128,6 +145,81 @@ def _activation(name: str, inputs: Any, output: Any) -> LayerActivation:
     return LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output), input_shape=shape)
 
 
+def _cast_floating(value: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors in `value` cast to `dtype`, containers (ModelOutputs too) rebuilt as they were."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple):
+        return (
+            type(value)(*(_cast_floating(v, dtype) for v in value))
+            if hasattr(value, "_fields")
+            else tuple(_cast_floating(v, dtype) for v in value)
+        )
+    if isinstance(value, list):
+        return [_cast_floating(v, dtype) for v in value]
+    if isinstance(value, dict):
+        items = {k: _cast_floating(v, dtype) for k, v in value.items()}
+        try:
+            return type(value)(**items)
+        except TypeError:
+            return items
+    return value
+
+
+def dtype_pass(
+    pipeline: Pipeline, args: tuple, kwargs: dict, machine: Machine, dtypes: list[str]
+) -> tuple[DtypeTiming, ...]:
+    """The call the cost pass measured, on the model as it is (fp32) and as each dtype's cure runs
+    it, timed in DTYPE_ROUNDS interleaved rounds of DTYPE_CALLS_PER_ROUND calls each (no profiler
+    attached); per dtype, the median."""
+    if not dtypes:
+        return ()
+    calls = {}
+    for name in ["fp32", *dtypes]:
+        try:
+            calls[name] = _variant_call(pipeline.model, name, args, kwargs)
+            with torch.inference_mode():
+                calls[name]()  # warm-up, and a dtype the model cannot run in fails here
+        except Exception:  # noqa: BLE001 - a dtype the model cannot run in is left to the peak-ratio fallback
+            calls.pop(name, None)
+            if name == "fp32":
+                raise
+    if len(calls) < 2:
+        return ()
+    sync = device_sync(machine.device)
+    samples: dict[str, list[float]] = defaultdict(list)
+    with torch.inference_mode():
+        for _ in range(DTYPE_ROUNDS):
+            for name, call in calls.items():
+                measured = time_calls(
+                    call, warmup=1, min_repeats=DTYPE_CALLS_PER_ROUND, max_repeats=DTYPE_CALLS_PER_ROUND, sync=sync
+                )
+                samples[name].extend(measured.samples)
+    return tuple(DtypeTiming(dtype=name, call_seconds=statistics.median(values)) for name, values in samples.items())
+
+
+def _call(model: Any, args: tuple, kwargs: dict) -> Any:
+    return model(*args, **kwargs)
+
+
+def _variant_call(model: torch.nn.Module, name: str, args: tuple, kwargs: dict) -> Callable[[], Any]:
+    """The model as the cure for `name` runs it, and the call on it: cast whole for bf16/fp16
+    (precision.*, cast mode), Linear layers dynamically quantized for int8 (quantize.int8_dynamic's
+    eager backend)."""
+    if name == "fp32":
+        return functools.partial(_call, model, args, kwargs)
+    if name == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            variant = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        return functools.partial(_call, variant, args, kwargs)
+    dtype = CALIBRATED[name]
+    variant = copy.deepcopy(model).to(dtype)
+    return functools.partial(_call, variant, _cast_floating(args, dtype), _cast_floating(kwargs, dtype))
+
+
 def memory_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -> MemoryProfile:
     """Peak memory of `call` (one model call), every leaf layer's activation, and the patch plan."""
     model = pipeline.model
@@ -184,7 +276,8 @@ def hardware_passes(
         return data
     batch = pipeline.example_batch()
     first_call: list[tuple[tuple, dict]] = []
-    call: Callable[[], Any] = lambda: pipeline.call_model(batch)  # noqa: E731
+    args, kwargs = _as_call(batch)
+    call: Callable[[], Any] = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
     passes = []
     if pipeline.generate is not None:
         passes.append(
@@ -197,6 +290,13 @@ def hardware_passes(
     passes += [
         ("cost", "counting FLOPs and bytes per op", lambda: cost_pass(pipeline, call, machine)),
         ("memory", "measuring peak memory", lambda: memory_pass(pipeline, call, machine)),
+        (
+            "dtypes",
+            "timing the model's layers in faster dtypes",
+            lambda: dtype_pass(
+                pipeline, args, kwargs, machine, _dtypes_worth_timing(found.get("ops"), machine, pipeline.model)
+            ),
+        ),
     ]
     skipped = {}
     found: dict[str, Any] = {}
@@ -207,9 +307,33 @@ def hardware_passes(
         except Exception as exc:  # noqa: BLE001 - a user model's failure in one pass must not lose the profile
             skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             continue
-        found["ops" if name == "cost" else name] = result
+        found[{"cost": "ops", "dtypes": "dtype_timings"}.get(name, name)] = result
         if name == "generation" and first_call:
             args, kwargs = first_call[0]
             call = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
     extra = {**data.extra, "hardware_passes_skipped": skipped} if skipped else data.extra
     return dataclasses.replace(data, extra=extra, **found)
+
+
+def _as_call(batch: Any) -> tuple[tuple, dict]:
+    """The batch as (args, kwargs) the way Pipeline.call_model unpacks it."""
+    if isinstance(batch, tuple):
+        return batch, {}
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    return (batch,), {}
+
+
+# The dtype pass runs when compute-bound ops take at least this share of the call: below it, no
+# faster unit can save much and compute_bound reports nothing.
+MIN_COMPUTE_SHARE_TO_TIME = 0.3
+
+
+def _dtypes_worth_timing(cost: CostModel | None, machine: Machine, model: Any) -> list[str]:
+    if not isinstance(cost, CostModel) or cost.call_seconds <= 0:
+        return []
+    split = split_roofline(cost)
+    if split.share(split.compute_seconds) < MIN_COMPUTE_SHARE_TO_TIME:
+        return []
+    has_linear = any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    return [name for name in faster_dtypes(machine) if name != "int8" or (has_linear and not machine.is_cuda)]
