@@ -142,7 +142,9 @@ def test_thresholds_validate_and_parse():
 
 
 def test_thresholds_from_pyproject_and_flags(tmp_path, monkeypatch):
-    (tmp_path / "pyproject.toml").write_text('[tool.accel.gate]\nmax-slowdown = "7%"\nmax-flops-growth = 1\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.accel.gate]\nmax-slowdown = "7%"\nmax-flops-growth = 1\n'
+    )
     inner = tmp_path / "a" / "b"
     inner.mkdir(parents=True)
     found = resolve_thresholds({"max_slowdown": None, "max_memory_growth": "20%"}, inner)
