@@ -432,7 +432,9 @@ def pyproject_thresholds(start: Path) -> dict[str, float]:
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise AccelError(f"{file} is not valid TOML: {exc}", "fix the file or remove [tool.accel.gate]") from exc
+        raise AccelError(
+            f"{file} is not valid TOML: {exc}", "fix the file or remove [tool.accel.gate]"
+        ) from exc
     section = data.get("tool", {}).get("accel", {}).get("gate", {})
     if not isinstance(section, dict):
         raise AccelError(f"{file}: [tool.accel.gate] must be a table", 'e.g. max-slowdown = "10%"')
