@@ -33,8 +33,18 @@ def analyze(data: ProfileData, machine: Machine, names: list[str] | None = None)
     """Run the analyzers (all by default) and return their findings, highest impact first."""
     findings: list[Finding] = []
     for name in names or ANALYZERS.names():
-        findings.extend(ANALYZERS.get(name)(data, machine))
+        findings.extend(with_predicted_saving(f) for f in ANALYZERS.get(name)(data, machine))
     return sorted(without_double_counting(findings), key=lambda f: (-f.impact, f.kind))
+
+
+def with_predicted_saving(finding: Finding) -> Finding:
+    """Every finding's evidence names its cures' predicted savings, {optimizer: share of end-to-end
+    time}, so `accel optimize` can print them beside what it measures. An analyzer that predicts
+    per cure fills it; otherwise the impact is the first recommendation's prediction."""
+    if "predicted_saving" in finding.evidence:
+        return finding
+    saving = {finding.recommendations[0]: finding.impact} if finding.recommendations and finding.impact > 0 else {}
+    return dataclasses.replace(finding, evidence={**finding.evidence, "predicted_saving": saving})
 
 
 def without_double_counting(findings: list[Finding]) -> list[Finding]:
