@@ -278,7 +278,9 @@ def hardware_passes(
     first_call: list[tuple[tuple, dict]] = []
     args, kwargs = _as_call(batch)
     call: Callable[[], Any] = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
-    passes = []
+    # The lambdas read `call`, `args` and `kwargs` when they run: after the generation pass has
+    # replaced them with the loop's first call.
+    passes: list[tuple[str, str, Callable[[], Any]]] = []
     if pipeline.generate is not None:
         passes.append(
             (

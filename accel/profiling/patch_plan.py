@@ -90,7 +90,7 @@ class LocalLayer:
 
     def macs_per_output(self) -> int:
         if self.kind == "conv":
-            m = self.module
+            m: Any = self.module
             return m.out_channels * (m.in_channels // m.groups) * self.rows.kernel * self.cols.kernel
         return 0
 
@@ -106,6 +106,7 @@ def describe_layer(module: nn.Module) -> LocalLayer | str:
         if module.padding_mode != "zeros":
             return f"{name} pads with '{module.padding_mode}', only zero padding is patched"
         k, s, d = _pair(module.kernel_size), _pair(module.stride), _pair(module.dilation)
+        pads: tuple[tuple[int, int], ...]
         if module.padding == "valid":
             pads = ((0, 0), (0, 0))
         elif module.padding == "same":

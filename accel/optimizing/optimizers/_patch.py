@@ -15,6 +15,8 @@ Dropout in eval mode). `describe_layer` names the reason any other layer cannot 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +35,7 @@ from accel.profiling.patch_plan import (
 
 def run_unpadded(layer: LocalLayer, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The layer on an already padded tile (its own padding left out)."""
-    m = layer.module
+    m: Any = layer.module
     if layer.kind == "conv":
         return F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
     if layer.kind == "maxpool":
@@ -83,7 +85,7 @@ class PatchedStage(nn.Module):
         refused = [d for d in described if isinstance(d, str)]
         if refused:
             raise ValueError(refused[0])
-        self._local = described
+        self._local = [d for d in described if isinstance(d, LocalLayer)]
 
     def plans(self, height: int, width: int) -> list[TilePlan]:
         sizes = stage_sizes(self._local, height, width)
@@ -106,6 +108,8 @@ class PatchedStage(nn.Module):
                 out = tile.new_empty(tile.shape[:-2] + (h, w))
             out[..., plan.output_rows[0] : plan.output_rows[1], plan.output_cols[0] : plan.output_cols[1]] = tile
             del tile
+        if out is None:
+            raise ValueError("a patched stage needs at least one output tile")
         return out
 
     def halo_extra_compute_share(self, height: int, width: int) -> float:

@@ -17,6 +17,7 @@ that reads its weights once for the whole batch, runs more sequences at nearly t
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from accel.core.machine import Machine
 from accel.profiling.analyzers import ANALYZERS
@@ -62,7 +63,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     median_step = sorted(seconds)[len(seconds) // 2]
     achieved_gbs = generation.parameter_bytes / median_step / 1e9 if median_step > 0 else 0.0
     bandwidth_fraction = achieved_gbs / machine.peak_bandwidth_gbs if machine.peak_bandwidth_gbs else None
-    evidence = {
+    evidence: dict[str, Any] = {
         "tokens_per_s": generation.tokens_per_s,
         "steps": len(steps),
         "first_step_seconds": seconds[0],
@@ -111,7 +112,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         f"; step latency {'rises' if rise >= MIN_RISE else 'stays flat'} from {start * 1e3:.2f} ms to "
         f"{(intercept + slope * last) * 1e3:.2f} ms ({slope * 1e6:.1f} us per position)"
     )
-    if gain is not None:
+    if gain is not None and generation.cached_total_seconds is not None:
         same = {True: ", same tokens out", False: ", different tokens out", None: ""}[generation.cache_outputs_equal]
         summary += (
             f"; with use_cache=True the loop took {generation.cached_total_seconds * 1e3:.0f} ms against "

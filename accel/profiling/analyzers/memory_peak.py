@@ -11,6 +11,8 @@ memory is named whatever its shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 from accel.core.machine import Machine
 from accel.profiling.analyzers import ANALYZERS
 from accel.profiling.data import MemoryProfile, ProfileData
@@ -41,13 +43,14 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     stage = memory.layers[plan.first_layer : end] if plan is not None else ()
     stage_bytes = max((layer.working_bytes for layer in stage), default=0)
     later_bytes = max((layer.working_bytes for layer in memory.layers[end:]) if stage else (), default=0)
-    evidence = {
+    predicted_peak_bytes = int(memory.peak_bytes / reduction)
+    evidence: dict[str, Any] = {
         "peak_bytes": memory.peak_bytes,
         "parameter_bytes": memory.parameter_bytes,
         "device_memory_bytes": memory.device_memory_bytes,
         "device_memory_share": device_share,
         "predicted_reduction": reduction,
-        "predicted_peak_bytes": int(memory.peak_bytes / reduction),
+        "predicted_peak_bytes": predicted_peak_bytes,
         "leading_working_bytes": stage_bytes,
         "later_working_bytes": later_bytes,
         "patch_plan": plan.to_dict() if plan is not None else None,
@@ -78,7 +81,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             f"{stage_bytes / 2**20:.1f} MiB of activations against {later_bytes / 2**20:.1f} MiB for all later "
             f"ones: patch-based inference of those layers ({best.grid}x{best.grid} tiles, "
             f"{best.halo_extra_compute_share:.0%} extra compute in halos) is predicted to cut the peak "
-            f"{reduction:.1f}x, to {evidence['predicted_peak_bytes'] / 2**20:.1f} MiB"
+            f"{reduction:.1f}x, to {predicted_peak_bytes / 2**20:.1f} MiB"
         )
     if near_limit:
         summary += f"; the peak is {device_share:.0%} of the device's memory"
