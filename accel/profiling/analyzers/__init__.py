@@ -76,7 +76,7 @@ def _composed(finding: Finding, left: float, causes: list[Finding], cause_saving
     evidence = {**finding.evidence, "share_before_causes": finding.share, "share_left_by_causes": left}
     summary = finding.summary
     if causes and finding.impact > 0:
-        first = [cure for f in causes for cure in f.recommendations[:1]] or [f.kind for f in causes]
+        first = [_best_cure(f) for f in causes]
         evidence["composition"] = {
             "after": first,
             "cause_saving": cause_saving,
@@ -93,3 +93,11 @@ def _composed(finding: Finding, left: float, causes: list[Finding], cause_saving
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def _best_cure(finding: Finding) -> str:
+    """The cure a finding predicts the most for (a KV cache for generation, bucketing for padding)."""
+    predicted = finding.evidence.get("predicted_saving") or {}
+    if predicted:
+        return max(predicted, key=lambda cure: predicted[cure])
+    return finding.recommendations[0] if finding.recommendations else finding.kind

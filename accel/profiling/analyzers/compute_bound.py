@@ -72,6 +72,10 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     linear_share = linear_seconds / split.compute_seconds
     cures = ONNX_CURES if data.mode == "onnx" else CURES
     peak_ratios = {name: ratio for name, ratio in faster_units(machine, linear_share).items() if name in cures}
+    fp32_peak = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
+    raw_ratios = {
+        name: peak / fp32_peak for name, peak in machine.peak_gflops_by_dtype.items() if fp32_peak and name != "fp32"
+    }
     measured = measured_speedups(data)
     # A measured dtype replaces its peak ratio; the peak ratio stays only for what was not timed.
     units = {name: ratio for name, ratio in peak_ratios.items() if name not in measured}
@@ -100,7 +104,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "ridge_flops_per_byte": machine.ridge_flops_per_byte,
         "faster_units_speedup": units,
         "measured_layer_speedup": measured,
-        "calibrated_peak_ratio": peak_ratios,
+        "calibrated_peak_ratio": raw_ratios,
         "prediction": {
             name: "the model's call timed in this dtype (interleaved with fp32)"
             if name in measured
@@ -121,7 +125,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if best:
         how = (
             f"this model's call ran {units[best]:.1f}x faster in {best} at its own shapes"
-            + (f" (the GEMM peak ratio says {peak_ratios[best]:.1f}x)" if best in peak_ratios else "")
+            + (f" (the GEMM peak ratio says {raw_ratios[best]:.1f}x)" if best in raw_ratios else "")
             if best in measured
             else f"this device runs {best} GEMMs {units[best]:.1f}x faster (calibrated peak)"
         )
