@@ -371,3 +371,35 @@ def test_wide_mlp_on_cuda_is_memory_bandwidth():
     report = accel.profile(pipeline, machine=machine, budget_seconds=3.0)
     assert report.finding("memory_bandwidth") is not None
     assert torch.cuda.max_memory_allocated() > 0
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_generation_pass_on_a_tiny_transformers_decoder(use_cache):
+    """transformers' generate() calls the model with keywords; the pass reads them, counts what each
+    call recomputed, and (without a cache) times the loop again with use_cache=True forced."""
+    transformers = pytest.importorskip("transformers")
+    from accel.core.machine import describe_machine
+    from accel.profiling.generation import generation_pass
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=64, bos_token_id=0, eos_token_id=None
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+
+    def generate(model, ids):
+        return model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=use_cache, pad_token_id=0)
+
+    pipeline = accel.Pipeline(model=model, inputs=(torch.zeros(2, 6, dtype=torch.long),), generate=generate)
+    generation = generation_pass(pipeline, pipeline.inputs, describe_machine("cpu"))
+    assert [s.position for s in generation.steps] == [6, 7, 8, 9]
+    assert generation.batch_size == 2 and "generate" not in model.__dict__  # the model is restored
+    if use_cache:
+        assert [s.tokens for s in generation.steps] == [6, 1, 1, 1]
+        assert generation.recomputed_tokens == 0 and generation.cached_total_seconds is None
+    else:
+        assert [s.tokens for s in generation.steps] == [6, 7, 8, 9]
+        assert [s.recomputed_tokens for s in generation.steps] == [0, 6, 7, 8]
+        assert generation.recomputed_tokens == 2 * 21 and generation.computed_tokens == 2 * 30
+        assert generation.cached_total_seconds is not None and generation.cache_outputs_equal is True
+        assert [s.tokens for s in generation.cached_steps] == [6, 1, 1, 1]

@@ -14,9 +14,10 @@ interleaved with the loop as written, so the gain of turning the cache on is mea
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import statistics
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -176,7 +177,7 @@ def generation_pass(
             measure_cache = recomputes and accepts_cache(model)
             if recomputes and not measure_cache:
                 cache_note = "the model takes no use_cache/past_key_values: the cache's gain was not measured"
-            with _cache_forced(model) as used:
+            with cache_switch(model) as used:
                 if measure_cache:
                     with used:
                         timed_loop()  # warm-up with the cache on
@@ -212,15 +213,14 @@ def _same(a: Any, b: Any) -> bool:
     return len(left) == len(right) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(left, right))
 
 
-class _CacheSwitch:
-    """Forces use_cache=True into the model's generate() while `forcing()` is active."""
+class CacheSwitch:
+    """While active (inside a `with` block), calls of the model's generate() get use_cache=True."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
+    def __init__(self) -> None:
         self.calls = 0
         self.active = False
 
-    def __enter__(self) -> "_CacheSwitch":
+    def __enter__(self) -> "CacheSwitch":
         self.active = True
         return self
 
@@ -228,32 +228,27 @@ class _CacheSwitch:
         self.active = False
 
 
-class _cache_forced:
-    """Shadows `model.generate` with a wrapper for the pass and restores the model afterwards."""
+@contextlib.contextmanager
+def cache_switch(model: torch.nn.Module) -> Iterator[CacheSwitch]:
+    """Shadow `model.generate` with a wrapper that obeys the switch; the model is restored after."""
+    switch = CacheSwitch()
+    original = getattr(model, "generate", None)
+    if not callable(original):
+        yield switch
+        return
+    had_own = "generate" in model.__dict__
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.switch = _CacheSwitch(model)
-        self.original = getattr(model, "generate", None)
-        self.had_own = "generate" in model.__dict__
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        if switch.active:
+            switch.calls += 1
+            kwargs["use_cache"] = True
+        return original(*args, **kwargs)
 
-    def __enter__(self) -> _CacheSwitch:
-        original, switch = self.original, self.switch
-        if callable(original):
-
-            def generate(*args: Any, **kwargs: Any) -> Any:
-                if switch.active:
-                    switch.calls += 1
-                    kwargs["use_cache"] = True
-                return original(*args, **kwargs)
-
-            object.__setattr__(self.model, "generate", generate)
-        return switch
-
-    def __exit__(self, *exc: Any) -> None:
-        if not callable(self.original):
-            return
-        if self.had_own:
-            object.__setattr__(self.model, "generate", self.original)
+    object.__setattr__(model, "generate", generate)
+    try:
+        yield switch
+    finally:
+        if had_own:
+            object.__setattr__(model, "generate", original)
         else:
-            object.__delattr__(self.model, "generate")
+            object.__delattr__(model, "generate")

@@ -95,6 +95,8 @@ def hardware_sections(data: ProfileData) -> dict:
         sections["memory"] = data.memory.to_dict()
     if data.generation is not None:
         sections["generation"] = data.generation.to_dict()
+    if data.dtype_timings:
+        sections["dtype_timings"] = [t.to_dict() for t in data.dtype_timings]
     return sections
 
 
