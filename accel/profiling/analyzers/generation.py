@@ -6,10 +6,10 @@ token prefix compared directly, keyword calls included, as transformers' generat
 Recomputed tokens are the evidence; their share of all tokens computed says how much work is
 repeated. Where the model takes use_cache, the pass also ran the loop with the cache on: the
 predicted saving is that measured gain. Otherwise it comes from the step times: a Theil-Sen line
-through (position, seconds) gives the slope (flat with a KV cache, rising when each step recomputes
-the prefix), and caching would make every step cost about what a step at position 1 costs on that
-line, so the saving is the share of step time above it. Loops whose calls were fed no token ids
-(say, embeddings) are judged by the slope alone. Bytes read per step (weights)
+through (tokens fed, seconds) says what a call fed one token costs, which is what a cached step
+would cost, so the saving is the share of step time above it. Loops whose calls were fed no token
+ids (say, embeddings) are judged by a line through (position, seconds) alone: flat with a KV
+cache, rising when each step recomputes the prefix. Bytes read per step (weights)
 against peak bandwidth give the batch headroom: a step that is far from the bandwidth limit, or
 that reads its weights once for the whole batch, runs more sequences at nearly the same cost.
 """
@@ -57,7 +57,13 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     cached_step = max(intercept + slope, 0.0)
     tokens_seen = generation.computed_tokens > 0
     recomputes = generation.recomputed_tokens > 0 if tokens_seen else rise >= MIN_RISE
-    recompute = sum(max(s - cached_step, 0.0) for s in seconds) if recomputes and rise >= MIN_RISE else 0.0
+    if tokens_seen and recomputes:
+        # The calls' own evidence: seconds against tokens fed; a cached step is fed one token.
+        token_intercept, token_slope = fit_line([float(s.tokens) for s in steps], seconds)
+        cached_step = max(token_intercept + token_slope, 0.0)
+    recompute = (
+        sum(max(s - cached_step, 0.0) for s in seconds) if recomputes and (tokens_seen or rise >= MIN_RISE) else 0.0
+    )
     recompute_share = recompute / step_total if step_total > 0 else 0.0
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
     median_step = sorted(seconds)[len(seconds) // 2]
@@ -74,6 +80,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "slope_seconds_per_position": slope,
         "rise_over_loop": rise,
         "recompute_share": recompute_share,
+        "cached_step_seconds": cached_step,
         "computed_tokens": generation.computed_tokens,
         "recomputed_tokens": generation.recomputed_tokens,
         "recomputed_token_share": generation.recomputed_share,
