@@ -69,3 +69,44 @@ def test_profile_help_lists_the_options():
     assert result.exit_code == 0
     for option in ("--json", "--trace-dir", "--no-trace", "--budget"):
         assert option in result.output
+
+
+MINIMAL_BATCH_16 = """import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+example_inputs = (torch.randn(16, 256),)
+"""
+
+
+def _number(text: str) -> float:
+    value, unit = text.replace(",", "").split()[:2] if " " in text else (text.replace(",", ""), "")
+    return float(value) * {"s": 1.0, "ms": 1e-3, "us": 1e-6, "": 1.0}[unit]
+
+
+def test_minimal_form_figures_agree_per_sample(tmp_path):
+    """Batch 16 in the minimal form: the stage table's per-sample figures are per sample, and its
+    rate is the throughput line's; per sample x 16 is the latency per batch."""
+    import re
+    from io import StringIO
+
+    from rich.console import Console
+
+    import accel
+    from accel.cli.render import render_profile
+
+    path = tmp_path / "minimal16.py"
+    path.write_text(MINIMAL_BATCH_16)
+    report = accel.profile(path, budget_seconds=1.0)
+    out = StringIO()
+    render_profile(report, Console(file=out, width=100, color_system=None))
+    text = out.getvalue()
+    throughput = float(re.search(r"throughput ([\d,.]+) samples/s", text).group(1).replace(",", ""))
+    latency = _number(re.search(r"latency per batch: median ([\d.]+ [mu]?s)", text).group(1))
+    row = next(line for line in text.splitlines() if line.startswith("│ model"))
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    per_sample, rate = _number(cells[1]), float(cells[2].replace(",", ""))
+    # printed with 3-4 significant digits: agree to rounding
+    assert rate == pytest.approx(throughput, rel=0.01)
+    assert per_sample * 16 == pytest.approx(latency, rel=0.01)
+    assert per_sample * throughput == pytest.approx(1.0, rel=0.01)
+    assert report.stages[0].per_sample_seconds == pytest.approx(report.latency["median_seconds"] / 16)

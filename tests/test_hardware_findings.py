@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import accel
 from accel.core.calibration import calibrated_machine
@@ -13,7 +15,17 @@ from accel.core.counts import OpCount
 from accel.core.machine import describe_machine
 from accel.profiling.analyzers import analyze
 from accel.profiling.costmodel import CostModel, OpCost
-from accel.profiling.data import GenerationProfile, GenerationStep, LayerActivation, MemoryProfile, ProfileData
+from accel.profiling.data import (
+    DtypeTiming,
+    GenerationProfile,
+    GenerationStep,
+    LayerActivation,
+    MemoryProfile,
+    PatchCandidatePlan,
+    PatchPlan,
+    ProfileData,
+)
+from accel.profiling.generation import cached_length, call_tokens, recomputed_tokens
 
 PLANTED = Path(__file__).parent / "planted"
 HARDWARE_KINDS = ("memory_bandwidth", "compute_bound", "overhead", "memory_peak", "generation")
@@ -192,32 +204,158 @@ def test_model_near_its_roofline_with_nothing_to_cure_gets_no_finding_above_low(
     assert all(f.severity in ("low", "info") for f in analyze(data, machine, names=list(HARDWARE_KINDS)))
 
 
-def test_memory_peak_and_generation_on_recorded_data():
-    layers = (
-        LayerActivation("conv1", 2_000_000, 16_000_000),
-        LayerActivation("pool", 16_000_000, 1_000_000),
-        LayerActivation("conv2", 1_000_000, 500_000),
-        LayerActivation("conv3", 500_000, 250_000),
-        LayerActivation("conv4", 250_000, 250_000),
-        LayerActivation("conv5", 250_000, 250_000),
-        LayerActivation("pool2", 250_000, 1000),
-        LayerActivation("fc", 1000, 40),
+LAYERS = (
+    LayerActivation("conv1", 2_000_000, 16_000_000, (1, 3, 256, 256)),
+    LayerActivation("pool", 16_000_000, 1_000_000, (1, 16, 256, 256)),
+    LayerActivation("conv2", 1_000_000, 500_000, (1, 16, 64, 64)),
+    LayerActivation("fc", 1000, 40, (1, 64)),
+)
+
+
+def memory(plan=None, reason=None, peak_bytes=20_000_000, device_memory_bytes=10**10):
+    return MemoryProfile(
+        peak_bytes=peak_bytes,
+        parameter_bytes=10_000,
+        layers=LAYERS,
+        device_memory_bytes=device_memory_bytes,
+        patch_plan=plan,
+        no_patch_plan_reason=reason,
     )
-    memory = MemoryProfile(peak_bytes=20_000_000, parameter_bytes=10_000, layers=layers, device_memory_bytes=10**10)
+
+
+def test_memory_peak_predicts_with_the_plan_it_was_given():
+    candidates = (
+        PatchCandidatePlan(prefix_layers=2, grid=2, predicted_peak_bytes=6_000_000, halo_extra_compute_share=0.01),
+        PatchCandidatePlan(prefix_layers=2, grid=4, predicted_peak_bytes=2_500_000, halo_extra_compute_share=0.03),
+    )
+    plan = PatchPlan(
+        module="",
+        stage_layers=4,
+        local_layers=2,
+        stop_reason="layer 3 (Linear mixes all features of its input: not spatially local)",
+        first_layer=0,
+        unpatched_peak_bytes=18_000_000,
+        candidates=candidates,
+    )
+    found = kinds(ProfileData(target="t", memory=memory(plan)), fake_machine())["memory_peak"]
+    # the best candidate (4x4) against the planner's unpatched estimate: 18 / 2.5 = 7.2x, not capped
+    assert found.evidence["predicted_reduction"] == pytest.approx(7.2)
+    assert found.evidence["predicted_peak_bytes"] == int(20_000_000 / 7.2)
+    assert (found.evidence["leading_layers"], found.evidence["grid"]) == (2, 4)
+    assert found.recommendations == ["patch.inference"]
+    assert "the first 2 of the model's 4 layers" in found.summary and "7.2x" in found.summary
+    # a plan whose best candidate cuts less than 2x, or no plan at all: nothing to name
+    weak = dataclasses.replace(plan, candidates=(dataclasses.replace(candidates[1], predicted_peak_bytes=10**7),))
+    assert "memory_peak" not in kinds(ProfileData(target="t", memory=memory(weak)), fake_machine())
+    unplanned = memory(reason="Net is neither an nn.Sequential nor has an nn.Sequential child")
+    assert "memory_peak" not in kinds(ProfileData(target="t", memory=unplanned), fake_machine())
+    # near the device's memory it is named without a plan, and without a cure
+    full = memory(reason="no Sequential", device_memory_bytes=21_000_000)
+    near = kinds(ProfileData(target="t", memory=full), fake_machine())["memory_peak"]
+    assert near.severity == "medium" and near.recommendations == []
+
+
+def test_generation_on_recorded_slopes():
     steps = tuple(GenerationStep(position=p, seconds=0.001 * p) for p in range(8, 40))
     flat = tuple(GenerationStep(position=p, seconds=0.01) for p in range(8, 40))
     data = ProfileData(
         target="t",
-        memory=memory,
         generation=GenerationProfile(steps=steps, total_seconds=sum(s.seconds for s in steps), parameter_bytes=10**6),
     )
-    found = kinds(data, fake_machine())
-    # leading layers need 18 MB, later ones 1.5 MB: 12x, capped at the 8x patch-based inference shows
-    assert found["memory_peak"].evidence["predicted_reduction"] == 8.0
-    assert found["memory_peak"].recommendations == ["patch.inference"]
-    assert found["generation"].evidence["recompute_share"] > 0.5
+    assert kinds(data, fake_machine())["generation"].evidence["recompute_share"] > 0.5
     data.generation = GenerationProfile(steps=flat, total_seconds=0.32, parameter_bytes=10**6)
     assert kinds(data, fake_machine())["generation"].impact == 0.0
+
+
+def loop(prompt, new_tokens, cached, seconds):
+    """A recorded generate loop: without a cache each call is fed the whole sequence again."""
+    steps = []
+    for i in range(new_tokens):
+        position = prompt + i
+        fed = (1 if i else prompt) if cached else position
+        steps.append(
+            GenerationStep(
+                position=position,
+                seconds=seconds(position),
+                tokens=fed,
+                recomputed_tokens=0 if cached or not i else position - 1,
+            )
+        )
+    return tuple(steps)
+
+
+def test_generation_counts_recomputed_tokens_and_uses_the_measured_cache_gain():
+    # step latency flat (dispatch-bound small model): the slope alone would say "no recomputation"
+    steps = loop(16, 32, cached=False, seconds=lambda p: 0.010 + 1e-5 * p)
+    cached = loop(16, 32, cached=True, seconds=lambda p: 0.004)
+    generation = GenerationProfile(
+        steps=steps,
+        total_seconds=0.34,
+        parameter_bytes=10**6,
+        cached_total_seconds=0.136,
+        cached_steps=cached,
+        cache_outputs_equal=True,
+    )
+    found = kinds(ProfileData(target="t", generation=generation), fake_machine())["generation"]
+    assert found.evidence["recomputed_tokens"] == sum(range(16, 47))
+    assert found.evidence["recomputed_token_share"] == pytest.approx(sum(range(16, 47)) / sum(range(16, 48)))
+    assert found.impact == pytest.approx(0.6)  # 1 - 0.136 / 0.34, measured
+    assert found.severity == "high"
+    assert "recomputes the prefix" in found.summary and "saves 60% of the loop" in found.summary
+    # the same loop with its cache on: nothing recomputed, nothing to save
+    on = GenerationProfile(steps=cached, total_seconds=0.136, parameter_bytes=10**6)
+    found = kinds(ProfileData(target="t", generation=on), fake_machine())["generation"]
+    assert found.evidence["recomputed_tokens"] == 0 and found.impact == 0.0
+    assert "no call recomputes" in found.summary
+
+
+def test_token_prefix_comparison():
+    ids = torch.arange(10).reshape(1, 10)
+    # no cache: the next call is fed the same 10 tokens and one more
+    assert recomputed_tokens(torch.arange(11).reshape(1, 11), 0, (ids, 0)) == 10
+    # a cache: fed one token after the 10 cached ones, even if it repeats the last token
+    assert recomputed_tokens(torch.tensor([[9]]), 10, (torch.tensor([[9]]), 9)) == 0
+    # a different prompt in the same position is not a recomputation
+    assert recomputed_tokens(torch.arange(1, 12).reshape(1, 11), 0, (ids, 0)) == 0
+    # a prefix that diverges after 4 tokens
+    diverged = torch.cat([ids[:, :4], torch.full((1, 6), 99)], dim=1)
+    assert recomputed_tokens(diverged, 0, (ids, 0)) == 4
+    assert recomputed_tokens(ids, 0, None) == 0
+
+
+def test_hf_keyword_calls_are_read():
+    class Cache:
+        def get_seq_length(self):
+            return 12
+
+    ids = torch.ones(2, 1, dtype=torch.long)
+    assert call_tokens((), {"input_ids": ids, "past_key_values": Cache()}) is ids
+    decoder = torch.ones(2, 3, dtype=torch.long)
+    assert call_tokens((), {"input_ids": ids, "decoder_input_ids": decoder}) is decoder
+    assert call_tokens((torch.randn(2, 4), ids), {}) is ids
+    assert cached_length({"past_key_values": Cache()}) == 12
+    assert cached_length({"past_key_values": ((torch.zeros(1, 2, 7, 4), torch.zeros(1, 2, 7, 4)),)}) == 7
+    assert cached_length({}) == 0
+
+
+def test_compute_bound_predicts_from_the_measured_call_not_the_peak_ratio():
+    conv = dict(name="aten::convolution", flops=10**10, bytes_moved=10**7, seconds=0.1)
+    amx = fake_machine(bf16=960.0)  # bf16 GEMMs calibrate at 4.8x fp32
+    guessed = kinds(ProfileData(target="t", ops=cost(op(machine=amx, **conv))), amx)["compute_bound"]
+    assert guessed.impact == pytest.approx(1 - 1 / 4.0)  # the capped peak ratio: the old prediction
+    assert guessed.evidence["prediction"] == {"bf16": "calibrated GEMM peak ratio"}
+    timed = (DtypeTiming("fp32", 0.1), DtypeTiming("bf16", 0.1 / 1.3))
+    data = ProfileData(target="t", ops=cost(op(machine=amx, **conv)), dtype_timings=timed)
+    found = kinds(data, amx)["compute_bound"]
+    assert found.evidence["measured_layer_speedup"]["bf16"] == pytest.approx(1.3)
+    assert found.impact == pytest.approx(1 - 1 / 1.3)
+    assert found.evidence["predicted_saving"] == {"precision.bf16": pytest.approx(1 - 1 / 1.3)}
+    assert "1.3x faster in bf16" in found.summary and "peak ratio says 4.8x" in found.summary
+    # a dtype that measured no faster is no cure, whatever the calibration says
+    slow = (DtypeTiming("fp32", 0.1), DtypeTiming("bf16", 0.105))
+    data = ProfileData(target="t", ops=cost(op(machine=amx, **conv)), dtype_timings=slow)
+    found = kinds(data, amx)["compute_bound"]
+    assert found.severity == "low" and found.recommendations == ["batch.size"]
 
 
 @pytest.mark.gpu
@@ -233,3 +371,35 @@ def test_wide_mlp_on_cuda_is_memory_bandwidth():
     report = accel.profile(pipeline, machine=machine, budget_seconds=3.0)
     assert report.finding("memory_bandwidth") is not None
     assert torch.cuda.max_memory_allocated() > 0
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_generation_pass_on_a_tiny_transformers_decoder(use_cache):
+    """transformers' generate() calls the model with keywords; the pass reads them, counts what each
+    call recomputed, and (without a cache) times the loop again with use_cache=True forced."""
+    transformers = pytest.importorskip("transformers")
+    from accel.core.machine import describe_machine
+    from accel.profiling.generation import generation_pass
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=64, bos_token_id=0, eos_token_id=None
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+
+    def generate(model, ids):
+        return model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=use_cache, pad_token_id=0)
+
+    pipeline = accel.Pipeline(model=model, inputs=(torch.zeros(2, 6, dtype=torch.long),), generate=generate)
+    generation = generation_pass(pipeline, pipeline.inputs, describe_machine("cpu"))
+    assert [s.position for s in generation.steps] == [6, 7, 8, 9]
+    assert generation.batch_size == 2 and "generate" not in model.__dict__  # the model is restored
+    if use_cache:
+        assert [s.tokens for s in generation.steps] == [6, 1, 1, 1]
+        assert generation.recomputed_tokens == 0 and generation.cached_total_seconds is None
+    else:
+        assert [s.tokens for s in generation.steps] == [6, 7, 8, 9]
+        assert [s.recomputed_tokens for s in generation.steps] == [0, 6, 7, 8]
+        assert generation.recomputed_tokens == 2 * 21 and generation.computed_tokens == 2 * 30
+        assert generation.cached_total_seconds is not None and generation.cache_outputs_equal is True
+        assert [s.tokens for s in generation.cached_steps] == [6, 1, 1, 1]

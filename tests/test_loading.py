@@ -6,7 +6,7 @@ import pytest
 
 import accel
 from accel.core.errors import PipelineLoadError
-from accel.core.loading import Script, find_target, is_plain_script
+from accel.core.loading import Script, declared_form, find_target, is_plain_script
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -57,21 +57,87 @@ def test_a_plain_script_is_a_script_and_load_says_so(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "source, plain",
+    "source, form",
     [
-        ("import torch\nx = 1\ndef main():\n    model = 3\n", True),
-        ("import torch\nif True:\n    model = torch.nn.Linear(1, 1)\n", False),
-        ("try:\n    from lib import pipeline\nexcept ImportError:\n    pass\n", False),
-        ("try:\n    import x\nexcept ImportError:\n    example_inputs = ()\n", False),
-        ("from lib import *\n", False),
-        ("def pipeline():\n    pass\n", False),
-        ("class model:\n    pass\n", False),
-        ("for i in range(3):\n    print(i)\n", True),
-        ("def broken(:\n", False),
+        ("import torch\nx = 1\ndef main():\n    model = 3\n", "script"),
+        ("import torch\nif True:\n    model = torch.nn.Linear(1, 1)\n", "script"),  # model alone: a script
+        ("try:\n    from lib import pipeline\nexcept ImportError:\n    pass\n", "pipeline"),
+        ("try:\n    import x\nexcept ImportError:\n    example_inputs = ()\n", "script"),
+        ("from lib import *\n", "unknown"),
+        ("def pipeline():\n    pass\n", "pipeline"),
+        ("class model:\n    pass\nexample_inputs = ()\n", "minimal"),
+        ("for i in range(3):\n    print(i)\n", "script"),
+        ("def broken(:\n", "unknown"),
     ],
 )
-def test_plain_script_detection(tmp_path, source, plain):
-    assert is_plain_script(write(tmp_path, "f.py", source)) is plain
+def test_form_is_read_from_the_syntax_tree(tmp_path, source, form):
+    path = write(tmp_path, "f.py", source)
+    assert declared_form(path) == form
+    assert is_plain_script(path) is (form == "script")
+
+
+# A training script as people write them: a global model and the loop at top level, no __main__
+# guard. Each run appends a line to the file named by its first argument.
+TRAINING_SCRIPT = """import sys
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+{extra}
+with open(sys.argv[1], "a") as log:
+    log.write("ran\\n")
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=8):
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+"""
+
+
+def test_training_script_with_a_global_model_runs_once_as_a_script(tmp_path, monkeypatch):
+    import accel.core.loading as loading
+
+    def no_import(file):
+        raise AssertionError(f"{file} was imported")
+
+    monkeypatch.setattr(loading, "import_file", no_import)
+    path = write(tmp_path, "train.py", TRAINING_SCRIPT.format(extra=""))
+    runs = tmp_path / "runs.log"
+    target = find_target(path, (str(runs),))
+    assert isinstance(target, Script) and target.incomplete_form == "defines model but not example_inputs"
+    assert "run once as a script" in target.note
+    report = accel.profile(path, args=(str(runs),), budget_seconds=30.0)
+    assert report.mode == "script" and report.extra["end_to_end"]["samples"] == 32
+    assert runs.read_text().splitlines() == ["ran"]
+    assert report.extra["notes"] == [target.note]
+    # accel.load refuses it with the reason, and without running it
+    with pytest.raises(PipelineLoadError, match="defines model but not example_inputs") as info:
+        accel.load(path)
+    assert "needs both" in info.value.hint and runs.read_text().splitlines() == ["ran"]
+
+
+def test_a_file_that_had_to_be_imported_says_it_ran_twice(tmp_path):
+    write(tmp_path, "helpers.py", "import torch\n")
+    path = write(tmp_path, "train.py", TRAINING_SCRIPT.format(extra="from helpers import *"))
+    runs = tmp_path / "runs.log"
+    report = accel.profile(path, args=(str(runs),), budget_seconds=30.0)
+    assert report.mode == "script"
+    assert runs.read_text().splitlines() == ["ran", "ran"]
+    (note,) = report.extra["notes"]
+    assert "its top-level code ran once" in note and "running it again" in note
+
+
+def test_rendered_profile_shows_the_note(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from accel.cli.render import render_profile
+
+    path = write(tmp_path, "train.py", TRAINING_SCRIPT.format(extra=""))
+    report = accel.profile(path, args=(str(tmp_path / "runs.log"),), budget_seconds=30.0)
+    out = StringIO()
+    render_profile(report, Console(file=out, width=100, color_system=None))
+    assert "note: train.py defines model but not example_inputs: run once as a script" in out.getvalue()
 
 
 def test_importing_a_pipeline_file_writes_nothing_next_to_it(tmp_path):

@@ -56,3 +56,67 @@ def test_shares_of_a_profile_add_up(planted, tmp_path, monkeypatch):
     report = accel.profile(f"tests/planted/{planted}", budget_seconds=5.0)
     total = sum(f.share for f in report.findings if f.kind in TIME_KINDS)
     assert total <= 1.0 + 1e-6, [(f.kind, f.share) for f in report.findings]
+
+
+def test_op_class_cures_compose_after_the_causes_cures():
+    padding = Finding.from_impact(
+        "padding",
+        share=0.6,
+        impact=0.6,
+        summary="padding",
+        evidence={"model_time_share": 0.9},
+        recommendations=["batch.bucket"],
+    )
+    compute = Finding.from_impact(
+        "compute_bound",
+        share=0.8,
+        impact=0.5,
+        summary="compute-bound",
+        evidence={"model_time_share": 0.9},
+        recommendations=["precision.bf16"],
+    )
+    fixed = {f.kind: f for f in without_double_counting([padding, compute])}
+    composed = fixed["compute_bound"].evidence["composition"]
+    # bucketing leaves 0.9 - 0.6 of the time in the model; bf16 saves its 0.5 / 0.9 of that
+    assert composed["after"] == ["batch.bucket"]
+    assert composed["impact_after_causes"] == pytest.approx(0.5 * (1 - 0.6 / 0.9))
+    assert composed["combined_impact"] == pytest.approx(0.6 + 0.5 * (1 - 0.6 / 0.9))
+    assert "after batch.bucket (60%), precision.bf16 on what is left saves 17% more (77% together)" in (
+        fixed["compute_bound"].summary
+    )
+    assert fixed["compute_bound"].impact == 0.5  # its saving on its own is kept for ranking
+
+
+def test_every_finding_names_its_predicted_saving_and_optimize_prints_it():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from accel.cli.optimize import steps_table
+    from accel.core.machine import describe_machine
+    from accel.optimizing.run import predicted_speedups
+    from accel.profiling.analyzers import with_predicted_saving
+    from accel.profiling.report import Report
+
+    overhead = with_predicted_saving(
+        Finding.from_impact("overhead", share=0.5, impact=0.5, summary="o", recommendations=["onnx.runtime", "compile"])
+    )
+    assert overhead.evidence["predicted_saving"] == {"onnx.runtime": 0.5}
+    padding = with_predicted_saving(_finding("padding", 0.4))
+    assert padding.evidence["predicted_saving"] == {}  # no cure recommended, nothing predicted
+    report = Report(target="t", machine=describe_machine(), stages=[], samples_per_s=1.0, findings=[overhead])
+    predicted = predicted_speedups(report)
+    assert predicted == {"onnx.runtime": pytest.approx(2.0)}
+    step = {
+        "optimizer": "onnx.runtime",
+        "speedup": 1.8,
+        "speedup_ci": [1.7, 1.9],
+        "fidelity": None,
+        "setup_seconds": 0.1,
+        "verdict": "accepted",
+        "reason": "faster",
+    }
+    data = {"recipe": "r", "objective": "latency", "threads": 1, "steps": [step], "predicted_speedup": predicted}
+    out = StringIO()
+    Console(file=out, width=120, color_system=None).print(steps_table(data))
+    assert "predicted" in out.getvalue() and "2.00x" in out.getvalue() and "1.80x" in out.getvalue()

@@ -57,6 +57,9 @@ def steps_table(data: dict) -> Table:
     show_memory = any(step.get("memory_ratio") is not None for step in data["steps"])
     table.add_column("optimizer", no_wrap=True)
     table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
+    predicted = data.get("predicted_speedup") or {}
+    if predicted:
+        table.add_column("predicted", justify="right", no_wrap=True)
     if show_memory:
         table.add_column("memory", justify="right", no_wrap=True)
     table.add_column("fidelity", justify="right", no_wrap=True)
@@ -70,6 +73,8 @@ def steps_table(data: dict) -> Table:
             else "-"
         )
         row = [step["optimizer"], _speedup(step)]
+        if predicted:
+            row.append(f"{predicted[step['optimizer']]:.2f}x" if step["optimizer"] in predicted else "-")
         if show_memory:
             row.append(f"x{step['memory_ratio']:.2f}" if step.get("memory_ratio") is not None else "-")
         row += [_fidelity(step), one_time]

@@ -75,6 +75,8 @@ def render_profile(report: Report, console: Console) -> None:
     where = f"{report.machine.device}: {report.machine.device_name}" if report.machine else "?"
     head = Text.assemble(("accel profile ", "title"), (report.target, "bold"), f"  [{report.mode}]  ", (where, "muted"))
     console.print(head)
+    for note in report.extra.get("notes", []):
+        console.print(f"[muted]note: {escape(note)}[/]", soft_wrap=True)
     for name, reason in report.extra.get("hardware_passes_skipped", {}).items():
         console.print(f"[warn]{name} pass skipped:[/] {escape(reason)}", soft_wrap=True)
     lines = []

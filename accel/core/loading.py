@@ -1,9 +1,14 @@
 """Finding the pipeline in a user's file.
 
-accel imports the file with its folder on sys.path and looks for, in order:
-1. `pipeline`: an accel.Pipeline, or a zero-argument callable returning one;
-2. `model` and `example_inputs`: the minimal form, which becomes a Pipeline with `inputs`;
-3. neither: script mode, the file is run as `__main__` (see accel.profiling.script).
+The form is decided from the file's syntax tree first, before any of its code runs:
+1. it binds `pipeline`: an accel.Pipeline, or a zero-argument callable returning one;
+2. it binds `model` and `example_inputs`: the minimal form, which becomes a Pipeline with `inputs`;
+3. anything else: script mode, the file is run as `__main__` (see accel.profiling.script).
+Only forms 1 and 2 are imported (with the file's folder on sys.path). A training script with a
+top-level `model` but no `example_inputs` is therefore run once, as a script, not imported first
+(importing would run its loop as a side effect); the Script carries a one-line note saying so.
+When the tree cannot tell (a star import, a name bound only at run time) the file is imported;
+if it then defines no complete form, it is run again as a script and the note says it ran twice.
 
 Importing a user file never writes to it; bytecode caching is turned off while it loads.
 """
@@ -32,6 +37,11 @@ class Script:
 
     path: Path
     args: tuple[str, ...] = ()
+    # One line for the user on why the file runs as a script (empty when it is a plain script).
+    note: str = ""
+    # The incomplete minimal form, e.g. "defines model but not example_inputs": a script run that
+    # takes no batch from a DataLoader is then refused with this (there is nothing else to profile).
+    incomplete_form: str = ""
 
 
 def check_file(path: str | os.PathLike) -> Path:
@@ -79,14 +89,25 @@ def _forget_other_user_modules(folder: Path) -> None:
             sys.modules.pop(name, None)
 
 
-def import_file(file: Path) -> Any:
-    """Import a pipeline file as a fresh module; errors in it become PipelineLoadError."""
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    old = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = old
+
+
+def import_file(file: Path, args: tuple[str, ...] = ()) -> Any:
+    """Import a pipeline file as a fresh module (sys.argv is the file and `args` meanwhile, as when
+    it runs as a script); errors in it become PipelineLoadError."""
     name = f"accel_user_{file.stem}_{uuid.uuid4().hex[:8]}"
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise PipelineLoadError(f"cannot import {file}", "pass a .py file")
     module = importlib.util.module_from_spec(spec)
-    with user_code_context(file.resolve().parent):
+    with user_code_context(file.resolve().parent), _argv([str(file), *args]):
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
@@ -128,9 +149,6 @@ def _resolve(value: Any, what: str, file: Path) -> Any:
     return value
 
 
-TARGET_NAMES = frozenset({"pipeline", "model", "example_inputs"})
-
-
 def _bound_names(body: list[ast.stmt]) -> set[str]:
     """Names a module binds at top level (inside if/try/with blocks too, not inside functions)."""
     names: set[str] = set()
@@ -154,25 +172,68 @@ def _bound_names(body: list[ast.stmt]) -> set[str]:
     return names
 
 
-def is_plain_script(file: Path) -> bool:
-    """True when the file cannot define a pipeline: it is run as a script, never imported first
-    (importing a script without a __main__ guard would run it twice)."""
+def declared_form(file: Path) -> str:
+    """The form the file's top-level names declare, read from its syntax tree without running it:
+    "pipeline", "minimal", "script", or "unknown" (a star import, or a syntax error that importing
+    reports with its line)."""
     try:
         tree = ast.parse(file.read_bytes(), filename=str(file))
     except (SyntaxError, ValueError):
-        return False  # importing reports the error with its line
+        return "unknown"
     names = _bound_names(tree.body)
-    return "*" not in names and not (names & TARGET_NAMES)
+    if "pipeline" in names:
+        return "pipeline"
+    if {"model", "example_inputs"} <= names:
+        return "minimal"
+    return "unknown" if "*" in names else "script"
+
+
+def is_plain_script(file: Path) -> bool:
+    """True when the file cannot define a pipeline: it is run as a script, never imported first
+    (importing a script without a __main__ guard would run it twice)."""
+    return declared_form(file) == "script"
+
+
+def _incomplete_form(has_model: bool, has_inputs: bool) -> str:
+    if has_model == has_inputs:
+        return ""
+    return f"defines {'model' if has_model else 'example_inputs'} but not {'example_inputs' if has_model else 'model'}"
+
+
+def _names_in_tree(file: Path) -> set[str]:
+    return _bound_names(ast.parse(file.read_bytes(), filename=str(file)).body)
 
 
 def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline | Script:
-    """The pipeline a file defines, or a Script when it defines none."""
+    """The pipeline a file defines, or a Script when it defines none (see the module docstring)."""
     file = check_file(path)
     if file.suffix == ".onnx":
         raise PipelineLoadError(f"{file} is an ONNX model, not a pipeline file", "use accel profile for ONNX models")
-    if is_plain_script(file):
-        return Script(path=file, args=tuple(args))
-    module = import_file(file)
+    form = declared_form(file)
+    if form == "script":
+        names = _names_in_tree(file)
+        incomplete = _incomplete_form("model" in names, "example_inputs" in names)
+        note = (
+            f"{file.name} {incomplete}: run once as a script (add "
+            f"{'example_inputs = (...)' if 'model' in names else 'model = ...'} to profile the model on its own)"
+            if incomplete
+            else ""
+        )
+        return Script(path=file, args=tuple(args), note=note, incomplete_form=incomplete)
+    module = import_file(file, tuple(args))
+    found = _pipeline_in(module, file)
+    if found is not None:
+        return found
+    incomplete = _incomplete_form(hasattr(module, "model"), hasattr(module, "example_inputs"))
+    note = (
+        f"{file.name} was imported to look for a pipeline (its top-level code ran once) and "
+        f"{incomplete or 'defines no pipeline'}: running it again, as a script"
+    )
+    return Script(path=file, args=tuple(args), note=note, incomplete_form=incomplete)
+
+
+def _pipeline_in(module: Any, file: Path) -> Pipeline | None:
+    """The pipeline an imported module defines, or None when it has no complete form."""
     name = file.stem
     if hasattr(module, "pipeline"):
         pipeline = _resolve(module.pipeline, "pipeline", file)
@@ -182,41 +243,41 @@ def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline
                 "set pipeline = accel.Pipeline(model=..., source=...) or a function returning one",
             )
         return pipeline.replace(name=name) if pipeline.name == "pipeline" else pipeline
-    has_model, has_inputs = hasattr(module, "model"), hasattr(module, "example_inputs")
-    if has_model or has_inputs:
-        if not (has_model and has_inputs):
-            missing = "example_inputs" if has_model else "model"
-            raise PipelineLoadError(
-                f"{file} defines {'model' if has_model else 'example_inputs'} but not {missing}",
-                "the minimal form needs both: model (an nn.Module) and example_inputs (a tuple of tensors); "
-                "to run the file as a training script instead: accel profile --script FILE",
-            )
-        model = _resolve(module.model, "model", file)
-        inputs = _resolve(module.example_inputs, "example_inputs", file)
-        if not callable(model):
-            raise PipelineLoadError(
-                f"'model' in {file} is a {type(model).__name__}, not a torch.nn.Module",
-                "set model = MyNet() or a function returning one",
-            )
-        if isinstance(inputs, torch.Tensor):
-            inputs = (inputs,)
-        if not isinstance(inputs, tuple) or not all(isinstance(t, torch.Tensor) for t in inputs):
-            raise PipelineLoadError(
-                f"'example_inputs' in {file} must be a tuple of tensors, got {type(inputs).__name__}",
-                "set example_inputs = (torch.randn(1, 3, 224, 224),)",
-            )
-        if isinstance(model, torch.nn.Module):
-            model.eval()
-        try:
-            return Pipeline(model=model, inputs=inputs, name=name)
-        except PipelineError as exc:
-            raise PipelineLoadError(exc.message, exc.hint) from exc
-    return Script(path=file, args=tuple(args))
+    if not (hasattr(module, "model") and hasattr(module, "example_inputs")):
+        return None
+    model = _resolve(module.model, "model", file)
+    inputs = _resolve(module.example_inputs, "example_inputs", file)
+    if not callable(model):
+        raise PipelineLoadError(
+            f"'model' in {file} is a {type(model).__name__}, not a torch.nn.Module",
+            "set model = MyNet() or a function returning one",
+        )
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    if not isinstance(inputs, tuple) or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise PipelineLoadError(
+            f"'example_inputs' in {file} must be a tuple of tensors, got {type(inputs).__name__}",
+            "set example_inputs = (torch.randn(1, 3, 224, 224),)",
+        )
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        return Pipeline(model=model, inputs=inputs, name=name)
+    except PipelineError as exc:
+        raise PipelineLoadError(exc.message, exc.hint) from exc
+
+
+MINIMAL_FORM_HINT = (
+    "the minimal form needs both: model (an nn.Module) and example_inputs (a tuple of tensors); "
+    "to run the file as a training script instead: accel profile --script FILE"
+)
 
 
 def load_pipeline(path: str | os.PathLike) -> Pipeline:
     """Load the Pipeline a file defines (script-mode files are refused: they define none)."""
     target = find_target(path)
+    if isinstance(target, Script) and target.incomplete_form:
+        raise PipelineLoadError(f"{target.path} {target.incomplete_form}", MINIMAL_FORM_HINT)
     if isinstance(target, Script):
         raise PipelineLoadError(
             f"{target.path} defines no 'pipeline' and no 'model' with 'example_inputs'",

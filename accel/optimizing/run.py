@@ -50,6 +50,8 @@ class OptimizeResult:
     lock_path: Path | None = None
     profile_primary: str | None = None
     profile_seconds: float = 0.0
+    # optimizer -> the speed-up the profile's findings predict for it (1 / (1 - predicted saving))
+    predicted_speedup: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -82,6 +84,7 @@ class OptimizeResult:
             "steps": [s.to_dict() for s in r.steps],
             "lock_path": str(self.lock_path) if self.lock_path else None,
             "profile": {"primary": self.profile_primary, "seconds": self.profile_seconds},
+            "predicted_speedup": self.predicted_speedup,
             "elapsed_seconds": r.elapsed_seconds + self.profile_seconds,
         }
 
@@ -166,7 +169,17 @@ def optimize(
         lock_path=lock_path,
         profile_primary=primary,
         profile_seconds=profile_seconds,
+        predicted_speedup=predicted_speedups(report),
     )
     if json_path is not None:
         write_json_atomic(json_path, outcome.to_dict())
     return outcome
+
+
+def predicted_speedups(report: Any) -> dict[str, float]:
+    """Per optimizer, the largest speed-up a finding predicts for it: 1 / (1 - predicted saving)."""
+    speedups: dict[str, float] = {}
+    for finding in report.findings if report is not None else []:
+        for cure, saving in finding.evidence.get("predicted_saving", {}).items():
+            speedups[cure] = max(speedups.get(cure, 1.0), 1.0 / max(1.0 - saving, 1e-9))
+    return speedups

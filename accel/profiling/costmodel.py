@@ -34,7 +34,19 @@ SHORT_OP_SECONDS = 10e-6
 # run-to-run difference between the profiled and the plain calls, not overhead.
 OUTSIDE_OPS_PER_OP_SECONDS = 20e-6
 CALL_MARKER = "accel::call"
-# Per torch dtype name, the calibration entry whose peak applies to it.
+# Below this calibrated GEMM peak ratio over fp32 a "faster" dtype is within calibration noise of
+# fp32 (and on a CPU without native fp16, fp16 GEMMs are emulated and far slower): not worth timing.
+FASTER_UNIT_MIN_SPEEDUP = 1.5
+# The dtypes a cure runs a model in: cast whole (precision.bf16 / precision.fp16), or its Linear
+# layers quantized (quantize.int8_dynamic).
+CURE_DTYPES = ("bf16", "fp16", "int8")
+
+
+def faster_dtypes(machine: Machine) -> list[str]:
+    """The cure dtypes whose calibrated GEMM peak is FASTER_UNIT_MIN_SPEEDUP x fp32's or more."""
+    fp32 = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
+    by_dtype = machine.peak_gflops_by_dtype or {}
+    return [name for name in CURE_DTYPES if fp32 > 0 and by_dtype.get(name, 0.0) >= FASTER_UNIT_MIN_SPEEDUP * fp32]
 
 
 @dataclasses.dataclass(frozen=True)

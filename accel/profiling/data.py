@@ -22,6 +22,7 @@ class LayerActivation:
     name: str
     input_bytes: int
     output_bytes: int
+    input_shape: tuple[int, ...] = ()  # of its first tensor input
 
     @property
     def working_bytes(self) -> int:
@@ -30,11 +31,50 @@ class LayerActivation:
 
 
 @dataclasses.dataclass(frozen=True)
+class PatchCandidatePlan:
+    """One way to run a CNN's leading stage patch by patch, as accel.profiling.patch_plan predicts it."""
+
+    prefix_layers: int
+    grid: int
+    predicted_peak_bytes: int
+    halo_extra_compute_share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchPlan:
+    """The stage patch.inference would patch and its candidates, planned on the recorded call.
+
+    `unpatched_peak_bytes` is the planner's estimate for the model as it is (each layer's input and
+    output): predictions are ratios against it, applied to the measured peak.
+    """
+
+    module: str  # "" for the model itself, else its Sequential child
+    stage_layers: int  # leaf layers in that Sequential
+    local_layers: int  # the longest spatially local prefix of them
+    stop_reason: str | None  # why the prefix ends there (None: all layers are local)
+    first_layer: int  # index of the stage's first layer among the recorded leaf layers
+    unpatched_peak_bytes: int
+    candidates: tuple[PatchCandidatePlan, ...]
+
+    @property
+    def best(self) -> PatchCandidatePlan | None:
+        return min(self.candidates, key=lambda c: (c.predicted_peak_bytes, c.grid), default=None)
+
+    def reduction(self, candidate: PatchCandidatePlan) -> float:
+        return self.unpatched_peak_bytes / candidate.predicted_peak_bytes if candidate.predicted_peak_bytes else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class MemoryProfile:
     peak_bytes: int
     parameter_bytes: int
     layers: tuple[LayerActivation, ...]
     device_memory_bytes: int | None = None
+    patch_plan: PatchPlan | None = None
+    no_patch_plan_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,25 +82,56 @@ class MemoryProfile:
             "parameter_bytes": self.parameter_bytes,
             "device_memory_bytes": self.device_memory_bytes,
             "layers": [dataclasses.asdict(layer) | {"working_bytes": layer.working_bytes} for layer in self.layers],
+            "patch_plan": self.patch_plan.to_dict() if self.patch_plan is not None else None,
+            "no_patch_plan_reason": self.no_patch_plan_reason,
         }
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationStep:
-    position: int  # length of the sequence the model saw in this call
+    position: int  # length of the sequence once this call's tokens are in (cache + tokens fed)
     seconds: float
+    tokens: int = 0  # token positions the call was fed (per sequence; 0 where no token ids were seen)
+    recomputed_tokens: int = 0  # of those, positions the previous call computed with the same tokens
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationProfile:
+    """A generate loop's model calls; with `cached_*` where the loop was also run with the KV cache on."""
+
     steps: tuple[GenerationStep, ...]
     total_seconds: float
     parameter_bytes: int
     batch_size: int = 1
+    cached_total_seconds: float | None = None
+    cached_steps: tuple[GenerationStep, ...] = ()
+    cache_outputs_equal: bool | None = None
+    cache_note: str | None = None  # why the cache's gain was not measured, where it was not
 
     @property
     def tokens_per_s(self) -> float:
+        """Generated tokens (one per call, per sequence) per second of the loop."""
         return len(self.steps) * self.batch_size / self.total_seconds if self.total_seconds > 0 else 0.0
+
+    @property
+    def computed_tokens(self) -> int:
+        return sum(s.tokens for s in self.steps) * self.batch_size
+
+    @property
+    def recomputed_tokens(self) -> int:
+        return sum(s.recomputed_tokens for s in self.steps) * self.batch_size
+
+    @property
+    def recomputed_share(self) -> float:
+        """Of the token positions the loop computed, the share an earlier call had computed already."""
+        return self.recomputed_tokens / self.computed_tokens if self.computed_tokens else 0.0
+
+    @property
+    def cache_gain(self) -> float | None:
+        """Measured share of the loop's time the KV cache saves (None where it was not measured)."""
+        if self.cached_total_seconds is None or self.total_seconds <= 0:
+            return None
+        return max(1.0 - self.cached_total_seconds / self.total_seconds, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,7 +140,31 @@ class GenerationProfile:
             "parameter_bytes": self.parameter_bytes,
             "batch_size": self.batch_size,
             "tokens_per_s": self.tokens_per_s,
+            "computed_tokens": self.computed_tokens,
+            "recomputed_tokens": self.recomputed_tokens,
+            "recomputed_share": self.recomputed_share,
+            "cached_total_seconds": self.cached_total_seconds,
+            "cached_steps": [dataclasses.asdict(s) for s in self.cached_steps],
+            "cache_gain": self.cache_gain,
+            "cache_outputs_equal": self.cache_outputs_equal,
+            "cache_note": self.cache_note,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class DtypeTiming:
+    """The profiled model call, on the model as a dtype's cure runs it, at the call's real shapes.
+
+    fp32 is the model as it is; bf16/fp16 the model cast whole (weights and floating inputs, as
+    precision.* runs it); int8 its Linear layers dynamically quantized (quantize.int8_dynamic).
+    All timed interleaved, with no profiler attached: median seconds per call.
+    """
+
+    dtype: str  # calibration name: fp32, bf16, fp16, int8
+    call_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +244,7 @@ class ProfileData:
     ops: CostModel | None = None
     memory: MemoryProfile | None = None
     generation: GenerationProfile | None = None
+    dtype_timings: tuple[DtypeTiming, ...] = ()
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def stage(self, name: str) -> StageTiming | None:

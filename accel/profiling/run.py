@@ -95,6 +95,8 @@ def hardware_sections(data: ProfileData) -> dict:
         sections["memory"] = data.memory.to_dict()
     if data.generation is not None:
         sections["generation"] = data.generation.to_dict()
+    if data.dtype_timings:
+        sections["dtype_timings"] = [t.to_dict() for t in data.dtype_timings]
     return sections
 
 
@@ -167,6 +169,15 @@ def profile_script(
     progress(f"running {script.path.name} as a script")
     trace = Path(trace_dir) if trace_dir is not None else None
     data = measure_script(script, cores=machine.cores, trace_dir=trace, budget_seconds=budget_seconds)
+    if data.end_to_end is None and script.incomplete_form:
+        from accel.core.loading import MINIMAL_FORM_HINT
+
+        raise PipelineLoadError(
+            f"{script.path} {script.incomplete_form}, and run as a script it took no batch from a DataLoader",
+            MINIMAL_FORM_HINT,
+        )
+    if script.note:
+        data.extra["notes"] = [*data.extra.get("notes", []), script.note]
     progress("analyzing")
     return build_report(data, machine, trace_dir=str(trace) if trace is not None else None)
 

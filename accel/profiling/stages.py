@@ -128,7 +128,10 @@ def _measure_inputs_only(
     )
     size = batch_length(batch)
     data.model_latency = measurement
-    data.stages = [StageTiming("model", measurement.median * size, size)]
+    # One batch of `size` samples takes the median: per sample that is median / size, the same
+    # rate as the end-to-end line below (the stage table and the throughput line must agree).
+    data.stages = [StageTiming("model", measurement.median, size)]
+    data.batch_size = size
     data.end_to_end = EndToEnd(
         seconds=measurement.median,
         samples=size,

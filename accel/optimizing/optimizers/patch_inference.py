@@ -2,9 +2,10 @@
 
 Supported model shapes: an `nn.Sequential` (nested Sequentials are flattened), or any module with an
 `nn.Sequential` child (say `features` or `stem`) whose leading layers are spatially local; the child
-is swapped for an equal module whose leading layers run patch by patch (see accel/patch.py), in a
-shallow copy of the model that shares its weights. The split point (after which layer the stage
-ends) and the n x n grid are chosen by measured peak memory on the example batch; a candidate whose
+is swapped for an equal module whose leading layers run patch by patch (see _patch.py), in a shallow
+copy of the model that shares its weights. The candidates (split points and grids) come from the
+planner memory_peak predicts with (accel.profiling.patch_plan); the split point (after which layer
+the stage ends) and the n x n grid are chosen by measured peak memory on the example batch; a candidate whose
 output differs from the original by more than 1e-5 (relative, fp32) is never chosen.
 """
 
@@ -21,12 +22,10 @@ from torch import nn
 from accel.core.measure import peak_memory_bytes, time_calls
 from accel.core.pipeline import Pipeline, call_unpacked
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._patch import flatten_layers, local_prefix, patch_sequential
+from accel.optimizing.optimizers._patch import patch_sequential
+from accel.profiling.patch_plan import DEFAULT_GRIDS, find_stem, split_points
 
 EXACT_RELATIVE_TOLERANCE = 1e-5
-DEFAULT_GRIDS = (2, 4)
-# Split points tried: after each of the first few downsampling layers, and at the prefix's end.
-MAX_SPLIT_POINTS = 4
 # Every candidate that reaches this share of the unpatched peak (MCUNetV2's halving and more) is good
 # enough on memory; among those the fastest measured wins, since more, smaller tiles cost time.
 DEFAULT_MAX_PEAK_SHARE = 0.5
@@ -60,47 +59,6 @@ class PatchCandidate:
     peak_bytes: int
     halo_extra_compute_share: float
     max_relative_error: float
-
-
-def find_stem(model: Any) -> tuple[str, nn.Sequential] | str:
-    """The Sequential to patch ("" is the model itself), or why there is none."""
-    if not isinstance(model, nn.Module):
-        return f"the model is a {type(model).__name__}, not a torch.nn.Module"
-    if model.training:
-        return "the model is in training mode: patch inference is for eval-mode inference"
-    sequentials = (
-        [("", model)]
-        if isinstance(model, nn.Sequential)
-        else [(name, child) for name, child in model.named_children() if isinstance(child, nn.Sequential)]
-    )
-    if not sequentials:
-        return (
-            f"{type(model).__name__} is neither an nn.Sequential nor has an nn.Sequential child "
-            "(the supported shapes: a Sequential model, or a stem/features Sequential inside it)"
-        )
-    reasons = []
-    for name, sequential in sequentials:
-        prefix, stop = local_prefix(flatten_layers(sequential))
-        if any(layer.kind == "conv" for layer in prefix):
-            return name, sequential
-        reasons.append(f"{name or 'the model'} starts with {stop or 'no convolution'}")
-    return "no leading stage of spatially local layers to patch: " + "; ".join(reasons)
-
-
-def split_points(sequential: nn.Sequential) -> list[int]:
-    prefix, _ = local_prefix(flatten_layers(sequential))
-    points: list[int] = []
-    for index, layer in enumerate(prefix):
-        if layer.rows.stride > 1 or layer.cols.stride > 1:
-            end = index + 1
-            while end < len(prefix) and prefix[end].kind == "elementwise":
-                end += 1  # take the activation after a downsampling layer into the stage
-            if end not in points:
-                points.append(end)
-    points = points[:MAX_SPLIT_POINTS]
-    if len(prefix) not in points:
-        points.append(len(prefix))
-    return points
 
 
 def with_patched(model: nn.Module, name: str, prefix_layers: int, grid: int) -> nn.Module:

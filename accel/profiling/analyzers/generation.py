@@ -1,10 +1,15 @@
-"""generation: an autoregressive loop whose per-step latency grows with the position.
+"""generation: an autoregressive loop that recomputes its prefix at every step.
 
-The generation pass timed every model call inside one generate loop with the sequence length it
-saw. A Theil-Sen line through (position, seconds) gives the slope: with a KV cache a step
-costs about the same at every position; a clearly rising slope means each step recomputes the
-whole prefix. Caching would make every step cost about what a step at position 1 costs on that
-line, so the predicted saving is the share of step time above it. Bytes read per step (weights)
+The generation pass (accel.profiling.generation) recorded every model call of the loop: its
+seconds, the tokens it was fed, and how many of those the previous call had computed already (the
+token prefix compared directly, keyword calls included, as transformers' generate() makes them).
+Recomputed tokens are the evidence; their share of all tokens computed says how much work is
+repeated. Where the model takes use_cache, the pass also ran the loop with the cache on: the
+predicted saving is that measured gain. Otherwise it comes from the step times: a Theil-Sen line
+through (tokens fed, seconds) says what a call fed one token costs, which is what a cached step
+would cost, so the saving is the share of step time above it. Loops whose calls were fed no token
+ids (say, embeddings) are judged by a line through (position, seconds) alone: flat with a KV
+cache, rising when each step recomputes the prefix. Bytes read per step (weights)
 against peak bandwidth give the batch headroom: a step that is far from the bandwidth limit, or
 that reads its weights once for the whole batch, runs more sequences at nearly the same cost.
 """
@@ -12,6 +17,7 @@ that reads its weights once for the whole batch, runs more sequences at nearly t
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from accel.core.machine import Machine
 from accel.profiling.analyzers import ANALYZERS
@@ -49,13 +55,21 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     rise = slope * (last - first) / start if start > 0 else 0.0
     step_total = sum(seconds)
     cached_step = max(intercept + slope, 0.0)
-    recompute = sum(max(s - cached_step, 0.0) for s in seconds) if rise >= MIN_RISE else 0.0
+    tokens_seen = generation.computed_tokens > 0
+    recomputes = generation.recomputed_tokens > 0 if tokens_seen else rise >= MIN_RISE
+    if tokens_seen and recomputes:
+        # The calls' own evidence: seconds against tokens fed; a cached step is fed one token.
+        token_intercept, token_slope = fit_line([float(s.tokens) for s in steps], seconds)
+        cached_step = max(token_intercept + token_slope, 0.0)
+    recompute = (
+        sum(max(s - cached_step, 0.0) for s in seconds) if recomputes and (tokens_seen or rise >= MIN_RISE) else 0.0
+    )
     recompute_share = recompute / step_total if step_total > 0 else 0.0
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
     median_step = sorted(seconds)[len(seconds) // 2]
     achieved_gbs = generation.parameter_bytes / median_step / 1e9 if median_step > 0 else 0.0
     bandwidth_fraction = achieved_gbs / machine.peak_bandwidth_gbs if machine.peak_bandwidth_gbs else None
-    evidence = {
+    evidence: dict[str, Any] = {
         "tokens_per_s": generation.tokens_per_s,
         "steps": len(steps),
         "first_step_seconds": seconds[0],
@@ -66,6 +80,20 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "slope_seconds_per_position": slope,
         "rise_over_loop": rise,
         "recompute_share": recompute_share,
+        "cached_step_seconds": cached_step,
+        "computed_tokens": generation.computed_tokens,
+        "recomputed_tokens": generation.recomputed_tokens,
+        "recomputed_token_share": generation.recomputed_share,
+        "cache_gain_measured": generation.cache_gain,
+        "cached_total_seconds": generation.cached_total_seconds,
+        "total_seconds": generation.total_seconds,
+        "cached_tokens_per_s": (
+            len(generation.cached_steps) * generation.batch_size / generation.cached_total_seconds
+            if generation.cached_total_seconds
+            else None
+        ),
+        "cache_outputs_equal": generation.cache_outputs_equal,
+        "cache_note": generation.cache_note,
         "weight_bytes_per_step": generation.parameter_bytes,
         "achieved_gbs": achieved_gbs,
         "peak_bandwidth_gbs": machine.peak_bandwidth_gbs,
@@ -75,24 +103,41 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         # or compute limit, more sequences ride along on the same weight reads.
         "batch_headroom": (1.0 / bandwidth_fraction) if bandwidth_fraction else None,
     }
-    summary = (
-        f"generation: {generation.tokens_per_s:.1f} tokens/s over {len(steps)} steps; step latency "
-        f"{'rises' if rise >= MIN_RISE else 'stays flat'} from {start * 1e3:.2f} ms to "
+    gain = generation.cache_gain if recomputes else None
+    saving = gain if gain is not None else recompute_share
+    evidence["predicted_saving"] = {"use_cache=True": model_share * saving} if recomputes else {}
+    summary = f"generation: {generation.tokens_per_s:.1f} tokens/s over {len(steps)} steps"
+    if tokens_seen and recomputes:
+        summary += (
+            f"; each call recomputes the prefix: {generation.recomputed_tokens} of the "
+            f"{generation.computed_tokens} token positions computed ({generation.recomputed_share:.0%}) "
+            "were computed by the call before"
+        )
+    elif tokens_seen:
+        summary += "; no call recomputes tokens an earlier call computed (each starts where the last one ended)"
+    summary += (
+        f"; step latency {'rises' if rise >= MIN_RISE else 'stays flat'} from {start * 1e3:.2f} ms to "
         f"{(intercept + slope * last) * 1e3:.2f} ms ({slope * 1e6:.1f} us per position)"
     )
-    recommendations = []
-    if rise >= MIN_RISE:
+    if gain is not None and generation.cached_total_seconds is not None:
+        same = {True: ", same tokens out", False: ", different tokens out", None: ""}[generation.cache_outputs_equal]
         summary += (
-            f": each step recomputes the prefix, {recompute_share:.0%} of step time that a KV cache "
-            f"would save (keep past keys and values and feed one new token per step)"
+            f"; with use_cache=True the loop took {generation.cached_total_seconds * 1e3:.0f} ms against "
+            f"{generation.total_seconds * 1e3:.0f} ms (measured{same}): the KV cache saves {gain:.0%} of the loop, "
+            f"{model_share * gain:.0%} of end-to-end time"
         )
-    recommendations.append("batch.size")
-    impact = model_share * recompute_share
+    elif recomputes:
+        summary += (
+            f": {recompute_share:.0%} of step time is above a cached step, which a KV cache would save "
+            "(keep past keys and values and feed one new token per step)"
+        )
+    recommendations = ["batch.size"]
+    impact = model_share * saving if recomputes else 0.0
     # The share is the model time spent recomputing the prefix, the time this finding explains.
     return [
         Finding.from_impact(
             "generation",
-            share=model_share * recompute_share,
+            share=model_share * (max(recompute_share, gain or 0.0) if recomputes else 0.0),
             impact=impact,
             summary=summary,
             evidence=evidence,

@@ -1,0 +1,254 @@
+"""The generation pass of `accel profile` (pipelines with `generate`): every model call of the loop.
+
+Hooks on the model (keyword arguments included: Hugging Face's generate() calls
+`model(input_ids=..., past_key_values=..., ...)`) record, per call, its seconds, the tokens it was
+fed and where they sit in the sequence: the cache's length before the call (`past_key_values`)
+is the offset of the first token fed. Each call's tokens are compared with the previous call's at
+the same positions: the leading run that matches was computed again (a loop without a KV cache
+feeds the whole sequence every step; with one, each call starts where the last one ended).
+
+Where the loop recomputes and the model takes `use_cache` (a transformers model called through its
+`generate`), the loop is also run with `use_cache=True` forced into that `generate` call,
+interleaved with the loop as written, so the gain of turning the cache on is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import statistics
+from typing import Any, Callable, Iterator
+
+import torch
+
+from accel.core.counts import parameter_bytes
+from accel.core.machine import Machine
+from accel.core.measure import device_sync, now
+from accel.core.pipeline import Pipeline, batch_length
+from accel.profiling.data import GenerationProfile, GenerationStep
+
+# Generate loops timed (each way); each step's time is its median over them.
+GENERATION_LOOPS = 3
+# Where a call's token ids are, most specific first: an encoder-decoder's decoder sees
+# decoder_input_ids (its encoder runs once, outside the loop's model calls).
+TOKEN_KEYWORDS = ("decoder_input_ids", "input_ids")
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def call_tokens(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The token ids a model call was fed: a keyword the transformers models use, else the first
+    integer tensor among the positional arguments."""
+    for key in TOKEN_KEYWORDS:
+        value = kwargs.get(key)
+        if isinstance(value, torch.Tensor):
+            return value
+    for tensor in _tensors(args):
+        if not tensor.is_floating_point() and not tensor.is_complex() and tensor.dim() >= 1:
+            return tensor
+    return None
+
+
+def cached_length(kwargs: dict) -> int:
+    """Tokens already in the call's KV cache (0 without one): the offset of the tokens it is fed."""
+    past = kwargs.get("past_key_values")
+    if past is None:
+        return 0
+    if hasattr(past, "get_seq_length"):
+        return int(past.get_seq_length())
+    keys = _tensors(past)
+    return int(keys[0].shape[-2]) if keys and keys[0].dim() >= 2 else 0
+
+
+def recomputed_tokens(tokens: torch.Tensor, offset: int, previous: tuple[torch.Tensor, int] | None) -> int:
+    """Positions of this call that the previous call computed with the same tokens (a leading run)."""
+    if previous is None:
+        return 0
+    before, before_offset = previous
+    start = max(offset, before_offset)
+    end = min(offset + tokens.shape[-1], before_offset + before.shape[-1])
+    if end <= start or start != offset or tokens.shape[:-1] != before.shape[:-1]:
+        return 0
+    mine = tokens[..., start - offset : end - offset]
+    theirs = before[..., start - before_offset : end - before_offset]
+    equal = (mine == theirs).reshape(-1, end - start).all(dim=0)
+    mismatch = (~equal).nonzero()
+    return int(mismatch[0, 0]) if mismatch.numel() else end - start
+
+
+def accepts_cache(model: torch.nn.Module) -> bool:
+    """The model takes use_cache (or past_key_values) and is driven through its own generate()."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return callable(getattr(model, "generate", None)) and bool({"use_cache", "past_key_values"} & set(parameters))
+
+
+class _Recorder:
+    """Forward hooks that record every model call of a loop as a GenerationStep."""
+
+    def __init__(self, sync: Callable[[], None], clock: Callable[[], float], first_call: list) -> None:
+        self.sync, self.clock = sync, clock
+        self.first_call = first_call
+        self.steps: list[GenerationStep] = []
+        self._started: list[tuple[float, int, int, int]] = []
+        self._previous: tuple[torch.Tensor, int] | None = None
+
+    def reset(self) -> None:
+        self.steps, self._started, self._previous = [], [], None
+
+    def before(self, _module: Any, args: tuple, kwargs: dict) -> None:
+        if not self.first_call:
+            # The call as the loop makes it, for the cost and memory passes; a cache it was handed
+            # is left out (the first call's is empty, and a kept one would grow with every call).
+            self.first_call.append((args, {k: v for k, v in kwargs.items() if k != "past_key_values"}))
+        tokens = call_tokens(args, kwargs)
+        offset = cached_length(kwargs)
+        fed = int(tokens.shape[-1]) if tokens is not None else 0
+        again = recomputed_tokens(tokens, offset, self._previous) if tokens is not None else 0
+        if tokens is not None:
+            self._previous = (tokens.detach().clone(), offset)
+        self.sync()
+        self._started.append((self.clock(), offset + fed, fed, again))
+
+    def after(self, _module: Any, _args: tuple, _kwargs: dict, _output: Any) -> None:
+        self.sync()
+        t0, position, fed, again = self._started.pop()
+        self.steps.append(
+            GenerationStep(position=position, seconds=self.clock() - t0, tokens=fed, recomputed_tokens=again)
+        )
+
+
+def _median_steps(loops: list[list[GenerationStep]]) -> list[GenerationStep]:
+    """Per step, the median over the loops: a step slowed by other load in one loop is outvoted."""
+    count = min(len(loop) for loop in loops)
+    return [
+        GenerationStep(
+            position=loops[0][i].position,
+            seconds=statistics.median(loop[i].seconds for loop in loops),
+            tokens=loops[0][i].tokens,
+            recomputed_tokens=loops[0][i].recomputed_tokens,
+        )
+        for i in range(count)
+    ]
+
+
+def generation_pass(
+    pipeline: Pipeline,
+    batch: Any,
+    machine: Machine,
+    clock: Callable[[], float] = now,
+    first_call: list | None = None,
+) -> GenerationProfile | None:
+    """Time every model call inside GENERATION_LOOPS generate loops (after one untimed loop as
+    warm-up); where the loop recomputes and the model takes a cache, as many loops with it on.
+    `first_call` receives the (args, kwargs) of the loop's first model call."""
+    model = pipeline.model
+    if pipeline.generate is None or not isinstance(model, torch.nn.Module):
+        return None
+    sync = device_sync(machine.device)
+    recorder = _Recorder(sync, clock, first_call if first_call is not None else [])
+
+    def timed_loop() -> tuple[float, list[GenerationStep], Any]:
+        recorder.reset()
+        began = clock()
+        output = pipeline.forward(batch)
+        sync()
+        return clock() - began, list(recorder.steps), output
+
+    pre = model.register_forward_pre_hook(recorder.before, with_kwargs=True)
+    post = model.register_forward_hook(recorder.after, with_kwargs=True)
+    plain: list[tuple[float, list[GenerationStep], Any]] = []
+    cached: list[tuple[float, list[GenerationStep], Any]] = []
+    cache_note = None
+    try:
+        with torch.inference_mode():
+            _, warm_steps, _ = timed_loop()
+            recomputes = any(s.recomputed_tokens for s in warm_steps)
+            measure_cache = recomputes and accepts_cache(model)
+            if recomputes and not measure_cache:
+                cache_note = "the model takes no use_cache/past_key_values: the cache's gain was not measured"
+            with cache_switch(model) as used:
+                if measure_cache:
+                    with used:
+                        timed_loop()  # warm-up with the cache on
+                    if not used.calls:
+                        measure_cache = False
+                        cache_note = "the pipeline's generate does not call model.generate: the cache was not forced"
+                for _ in range(GENERATION_LOOPS):
+                    plain.append(timed_loop())
+                    if measure_cache:
+                        with used:
+                            cached.append(timed_loop())
+    finally:
+        pre.remove()
+        post.remove()
+    steps = _median_steps([loop for _, loop, _ in plain])
+    if not steps:
+        return None
+    cached_steps = _median_steps([loop for _, loop, _ in cached]) if cached else []
+    return GenerationProfile(
+        steps=tuple(steps),
+        total_seconds=statistics.median(seconds for seconds, _, _ in plain),
+        parameter_bytes=parameter_bytes(model),
+        batch_size=batch_length(batch),
+        cached_total_seconds=statistics.median(seconds for seconds, _, _ in cached) if cached else None,
+        cached_steps=tuple(cached_steps),
+        cache_outputs_equal=_same(plain[0][2], cached[0][2]) if cached else None,
+        cache_note=cache_note,
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    left, right = _tensors(a), _tensors(b)
+    return len(left) == len(right) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(left, right))
+
+
+class CacheSwitch:
+    """While active (inside a `with` block), calls of the model's generate() get use_cache=True."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.active = False
+
+    def __enter__(self) -> "CacheSwitch":
+        self.active = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.active = False
+
+
+@contextlib.contextmanager
+def cache_switch(model: torch.nn.Module) -> Iterator[CacheSwitch]:
+    """Shadow `model.generate` with a wrapper that obeys the switch; the model is restored after."""
+    switch = CacheSwitch()
+    original = getattr(model, "generate", None)
+    if not callable(original):
+        yield switch
+        return
+    had_own = "generate" in model.__dict__
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        if switch.active:
+            switch.calls += 1
+            kwargs["use_cache"] = True
+        return original(*args, **kwargs)
+
+    object.__setattr__(model, "generate", generate)
+    try:
+        yield switch
+    finally:
+        if had_own:
+            object.__setattr__(model, "generate", original)
+        else:
+            object.__delattr__(model, "generate")
