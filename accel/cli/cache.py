@@ -44,7 +44,7 @@ def info_command(directory: Optional[Path] = DIR_OPTION) -> None:
         ("size", "right"),
         ("accel", "left"),
     ):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for item in infos:
         table.add_row(
             item.namespace,

@@ -113,7 +113,7 @@ def optimize(
             raise RecipeError(f"passes must be >= 1, got {passes}", "pass the number of runs the pipeline will serve")
         recipe = dataclasses.replace(recipe, keep=dataclasses.replace(recipe.keep, passes=passes))
     path = None if isinstance(target, Pipeline) else Path(target)
-    pipeline = target if isinstance(target, Pipeline) else load(path)
+    pipeline = target if isinstance(target, Pipeline) else load(Path(target))
     budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
     with thread_count(threads), tempfile.TemporaryDirectory(prefix="accel-optimize-") as workdir:
         # Calibrated at the thread count the candidates are timed at; the optimizers read it from the context.

@@ -140,9 +140,8 @@ def loader_model(data: ProfileData, machine: Machine) -> LoaderModel | None:
     else:
         if data.stage("collate") is None:
             return None
-        load_seconds = {
-            name: data.stage(name).per_sample_seconds for name in LOADER_STAGES if data.stage(name) is not None
-        }
+        stages = [data.stage(name) for name in LOADER_STAGES]
+        load_seconds = {stage.name: stage.per_sample_seconds for stage in stages if stage is not None}
         cacheable = data.source_is_sequence
     return LoaderModel(
         per_sample_seconds=per_sample,

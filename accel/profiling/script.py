@@ -88,11 +88,11 @@ def timed_loader_iteration(
         calls.append(LoaderCall(t0, clock(), batch_length(batch), iterator._num_workers, first))
         return batch
 
-    _BaseDataLoaderIter.__next__ = timed_next
+    setattr(_BaseDataLoaderIter, "__next__", timed_next)
     try:
         yield
     finally:
-        _BaseDataLoaderIter.__next__ = original
+        setattr(_BaseDataLoaderIter, "__next__", original)
 
 
 def end_to_end_from_calls(calls: list[LoaderCall]) -> EndToEnd | None:

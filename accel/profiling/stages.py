@@ -56,8 +56,9 @@ def measure_padding(samples: list[Any], batch: Any) -> BatchPadding | None:
     collated = _largest_tensor(batch)
     if collated is None or collated.dim() < 2:
         return None
-    per_sample = [_largest_tensor(s) for s in samples]
-    if any(t is None for t in per_sample):
+    found = [_largest_tensor(s) for s in samples]
+    per_sample = [t for t in found if t is not None]
+    if len(per_sample) < len(found):
         return None
     real = sum(int(t.numel()) for t in per_sample)
     padded = int(collated.numel())
@@ -173,17 +174,16 @@ def _stage_pass(
         if not indices:
             continue
         prepared = []
+        decode, transform, postprocess = pipeline.decode, pipeline.transform, pipeline.postprocess
         for i in indices:
             decoded, seconds = _timed(
                 clock,
-                lambda: (
-                    _run_stage("decode", lambda: pipeline.decode(raw_samples[i])) if pipeline.decode else raw_samples[i]
-                ),
+                lambda: _run_stage("decode", lambda: decode(raw_samples[i])) if decode else raw_samples[i],
             )
             totals["decode"] += seconds
             sample, seconds = _timed(
                 clock,
-                lambda: _run_stage("transform", lambda: pipeline.transform(decoded)) if pipeline.transform else decoded,
+                lambda: _run_stage("transform", lambda: transform(decoded)) if transform else decoded,
             )
             totals["transform"] += seconds
             prepared.append(sample)
@@ -197,11 +197,9 @@ def _stage_pass(
         output = _run_stage("model", lambda: pipeline.forward(batch))
         sync()
         totals["model"] += clock() - t0
-        if pipeline.postprocess is not None:
+        if postprocess is not None:
             items = split_batch(output, len(indices))
-            _, seconds = _timed(
-                clock, lambda: [_run_stage("postprocess", lambda: pipeline.postprocess(x)) for x in items]
-            )
+            _, seconds = _timed(clock, lambda: [_run_stage("postprocess", lambda: postprocess(x)) for x in items])
             totals["postprocess"] += seconds
         counted += len(indices)
         if clock() - began > budget and counted >= pipeline.batch_size * 2:

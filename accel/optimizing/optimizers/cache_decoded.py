@@ -181,9 +181,18 @@ def _probe_samples(pipeline: Pipeline) -> list[Any]:
     return []
 
 
-def cached_pipeline(pipeline: Pipeline, config: CacheDecodedConfig, plan: CachePlan) -> tuple[Pipeline, CachedStage]:
+def _stage_functions(pipeline: Pipeline, plan: CachePlan) -> tuple[Callable[[Any], Any], ...]:
+    """The functions the plan caches, in order; the plan names only stages the pipeline has."""
     functions = {"decode": pipeline.decode, "transform": pipeline.transform}
-    stages = tuple(functions[name] for name in plan.stages)
+    found = tuple(functions[name] for name in plan.stages)
+    stages = tuple(f for f in found if f is not None)
+    if len(stages) < len(found):
+        raise CacheError(f"the pipeline has no {' or '.join(plan.stages)} stage to cache", "give it a decode function")
+    return stages
+
+
+def cached_pipeline(pipeline: Pipeline, config: CacheDecodedConfig, plan: CachePlan) -> tuple[Pipeline, CachedStage]:
+    stages = _stage_functions(pipeline, plan)
     namespace = code_digest(*stages)[:16] + "-" + digest(__version__.encode(), "+".join(plan.stages).encode())[:8]
     root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     meta = {
@@ -233,14 +242,14 @@ class CacheDecoded(Optimizer):
             plan = plan_cache(pipeline, samples, allow_untracked=True)
             if isinstance(plan, str):
                 return plan
-            functions = {"decode": pipeline.decode, "transform": pipeline.transform}
             from accel.optimizing.optimizers._store import flatten_sample
 
+            stages = _stage_functions(pipeline, plan)
             value = raw
-            for name in plan.stages:
-                value = functions[name](value)
+            for stage in stages:
+                value = stage(value)
             flatten_sample(value)
-            code_digest(*(functions[name] for name in plan.stages))
+            code_digest(*stages)
         except CacheError as exc:
             return exc.message
         return None

@@ -115,6 +115,10 @@ class ResultCache:
         if any(key is None for key in keys):
             self.misses += size
             return forward(batch)
+        return self._lookup(batch, [key for key in keys if key is not None], forward)
+
+    def _lookup(self, batch: Any, keys: list[str], forward: Callable[[Any], Any]) -> Any:
+        size = len(keys)
         outputs: list[Any] = [None] * size
         missing: list[int] = []
         for i, key in enumerate(keys):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
+from accel.core.errors import AccelError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
@@ -83,12 +84,12 @@ def watch_pillow(decode: Callable[[Any], Any], raw: Any) -> PillowCalls:
         resized.append((tuple(self.size), tuple(int(v) for v in size)))
         return original_resize(self, size, *args, **kwargs)
 
-    Image.Image.resize = resize_and_watch
+    setattr(Image.Image, "resize", resize_and_watch)
     try:
         with _swapped_open(lambda image: opened.append((image.format or "", tuple(image.size)))):
             decode(raw)
     finally:
-        Image.Image.resize = original_resize
+        setattr(Image.Image, "resize", original_resize)
     return PillowCalls(tuple(opened), tuple(resized))
 
 
@@ -133,9 +134,10 @@ def agreement(reference: Any, candidate: Any) -> tuple[float, float] | None:
         and len(reference) == len(candidate)
     ):
         parts = [agreement(a, b) for a, b in zip(reference, candidate)]
-        if any(p is None for p in parts):
+        found = [p for p in parts if p is not None]
+        if len(found) < len(parts):
             return None
-        return max(p[0] for p in parts), min(p[1] for p in parts)
+        return max(p[0] for p in found), min(p[1] for p in found)
     if not (isinstance(reference, torch.Tensor) and isinstance(candidate, torch.Tensor)):
         return (0.0, 1.0) if reference == candidate else None
     if reference.shape != candidate.shape:
@@ -175,7 +177,11 @@ class DecodeReduced(Optimizer):
         return target if isinstance(target, str) else None
 
     def apply(self, pipeline: Pipeline, config: DecodeReducedConfig, context: Context) -> Applied:
+        if pipeline.decode is None:
+            raise AccelError("decode.reduced needs a decode stage", "give the Pipeline a decode function")
         target = reduction_target(watch_pillow(pipeline.decode, pipeline.source[0]))
+        if isinstance(target, str):
+            raise AccelError(f"decode.reduced cannot apply: {target}", "it applies to Pillow decodes that resize")
         samples = [pipeline.source[i] for i in range(min(GUARD_SAMPLES, len(pipeline.source)))]
         references = [pipeline.prepare(raw) for raw in samples]
         tried = []
@@ -183,10 +189,11 @@ class DecodeReduced(Optimizer):
             draft = (target[0] * oversample, target[1] * oversample)
             candidate = pipeline.replace(decode=ReducedDecode(pipeline.decode, draft))
             scores = [agreement(r, candidate.prepare(raw)) for r, raw in zip(references, samples)]
-            if any(s is None for s in scores):
+            found = [s for s in scores if s is not None]
+            if len(found) < len(scores):
                 tried.append({"oversample": oversample, "verdict": "outputs differ in shape or type"})
                 continue
-            diff, cosine = max(s[0] for s in scores), min(s[1] for s in scores)
+            diff, cosine = max(s[0] for s in found), min(s[1] for s in found)
             entry = {"oversample": oversample, "mean_abs_diff_share": diff, "cosine": cosine}
             if diff <= config.max_mean_abs_diff_share and cosine >= config.min_cosine:
                 before = _seconds_per_sample(pipeline.prepare, samples)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from accel.core.errors import AccelError
 from accel.core.measure import peak_memory_bytes, time_calls
 from accel.core.pipeline import Pipeline, call_unpacked
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
@@ -64,10 +65,15 @@ class PatchCandidate:
 def with_patched(model: nn.Module, name: str, prefix_layers: int, grid: int) -> nn.Module:
     """A model equal to `model` with the stage patched; weights are shared, `model` is unchanged."""
     if name == "":
+        if not isinstance(model, nn.Sequential):
+            raise TypeError("the patched stage must be an nn.Sequential")
         return patch_sequential(model, prefix_layers, grid)
+    stem = model._modules[name]
+    if not isinstance(stem, nn.Sequential):
+        raise TypeError(f"the patched stage {name!r} must be an nn.Sequential")
     patched = copy.copy(model)
     patched._modules = dict(model._modules)
-    patched._modules[name] = patch_sequential(model._modules[name], prefix_layers, grid)
+    patched._modules[name] = patch_sequential(stem, prefix_layers, grid)
     return patched
 
 
@@ -104,7 +110,10 @@ class PatchInference(Optimizer):
         return None
 
     def search(self, pipeline: Pipeline, config: PatchConfig) -> tuple[int, list[PatchCandidate], str, nn.Sequential]:
-        name, sequential = find_stem(pipeline.model)
+        stem = find_stem(pipeline.model)
+        if isinstance(stem, str):
+            raise AccelError(f"patch.inference cannot apply: {stem}", "it applies to CNNs with a Sequential stem")
+        name, sequential = stem
         batch = pipeline.example_batch()
         with torch.inference_mode():
             reference = call_unpacked(pipeline.model, batch)
@@ -117,7 +126,7 @@ class PatchInference(Optimizer):
                 model = with_patched(pipeline.model, name, prefix_layers, grid)
                 with torch.inference_mode():
                     error = relative_error(reference, call_unpacked(model, batch))
-                stage = (model if name == "" else model._modules[name]).stage
+                stage: Any = getattr(model if name == "" else model._modules[name], "stage")
                 candidates.append(
                     PatchCandidate(
                         name,

@@ -176,7 +176,8 @@ class Composer:
     def build(self, chosen: dict[str, tuple[Optimizer, Any, Candidate]]) -> tuple[Pipeline, tuple[Choice, ...], float]:
         ordered = sorted(chosen.items(), key=lambda item: slot_rank(item[0]))
         key: tuple = ()
-        pipeline, choices = self.baseline, ()
+        pipeline = self.baseline
+        choices: tuple[Choice, ...] = ()
         setup = 0.0
         for slot, (optimizer, config, candidate) in ordered:
             key = key + ((slot, optimizer.name, repr(config)),)
@@ -249,14 +250,15 @@ def run_engine(
     per_candidate = max(MIN_COMPARE_SECONDS, budget * (1 - FINAL_SHARE) / max(len(plan), 1))
     composer = Composer(baseline, context)
     chosen: dict[str, tuple[Optimizer, Any, Candidate]] = {}
-    best, best_choices = baseline, ()
+    best = baseline
+    best_choices: tuple[Choice, ...] = ()
     # A fresh process per side costs seconds: only where memory is the target.
     meter = MemoryMeter(context.pipeline_path if measurer.target == "memory" else None, context.workdir)
     tried: dict[tuple[str, str], str] = {}
     for rule, candidate in plan:
         optimizer = OPTIMIZERS.get(candidate.optimizer)
         config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
-        step = dict(optimizer=optimizer.name, params=dict(candidate.params), rule=rule.name)
+        step: dict[str, Any] = dict(optimizer=optimizer.name, params=dict(candidate.params), rule=rule.name)
         if (optimizer.name, repr(config)) in tried:
             steps.append(
                 Step(**step, verdict=SKIPPED, reason=f"already tried (rule '{tried[optimizer.name, repr(config)]}')")
@@ -298,7 +300,7 @@ def run_engine(
             message = exc.message if isinstance(exc, AccelError) else f"{type(exc).__name__}: {_first_line(exc)}"
             steps.append(Step(**step, verdict=FAILED, reason=message, composed_with=others))
             continue
-        speed = dict(
+        speed: dict[str, Any] = dict(
             speedup=comparison.speedup,
             speedup_ci=comparison.speedup_ci,
             memory_ratio=memory_ratio,
@@ -376,7 +378,8 @@ def _finish(
     progress("re-measuring the final pipeline against the baseline")
     final_budget = max(MIN_COMPARE_SECONDS, min(remaining(), budget * FINAL_SHARE))
     comparison = compare_pipelines(measurer, baseline, best, final_budget)
-    memory_ratio, peaks = None, (None, None)
+    memory_ratio: float | None = None
+    peaks: tuple[int | None, int | None] = (None, None)
     if measurer.target == "memory" or chosen:
         peaks = meter.pair((measurer.call(baseline), ()), (measurer.call(best), composer.build(chosen)[1]))
         memory_ratio = peaks[1] / peaks[0] if peaks[0] else None
@@ -415,7 +418,7 @@ def _finish(
         baseline={**measurer.summary(comparison.baseline.median, peaks[0]), "peak_measured": meter.how},
         final=measurer.summary(comparison.candidate.median if choices else comparison.baseline.median, peaks[1]),
         speedup=comparison.speedup,
-        speedup_ci=tuple(comparison.speedup_ci),
+        speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
         memory_ratio=memory_ratio,
         threads=torch.get_num_threads(),
         message=message,

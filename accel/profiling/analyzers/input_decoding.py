@@ -21,6 +21,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if model is None or model.decode_fraction <= 0:
         return []
     decode = data.stage("decode")
+    if decode is None:
+        return []
     fraction = model.decode_fraction
     share = model.wait_share * fraction
     impact = model.best_saving * fraction
