@@ -4,15 +4,24 @@ A process is the unit of noise (memory layout, core placement, CPU frequency and
 between processes, not between iterations), so each replicate is a new process that loads the
 pipeline file, warms up, times calls of the model on one example batch and prints one JSON object.
 Two launchers start them: `spawn` runs `python -m accel.gating.worker` (the default, nothing shared
-with the parent), `fork` forks the parent, which has imported torch but never run it (cheap,
-for the gate benchmark's hundreds of replicates). `inline` measures in this very process: only for
+with the parent; a side's environment variables are set at process start, before torch is
+imported, so OMP_*, KMP_* and CUDA_* settings take effect), `fork` forks the parent, which has
+imported torch but never run it (cheap, for the gate benchmark's hundreds of replicates; it refuses
+settings that only work at process start). `inline` measures in this very process: only for
 counts, which do not depend on the process (the CI gate of many files at once).
+
+Noise is reduced where it is made: each replicate is pinned to a fixed set of cores
+(`os.sched_setaffinity`: all usable cores unless `cores` names fewer), runs a fixed number of
+torch threads (`threads`, else one per pinned core), and times its calls with the garbage
+collector off (collected once before). Each replicate also records the file of every user module
+it imported, so the gate can prove which checkout a side's code came from.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -46,6 +55,7 @@ class BenchConfig:
     threads: int | None = None
     memory: bool = True
     launcher: str = "spawn"
+    cores: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("replicates", "min_calls", "max_calls"):
@@ -60,18 +70,23 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.budget_seconds must be > 0, got {self.budget_seconds}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"BenchConfig.threads must be >= 1 or None, got {self.threads}")
+        if self.cores is not None and (not self.cores or any(c < 0 for c in self.cores)):
+            raise ValueError(f"BenchConfig.cores must name core numbers >= 0, got {self.cores!r}")
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"BenchConfig.launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Side:
-    """One version of the pipeline: its file, the folder it runs from, extra environment variables."""
+    """One version of the pipeline: its file, the folder it runs from, extra environment variables,
+    and import roots put first on sys.path (the checkout's src/ layout, PYTHONPATH, editable
+    installs, mapped into the checkout this side measures)."""
 
     file: Path
     cwd: Path | None = None
     lock: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
+    paths: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,18 +171,81 @@ def environment_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> lis
 
 
 # --- one replicate (runs inside the fresh process) ---------------------------------------------
-def measure_here(side: Side, config: BenchConfig, *, timing: bool = True, counts: bool = False) -> dict[str, Any]:
-    """Load the pipeline in this process and measure it; returns plain JSON-ready data."""
-    from accel.core.measure import device_sync, peak_memory_bytes, time_calls
-    from accel.core.pipeline import batch_length
+# Settings the OpenMP, Intel and CUDA runtimes read once, when torch loads them: a side's values
+# for them must be in the environment at process start.
+START_ONLY_PREFIXES = ("OMP_", "KMP_", "CUDA_", "MKL_", "GOMP_")
+
+
+def quiet_process(config: BenchConfig) -> tuple[int, ...]:
+    """Pin this process to a fixed set of cores and fix torch's thread count; returns the cores."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no pinning
+        allowed = list(range(os.cpu_count() or 1))
+    cores = tuple(c for c in (config.cores or allowed) if c in allowed) or tuple(allowed)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(config.threads or len(cores))
+    return cores
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """No garbage collection inside timed calls: a collection lands on whichever call runs then."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_side(side: Side, config: BenchConfig, *, apply_env: bool) -> Any:
+    """Enter a side in this process (folder, import roots, environment, pinning) and load it."""
     from accel.optimizing.lock import load
 
     if side.cwd is not None:
         os.chdir(side.cwd)
-    os.environ.update(dict(side.env))
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    pipeline = load(side.file, side.lock)
+    if apply_env:
+        os.environ.update(dict(side.env))
+    sys.path[:0] = [p for p in side.paths if p not in sys.path[: len(side.paths)]]
+    quiet_process(config)
+    return load(side.file, side.lock)
+
+
+def user_modules() -> dict[str, str]:
+    """name -> file of every imported module that is neither the standard library, an installed
+    package (site-packages) nor accel itself: the user's own code, wherever it came from."""
+    skip = {Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}}
+    accel_root = Path(__file__).resolve().parents[1]
+    found = {}
+    for name, module in list(sys.modules.items()):
+        location = getattr(module, "__file__", None)
+        if not location or name.startswith("accel_user_") or name in ("__main__", "__mp_main__"):
+            continue
+        path = Path(location).resolve()
+        if not path.is_file():  # namespaces like torch.ops name a file that is not there
+            continue
+        if (
+            any(part in ("site-packages", "dist-packages") for part in path.parts)
+            or any(path.is_relative_to(root) for root in skip)
+            or path.is_relative_to(accel_root)
+        ):
+            continue
+        found[name] = str(path)
+    return found
+
+
+def measure_here(
+    side: Side, config: BenchConfig, *, timing: bool = True, counts: bool = False, apply_env: bool = True
+) -> dict[str, Any]:
+    """Load the pipeline in this process and measure it; returns plain JSON-ready data."""
+    from accel.core.measure import device_sync, peak_memory_bytes, time_calls
+    from accel.core.pipeline import batch_length
+
+    pipeline = load_side(side, config, apply_env=apply_env)
     batch = pipeline.example_batch()
     device = "cuda" if torch.cuda.is_available() else None
 
@@ -175,18 +253,19 @@ def measure_here(side: Side, config: BenchConfig, *, timing: bool = True, counts
         with torch.inference_mode():
             return pipeline.forward(batch)
 
-    result: dict[str, Any] = {"environment": environment(), "pid": os.getpid()}
+    result: dict[str, Any] = {"environment": environment(), "pid": os.getpid(), "modules": user_modules()}
     if timing:
         # target half-width 0: never stop early, spend the budget, so every replicate is alike.
-        measured = time_calls(
-            call,
-            warmup=config.warmup_calls,
-            min_repeats=config.min_calls,
-            max_repeats=config.max_calls,
-            budget_seconds=config.budget_seconds,
-            target_relative_half_width=0.0,
-            sync=device_sync(device),
-        )
+        with collector_off():
+            measured = time_calls(
+                call,
+                warmup=config.warmup_calls,
+                min_repeats=config.min_calls,
+                max_repeats=config.max_calls,
+                budget_seconds=config.budget_seconds,
+                target_relative_half_width=0.0,
+                sync=device_sync(device),
+            )
         peak = peak_memory_bytes(call, device) if config.memory else None
         result["replicate"] = Replicate(
             median_seconds=measured.median,
@@ -249,14 +328,19 @@ def run_replicate(side: Side, config: BenchConfig, *, timing: bool = True, count
 
 @contextlib.contextmanager
 def _caller_state_kept() -> Iterator[None]:
-    """Measuring inline changes the working folder, environment and threads: give the caller its own back."""
-    cwd, env, threads = os.getcwd(), dict(os.environ), torch.get_num_threads()
+    """Measuring inline changes the working folder, environment, import path, pinning and threads:
+    give the caller its own back."""
+    cwd, env, threads, path = os.getcwd(), dict(os.environ), torch.get_num_threads(), list(sys.path)
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         yield
     finally:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
+        sys.path[:] = path
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
         torch.set_num_threads(threads)
 
 
@@ -266,6 +350,7 @@ def _request(side: Side, config: BenchConfig, timing: bool, counts: bool) -> dic
         "cwd": str(side.cwd) if side.cwd else None,
         "lock": str(side.lock) if side.lock else None,
         "env": [list(p) for p in side.env],
+        "paths": list(side.paths),
         "config": dataclasses.asdict(config),
         "timing": timing,
         "counts": counts,
@@ -278,14 +363,37 @@ def request_from_dict(data: dict[str, Any]) -> tuple[Side, BenchConfig, bool, bo
         cwd=Path(data["cwd"]) if data.get("cwd") else None,
         lock=Path(data["lock"]) if data.get("lock") else None,
         env=tuple((str(k), str(v)) for k, v in data.get("env", [])),
+        paths=tuple(str(p) for p in data.get("paths", [])),
     )
-    return side, BenchConfig(**data["config"]), bool(data["timing"]), bool(data["counts"])
+    config = dict(data["config"])
+    if config.get("cores") is not None:
+        config["cores"] = tuple(config["cores"])
+    return side, BenchConfig(**config), bool(data["timing"]), bool(data["counts"])
 
 
-def answer(side: Side, config: BenchConfig, timing: bool, counts: bool) -> dict[str, Any]:
+def start_env(side: Side, config: BenchConfig) -> dict[str, str]:
+    """The environment a spawned replicate starts with: the side's settings before torch loads."""
+    env = {**os.environ, **dict(side.env), "PYTHONDONTWRITEBYTECODE": "1"}
+    if config.threads is not None and "OMP_NUM_THREADS" not in dict(side.env):
+        env["OMP_NUM_THREADS"] = str(config.threads)
+    return env
+
+
+def refuse_start_only_env(side: Side) -> None:
+    """The fork launcher's child inherits a loaded torch: start-only settings would not apply."""
+    late = [k for k, _ in side.env if k.startswith(START_ONLY_PREFIXES)]
+    if late:
+        raise BenchError(
+            f"{', '.join(late)} only take effect at process start, and the fork launcher starts from a "
+            "process that has loaded torch",
+            "use the spawn launcher (the default) for sides with runtime settings",
+        )
+
+
+def answer(side: Side, config: BenchConfig, timing: bool, counts: bool, *, apply_env: bool = True) -> dict[str, Any]:
     """What a worker reports: its measurements, or the error that stopped it."""
     try:
-        return {"ok": True, **measure_here(side, config, timing=timing, counts=counts)}
+        return {"ok": True, **measure_here(side, config, timing=timing, counts=counts, apply_env=apply_env)}
     except AccelError as exc:
         return {"ok": False, "error": exc.message, "hint": exc.hint}
     except Exception as exc:  # noqa: BLE001 - the user's pipeline raised; report it to the parent
@@ -308,7 +416,7 @@ def _parse_answer(text: str, where: str) -> dict[str, Any]:
 
 def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool) -> dict[str, Any]:
     request = json.dumps(_request(side, config, timing, counts))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = start_env(side, config)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "accel.gating.worker"],
@@ -334,9 +442,11 @@ def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool)
 
 
 def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) -> dict[str, Any]:
+    refuse_start_only_env(side)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, write one JSON line, leave without running parent cleanup
+        gc.freeze()  # the parent's objects out of this child's collections (no copy-on-write storm)
         os.close(read_fd)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
