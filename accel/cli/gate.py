@@ -193,7 +193,7 @@ def _gate(
         result = (
             gate_baseline(file, baseline, config, progress=progress)
             if baseline is not None
-            else gate_against(file, against, config, progress=progress)
+            else gate_against(file, str(against), config, progress=progress)
         )
     for path, text in ((junit, junit_xml), (markdown_path, markdown), (json_path, json_text)):
         if path is not None:
@@ -235,7 +235,7 @@ def gate_table(result) -> Table:
         ("threshold", "right"),
         ("n", "right"),
     ):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify="left" if justify == "left" else "right")
     for v in sort_by_severity(result.verdicts):
         table.add_row(
             f"[{VERDICT_STYLE[v.verdict.value]}]{v.verdict.value}[/]",
