@@ -265,11 +265,11 @@ def test_bad_input_exits_2(tmp_path):
 @pytest.mark.slow
 def test_timed_gate_and_calibrate_end_to_end(tmp_path):
     baseline = tmp_path / "timed.json"
-    done = invoke("bench", GATE_MLP, "--replicates", "3", "--runs", "2", "--threads", "1", "--save-baseline", baseline)
+    done = invoke("bench", GATE_MLP, "--replicates", "2", "--runs", "2", "--threads", "1", "--save-baseline", baseline)
     assert done.exit_code == 0, done.output
     assert "latency median" in done.output and "throughput" in done.output
     assert len(json.loads(baseline.read_text())["runs"]) == 2
-    more = invoke("bench", GATE_MLP, "--replicates", "3", "--threads", "1", "--save-baseline", baseline, "--merge")
+    more = invoke("bench", GATE_MLP, "--replicates", "2", "--threads", "1", "--save-baseline", baseline, "--merge")
     assert more.exit_code == 0 and len(json.loads(baseline.read_text())["runs"]) == 3
     # Unchanged code against a stored baseline: timing is judged against the between-run spread,
     # so it may PASS or WARN, never FAIL.
@@ -277,15 +277,15 @@ def test_timed_gate_and_calibrate_end_to_end(tmp_path):
     assert gated.exit_code == 0, gated.output
     data = json.loads((tmp_path / "g.json").read_text())
     latency = next(v for v in data["verdicts"] if v["metric"] == "latency_seconds")
-    assert latency["verdict"] in ("pass", "warn") and latency["samples"] == 3
+    assert latency["verdict"] in ("pass", "warn") and latency["samples"] == 2
     assert "between-run" in latency["reason"] and latency["noise"] > 0
-    assert len(data["samples"]["candidate"]["latency_seconds"]) == 3
+    assert len(data["samples"]["candidate"]["latency_seconds"]) == 2
     calibrated = invoke(
         "gate",
         "calibrate",
         GATE_MLP,
         "--replicates",
-        "4",
+        "2",
         "--threads",
         "1",
         "--max-slowdown",
@@ -295,7 +295,7 @@ def test_timed_gate_and_calibrate_end_to_end(tmp_path):
     )
     assert calibrated.exit_code == 0, calibrated.output
     assert "below the noise floor" in calibrated.output and "max_slowdown" in calibrated.output
-    assert json.loads((tmp_path / "c.json").read_text())["pairs"] == 4
+    assert json.loads((tmp_path / "c.json").read_text())["pairs"] == 2
 
 
 @pytest.mark.slow

@@ -129,8 +129,8 @@ def gate_command(
     replicates: int = typer.Option(
         6,
         "--replicates",
-        min=4,
-        help="Process pairs to start with (more are added while undecided); calibrate: A/A pairs.",
+        min=2,
+        help="Process pairs to start with (more are added while undecided; under 6 is INVALID); calibrate: A/A pairs.",
     ),
     max_replicates: int = typer.Option(16, "--max-replicates", min=4, help="Most process pairs to take."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
