@@ -1,6 +1,6 @@
 """The gate on this machine: false alarms on unchanged code, detection of planted slowdowns.
 
-    python -m benchmarks gate            # the benchmark (about 10 minutes on 2 busy cores)
+    python -m benchmarks gate            # the benchmark (about 20 minutes on 2 busy cores)
     python -m benchmarks.gate --ci       # CI: gate the examples' counts against benchmarks/baselines/
     python -m benchmarks.gate --update   # re-write those baselines (review the diff, then commit)
 
