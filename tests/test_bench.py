@@ -91,7 +91,7 @@ def test_forked_replicates_from_a_parent_that_never_ran_torch():
 
 
 def test_start_only_settings_reach_a_spawned_replicate_at_start_and_fork_refuses_them():
-    from accel.gating.bench import refuse_start_only_env, start_env
+    from accel.gating.process import refuse_start_only_env, start_env
 
     side = Side(GATE_MLP.resolve(), env=(("OMP_NUM_THREADS", "1"), ("ACCEL_GATE_EXTRA_LAYERS", "1")))
     env = start_env(side, BenchConfig(threads=2))

@@ -10,11 +10,8 @@ imported torch but never run it (cheap, for the gate benchmark's hundreds of rep
 settings that only work at process start). `inline` measures in this very process: only for
 counts, which do not depend on the process (the CI gate of many files at once).
 
-Noise is reduced where it is made: each replicate is pinned to a fixed set of cores
-(`os.sched_setaffinity`: all usable cores unless `cores` names fewer), runs a fixed number of
-torch threads (`threads`, else one per pinned core), and times its calls with the garbage
-collector off (collected once before). Each replicate also records the file of every user module
-it imported, so the gate can prove which checkout a side's code came from.
+Each replicate is set up against noise (pinned cores, fixed threads, no garbage collection while
+timing) and records the user modules it imported: accel.gating.process.
 """
 
 from __future__ import annotations
@@ -36,57 +33,20 @@ import torch
 from accel._version import __version__
 from accel.core.errors import AccelError, BenchError
 from accel.core.machine import cpu_model_name, usable_cores
+from accel.gating.process import (  # noqa: F401 - BenchConfig, Side and LAUNCHERS are part of this module's API
+    LAUNCHERS,
+    BenchConfig,
+    Side,
+    collector_off,
+    load_side,
+    refuse_start_only_env,
+    start_env,
+    user_modules,
+)
 
 BENCH_SCHEMA = "accel.bench/1"
-LAUNCHERS = ("spawn", "fork", "inline")
 # A replicate whose worker gives no answer in this long is stuck (a deadlocked pool, a hung file).
 REPLICATE_TIMEOUT_SECONDS = 600.0
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    """How each replicate measures: warm-up calls, then timed calls for about `budget_seconds`."""
-
-    replicates: int = 6
-    warmup_calls: int = 3
-    min_calls: int = 10
-    max_calls: int = 1000
-    budget_seconds: float = 0.5
-    threads: int | None = None
-    memory: bool = True
-    launcher: str = "spawn"
-    cores: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("replicates", "min_calls", "max_calls"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BenchConfig.{name} must be an int >= 1, got {value!r}")
-        if self.warmup_calls < 0:
-            raise ValueError(f"BenchConfig.warmup_calls must be >= 0, got {self.warmup_calls}")
-        if self.max_calls < self.min_calls:
-            raise ValueError(f"BenchConfig.max_calls ({self.max_calls}) must be >= min_calls ({self.min_calls})")
-        if self.budget_seconds <= 0:
-            raise ValueError(f"BenchConfig.budget_seconds must be > 0, got {self.budget_seconds}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"BenchConfig.threads must be >= 1 or None, got {self.threads}")
-        if self.cores is not None and (not self.cores or any(c < 0 for c in self.cores)):
-            raise ValueError(f"BenchConfig.cores must name core numbers >= 0, got {self.cores!r}")
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"BenchConfig.launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Side:
-    """One version of the pipeline: its file, the folder it runs from, extra environment variables,
-    and import roots put first on sys.path (the checkout's src/ layout, PYTHONPATH, editable
-    installs, mapped into the checkout this side measures)."""
-
-    file: Path
-    cwd: Path | None = None
-    lock: Path | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    paths: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,73 +131,6 @@ def environment_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> lis
 
 
 # --- one replicate (runs inside the fresh process) ---------------------------------------------
-# Settings the OpenMP, Intel and CUDA runtimes read once, when torch loads them: a side's values
-# for them must be in the environment at process start.
-START_ONLY_PREFIXES = ("OMP_", "KMP_", "CUDA_", "MKL_", "GOMP_")
-
-
-def quiet_process(config: BenchConfig) -> tuple[int, ...]:
-    """Pin this process to a fixed set of cores and fix torch's thread count; returns the cores."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux: no pinning
-        allowed = list(range(os.cpu_count() or 1))
-    cores = tuple(c for c in (config.cores or allowed) if c in allowed) or tuple(allowed)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cores)
-    torch.set_num_threads(config.threads or len(cores))
-    return cores
-
-
-@contextlib.contextmanager
-def collector_off() -> Iterator[None]:
-    """No garbage collection inside timed calls: a collection lands on whichever call runs then."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def load_side(side: Side, config: BenchConfig, *, apply_env: bool) -> Any:
-    """Enter a side in this process (folder, import roots, environment, pinning) and load it."""
-    from accel.optimizing.lock import load
-
-    if side.cwd is not None:
-        os.chdir(side.cwd)
-    if apply_env:
-        os.environ.update(dict(side.env))
-    sys.path[:0] = [p for p in side.paths if p not in sys.path[: len(side.paths)]]
-    quiet_process(config)
-    return load(side.file, side.lock)
-
-
-def user_modules() -> dict[str, str]:
-    """name -> file of every imported module that is neither the standard library, an installed
-    package (site-packages) nor accel itself: the user's own code, wherever it came from."""
-    skip = {Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}}
-    accel_root = Path(__file__).resolve().parents[1]
-    found = {}
-    for name, module in list(sys.modules.items()):
-        location = getattr(module, "__file__", None)
-        if not location or name.startswith("accel_user_") or name in ("__main__", "__mp_main__"):
-            continue
-        path = Path(location).resolve()
-        if not path.is_file():  # namespaces like torch.ops name a file that is not there
-            continue
-        if (
-            any(part in ("site-packages", "dist-packages") for part in path.parts)
-            or any(path.is_relative_to(root) for root in skip)
-            or path.is_relative_to(accel_root)
-        ):
-            continue
-        found[name] = str(path)
-    return found
-
-
 def measure_here(
     side: Side, config: BenchConfig, *, timing: bool = True, counts: bool = False, apply_env: bool = True
 ) -> dict[str, Any]:
@@ -369,25 +262,6 @@ def request_from_dict(data: dict[str, Any]) -> tuple[Side, BenchConfig, bool, bo
     if config.get("cores") is not None:
         config["cores"] = tuple(config["cores"])
     return side, BenchConfig(**config), bool(data["timing"]), bool(data["counts"])
-
-
-def start_env(side: Side, config: BenchConfig) -> dict[str, str]:
-    """The environment a spawned replicate starts with: the side's settings before torch loads."""
-    env = {**os.environ, **dict(side.env), "PYTHONDONTWRITEBYTECODE": "1"}
-    if config.threads is not None and "OMP_NUM_THREADS" not in dict(side.env):
-        env["OMP_NUM_THREADS"] = str(config.threads)
-    return env
-
-
-def refuse_start_only_env(side: Side) -> None:
-    """The fork launcher's child inherits a loaded torch: start-only settings would not apply."""
-    late = [k for k, _ in side.env if k.startswith(START_ONLY_PREFIXES)]
-    if late:
-        raise BenchError(
-            f"{', '.join(late)} only take effect at process start, and the fork launcher starts from a "
-            "process that has loaded torch",
-            "use the spawn launcher (the default) for sides with runtime settings",
-        )
 
 
 def answer(side: Side, config: BenchConfig, timing: bool, counts: bool, *, apply_env: bool = True) -> dict[str, Any]:
@@ -543,22 +417,3 @@ def bench(
         if timing:
             replicates.append(Replicate.from_dict(data["replicate"]))
     return BenchResult(target=path.name, environment=env, replicates=tuple(replicates), counts=counts, config=config)
-
-
-def paired_replicates(
-    baseline: Side,
-    candidate: Side,
-    config: BenchConfig,
-    pairs: int,
-    start_index: int = 0,
-) -> list[tuple[Replicate, Replicate]]:
-    """`pairs` process pairs in alternating order (AB, BA, ...), continuing from `start_index`."""
-    out = []
-    for index in range(start_index, start_index + pairs):
-        order: Sequence[int] = (0, 1) if index % 2 == 0 else (1, 0)
-        got: dict[int, Replicate] = {}
-        for which in order:
-            side = (baseline, candidate)[which]
-            got[which] = Replicate.from_dict(run_replicate(side, config)["replicate"])
-        out.append((got[0], got[1]))
-    return out

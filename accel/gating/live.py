@@ -28,19 +28,8 @@ import numpy as np
 
 from accel.core.errors import AccelError, BenchError
 from accel.core.measure import device_sync, now, peak_memory_bytes
-from accel.gating.bench import (
-    REPLICATE_TIMEOUT_SECONDS,
-    BenchConfig,
-    Replicate,
-    Side,
-    _request,
-    collector_off,
-    environment,
-    load_side,
-    refuse_start_only_env,
-    start_env,
-    user_modules,
-)
+from accel.gating.bench import REPLICATE_TIMEOUT_SECONDS, BenchConfig, Replicate, Side, _request, environment
+from accel.gating.process import collector_off, load_side, refuse_start_only_env, start_env, user_modules
 
 
 # --- the worker side -----------------------------------------------------------------------------
