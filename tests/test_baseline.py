@@ -8,9 +8,12 @@ import pytest
 
 from accel.gating.baseline import (
     BASELINE_SCHEMA,
+    MAX_RUNS,
     Baseline,
     BaselineError,
+    counts_fingerprint,
     load_baseline,
+    merged,
     proposed_path,
     save_baseline,
     with_counts,
@@ -20,19 +23,30 @@ from accel.gating.bench import Replicate, environment, environment_mismatch
 COUNTS = {"flops": 1000, "bytes_moved": 4000, "op_count": 7, "parameter_bytes": 256}
 
 
-def sample() -> Baseline:
-    reps = tuple(
+def replicates(scale: float = 1.0) -> tuple[Replicate, ...]:
+    return tuple(
         Replicate(
-            median_seconds=1e-3 * (1 + i / 100),
-            p90_seconds=2e-3,
-            p99_seconds=3e-3,
+            median_seconds=1e-3 * scale * (1 + i / 100),
+            p90_seconds=2e-3 * scale,
+            p99_seconds=3e-3 * scale,
             calls=50,
             batch_samples=16,
             peak_memory_bytes=4096,
         )
         for i in range(4)
     )
-    return Baseline(target="p.py", environment=environment(), replicates=reps, counts=COUNTS, created_utc="now")
+
+
+def sample(runs: int = 2) -> Baseline:
+    env = environment()
+    return Baseline(
+        target="p.py",
+        environment=env,
+        runs=tuple(replicates(1 + r / 10) for r in range(runs)),
+        counts=COUNTS,
+        created_utc="now",
+        counts_fingerprint=counts_fingerprint(env),
+    )
 
 
 def test_round_trip(tmp_path):
@@ -58,7 +72,7 @@ def test_missing_fields_are_corrupt(tmp_path):
     with pytest.raises(BaselineError, match="corrupt"):
         load_baseline(path)
     data = sample().to_dict()
-    data["replicates"][0]["median_seconds"] = 1.0  # above its own p90: not a real measurement
+    data["runs"][0][0]["median_seconds"] = 1.0  # above its own p90: not a real measurement
     path.write_text(json.dumps(data))
     with pytest.raises(BaselineError, match="replicate is invalid"):
         load_baseline(path)
@@ -78,10 +92,38 @@ def test_foreign_json_is_refused(tmp_path):
 def test_version_mismatch_is_refused(tmp_path):
     path = tmp_path / "b.json"
     data = sample().to_dict()
-    data["schema"] = "accel.baseline/2"
+    data["schema"] = "accel.baseline/3"
     path.write_text(json.dumps(data))
-    with pytest.raises(BaselineError, match="accel.baseline/2"):
+    with pytest.raises(BaselineError, match="accel.baseline/3"):
         load_baseline(path)
+
+
+def test_a_version_1_baseline_reads_as_one_run(tmp_path):
+    path = tmp_path / "v1.json"
+    old = {
+        "schema": "accel.baseline/1",
+        "target": "p.py",
+        "environment": environment(),
+        "counts": COUNTS,
+        "replicates": [r.to_dict() for r in replicates()],
+    }
+    path.write_text(json.dumps(old))
+    loaded = load_baseline(path)
+    assert len(loaded.runs) == 1 and len(loaded.replicates) == 4
+    assert loaded.counts_fingerprint["torch_version"] == environment()["torch_version"]
+
+
+def test_runs_merge_newest_kept_and_refuse_what_should_be_a_rebaseline():
+    stored = sample(runs=2)
+    grown = merged(stored, sample(runs=1))
+    assert len(grown.runs) == 3 and grown.run_values("latency_seconds")[2][0] == pytest.approx(1e-3)
+    assert len(merged(sample(runs=MAX_RUNS), sample(runs=3)).runs) == MAX_RUNS
+    elsewhere = Baseline("p.py", {**environment(), "cpu_model": "Other"}, (replicates(),), COUNTS)
+    with pytest.raises(BaselineError, match="re-baseline|another environment"):
+        merged(stored, elsewhere)
+    changed = Baseline("p.py", environment(), (replicates(),), {**COUNTS, "flops": 2000})
+    with pytest.raises(BaselineError, match="flops"):
+        merged(stored, changed)
 
 
 def test_missing_file(tmp_path):
@@ -100,5 +142,6 @@ def test_environment_mismatch_names_the_fields():
 def test_proposed_baseline_is_a_separate_file(tmp_path):
     original = tmp_path / "b.json"
     assert proposed_path(original) == tmp_path / "b.proposed.json"
-    updated = with_counts(sample(), {**COUNTS, "flops": 10})
+    updated = with_counts(sample(), {**COUNTS, "flops": 10}, {"torch_version": "9.9", "device": "cpu"})
+    assert updated.counts_fingerprint == {"torch_version": "9.9", "device": "cpu"}
     assert updated.counts["flops"] == 10 and sample().counts["flops"] == 1000

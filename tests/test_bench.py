@@ -88,3 +88,28 @@ def test_forked_replicates_from_a_parent_that_never_ran_torch():
     data = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(set(data["pids"])) == 2 and data["parent"] not in data["pids"]
     assert all(m > 0 for m in data["median"])
+
+
+def test_start_only_settings_reach_a_spawned_replicate_at_start_and_fork_refuses_them():
+    from accel.gating.process import refuse_start_only_env, start_env
+
+    side = Side(GATE_MLP.resolve(), env=(("OMP_NUM_THREADS", "1"), ("ACCEL_GATE_EXTRA_LAYERS", "1")))
+    env = start_env(side, BenchConfig(threads=2))
+    assert env["OMP_NUM_THREADS"] == "1" and env["ACCEL_GATE_EXTRA_LAYERS"] == "1"  # the side's own value wins
+    assert start_env(Side(GATE_MLP), BenchConfig(threads=2))["OMP_NUM_THREADS"] == "2"
+    with pytest.raises(BenchError, match="OMP_NUM_THREADS"):
+        refuse_start_only_env(side)
+
+
+@pytest.mark.slow
+def test_a_replicate_is_pinned_and_records_the_user_modules_it_imported(tmp_path):
+    (tmp_path / "helper_layers.py").write_text("import torch\nmodel = torch.nn.Linear(4, 4)\n")
+    (tmp_path / "pipe.py").write_text(
+        "import os, torch\nfrom helper_layers import model\nexample_inputs = (torch.randn(2, 4),)\n"
+        "assert os.environ['OMP_NUM_THREADS'] == '1'\n"
+    )
+    config = BenchConfig(replicates=1, warmup_calls=1, min_calls=5, budget_seconds=0.05, threads=1, cores=(0,))
+    got = run_replicate(Side(tmp_path / "pipe.py", cwd=tmp_path), config)
+    assert got["environment"]["cores"] == 1 and got["environment"]["threads"] == 1
+    assert got["modules"]["helper_layers"] == str((tmp_path / "helper_layers.py").resolve())
+    assert not any(name.startswith("torch") for name in got["modules"])

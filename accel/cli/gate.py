@@ -1,11 +1,12 @@
 """`accel bench` and `accel gate`: measure a pipeline in fresh processes, and gate CI on it.
 
-    accel bench FILE [--lock LOCK] [--json PATH] [--save-baseline PATH] [--replicates N]
+    accel bench FILE [--lock LOCK] [--json PATH] [--save-baseline PATH [--runs K] [--merge]] [--replicates N]
     accel gate FILE (--baseline PATH | --against GIT_REF) [--max-slowdown 10%] ... [--strict]
     accel gate calibrate FILE
 
-Exit codes of `accel gate`: 0 pass or warn, 1 regression, 2 usage or bad input, 3 invalid
-measurement under --strict. Report files are written before exiting.
+Exit codes of `accel gate`: 0 pass, warn or re-baseline, 1 regression, 2 usage or bad input; under
+--strict 3 for an invalid measurement, counts that need a re-baseline, or a warning whose estimate
+lies beyond its threshold. Report files are written before exiting.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from rich.table import Table
 from accel.cli.common import console, err_console
 from accel.core.errors import AccelError
 
-VERDICT_STYLE = {"fail": "bad", "invalid": "warn", "warn": "warn", "improved": "good", "pass": "good"}
+VERDICT_STYLE = {
+    "fail": "bad",
+    "invalid": "warn",
+    "rebaseline": "warn",
+    "warn": "warn",
+    "improved": "good",
+    "pass": "good",
+}
 
 
 def bench_command(
@@ -27,26 +35,43 @@ def bench_command(
     lock: Optional[Path] = typer.Option(None, "--lock", help="Re-apply the optimizations of this accel.lock.yaml."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON (accel.bench/1)."),
     save_baseline: Optional[Path] = typer.Option(None, "--save-baseline", help="Save the result as a gate baseline."),
+    runs: int = typer.Option(
+        1, "--runs", min=1, help="Bench runs to take one after another (a baseline's between-run spread)."
+    ),
+    merge: bool = typer.Option(
+        False, "--merge", help="Append the run(s) to the baseline at --save-baseline (CI history)."
+    ),
     replicates: int = typer.Option(6, "--replicates", min=1, help="Fresh processes to measure in."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
     counts_only: bool = typer.Option(False, "--counts-only", help="Only the machine-independent counts (one process)."),
 ) -> None:
     """Latency (median, p90, p99), throughput, peak memory and counts, from fresh processes."""
     from accel.core.io import write_json_atomic
-    from accel.gating.baseline import from_bench
+    from accel.gating.baseline import from_bench, load_baseline, merged
     from accel.gating.baseline import save_baseline as write_baseline
     from accel.gating.bench import BenchConfig, bench
 
+    if (runs > 1 or merge) and save_baseline is None:
+        raise AccelError("--runs and --merge shape a baseline", "add --save-baseline PATH")
     config = BenchConfig(replicates=replicates, threads=threads)
+    results = []
     with err_console.status("benchmarking") as status:
-        result = bench(file, lock, config, timing=not counts_only, progress=lambda m: status.update(m))
+        for index in range(1 if counts_only else runs):
+            prefix = f"run {index + 1}/{runs}: " if runs > 1 else ""
+            results.append(
+                bench(file, lock, config, timing=not counts_only, progress=lambda m: status.update(prefix + m))
+            )
+    result = results[-1]
     console.print(bench_table(result))
     if json_path:
         write_json_atomic(json_path, result.to_dict())
         err_console.print(f"[muted]result written to {json_path}[/]")
     if save_baseline:
-        write_baseline(save_baseline, from_bench(result))
-        err_console.print(f"[muted]baseline written to {save_baseline}[/]")
+        baseline = from_bench(*results)
+        if merge and save_baseline.exists():
+            baseline = merged(load_baseline(save_baseline), baseline)
+        write_baseline(save_baseline, baseline)
+        err_console.print(f"[muted]baseline written to {save_baseline} ({len(baseline.runs)} runs)[/]")
 
 
 def bench_table(result) -> Table:
@@ -104,8 +129,8 @@ def gate_command(
     replicates: int = typer.Option(
         6,
         "--replicates",
-        min=4,
-        help="Process pairs to start with (more are added while undecided); calibrate: A/A pairs.",
+        min=2,
+        help="Process pairs to start with (more are added while undecided; under 6 is INVALID); calibrate: A/A pairs.",
     ),
     max_replicates: int = typer.Option(16, "--max-replicates", min=4, help="Most process pairs to take."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
@@ -159,15 +184,16 @@ def _gate(
     strict: bool,
 ) -> int:
     from accel.core.io import write_text_atomic
+    from accel.gating.against import gate_against
     from accel.gating.reports import json_text, junit_xml, markdown
-    from accel.gating.run import gate_against, gate_baseline
+    from accel.gating.run import gate_baseline
 
     with err_console.status("gating") as status:
         progress = lambda m: status.update(m)  # noqa: E731
         result = (
             gate_baseline(file, baseline, config, progress=progress)
             if baseline is not None
-            else gate_against(file, against, config, progress=progress)
+            else gate_against(file, str(against), config, progress=progress)
         )
     for path, text in ((junit, junit_xml), (markdown_path, markdown), (json_path, json_text)):
         if path is not None:
@@ -182,13 +208,19 @@ def _gate(
             )
     if result.proposed_baseline:
         err_console.print(f"[muted]counts dropped: updated baseline for review at {result.proposed_baseline}[/]")
+    if any(v.verdict.value == "rebaseline" for v in result.verdicts):
+        console.print(
+            "[warn]re-baseline:[/] the stored counts come from another torch version or device; "
+            "they were not compared" + (" (--strict: exit 3)" if strict else ""),
+            soft_wrap=True,
+        )
     code = result.exit_code(strict)
     console.print(f"[title]gate: {result.verdict.value.upper()}[/] (exit {code})")
     return code
 
 
 def gate_table(result) -> Table:
-    from accel.gating.reports import format_change, format_interval, format_value
+    from accel.gating.reports import format_change, format_interval, format_noise, format_value
     from accel.gating.verdicts import sort_by_severity
 
     table = Table(title=f"accel gate {result.target} vs {result.reference}", title_justify="left")
@@ -199,10 +231,11 @@ def gate_table(result) -> Table:
         ("candidate", "right"),
         ("change", "right"),
         ("95% CI", "right"),
+        ("noise", "right"),
         ("threshold", "right"),
         ("n", "right"),
     ):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify="left" if justify == "left" else "right")
     for v in sort_by_severity(result.verdicts):
         table.add_row(
             f"[{VERDICT_STYLE[v.verdict.value]}]{v.verdict.value}[/]",
@@ -211,6 +244,7 @@ def gate_table(result) -> Table:
             format_value(v.metric, v.candidate_value),
             format_change(v.change),
             format_interval(v),
+            format_noise(v),
             f"{v.threshold * 100:.1f}%",
             str(v.samples),
         )
@@ -226,7 +260,7 @@ def _calibrate(file: Path, config, json_path: Path | None) -> None:
     table = Table(
         title=f"accel gate calibrate {result.target}  ({result.pairs} A/A process pairs)", title_justify="left"
     )
-    for name in ("metric", "noise (95% CI half-width)", "largest A/A change", "threshold", "resolvable"):
+    for name in ("metric", "noise (per-pair sd)", "largest A/A change", "threshold", "resolvable"):
         table.add_column(name, justify="left" if name == "metric" else "right")
     from accel.gating.verdicts import METRICS
 
@@ -243,8 +277,8 @@ def _calibrate(file: Path, config, json_path: Path | None) -> None:
     console.print(table)
     if result.below_noise:
         console.print(
-            f"[warn]below the noise floor:[/] {', '.join(result.below_noise)}: the gate would WARN or be "
-            "INVALID rather than decide; raise them or pin threads (--threads 1)",
+            f"[warn]below the noise floor:[/] {', '.join(result.below_noise)}: the gate would often WARN "
+            "rather than decide; raise them to the recommended value",
             soft_wrap=True,
         )
     if json_path:

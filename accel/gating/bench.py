@@ -4,15 +4,21 @@ A process is the unit of noise (memory layout, core placement, CPU frequency and
 between processes, not between iterations), so each replicate is a new process that loads the
 pipeline file, warms up, times calls of the model on one example batch and prints one JSON object.
 Two launchers start them: `spawn` runs `python -m accel.gating.worker` (the default, nothing shared
-with the parent), `fork` forks the parent, which has imported torch but never run it (cheap,
-for the gate benchmark's hundreds of replicates). `inline` measures in this very process: only for
+with the parent; a side's environment variables are set at process start, before torch is
+imported, so OMP_*, KMP_* and CUDA_* settings take effect), `fork` forks the parent, which has
+imported torch but never run it (cheap, for the gate benchmark's hundreds of replicates; it refuses
+settings that only work at process start). `inline` measures in this very process: only for
 counts, which do not depend on the process (the CI gate of many files at once).
+
+Each replicate is set up against noise (pinned cores, fixed threads, no garbage collection while
+timing) and records the user modules it imported: accel.gating.process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -27,51 +33,20 @@ import torch
 from accel._version import __version__
 from accel.core.errors import AccelError, BenchError
 from accel.core.machine import cpu_model_name, usable_cores
+from accel.gating.process import (  # noqa: F401 - BenchConfig, Side and LAUNCHERS are part of this module's API
+    LAUNCHERS,
+    BenchConfig,
+    Side,
+    collector_off,
+    load_side,
+    refuse_start_only_env,
+    start_env,
+    user_modules,
+)
 
 BENCH_SCHEMA = "accel.bench/1"
-LAUNCHERS = ("spawn", "fork", "inline")
 # A replicate whose worker gives no answer in this long is stuck (a deadlocked pool, a hung file).
 REPLICATE_TIMEOUT_SECONDS = 600.0
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    """How each replicate measures: warm-up calls, then timed calls for about `budget_seconds`."""
-
-    replicates: int = 6
-    warmup_calls: int = 3
-    min_calls: int = 10
-    max_calls: int = 1000
-    budget_seconds: float = 0.5
-    threads: int | None = None
-    memory: bool = True
-    launcher: str = "spawn"
-
-    def __post_init__(self) -> None:
-        for name in ("replicates", "min_calls", "max_calls"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BenchConfig.{name} must be an int >= 1, got {value!r}")
-        if self.warmup_calls < 0:
-            raise ValueError(f"BenchConfig.warmup_calls must be >= 0, got {self.warmup_calls}")
-        if self.max_calls < self.min_calls:
-            raise ValueError(f"BenchConfig.max_calls ({self.max_calls}) must be >= min_calls ({self.min_calls})")
-        if self.budget_seconds <= 0:
-            raise ValueError(f"BenchConfig.budget_seconds must be > 0, got {self.budget_seconds}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"BenchConfig.threads must be >= 1 or None, got {self.threads}")
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"BenchConfig.launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Side:
-    """One version of the pipeline: its file, the folder it runs from, extra environment variables."""
-
-    file: Path
-    cwd: Path | None = None
-    lock: Path | None = None
-    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,18 +131,14 @@ def environment_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> lis
 
 
 # --- one replicate (runs inside the fresh process) ---------------------------------------------
-def measure_here(side: Side, config: BenchConfig, *, timing: bool = True, counts: bool = False) -> dict[str, Any]:
+def measure_here(
+    side: Side, config: BenchConfig, *, timing: bool = True, counts: bool = False, apply_env: bool = True
+) -> dict[str, Any]:
     """Load the pipeline in this process and measure it; returns plain JSON-ready data."""
     from accel.core.measure import device_sync, peak_memory_bytes, time_calls
     from accel.core.pipeline import batch_length
-    from accel.optimizing.lock import load
 
-    if side.cwd is not None:
-        os.chdir(side.cwd)
-    os.environ.update(dict(side.env))
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    pipeline = load(side.file, side.lock)
+    pipeline = load_side(side, config, apply_env=apply_env)
     batch = pipeline.example_batch()
     device = "cuda" if torch.cuda.is_available() else None
 
@@ -175,18 +146,19 @@ def measure_here(side: Side, config: BenchConfig, *, timing: bool = True, counts
         with torch.inference_mode():
             return pipeline.forward(batch)
 
-    result: dict[str, Any] = {"environment": environment(), "pid": os.getpid()}
+    result: dict[str, Any] = {"environment": environment(), "pid": os.getpid(), "modules": user_modules()}
     if timing:
         # target half-width 0: never stop early, spend the budget, so every replicate is alike.
-        measured = time_calls(
-            call,
-            warmup=config.warmup_calls,
-            min_repeats=config.min_calls,
-            max_repeats=config.max_calls,
-            budget_seconds=config.budget_seconds,
-            target_relative_half_width=0.0,
-            sync=device_sync(device),
-        )
+        with collector_off():
+            measured = time_calls(
+                call,
+                warmup=config.warmup_calls,
+                min_repeats=config.min_calls,
+                max_repeats=config.max_calls,
+                budget_seconds=config.budget_seconds,
+                target_relative_half_width=0.0,
+                sync=device_sync(device),
+            )
         peak = peak_memory_bytes(call, device) if config.memory else None
         result["replicate"] = Replicate(
             median_seconds=measured.median,
@@ -249,14 +221,19 @@ def run_replicate(side: Side, config: BenchConfig, *, timing: bool = True, count
 
 @contextlib.contextmanager
 def _caller_state_kept() -> Iterator[None]:
-    """Measuring inline changes the working folder, environment and threads: give the caller its own back."""
-    cwd, env, threads = os.getcwd(), dict(os.environ), torch.get_num_threads()
+    """Measuring inline changes the working folder, environment, import path, pinning and threads:
+    give the caller its own back."""
+    cwd, env, threads, path = os.getcwd(), dict(os.environ), torch.get_num_threads(), list(sys.path)
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         yield
     finally:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
+        sys.path[:] = path
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
         torch.set_num_threads(threads)
 
 
@@ -266,6 +243,7 @@ def _request(side: Side, config: BenchConfig, timing: bool, counts: bool) -> dic
         "cwd": str(side.cwd) if side.cwd else None,
         "lock": str(side.lock) if side.lock else None,
         "env": [list(p) for p in side.env],
+        "paths": list(side.paths),
         "config": dataclasses.asdict(config),
         "timing": timing,
         "counts": counts,
@@ -278,14 +256,18 @@ def request_from_dict(data: dict[str, Any]) -> tuple[Side, BenchConfig, bool, bo
         cwd=Path(data["cwd"]) if data.get("cwd") else None,
         lock=Path(data["lock"]) if data.get("lock") else None,
         env=tuple((str(k), str(v)) for k, v in data.get("env", [])),
+        paths=tuple(str(p) for p in data.get("paths", [])),
     )
-    return side, BenchConfig(**data["config"]), bool(data["timing"]), bool(data["counts"])
+    config = dict(data["config"])
+    if config.get("cores") is not None:
+        config["cores"] = tuple(config["cores"])
+    return side, BenchConfig(**config), bool(data["timing"]), bool(data["counts"])
 
 
-def answer(side: Side, config: BenchConfig, timing: bool, counts: bool) -> dict[str, Any]:
+def answer(side: Side, config: BenchConfig, timing: bool, counts: bool, *, apply_env: bool = True) -> dict[str, Any]:
     """What a worker reports: its measurements, or the error that stopped it."""
     try:
-        return {"ok": True, **measure_here(side, config, timing=timing, counts=counts)}
+        return {"ok": True, **measure_here(side, config, timing=timing, counts=counts, apply_env=apply_env)}
     except AccelError as exc:
         return {"ok": False, "error": exc.message, "hint": exc.hint}
     except Exception as exc:  # noqa: BLE001 - the user's pipeline raised; report it to the parent
@@ -308,7 +290,7 @@ def _parse_answer(text: str, where: str) -> dict[str, Any]:
 
 def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool) -> dict[str, Any]:
     request = json.dumps(_request(side, config, timing, counts))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = start_env(side, config)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "accel.gating.worker"],
@@ -334,9 +316,11 @@ def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool)
 
 
 def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) -> dict[str, Any]:
+    refuse_start_only_env(side)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, write one JSON line, leave without running parent cleanup
+        gc.freeze()  # the parent's objects out of this child's collections (no copy-on-write storm)
         os.close(read_fd)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
@@ -433,22 +417,3 @@ def bench(
         if timing:
             replicates.append(Replicate.from_dict(data["replicate"]))
     return BenchResult(target=path.name, environment=env, replicates=tuple(replicates), counts=counts, config=config)
-
-
-def paired_replicates(
-    baseline: Side,
-    candidate: Side,
-    config: BenchConfig,
-    pairs: int,
-    start_index: int = 0,
-) -> list[tuple[Replicate, Replicate]]:
-    """`pairs` process pairs in alternating order (AB, BA, ...), continuing from `start_index`."""
-    out = []
-    for index in range(start_index, start_index + pairs):
-        order: Sequence[int] = (0, 1) if index % 2 == 0 else (1, 0)
-        got: dict[int, Replicate] = {}
-        for which in order:
-            side = (baseline, candidate)[which]
-            got[which] = Replicate.from_dict(run_replicate(side, config)["replicate"])
-        out.append((got[0], got[1]))
-    return out

@@ -19,6 +19,7 @@ from accel.gating.verdicts import MetricVerdict, Verdict, sort_by_severity
 VERDICT_MARK = {
     Verdict.FAIL: "❌ fail",
     Verdict.INVALID: "⚠️ invalid",
+    Verdict.REBASELINE: "🔁 re-baseline",
     Verdict.WARN: "🟡 warn",
     Verdict.IMPROVED: "🟢 improved",
     Verdict.PASS: "✅ pass",
@@ -53,6 +54,11 @@ def format_interval(verdict: MetricVerdict) -> str:
     return f"{format_change(low)} .. {format_change(high)}"
 
 
+def format_noise(verdict: MetricVerdict) -> str:
+    """The noise floor a timed verdict was decided under; '-' for exact counts."""
+    return "-" if verdict.noise is None else f"±{verdict.noise * 100:.1f}%"
+
+
 def junit_xml(result: GateResult) -> str:
     """One testsuite, one testcase per metric; valid JUnit for GitHub, GitLab and Jenkins."""
     verdicts = list(result.verdicts)
@@ -62,7 +68,7 @@ def junit_xml(result: GateResult) -> str:
             "name": f"accel gate {result.target}",
             "tests": str(len(verdicts)),
             "failures": str(sum(v.verdict is Verdict.FAIL for v in verdicts)),
-            "errors": str(sum(v.verdict is Verdict.INVALID for v in verdicts)),
+            "errors": str(sum(v.verdict in (Verdict.INVALID, Verdict.REBASELINE) for v in verdicts)),
             "skipped": "0",
             "time": f"{result.elapsed_seconds:.3f}",
         },
@@ -73,13 +79,13 @@ def junit_xml(result: GateResult) -> str:
         )
         detail = (
             f"{v.metric}: {v.verdict.value}: change {format_change(v.change)}, 95% CI {format_interval(v)}, "
-            f"threshold {v.threshold * 100:.1f}%, samples {v.samples}. {v.reason}"
+            f"noise {format_noise(v)}, threshold {v.threshold * 100:.1f}%, samples {v.samples}. {v.reason}"
         )
         if v.verdict is Verdict.FAIL:
             ET.SubElement(
                 case, "failure", {"message": f"{v.metric} regressed {format_change(v.change)}", "type": "regression"}
             ).text = detail
-        elif v.verdict is Verdict.INVALID:
+        elif v.verdict in (Verdict.INVALID, Verdict.REBASELINE):
             ET.SubElement(
                 case, "error", {"message": f"{v.metric}: invalid measurement", "type": "invalid"}
             ).text = detail
@@ -103,14 +109,14 @@ def markdown(result: GateResult) -> str:
             else "counts only."
         ),
         "",
-        "| verdict | metric | baseline | candidate | change | 95% CI | threshold |",
-        "|---|---|---|---|---|---|---|",
+        "| verdict | metric | baseline | candidate | change | 95% CI | noise | threshold |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v in sort_by_severity(result.verdicts):
         lines.append(
             f"| {VERDICT_MARK[v.verdict]} | {v.metric} | {format_value(v.metric, v.baseline_value)} | "
             f"{format_value(v.metric, v.candidate_value)} | {format_change(v.change)} | "
-            f"{format_interval(v)} | {v.threshold * 100:.1f}% |"
+            f"{format_interval(v)} | {format_noise(v)} | {v.threshold * 100:.1f}% |"
         )
     notes = [v for v in sort_by_severity(result.verdicts) if v.verdict is not Verdict.PASS]
     if notes:

@@ -1,30 +1,29 @@
 """Running a gate: take the samples (fresh processes), ask accel.gating.verdicts for verdicts, add pairs
 while a verdict is undecided, and return one GateResult that the renderers turn into reports.
 
-`gate_baseline` compares with a stored baseline; `gate_against` measures the same file at a git
-ref, checked out in a temporary `git worktree`, in alternating process pairs (AB, BA, ...);
-`calibrate` runs A/A pairs of one file to measure its noise floor.
+`gate_baseline` compares with a stored baseline (counts exactly, timings against the spread
+between the baseline's runs); `gate_sides` measures two versions in lockstep process pairs
+(accel.gating.live), looking after 6, 8, ... pairs with the error spent over the looks
+(accel.gating.against runs it on the same file at a git ref); `calibrate` runs A/A pairs of one
+file to measure its noise floor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-from accel.core.errors import AccelError, GateError
+from accel.core.errors import AccelError
 from accel.core.loading import check_file
 from accel.core.measure import now
-from accel.gating.baseline import load_baseline, proposed_path, save_baseline, with_counts
-from accel.gating.bench import BenchConfig, Replicate, Side, environment_mismatch, paired_replicates, run_replicate
+from accel.gating.baseline import counts_fingerprint, load_baseline, proposed_path, save_baseline, with_counts
+from accel.gating.bench import BenchConfig, Replicate, Side, environment_mismatch, run_replicate
+from accel.gating.live import lockstep_pair
 from accel.gating.verdicts import (
     MAX_PAIRS,
     METRICS,
@@ -36,14 +35,17 @@ from accel.gating.verdicts import (
     invalid,
     judge_count,
     judge_pairs,
-    judge_samples,
+    judge_runs,
     overall,
-    paired_log_change,
+    planned_looks,
+    rebaseline,
+    spread,
 )
 
-GATE_SCHEMA = "accel.gate/1"
+GATE_SCHEMA = "accel.gate/2"
 CALIBRATION_SCHEMA = "accel.gating.verdicts-calibration/1"
 TIMED_METRICS = ("latency_seconds", "peak_memory_bytes")
+RECOMMENDED_NOISE_MULTIPLE = 3.0
 Progress = Callable[[str], None]
 
 
@@ -80,6 +82,7 @@ class GateResult:
     candidate_counts: dict[str, Any] | None = None
     proposed_baseline: str | None = None
     elapsed_seconds: float = 0.0
+    modules: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # side -> module -> file
     schema: str = GATE_SCHEMA
 
     @property
@@ -104,6 +107,7 @@ class GateResult:
             "counts": {"baseline": self.baseline_counts, "candidate": self.candidate_counts},
             "proposed_baseline": self.proposed_baseline,
             "elapsed_seconds": self.elapsed_seconds,
+            "modules": self.modules,
         }
 
 
@@ -112,26 +116,6 @@ def _values(replicates: list[Replicate], metric: str) -> list[float]:
     if metric == "latency_seconds":
         return [r.median_seconds for r in replicates]
     return [float(r.peak_memory_bytes) for r in replicates if r.peak_memory_bytes is not None]
-
-
-def _timed_verdicts(
-    judge: Callable[..., MetricVerdict | None],
-    baseline: dict[str, list[float]],
-    candidate: dict[str, list[float]],
-    thresholds: Thresholds,
-    final: bool,
-) -> list[MetricVerdict | None]:
-    out = []
-    for name in TIMED_METRICS:
-        if not baseline.get(name) or not candidate.get(name):
-            continue
-        metric = METRICS[name]
-        b, c = baseline[name], candidate[name]
-        if judge is judge_pairs:
-            n = min(len(b), len(c))
-            b, c = b[:n], c[:n]
-        out.append(judge(metric, b, c, thresholds.for_metric(metric), final=final))
-    return out
 
 
 def _count_verdicts(
@@ -169,9 +153,13 @@ def gate_baseline(
     _report(progress, "counting")
     first = run_replicate(side, config.bench, timing=False, counts=True)
     env, counts = first["environment"], first.get("counts")
-    verdicts: list[MetricVerdict] = (
-        _count_verdicts(baseline.counts, counts, config.thresholds) if baseline.counts else []
-    )
+    verdicts: list[MetricVerdict] = []
+    if baseline.counts:
+        here = counts_fingerprint(env)
+        if baseline.counts_fingerprint and baseline.counts_fingerprint != here:
+            verdicts.append(rebaseline(baseline.counts_fingerprint, here))
+        else:
+            verdicts += _count_verdicts(baseline.counts, counts, config.thresholds)
     replicates: list[Replicate] = []
     base_samples = {m: baseline.values(m) for m in TIMED_METRICS}
     if config.timing and baseline.replicates:
@@ -182,14 +170,16 @@ def gate_baseline(
                 invalid(m, config.thresholds.for_metric(METRICS[m]), reason) for m in TIMED_METRICS if base_samples[m]
             ]
         else:
-            verdicts += _adaptive(
-                lambda n: [Replicate.from_dict(run_replicate(side, config.bench)["replicate"]) for _ in range(n)],
-                replicates,
-                base_samples,
-                config,
-                started,
-                progress,
-            )
+            # One run, as long as the baseline's runs, judged against the spread between them.
+            size = max(len(run) for run in baseline.runs)
+            _report(progress, f"measuring: {size} replicates")
+            replicates = [Replicate.from_dict(run_replicate(side, config.bench)["replicate"]) for _ in range(size)]
+            for name in TIMED_METRICS:
+                runs = baseline.run_values(name)
+                now_values = _values(replicates, name)
+                if any(runs) and now_values:
+                    metric = METRICS[name]
+                    verdicts.append(judge_runs(metric, runs, now_values, config.thresholds.for_metric(metric)))
     elif config.timing and not baseline.replicates:
         verdicts.append(
             invalid(
@@ -205,7 +195,7 @@ def gate_baseline(
         and any(v.verdict is Verdict.IMPROVED for v in result_verdicts)
         and overall(result_verdicts) in (Verdict.IMPROVED, Verdict.PASS)
     ):
-        proposed = str(save_baseline(proposed_path(baseline_path), with_counts(baseline, counts)))
+        proposed = str(save_baseline(proposed_path(baseline_path), with_counts(baseline, counts, env)))
     return GateResult(
         target=path.name,
         mode="baseline",
@@ -221,110 +211,54 @@ def gate_baseline(
         candidate_counts=counts,
         proposed_baseline=proposed,
         elapsed_seconds=now() - started,
+        modules={"candidate": first.get("modules", {})},
     )
 
 
-def _adaptive(
-    more: Callable[[int], list[Replicate]],
-    replicates: list[Replicate],
-    base_samples: dict[str, list[float]],
-    config: GateConfig,
-    started: float,
-    progress: Progress | None,
-) -> list[MetricVerdict]:
-    """Candidate replicates against fixed baseline samples, added until every verdict is decided."""
-    step = config.start_pairs
-    while True:
-        _report(progress, f"measuring: {len(replicates) + step} replicates")
-        replicates.extend(more(step))
-        final = len(replicates) >= config.max_pairs or now() - started >= config.budget_seconds
-        cand = {m: _values(replicates, m) for m in TIMED_METRICS}
-        found = _timed_verdicts(judge_samples, base_samples, cand, config.thresholds, final)
-        if final or all(v is not None for v in found):
-            return [v for v in found if v is not None]
-        step = min(2, config.max_pairs - len(replicates))
-
-
-# --- against a git ref -------------------------------------------------------------------------
-def _git(args: list[str], cwd: Path) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    except FileNotFoundError as exc:
-        raise GateError(
-            "git is not installed", "install git, or gate against a stored baseline with --baseline"
-        ) from exc
-    if done.returncode != 0:
-        raise GateError(
-            f"git {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:] or ['no output']}",
-            "check the ref (e.g. git merge-base origin/main HEAD) and that the file is in a git repository",
-        )
-    return done.stdout.strip()
-
-
-@contextlib.contextmanager
-def worktree_at(file: Path, ref: str) -> Iterator[Path]:
-    """The same file as it is at `ref`, in a temporary worktree removed afterwards."""
-    root = Path(_git(["rev-parse", "--show-toplevel"], file.parent))
-    relative = file.resolve().relative_to(root.resolve())
-    holder = Path(tempfile.mkdtemp(prefix="accel-gate-"))
-    tree = holder / "tree"
-    _git(["worktree", "add", "--detach", "--quiet", str(tree), ref], root)
-    try:
-        old = tree / relative
-        if not old.is_file():
-            raise GateError(
-                f"{relative} does not exist at {ref}",
-                "gate a file that exists on both sides, or save a baseline with accel bench --save-baseline",
-            )
-        yield old
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True, timeout=120)
-        shutil.rmtree(holder, ignore_errors=True)
-
-
-def gate_against(
-    file: str | os.PathLike,
-    ref: str,
+def gate_sides(
+    base: Side,
+    cand: Side,
     config: GateConfig = GateConfig(),
     *,
     progress: Progress | None = None,
-    baseline_env: tuple[tuple[str, str], ...] = (),
-    candidate_env: tuple[tuple[str, str], ...] = (),
+    check_modules: Callable[[dict[str, str], dict[str, str]], None] | None = None,
 ) -> GateResult:
-    """Compare a pipeline file with itself at a git ref, in alternating process pairs."""
-    path = check_file(file).resolve()
-    with worktree_at(path, ref) as old:
-        base = Side(file=old, cwd=old.parent, env=baseline_env)
-        cand = Side(file=path, cwd=path.parent, env=candidate_env)
-        result = gate_sides(base, cand, config, progress=progress)
-    return dataclasses.replace(result, target=path.name, reference=ref)
+    """Two versions of a pipeline, measured in lockstep process pairs in this job.
 
-
-def gate_sides(
-    base: Side, cand: Side, config: GateConfig = GateConfig(), *, progress: Progress | None = None
-) -> GateResult:
-    """Two versions of a pipeline, measured in alternating process pairs in this job."""
+    Looks after start_pairs, then every 2 pairs, up to max_pairs (or the budget); a metric once
+    decided keeps its verdict (the design's error holds only if a decision is final)."""
     started = now()
     _report(progress, "counting")
     base_first = run_replicate(base, config.bench, timing=False, counts=True)
     cand_first = run_replicate(cand, config.bench, timing=False, counts=True)
+    if check_modules is not None:  # before any timing: a side running the wrong code is refused
+        check_modules(base_first.get("modules", {}), cand_first.get("modules", {}))
     verdicts: list[MetricVerdict] = _count_verdicts(
         base_first.get("counts"), cand_first.get("counts"), config.thresholds
     )
     pairs: list[tuple[Replicate, Replicate]] = []
+    looks = planned_looks(config.start_pairs, config.max_pairs)
     if config.timing:
-        step = config.start_pairs
-        while True:
-            _report(progress, f"measuring: {len(pairs) + step} process pairs")
-            pairs.extend(paired_replicates(base, cand, config.bench, step, start_index=len(pairs)))
-            final = len(pairs) >= config.max_pairs or now() - started >= config.budget_seconds
-            found = _timed_verdicts(
-                judge_pairs, _side_values(pairs, 0), _side_values(pairs, 1), config.thresholds, final
-            )
-            if final or all(v is not None for v in found):
-                verdicts += [v for v in found if v is not None]
+        decided: dict[str, MetricVerdict] = {}
+        for look in looks:
+            _report(progress, f"measuring: {look} process pairs")
+            while len(pairs) < look:
+                base_rep, cand_rep, _ = lockstep_pair(base, cand, config.bench, index=len(pairs))
+                pairs.append((base_rep, cand_rep))
+            final = look == looks[-1] or now() - started >= config.budget_seconds
+            b, c = _side_values(pairs, 0), _side_values(pairs, 1)
+            for name in TIMED_METRICS:
+                if name in decided or not b.get(name) or len(b[name]) != len(c.get(name, [])):
+                    continue
+                metric = METRICS[name]
+                found = judge_pairs(
+                    metric, b[name], c[name], config.thresholds.for_metric(metric), final=final, looks=looks
+                )
+                if found is not None:
+                    decided[name] = found
+            if final or all(name in decided for name in TIMED_METRICS if b.get(name)):
                 break
-            step = min(2, config.max_pairs - len(pairs))
+        verdicts += [decided[name] for name in TIMED_METRICS if name in decided]
     return GateResult(
         target=cand.file.name,
         mode="against",
@@ -339,6 +273,7 @@ def gate_sides(
         baseline_counts=base_first.get("counts"),
         candidate_counts=cand_first.get("counts"),
         elapsed_seconds=now() - started,
+        modules={"baseline": base_first.get("modules", {}), "candidate": cand_first.get("modules", {})},
     )
 
 
@@ -353,15 +288,17 @@ class Calibration:
 
     target: str
     pairs: int
-    noise: dict[str, float]  # half-width of the 95% CI of the median A/A change, per metric
+    noise: dict[str, float]  # robust sd of the per-pair A/A change, per metric
     largest_change: dict[str, float]  # the largest |A/A change| of one pair, per metric
     thresholds: Thresholds
     below_noise: tuple[str, ...]  # threshold names the noise floor does not let the gate resolve
     schema: str = CALIBRATION_SCHEMA
 
     def recommended(self, metric: str) -> float:
-        """Twice the noise floor: an interval that wide still fits on one side of the threshold."""
-        return 2.0 * self.noise.get(metric, 0.0)
+        """Three times the per-pair noise: then an unchanged pair lies within the threshold about 99.9%
+        of the time, so the sign test's first looks can PASS it (and a slowdown of twice the
+        threshold FAIL)."""
+        return RECOMMENDED_NOISE_MULTIPLE * self.noise.get(metric, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -377,17 +314,21 @@ def calibrate(
     path = check_file(file).resolve()
     side = Side(file=path, cwd=path.parent)
     _report(progress, f"measuring {pairs} A/A process pairs")
-    got = paired_replicates(side, side, config.bench, pairs)
+    got = [lockstep_pair(side, side, config.bench, index=i)[:2] for i in range(pairs)]
     noise: dict[str, float] = {}
     largest: dict[str, float] = {}
     for name in TIMED_METRICS:
         a, b = _values([p[0] for p in got], name), _values([p[1] for p in got], name)
         if not a or len(a) != len(b):
             continue
-        _, (low, high) = paired_log_change(a, b)
-        noise[name] = math.expm1((high - low) / 2.0)
-        largest[name] = float(np.max(np.abs(np.expm1(np.log(np.maximum(b, 1e-9)) - np.log(np.maximum(a, 1e-9))))))
-    below = tuple(METRICS[m].threshold for m, n in noise.items() if config.thresholds.for_metric(METRICS[m]) < 2.0 * n)
+        logs = np.log(np.maximum(b, 1e-9)) - np.log(np.maximum(a, 1e-9))
+        noise[name] = math.expm1(spread(logs)) if len(logs) >= 2 else math.nan
+        largest[name] = float(np.max(np.abs(np.expm1(logs))))
+    below = tuple(
+        METRICS[m].threshold
+        for m, n in noise.items()
+        if config.thresholds.for_metric(METRICS[m]) < RECOMMENDED_NOISE_MULTIPLE * n
+    )
     return Calibration(
         target=path.name,
         pairs=len(got),

@@ -1,19 +1,33 @@
 """The gate's statistics and decision: pure functions from samples to verdicts.
 
-A timed metric (latency, peak memory) is judged on one number per fresh process. With `--against`
-the processes come in pairs (AB, BA, ...) and the statistic is the median of the per-pair log
-ratios candidate/baseline; against a stored baseline it is the log ratio of the two samples'
-medians. Either way a percentile bootstrap gives a 95% interval, and the verdict follows from
-where that interval lies relative to the threshold:
+A timed metric (latency, peak memory) is judged on one number per fresh process.
+
+- `--against`: the processes come in pairs (timed in lockstep, accel.gating.live) and the statistic
+  is the median of the per-pair log ratios candidate/baseline. Its interval is an exact
+  order-statistic interval (a sign test, valid for any distribution, unlike the percentile
+  bootstrap that covers about 88% at n=4), and the gate looks at it after 6, 8, ... 16 pairs with
+  the error spent over the looks (accel.core.stats.sequential_median_ranks), so the chance of a
+  FAIL when the true change equals the threshold stays at 2.5% however many looks are taken, and
+  the same for a PASS.
+- `--baseline`: the baseline holds several runs (CI jobs); the statistic is the log of this run's
+  median latency minus the mean over the stored runs, with a prediction interval from the
+  between-run spread (accel.core.stats.new_run_interval). A change inside that spread is WARN.
+
+Verdicts follow from where the interval lies relative to the threshold:
 
 - FAIL: the whole interval lies beyond the threshold (a regression, exit 1);
 - PASS: the whole interval lies within it;
 - undecided: more pairs are taken; when none may be added, WARN (non-blocking);
 - INVALID: too few samples, noise wider than the threshold can resolve, or environments differ.
+  Noise never hides a large estimate: when the estimate itself lies beyond the threshold the
+  verdict is WARN, and `--strict` exits non-zero on it.
+- REBASELINE: counts measured with another torch version or device (decompositions and attention
+  backends change them), so they cannot be compared; never a FAIL.
 
 Counts (FLOPs, bytes moved, op count, parameter bytes) do not depend on the machine: they are
 compared exactly, and a drop is reported as IMPROVED so the baseline can be updated on purpose.
-Every metric knows its direction, so a change of +5% always means 5% worse.
+Every metric knows its direction, so a change of +5% always means 5% worse. Each timed verdict
+carries the noise floor it was decided under (`noise`, the per-pair or between-run spread).
 """
 
 from __future__ import annotations
@@ -25,16 +39,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from accel.core.stats import bootstrap_ci, two_sample_ci
+from accel.core.stats import median_rank, new_run_interval, order_interval, sequential_median_ranks
 
-# Fewer than this many processes per side cannot give a bootstrap interval worth the name: with
-# four values the percentile bootstrap of the median spans at best the 2nd..3rd order statistic.
-MIN_SAMPLES = 4
+# Below 6 values no exact 95% interval of a median exists: even (min, max) of 5 covers 93.8%
+# (1 - 2/2^5); of 6 it covers 96.9%.
+MIN_SAMPLES = 6
 # Where the adaptive loop starts and stops: 6 pairs decide clear cases; past 16 the interval
-# narrows by sqrt(n) only, slower than CI machines drift.
+# narrows by sqrt(n) only, slower than CI machines drift. Pairs are added 2 at a time.
 START_PAIRS = 6
 MAX_PAIRS = 16
+PAIR_STEP = 2
 CONFIDENCE = 0.95
+# Error per side over all looks (FAIL at a true change equal to the threshold; PASS likewise).
+ALPHA_PER_SIDE = (1.0 - CONFIDENCE) / 2.0
+# Kim-DeMets spending exponent: 0.25 spends enough at the first look (6 pairs) for a decision
+# there (the smallest one-sided level 6 values reach is 1/64); a larger one would force 8 pairs.
+SPENDING_RHO = 0.25
+# The median absolute deviation times this is the standard deviation of normal data.
+MAD_TO_SD = 1.4826
 
 
 class Verdict(str, enum.Enum):
@@ -43,10 +65,18 @@ class Verdict(str, enum.Enum):
     WARN = "warn"
     FAIL = "fail"
     INVALID = "invalid"
+    REBASELINE = "rebaseline"
 
 
 # Most severe first: the order of the Markdown table and of the overall verdict.
-SEVERITY_ORDER = (Verdict.FAIL, Verdict.INVALID, Verdict.WARN, Verdict.IMPROVED, Verdict.PASS)
+SEVERITY_ORDER = (
+    Verdict.FAIL,
+    Verdict.INVALID,
+    Verdict.REBASELINE,
+    Verdict.WARN,
+    Verdict.IMPROVED,
+    Verdict.PASS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +147,16 @@ class MetricVerdict:
     reason: str
     baseline_value: float | None = None
     candidate_value: float | None = None
+    noise: float | None = None  # the noise floor it was decided under, as a fraction
 
     @property
     def blocking(self) -> bool:
         return self.verdict is Verdict.FAIL
+
+    @property
+    def alarming(self) -> bool:
+        """Undecided, but the estimate itself lies beyond the threshold: never silent."""
+        return self.verdict is Verdict.WARN and not math.isnan(self.change) and self.change > self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -130,33 +166,64 @@ class MetricVerdict:
 
 
 # --- statistics --------------------------------------------------------------------------------
+def planned_looks(start: int = START_PAIRS, most: int = MAX_PAIRS) -> tuple[int, ...]:
+    """The pair counts at which the gate looks: start, start + 2, ... and the most."""
+    looks = list(range(start, most + 1, PAIR_STEP))
+    if looks[-1] != most:
+        looks.append(most)
+    return tuple(looks)
+
+
+def look_rank(samples: int, looks: Sequence[int] | None) -> int:
+    """The order-statistic rank for a look at `samples` pairs: the design's, or fixed-n 95%."""
+    if not looks:
+        return median_rank(samples, CONFIDENCE)
+    ranks = sequential_median_ranks(tuple(looks), ALPHA_PER_SIDE, SPENDING_RHO)
+    # Between or past planned looks the last one reached is used: with more values the same rank
+    # is only more conservative.
+    reached = [r for n, r in zip(looks, ranks) if n <= samples]
+    return reached[-1] if reached else 0
+
+
 def paired_log_change(
-    baseline: Sequence[float], candidate: Sequence[float], direction: int = 1, seed: int = 0
+    baseline: Sequence[float], candidate: Sequence[float], direction: int = 1, looks: Sequence[int] | None = None
 ) -> tuple[float, tuple[float, float]]:
-    """Median of per-pair log(candidate/baseline), signed so + is worse, with a bootstrap CI."""
+    """Median of per-pair log(candidate/baseline), signed so + is worse, with its exact interval."""
     a, b = _positive(baseline), _positive(candidate)
     if a.size != b.size:
         raise ValueError(f"paired samples need equal lengths, got {a.size} and {b.size}")
     logs = direction * (np.log(b) - np.log(a))
     if logs.size == 0:
         return math.nan, (math.nan, math.nan)
-    estimate = float(np.median(logs))
-    if logs.size == 1:
-        return estimate, (estimate, estimate)
-    return estimate, bootstrap_ci(logs, confidence=CONFIDENCE, seed=seed)
+    return float(np.median(logs)), order_interval(logs, look_rank(int(logs.size), looks))
 
 
-def two_sample_log_change(
-    baseline: Sequence[float], candidate: Sequence[float], direction: int = 1, seed: int = 0
-) -> tuple[float, tuple[float, float]]:
-    """log(median(candidate)/median(baseline)), signed so + is worse; each side resampled alone."""
-    a, b = _positive(baseline), _positive(candidate)
-    if a.size == 0 or b.size == 0:
-        return math.nan, (math.nan, math.nan)
-    estimate = direction * float(np.log(np.median(b)) - np.log(np.median(a)))
-    return estimate, two_sample_ci(
-        a, b, lambda med_a, med_b: direction * (np.log(med_b) - np.log(med_a)), confidence=CONFIDENCE, seed=seed
-    )
+def spread(logs: np.ndarray) -> float:
+    """A robust standard deviation (median absolute deviation, scaled): outliers do not inflate it."""
+    if logs.size < 2:
+        return math.nan
+    return MAD_TO_SD * float(np.median(np.abs(logs - np.median(logs))))
+
+
+def between_run_log_change(
+    runs: Sequence[Sequence[float]], candidate: Sequence[float], direction: int = 1
+) -> tuple[float, tuple[float, float], float]:
+    """This run against stored runs: log(median now) - mean over runs of log(median then), signed so
+    + is worse, with the prediction interval of the between-run spread, and that spread.
+
+    The spread is never taken below what the processes' own noise implies for a run's median
+    (1.2533 sd / sqrt(n), the standard error of a median of normal data)."""
+    run_logs = [float(np.log(np.median(_positive(r)))) for r in runs if len(r)]
+    now = _positive(candidate)
+    if not run_logs or now.size == 0:
+        return math.nan, (math.nan, math.nan), math.nan
+    within = [spread(np.log(_positive(r))) for r in (*runs, candidate) if len(r) >= 2]
+    sizes = [len(r) for r in (*runs, candidate) if len(r) >= 2]
+    floor = max((w * 1.2533 / math.sqrt(n) for w, n in zip(within, sizes) if not math.isnan(w)), default=0.0)
+    difference, (low, high), sd = new_run_interval(run_logs, float(np.log(np.median(now))), floor_sd=floor)
+    if direction < 0:
+        difference, low, high = -difference, -high, -low
+    return difference, (low, high), sd
 
 
 def _positive(values: Sequence[float]) -> np.ndarray:
@@ -168,7 +235,17 @@ def _positive(values: Sequence[float]) -> np.ndarray:
 
 # --- decisions ---------------------------------------------------------------------------------
 def classify(
-    metric: str, log_change: float, log_interval: tuple[float, float], threshold: float, samples: int, *, final: bool
+    metric: str,
+    log_change: float,
+    log_interval: tuple[float, float],
+    threshold: float,
+    samples: int,
+    *,
+    final: bool,
+    min_samples: int = MIN_SAMPLES,
+    noise: float | None = None,
+    spread_name: str = "per-pair",
+    advisory: bool = False,
 ) -> MetricVerdict | None:
     """The verdict for a timed metric, or None when it is undecided and more pairs may be taken."""
     change = math.expm1(log_change) if not math.isnan(log_change) else math.nan
@@ -177,46 +254,95 @@ def classify(
         if not math.isnan(log_interval[0])
         else (math.nan, math.nan)
     )
+    noise_fraction = math.expm1(noise) if noise is not None and not math.isnan(noise) else None
 
     def verdict(kind: Verdict, reason: str) -> MetricVerdict:
-        return MetricVerdict(metric, kind, change, interval, threshold, samples, reason)
+        return MetricVerdict(metric, kind, change, interval, threshold, samples, reason, noise=noise_fraction)
 
-    if samples < MIN_SAMPLES:
-        return verdict(Verdict.INVALID, f"too few samples: {samples} per side, at least {MIN_SAMPLES} needed")
+    if samples < min_samples:
+        return verdict(Verdict.INVALID, f"too few samples: {samples} per side, at least {min_samples} needed")
     limit = math.log1p(threshold)
-    span = f"{_pct(change)} (95% CI {_pct(interval[0])} .. {_pct(interval[1])}, n={samples})"
+    floor = f", {spread_name} noise ±{noise_fraction * 100:.1f}%" if noise_fraction is not None else ""
+    span = f"{_pct(change)} (95% CI {_pct(interval[0])} .. {_pct(interval[1])}, n={samples}{floor})"
+    allowed = _pct(threshold, signed=False)
     if log_interval[0] > limit:
-        return verdict(Verdict.FAIL, f"{span} lies beyond the {_pct(threshold, signed=False)} threshold")
+        return verdict(Verdict.FAIL, f"{span} lies beyond the {allowed} threshold")
     if log_interval[1] <= limit:
-        return verdict(Verdict.PASS, f"{span} lies within the {_pct(threshold, signed=False)} threshold")
+        return verdict(Verdict.PASS, f"{span} lies within the {allowed} threshold")
     if not final:
         return None
     half_width = (log_interval[1] - log_interval[0]) / 2.0
-    if half_width > limit:
+    if (half_width > limit or math.isinf(half_width)) and not advisory:
+        if log_change > limit:
+            return verdict(
+                Verdict.WARN,
+                f"{span}: the estimate lies beyond the {allowed} threshold, but the noise is too high to "
+                "decide (run accel gate calibrate; --strict exits 3 on this)",
+            )
         return verdict(
             Verdict.INVALID,
-            f"noise too high: {span} is wider than the {_pct(threshold, signed=False)} "
-            "threshold can resolve (run accel gate calibrate)",
+            f"noise too high: {span} is wider than the {allowed} threshold can resolve (run accel gate calibrate)",
         )
-    return verdict(Verdict.WARN, f"{span} straddles the {_pct(threshold, signed=False)} threshold")
+    if advisory and log_change > limit:
+        return verdict(Verdict.WARN, f"{span}: the estimate lies beyond the {allowed} threshold, inside the spread")
+    return verdict(Verdict.WARN, f"{span} straddles the {allowed} threshold")
 
 
 def judge_pairs(
-    metric: Metric, baseline: Sequence[float], candidate: Sequence[float], threshold: float, *, final: bool
+    metric: Metric,
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    threshold: float,
+    *,
+    final: bool,
+    looks: Sequence[int] | None = None,
 ) -> MetricVerdict | None:
-    """A timed metric from process pairs (AB, BA, ...): median per-pair log ratio."""
-    log_change, log_ci = paired_log_change(baseline, candidate, metric.direction)
-    found = classify(metric.name, log_change, log_ci, threshold, min(len(baseline), len(candidate)), final=final)
+    """A timed metric from process pairs: median per-pair log ratio, sequential exact interval."""
+    log_change, log_ci = paired_log_change(baseline, candidate, metric.direction, looks)
+    logs = np.log(_positive(candidate)) - np.log(_positive(baseline[: len(candidate)]))
+    found = classify(
+        metric.name,
+        log_change,
+        log_ci,
+        threshold,
+        min(len(baseline), len(candidate)),
+        final=final,
+        noise=spread(logs),
+    )
     return _with_values(found, baseline, candidate)
 
 
-def judge_samples(
-    metric: Metric, baseline: Sequence[float], candidate: Sequence[float], threshold: float, *, final: bool
-) -> MetricVerdict | None:
-    """A timed metric against a stored baseline: the two samples' ratio of medians."""
-    log_change, log_ci = two_sample_log_change(baseline, candidate, metric.direction)
-    found = classify(metric.name, log_change, log_ci, threshold, min(len(baseline), len(candidate)), final=final)
-    return _with_values(found, baseline, candidate)
+def judge_runs(
+    metric: Metric, runs: Sequence[Sequence[float]], candidate: Sequence[float], threshold: float
+) -> MetricVerdict:
+    """A timed metric against a stored baseline of several runs: the between-run spread decides."""
+    log_change, log_ci, sd = between_run_log_change(runs, candidate, metric.direction)
+    stored = [v for r in runs for v in r]
+    if len([r for r in runs if len(r)]) < 2:
+        found = classify(
+            metric.name, log_change, (-math.inf, math.inf), threshold, len(candidate), final=True, min_samples=1
+        )
+        assert found is not None
+        found = dataclasses.replace(
+            found,
+            reason=found.reason + "; the baseline holds one run, so the spread between runs is unknown "
+            "(save it with accel bench --save-baseline PATH --runs 3, or --merge runs from CI)",
+        )
+    else:
+        found = classify(
+            metric.name,
+            log_change,
+            log_ci,
+            threshold,
+            len(candidate),
+            final=True,
+            min_samples=1,
+            noise=sd,
+            spread_name=f"between-run ({len(runs)} runs)",
+            advisory=True,
+        )
+        assert found is not None
+    return _with_values(found, stored, candidate)  # type: ignore[return-value]
 
 
 def _with_values(
@@ -267,12 +393,27 @@ def overall(verdicts: Sequence[MetricVerdict]) -> Verdict:
     return next((kind for kind in SEVERITY_ORDER if kind in present), Verdict.PASS)
 
 
+def rebaseline(stored: dict[str, Any], current: dict[str, Any]) -> MetricVerdict:
+    """Counts of another torch version or device: not comparable, so re-baseline (never FAIL)."""
+    reason = (
+        f"counts were measured with {_where(stored)}, this is {_where(current)}: op decompositions and "
+        "backends differ, so re-baseline (accel bench FILE --save-baseline PATH)"
+    )
+    return MetricVerdict("counts", Verdict.REBASELINE, math.nan, (math.nan, math.nan), 0.0, 0, reason)
+
+
+def _where(fingerprint: dict[str, Any]) -> str:
+    text = f"torch {fingerprint.get('torch_version', '?')} on {fingerprint.get('device', '?')}"
+    return text + (f" ({fingerprint['gpu']})" if fingerprint.get("gpu") else "")
+
+
 def exit_code(verdicts: Sequence[MetricVerdict], strict: bool = False) -> int:
-    """0 pass/warn/improved, 1 regression, 3 invalid measurement under --strict."""
+    """0 pass/warn/improved/rebaseline, 1 regression; under --strict 3 when a measurement is
+    invalid, the counts need a re-baseline, or a warning's estimate lies beyond its threshold."""
     kinds = {v.verdict for v in verdicts}
     if Verdict.FAIL in kinds:
         return 1
-    if strict and Verdict.INVALID in kinds:
+    if strict and (kinds & {Verdict.INVALID, Verdict.REBASELINE} or any(v.alarming for v in verdicts)):
         return 3
     return 0
 

@@ -1,0 +1,158 @@
+"""What a replicate measures (BenchConfig, Side) and setting up its process: the noise controls, the environment at start, what it imported.
+
+Noise is reduced where it is made: each replicate is pinned to a fixed set of cores
+(`os.sched_setaffinity`: all usable cores unless `cores` names fewer), runs a fixed number of
+torch threads (`threads`, else one per pinned core), and times its calls with the garbage
+collector off (collected once before). A side's environment variables reach a spawned replicate
+at process start, before torch is imported (OMP_*, KMP_*, CUDA_* are read only then); the fork
+launcher, whose child inherits a loaded torch, refuses them. Each replicate records the file of
+every user module it imported, so the gate can prove which checkout a side's code came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from accel.core.errors import BenchError
+
+LAUNCHERS = ("spawn", "fork", "inline")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """How each replicate measures: warm-up calls, then timed calls for about `budget_seconds`."""
+
+    replicates: int = 6
+    warmup_calls: int = 3
+    min_calls: int = 10
+    max_calls: int = 1000
+    budget_seconds: float = 0.5
+    threads: int | None = None
+    memory: bool = True
+    launcher: str = "spawn"
+    cores: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("replicates", "min_calls", "max_calls"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BenchConfig.{name} must be an int >= 1, got {value!r}")
+        if self.warmup_calls < 0:
+            raise ValueError(f"BenchConfig.warmup_calls must be >= 0, got {self.warmup_calls}")
+        if self.max_calls < self.min_calls:
+            raise ValueError(f"BenchConfig.max_calls ({self.max_calls}) must be >= min_calls ({self.min_calls})")
+        if self.budget_seconds <= 0:
+            raise ValueError(f"BenchConfig.budget_seconds must be > 0, got {self.budget_seconds}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"BenchConfig.threads must be >= 1 or None, got {self.threads}")
+        if self.cores is not None and (not self.cores or any(c < 0 for c in self.cores)):
+            raise ValueError(f"BenchConfig.cores must name core numbers >= 0, got {self.cores!r}")
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"BenchConfig.launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One version of the pipeline: its file, the folder it runs from, extra environment variables,
+    and import roots put first on sys.path (the checkout's src/ layout, PYTHONPATH, editable
+    installs, mapped into the checkout this side measures)."""
+
+    file: Path
+    cwd: Path | None = None
+    lock: Path | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+# Settings the OpenMP, Intel and CUDA runtimes read once, when torch loads them: a side's values
+# for them must be in the environment at process start.
+START_ONLY_PREFIXES = ("OMP_", "KMP_", "CUDA_", "MKL_", "GOMP_")
+
+
+def quiet_process(config: BenchConfig) -> tuple[int, ...]:
+    """Pin this process to a fixed set of cores and fix torch's thread count; returns the cores."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no pinning
+        allowed = list(range(os.cpu_count() or 1))
+    cores = tuple(c for c in (config.cores or allowed) if c in allowed) or tuple(allowed)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(config.threads or len(cores))
+    return cores
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """No garbage collection inside timed calls: a collection lands on whichever call runs then."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_side(side: Side, config: BenchConfig, *, apply_env: bool) -> Any:
+    """Enter a side in this process (folder, import roots, environment, pinning) and load it."""
+    from accel.optimizing.lock import load
+
+    if side.cwd is not None:
+        os.chdir(side.cwd)
+    if apply_env:
+        os.environ.update(dict(side.env))
+    sys.path[:0] = [p for p in side.paths if p not in sys.path[: len(side.paths)]]
+    quiet_process(config)
+    return load(side.file, side.lock)
+
+
+def user_modules() -> dict[str, str]:
+    """name -> file of every imported module that is neither the standard library, an installed
+    package (site-packages) nor accel itself: the user's own code, wherever it came from."""
+    skip = {Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}}
+    accel_root = Path(__file__).resolve().parents[1]
+    found = {}
+    for name, module in list(sys.modules.items()):
+        location = getattr(module, "__file__", None)
+        if not location or name.startswith("accel_user_") or name in ("__main__", "__mp_main__"):
+            continue
+        path = Path(location).resolve()
+        if not path.is_file():  # namespaces like torch.ops name a file that is not there
+            continue
+        if (
+            any(part in ("site-packages", "dist-packages") for part in path.parts)
+            or any(path.is_relative_to(root) for root in skip)
+            or path.is_relative_to(accel_root)
+        ):
+            continue
+        found[name] = str(path)
+    return found
+
+
+def start_env(side: Side, config: BenchConfig) -> dict[str, str]:
+    """The environment a spawned replicate starts with: the side's settings before torch loads."""
+    env = {**os.environ, **dict(side.env), "PYTHONDONTWRITEBYTECODE": "1"}
+    if config.threads is not None and "OMP_NUM_THREADS" not in dict(side.env):
+        env["OMP_NUM_THREADS"] = str(config.threads)
+    return env
+
+
+def refuse_start_only_env(side: Side) -> None:
+    """The fork launcher's child inherits a loaded torch: start-only settings would not apply."""
+    late = [k for k, _ in side.env if k.startswith(START_ONLY_PREFIXES)]
+    if late:
+        raise BenchError(
+            f"{', '.join(late)} only take effect at process start, and the fork launcher starts from a "
+            "process that has loaded torch",
+            "use the spawn launcher (the default) for sides with runtime settings",
+        )
