@@ -216,6 +216,17 @@ class Pipeline:
             return results
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a value, through mappings (ModelOutput too), lists and tuples, in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in tensors_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    return []
+
+
 def call_unpacked(fn: Callable[..., Any], batch: Any) -> Any:
     if isinstance(batch, tuple):
         return fn(*batch)

@@ -24,7 +24,7 @@ import torch
 from accel.core.counts import parameter_bytes
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, now
-from accel.core.pipeline import Pipeline, batch_length
+from accel.core.pipeline import Pipeline, batch_length, tensors_in
 from accel.profiling.data import GenerationProfile, GenerationStep
 
 # Generate loops timed (each way); each step's time is its median over them.
@@ -34,16 +34,6 @@ GENERATION_LOOPS = 3
 TOKEN_KEYWORDS = ("decoder_input_ids", "input_ids")
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    return []
-
-
 def call_tokens(args: tuple, kwargs: dict) -> torch.Tensor | None:
     """The token ids a model call was fed: a keyword the transformers models use, else the first
     integer tensor among the positional arguments."""
@@ -51,7 +41,7 @@ def call_tokens(args: tuple, kwargs: dict) -> torch.Tensor | None:
         value = kwargs.get(key)
         if isinstance(value, torch.Tensor):
             return value
-    for tensor in _tensors(args):
+    for tensor in tensors_in(args):
         if not tensor.is_floating_point() and not tensor.is_complex() and tensor.dim() >= 1:
             return tensor
     return None
@@ -64,7 +54,7 @@ def cached_length(kwargs: dict) -> int:
         return 0
     if hasattr(past, "get_seq_length"):
         return int(past.get_seq_length())
-    keys = _tensors(past)
+    keys = tensors_in(past)
     return int(keys[0].shape[-2]) if keys and keys[0].dim() >= 2 else 0
 
 
@@ -209,7 +199,7 @@ def generation_pass(
 
 
 def _same(a: Any, b: Any) -> bool:
-    left, right = _tensors(a), _tensors(b)
+    left, right = tensors_in(a), tensors_in(b)
     return len(left) == len(right) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(left, right))
 
 

@@ -27,7 +27,7 @@ from accel.core.counts import Counts, OpCount, count_forward, parameter_bytes
 from accel.core.dtypes import CALIBRATED
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, peak_memory_bytes, time_calls
-from accel.core.pipeline import Pipeline
+from accel.core.pipeline import Pipeline, tensors_in
 from accel.profiling.costmodel import (
     CALL_MARKER,
     PROFILED_CALLS,
@@ -53,18 +53,8 @@ DTYPE_ROUNDS = 3
 DTYPE_CALLS_PER_ROUND = 3
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    return []
-
-
 def _bytes(value: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in _tensors(value))
+    return sum(t.numel() * t.element_size() for t in tensors_in(value))
 
 
 def _outermost_matches(event: Any, names: set[str], found: list[Any]) -> None:
@@ -140,7 +130,7 @@ def cost_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -> 
 
 
 def _activation(name: str, inputs: Any, output: Any) -> LayerActivation:
-    first = _tensors(inputs)
+    first = tensors_in(inputs)
     shape = tuple(first[0].shape) if first else ()
     return LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output), input_shape=shape)
 

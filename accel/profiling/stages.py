@@ -15,7 +15,6 @@ The result, `ProfileData`, is plain data that analyzers read.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -23,7 +22,7 @@ import torch
 from accel.core.errors import PipelineError
 from accel.core.hashing import content_hash
 from accel.core.measure import Clock, now
-from accel.core.pipeline import Pipeline, batch_length, split_batch
+from accel.core.pipeline import Pipeline, batch_length, split_batch, tensors_in
 from accel.profiling.data import BatchPadding, EndToEnd, ProfileData, StageTiming
 
 STAGE_NAMES = ("decode", "transform", "collate", "model", "postprocess")
@@ -36,19 +35,8 @@ MAX_END_TO_END_PASSES = 8
 
 
 def _largest_tensor(value: Any) -> torch.Tensor | None:
-    tensors = [t for t in _tensors(value)]
+    tensors = tensors_in(value)
     return max(tensors, key=lambda t: t.numel()) if tensors else None
-
-
-def _tensors(value: Any):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
 
 
 def measure_padding(samples: list[Any], batch: Any) -> BatchPadding | None:
