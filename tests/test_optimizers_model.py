@@ -285,3 +285,14 @@ def test_int8_and_bf16_that_flip_a_real_classifiers_labels_are_rejected(tmp_path
     with torch.inference_mode():
         a, b = pipeline.forward(batch).logits.flatten(), quantized.forward(batch).logits.flatten()
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.9999
+
+
+def test_ort_counts_only_its_session_as_a_per_process_cost(tmp_path):
+    """The export is paid once at optimize time; a process applying the lock only builds a session,
+    so that is what the engine spreads over the recipe's passes."""
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 8)).eval()
+    pipeline = accel.Pipeline(model=model, inputs=(torch.randn(4, 64),))
+    optimizer = OPTIMIZERS.get("onnx.runtime")
+    applied = optimizer.apply(pipeline, optimizer.Config(), Context(machine=describe_machine("cpu"), workdir=tmp_path))
+    assert applied.recurring_seconds is not None
+    assert 0 < applied.per_process_seconds < applied.setup_seconds

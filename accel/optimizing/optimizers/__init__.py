@@ -47,6 +47,14 @@ class Applied:
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
     setup_seconds: float = 0.0
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # What re-applying the lock costs each time a process starts (an ONNX session built from the
+    # saved file), when less than `setup_seconds` (the export is paid once, at optimize time).
+    # None: all of the setup recurs (a compile, a cache filled again).
+    recurring_seconds: float | None = None
+
+    @property
+    def per_process_seconds(self) -> float:
+        return self.setup_seconds if self.recurring_seconds is None else self.recurring_seconds
 
 
 @dataclasses.dataclass(frozen=True)

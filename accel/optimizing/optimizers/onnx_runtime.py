@@ -219,7 +219,9 @@ class _OnnxBase(Optimizer):
         )
         threads = config.threads or torch.get_num_threads()
         options = session_options_dict(threads, config.allow_spinning)
+        session_started = now()
         model = ort_model(final_path, io, options)
+        session_seconds = now() - session_started
         state = {
             **io,
             "onnx_file": final_path.name,
@@ -232,6 +234,7 @@ class _OnnxBase(Optimizer):
             state=state,
             setup_seconds=now() - started,
             notes={"session_options": options, "onnx_file": str(final_path)},
+            recurring_seconds=session_seconds,
         )
 
     def transform(

@@ -75,6 +75,9 @@ class Choice:
     slot: str
     setup_seconds: float = 0.0
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The part of setup_seconds paid again whenever the lock is applied in a new process: what the
+    # passes amortize (an export is paid once; a session, a compile, a cache fill every time).
+    recurring_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +194,7 @@ class Composer:
                     slot,
                     applied.setup_seconds,
                     dict(applied.notes),
+                    applied.per_process_seconds,
                 )
                 self._cache[key] = (applied.pipeline, choices + (choice,))
             pipeline, choices = self._cache[key]
@@ -310,7 +314,7 @@ def run_engine(
             composed_with=others,
             notes=next((c.notes for c in trial_choices if c.slot == slot), {}),
         )
-        own_setup = next((c.setup_seconds for c in trial_choices if c.slot == slot), 0.0)
+        own_setup = next((c.recurring_seconds for c in trial_choices if c.slot == slot), 0.0)
         verdict_reason = failure or _keep_reason(
             recipe, amortized(comparison, own_setup, recipe.passes), memory_ratio, own_setup
         )
@@ -353,7 +357,7 @@ def _keep_reason(recipe: Recipe, comparison: Comparison, memory_ratio: float | N
         if high < 1 / keep.max_slowdown:
             return f"saves memory but {1 / comparison.speedup:.2f}x slower, beyond the {keep.max_slowdown}x allowed"
         return f"kept: peak memory x{memory_ratio:.2f}"
-    counted = f", its one-time cost spread over {recipe.passes} passes" if setup_seconds > 0 else ""
+    counted = f", its per-process cost spread over {recipe.passes} passes" if setup_seconds > 0 else ""
     if comparison.faster_beyond(keep.min_speedup):
         return f"kept: interval above {keep.min_speedup}x{counted}"
     if high < 1.0:
@@ -387,7 +391,7 @@ def _finish(
     message = f"kept {', '.join(c.optimizer for c in choices)}" if choices else "no candidate helped: the lock is empty"
     # The composition is held to the same test as each candidate: its whole interval, with every
     # one-time cost spread over the declared passes, above the keep threshold.
-    counted = amortized(comparison, sum(c.setup_seconds for c in choices), recipe.passes)
+    counted = amortized(comparison, sum(c.recurring_seconds for c in choices), recipe.passes)
     if recipe.target == "memory":
         slower = memory_ratio is None or memory_ratio > 1 - recipe.keep.min_memory_saving
     else:
