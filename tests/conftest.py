@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -24,6 +25,49 @@ def pytest_configure(config):
     # torch.compile's worker pool (spawned processes) outlives a forked bench replicate, which leaves
     # by os._exit: compile in-process, so no test leaves a process behind.
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+
+def _leftover_processes() -> list[tuple[int, str]]:
+    """Processes of this session (they inherited its unique cache root) that would outlive it: any
+    whose parent is not another of the session's, except this process's own multiprocessing
+    workers, which multiprocessing ends at exit (a worker of a live child ends with that child)."""
+    marker = f"ACCEL_CACHE_DIR={_CACHE_ROOT}".encode()
+    ours: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if marker not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except (OSError, ValueError, IndexError):
+            continue
+        ours[int(entry)] = (parent, command)
+    return [
+        (pid, command)
+        for pid, (parent, command) in ours.items()
+        if parent not in ours and not (parent == os.getpid() and "multiprocessing" in command)
+    ]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test may leave a process behind: any still alive at the end is killed and fails the run."""
+    if not _CACHE_ROOT or not os.path.isdir("/proc"):
+        return
+    leftovers = _leftover_processes()
+    for pid, _ in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if leftovers:
+        lines = "\n".join(f"  {pid}: {cmd}" for pid, cmd in leftovers)
+        session.config.get_terminal_writer().line(f"processes left running by the tests (killed):\n{lines}", red=True)
+        session.exitstatus = 1
 
 
 def pytest_unconfigure(config):

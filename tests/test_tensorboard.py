@@ -1,6 +1,8 @@
 """The trace accel writes is one a real TensorBoard (PyTorch Profiler plugin) lists and Perfetto reads."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +49,9 @@ def test_real_tensorboard_lists_the_run(tmp_path):
         [str(tensorboard), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # The profiler plugin loads runs in spawned worker processes: its own process group lets the
+        # test stop all of them, not only the server.
+        start_new_session=True,
     )
     try:
         runs: list = []
@@ -69,5 +74,5 @@ def test_real_tensorboard_lists_the_run(tmp_path):
         ) as response:
             assert json.loads(response.read())
     finally:
-        server.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
