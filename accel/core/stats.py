@@ -1,9 +1,10 @@
 """The one place accel computes confidence intervals.
 
-Every interval is a 95% interval by default from a seeded percentile bootstrap (the same resamples
-for the same data, so a verdict is reproducible): of a statistic over one sample, of a ratio of
-medians over paired samples (whole pairs resampled, so drift shared by a pair cancels), and of a
-difference of statistics over two independent samples (each side resampled alone).
+Every interval is a 95% interval by default. A seeded percentile bootstrap (the same resamples for
+the same data, so a verdict is reproducible) of a statistic over one sample, or of a ratio of
+medians over paired samples (whole pairs resampled, so drift shared by a pair cancels); an exact
+order-statistic interval of a median (the gate, at small n), its group-sequential version whose
+error is spent over the looks, and the spread between a stored baseline's runs.
 """
 
 from __future__ import annotations
@@ -63,22 +64,6 @@ def paired_ratio_ci(
     picks = rng.integers(0, n, size=(resamples, n))
     ratios = np.median(a[picks], axis=1) / np.median(b[picks], axis=1)
     return ratio, percentile_interval(ratios, confidence)
-
-
-def two_sample_ci(
-    a: np.ndarray,
-    b: np.ndarray,
-    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    *,
-    confidence: float = CONFIDENCE,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Interval of `statistic(medians of a, medians of b)` with each side resampled on its own."""
-    rng = np.random.default_rng(seed)
-    med_a = np.median(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
-    med_b = np.median(b[rng.integers(0, b.size, size=(resamples, b.size))], axis=1)
-    return percentile_interval(statistic(med_a, med_b), confidence)
 
 
 # --- exact order-statistic intervals of a median -----------------------------------------------
