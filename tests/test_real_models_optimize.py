@@ -25,7 +25,7 @@ from accel.gating.bench import BenchConfig, bench
 from accel.optimizing.lock import LOCK_NAME, Lock, LockEntry, file_sha256, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
-from accel.optimizing.optimizers.precision import HalfPrecisionModel
+from accel.optimizing.optimizers.precision import HalfPrecisionForward
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import FAILED
 from accel.optimizing.recipes.fidelity import compare_outputs
@@ -139,8 +139,8 @@ def test_image_classifiers_through_onnx_keep_their_output_class(name, tmp_path):
     ("name", "params", "changed"),
     [
         ("quantize.int8_dynamic", {}, lambda m: "DynamicQuantizedLinear" in str(m) or "quantized" in str(m).lower()),
-        ("precision.bf16", {"mode": "cast"}, lambda m: isinstance(m, HalfPrecisionModel)),
-        ("precision.bf16", {"mode": "autocast"}, lambda m: isinstance(m, HalfPrecisionModel)),
+        ("precision.bf16", {"mode": "cast"}, lambda m: isinstance(m.__dict__.get("forward"), HalfPrecisionForward)),
+        ("precision.bf16", {"mode": "autocast"}, lambda m: isinstance(m.__dict__.get("forward"), HalfPrecisionForward)),
         ("compile", {"backend": "eager"}, lambda m: isinstance(m, torch._dynamo.eval_frame.OptimizedModule)),
     ],
 )

@@ -14,14 +14,13 @@ interleaved with the loop as written, so the gain of turning the cache on is mea
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import statistics
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from accel.core.counts import parameter_bytes
+from accel.core.generate import accepts_cache, cached_generate, with_cache
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, now
 from accel.core.pipeline import Pipeline, batch_length, tensors_in
@@ -72,15 +71,6 @@ def recomputed_tokens(tokens: torch.Tensor, offset: int, previous: tuple[torch.T
     equal = (mine == theirs).reshape(-1, end - start).all(dim=0)
     mismatch = (~equal).nonzero()
     return int(mismatch[0, 0]) if mismatch.numel() else end - start
-
-
-def accepts_cache(model: torch.nn.Module) -> bool:
-    """The model takes use_cache (or past_key_values) and is driven through its own generate()."""
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return callable(getattr(model, "generate", None)) and bool({"use_cache", "past_key_values"} & set(parameters))
 
 
 class _Recorder:
@@ -148,10 +138,10 @@ def generation_pass(
     sync = device_sync(machine.device)
     recorder = _Recorder(sync, clock, first_call if first_call is not None else [])
 
-    def timed_loop() -> tuple[float, list[GenerationStep], Any]:
+    def timed_loop(run: Pipeline) -> tuple[float, list[GenerationStep], Any]:
         recorder.reset()
         began = clock()
-        output = pipeline.forward(batch)
+        output = run.forward(batch)
         sync()
         return clock() - began, list(recorder.steps), output
 
@@ -162,23 +152,23 @@ def generation_pass(
     cache_note = None
     try:
         with torch.inference_mode():
-            _, warm_steps, _ = timed_loop()
+            _, warm_steps, _ = timed_loop(pipeline)
             recomputes = any(s.recomputed_tokens for s in warm_steps)
             measure_cache = recomputes and accepts_cache(model)
             if recomputes and not measure_cache:
                 cache_note = "the model takes no use_cache/past_key_values: the cache's gain was not measured"
-            with cache_switch(model) as used:
-                if measure_cache:
-                    with used:
-                        timed_loop()  # warm-up with the cache on
-                    if not used.calls:
-                        measure_cache = False
-                        cache_note = "the pipeline's generate does not call model.generate: the cache was not forced"
-                for _ in range(GENERATION_LOOPS):
-                    plain.append(timed_loop())
-                    if measure_cache:
-                        with used:
-                            cached.append(timed_loop())
+            # The forced copy shares the model's parameters and hooks: the recorder sees its calls.
+            cached_pipeline = pipeline.replace(model=with_cache(model)) if measure_cache else None
+            forced = cached_generate(cached_pipeline.model) if cached_pipeline is not None else None
+            if cached_pipeline is not None and forced is not None:
+                timed_loop(cached_pipeline)  # warm-up with the cache on
+                if not forced.calls:
+                    cached_pipeline = None
+                    cache_note = "the pipeline's generate does not call model.generate: the cache was not forced"
+            for _ in range(GENERATION_LOOPS):
+                plain.append(timed_loop(pipeline))
+                if cached_pipeline is not None:
+                    cached.append(timed_loop(cached_pipeline))
     finally:
         pre.remove()
         post.remove()
@@ -201,44 +191,3 @@ def generation_pass(
 def _same(a: Any, b: Any) -> bool:
     left, right = tensors_in(a), tensors_in(b)
     return len(left) == len(right) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(left, right))
-
-
-class CacheSwitch:
-    """While active (inside a `with` block), calls of the model's generate() get use_cache=True."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.active = False
-
-    def __enter__(self) -> "CacheSwitch":
-        self.active = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.active = False
-
-
-@contextlib.contextmanager
-def cache_switch(model: torch.nn.Module) -> Iterator[CacheSwitch]:
-    """Shadow `model.generate` with a wrapper that obeys the switch; the model is restored after."""
-    switch = CacheSwitch()
-    original = getattr(model, "generate", None)
-    if not callable(original):
-        yield switch
-        return
-    had_own = "generate" in model.__dict__
-
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        if switch.active:
-            switch.calls += 1
-            kwargs["use_cache"] = True
-        return original(*args, **kwargs)
-
-    object.__setattr__(model, "generate", generate)
-    try:
-        yield switch
-    finally:
-        if had_own:
-            object.__setattr__(model, "generate", original)
-        else:
-            object.__delattr__(model, "generate")

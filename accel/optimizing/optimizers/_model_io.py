@@ -10,6 +10,8 @@ torch.export flattens them, and `rebuild_output` puts tensors back into it.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import importlib
 import inspect
@@ -84,6 +86,26 @@ def artifact_name(prefix: str, pipeline: Pipeline, config: Any) -> str:
     """A file name that is the same for the same pipeline name and parameters."""
     digest = hashlib.sha256(json.dumps([pipeline.name, repr(config)], sort_keys=True).encode()).hexdigest()[:10]
     return f"{pipeline.name}-{prefix}-{digest}"
+
+
+def with_forward(model: torch.nn.Module, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> torch.nn.Module:
+    """A shallow copy of `model` (its class, parameters and hooks) whose forward is `wrap(forward)`.
+
+    The copy keeps every method of the model, so a transformers model's generate() still runs its
+    loop, now through the wrapped forward; a wrapper module would hide generate() (and everything
+    else the pipeline calls on the model). The wrapped callable keeps the forward's signature
+    (`__wrapped__`), so what reads it (keyword names, use_cache) still sees the model's own.
+    """
+    copied = copy.copy(model)
+    forward = copied.__dict__.get("forward") or type(copied).forward.__get__(copied)
+    wrapped = wrap(forward)
+    if not hasattr(wrapped, "__wrapped__"):
+        try:
+            functools.update_wrapper(wrapped, forward)
+        except AttributeError:  # a callable that takes no attributes: its own signature stands
+            pass
+    object.__setattr__(copied, "forward", wrapped)
+    return copied
 
 
 def map_tensors(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

@@ -17,6 +17,7 @@ import torch
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.optimizing.optimizers._model_io import with_forward
 
 MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
@@ -60,8 +61,7 @@ class Compile(Optimizer):
         return None
 
     def apply(self, pipeline: Pipeline, config: CompileConfig, context: Context) -> Applied:
-        compiled = torch.compile(pipeline.model, mode=config.mode, dynamic=config.dynamic, backend=config.backend)
-        candidate = pipeline.replace(model=compiled)
+        candidate = pipeline.replace(model=compiled(pipeline, config))
         batch = pipeline.example_batch()
         started = now()
         with torch.inference_mode():
@@ -75,5 +75,14 @@ class Compile(Optimizer):
         )
 
     def restore(self, pipeline: Pipeline, config: CompileConfig, state: dict[str, Any], lock_dir: Any) -> Pipeline:
-        compiled = torch.compile(pipeline.model, mode=config.mode, dynamic=config.dynamic, backend=config.backend)
-        return pipeline.replace(model=compiled)
+        return pipeline.replace(model=compiled(pipeline, config))
+
+
+def compiled(pipeline: Pipeline, config: CompileConfig) -> torch.nn.Module:
+    """The model compiled. A generate loop calls the model's own generate(), which a compiled
+    wrapper (OptimizedModule) hands to the uncompiled model: there the forward is compiled inside
+    a copy of the model, as transformers' docs do (`model.forward = torch.compile(model.forward)`)."""
+    options = {"mode": config.mode, "dynamic": config.dynamic, "backend": config.backend}
+    if pipeline.generate is not None and callable(getattr(pipeline.model, "generate", None)):
+        return with_forward(pipeline.model, lambda forward: torch.compile(forward, **options))
+    return torch.compile(pipeline.model, **options)

@@ -20,7 +20,7 @@ from accel.core.dtypes import short_name
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import floating_outputs_to
+from accel.optimizing.optimizers._model_io import floating_outputs_to, with_forward
 
 MODES = ("cast", "autocast")
 # Half precision is worth trying when its matmul runs at least 1.2x the float32 rate: below that the
@@ -39,23 +39,29 @@ class PrecisionConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
-class HalfPrecisionModel(torch.nn.Module):
-    """The model in half precision behind a float32 interface."""
+class HalfPrecisionForward:
+    """A model's forward in half precision behind a float32 interface."""
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, mode: str, device_type: str) -> None:
-        super().__init__()
-        self.inner = copy.deepcopy(model).to(dtype) if mode == "cast" else model
+    def __init__(self, forward: Any, dtype: torch.dtype, mode: str, device_type: str) -> None:
+        self.forward = forward
         self.dtype = dtype
         self.mode = mode
         self.device_type = device_type
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "autocast":
             with torch.autocast(self.device_type, dtype=self.dtype):
-                output = self.inner(*args, **kwargs)
+                output = self.forward(*args, **kwargs)
         else:
-            output = self.inner(*floating_outputs_to(args, self.dtype), **floating_outputs_to(kwargs, self.dtype))
+            output = self.forward(*floating_outputs_to(args, self.dtype), **floating_outputs_to(kwargs, self.dtype))
         return floating_outputs_to(output, torch.float32)
+
+
+def half_precision(model: torch.nn.Module, dtype: torch.dtype, mode: str, device_type: str) -> torch.nn.Module:
+    """The model, as its own class (generate() and every other method kept), computing in `dtype`:
+    a copy of its weights in `dtype` (cast), or autocast around the float32 weights it shares."""
+    source = copy.deepcopy(model).to(dtype) if mode == "cast" else model
+    return with_forward(source, lambda forward: HalfPrecisionForward(forward, dtype, mode, device_type))
 
 
 def _calibrated_ratio(context: Context, dtype_name: str) -> float | None:
@@ -117,7 +123,7 @@ class _HalfPrecision(Optimizer):
     def apply(self, pipeline: Pipeline, config: PrecisionConfig, context: Context) -> Applied:
         started = now()
         device_type = "cuda" if context.machine.is_cuda else "cpu"
-        model = HalfPrecisionModel(pipeline.model, getattr(torch, self.dtype_name), config.mode, device_type).eval()
+        model = half_precision(pipeline.model, getattr(torch, self.dtype_name), config.mode, device_type)
         ratio, how = self.fast_ratio(context)
         return Applied(
             pipeline=pipeline.replace(model=model),
@@ -127,9 +133,9 @@ class _HalfPrecision(Optimizer):
         )
 
     def restore(self, pipeline: Pipeline, config: PrecisionConfig, state: dict[str, Any], lock_dir: Any) -> Pipeline:
-        model = HalfPrecisionModel(
+        model = half_precision(
             pipeline.model, getattr(torch, self.dtype_name), config.mode, state.get("device_type", "cpu")
-        ).eval()
+        )
         return pipeline.replace(model=model)
 
 

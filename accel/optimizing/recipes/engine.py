@@ -137,6 +137,12 @@ def rule_matches(rule: Rule, pipeline: Pipeline, report: Any) -> str | None:
     when = rule.when
     if when.has_source is not None and when.has_source != pipeline.has_source:
         return "the pipeline has a source" if pipeline.has_source else "the pipeline has no source"
+    if when.has_generate is not None and when.has_generate != (pipeline.generate is not None):
+        return (
+            "the pipeline runs a generate loop"
+            if pipeline.generate is not None
+            else "the pipeline has no generate loop"
+        )
     if when.max_batch_size is not None and pipeline.batch_size > when.max_batch_size:
         return f"batch_size {pipeline.batch_size} > {when.max_batch_size}"
     if when.min_batch_size is not None and pipeline.batch_size < when.min_batch_size:

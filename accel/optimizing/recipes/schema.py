@@ -122,6 +122,7 @@ class When:
     findings: tuple[str, ...] = ()  # any of these finding kinds...
     min_severity: str = "low"  # ...at this severity or above
     has_source: bool | None = None
+    has_generate: bool | None = None  # the pipeline runs a generate loop
     max_batch_size: int | None = None
     min_batch_size: int | None = None
 

@@ -131,7 +131,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             f": {recompute_share:.0%} of step time is above a cached step, which a KV cache would save "
             "(keep past keys and values and feed one new token per step)"
         )
-    recommendations = ["batch.size"]
+    # The cure first: where the loop recomputes, turning the cache on (generation.kv_cache says why
+    # not when the model takes no cache); then more sequences per step.
+    recommendations = ["generation.kv_cache", "batch.size"] if recomputes else ["batch.size"]
     impact = model_share * saving if recomputes else 0.0
     # The share is the model time spent recomputing the prefix, the time this finding explains.
     return [

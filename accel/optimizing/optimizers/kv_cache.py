@@ -1,0 +1,61 @@
+"""`generation.kv_cache`: run the pipeline's generate loop with the KV cache on.
+
+The generation finding's cure. A loop written with `use_cache=False` (or against a config that
+turned the cache off) feeds the whole sequence at every step, so step time grows with the
+position; with the cache each step feeds one token and reads the past keys and values. The
+pipeline's own generate function is left unchanged: the model it is handed is a shallow copy
+(same weights) whose `generate` gets `use_cache=True` (accel.core.generate). Greedy decoding gives
+the same tokens either way up to float rounding; the guard compares the tokens out, so a model
+whose cached path decodes differently is reverted, not kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from accel.core.generate import accepts_cache, cached_generate, with_cache
+from accel.core.measure import now
+from accel.core.pipeline import Pipeline
+from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+
+
+class NotThroughGenerate(RuntimeError):
+    """The pipeline's generate never called model.generate, so there was no call to give the cache."""
+
+
+@register
+class KVCache(Optimizer):
+    name = "generation.kv_cache"
+    description = "The generate loop with use_cache=True: each step feeds one new token, not the whole prefix."
+    target = "latency"
+    slot: ClassVar[str] = "generation"
+
+    def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
+        if pipeline.generate is None:
+            return "the pipeline has no generate loop"
+        if cached_generate(pipeline.model) is not None:
+            return "the loop already runs with the cache forced on"
+        if not accepts_cache(pipeline.model):
+            return "the model has no generate() taking use_cache/past_key_values (a transformers model has)"
+        return None
+
+    def apply(self, pipeline: Pipeline, config: Any, context: Context) -> Applied:
+        candidate = pipeline.replace(model=with_cache(pipeline.model))
+        started = now()
+        with torch.inference_mode():
+            candidate.forward(candidate.example_batch())
+        forced = cached_generate(candidate.model)
+        if forced is None or not forced.calls:
+            raise NotThroughGenerate(
+                "the pipeline's generate does not call model.generate(), so use_cache cannot be set for it; "
+                "pass use_cache=True in the loop's own model calls"
+            )
+        # The call above only proved the loop goes through model.generate; re-applying costs nothing.
+        return Applied(
+            pipeline=candidate, state={"use_cache": True}, setup_seconds=now() - started, recurring_seconds=0.0
+        )
+
+    def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Any) -> Pipeline:
+        return pipeline.replace(model=with_cache(pipeline.model))
