@@ -75,6 +75,28 @@ def pytest_unconfigure(config):
         shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory):
+    """One real calibration, cached in a temporary ACCEL_CACHE_DIR, at one intra-op thread.
+
+    One thread for calibration and the profiles alike: on a shared CI machine a descheduled OpenMP
+    worker stalls every parallel op for a scheduler slice, which no finding is about. The cache
+    directory is under the session's base temp dir, so every module that profiles shares one
+    calibration.
+    """
+    from accel.core.calibration import calibrated_machine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ACCEL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
+    try:
+        yield calibrated_machine()
+    finally:
+        patch.undo()
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_state():
     threads = torch.get_num_threads()

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import accel
-from accel.core.calibration import calibrated_machine
 from accel.core.counts import OpCount
 from accel.core.machine import describe_machine
 from accel.profiling.analyzers import analyze
@@ -29,27 +28,6 @@ from accel.profiling.generation import cached_length, call_tokens, recomputed_to
 
 PLANTED = Path(__file__).parent / "planted"
 HARDWARE_KINDS = ("memory_bandwidth", "compute_bound", "overhead", "memory_peak", "generation")
-
-
-@pytest.fixture(scope="module")
-def machine(tmp_path_factory):
-    """One real calibration, cached in a temporary ACCEL_CACHE_DIR, at one intra-op thread.
-
-    One thread for calibration and the planted profiles alike: on a shared CI machine a descheduled
-    OpenMP worker stalls every parallel op for a scheduler slice, which no finding is about.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    patch = pytest.MonkeyPatch()
-    # one calibration for the session, shared by the modules that profile (same base temp dir)
-    patch.setenv("ACCEL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
-    try:
-        yield calibrated_machine()
-    finally:
-        patch.undo()
-        torch.set_num_threads(threads)
 
 
 def profile(name, machine):

@@ -12,30 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 import accel
-from accel.core.calibration import calibrated_machine
 
 pytest.importorskip("transformers")
 
 REAL = Path(__file__).parent / "real"
 BUDGET_SECONDS = 3.0
-
-
-@pytest.fixture(scope="module")
-def machine(tmp_path_factory):
-    """One calibration, at one intra-op thread (a descheduled OpenMP worker on a shared 2-core
-    machine stalls every parallel op, which no finding is about)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("ACCEL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "accel-xdg"))
-    try:
-        yield calibrated_machine()
-    finally:
-        patch.undo()
-        torch.set_num_threads(threads)
 
 
 def profile(name: str, machine, **options):

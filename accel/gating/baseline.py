@@ -24,7 +24,8 @@ from typing import Any
 
 from accel.core.errors import BaselineError
 from accel.core.io import write_json_atomic
-from accel.gating.bench import BenchResult, Replicate, replicate_values
+from accel.gating.bench import BenchResult, replicate_values
+from accel.gating.replicate import Replicate
 
 BASELINE_KIND = "accel.baseline"
 BASELINE_VERSION = 2
@@ -150,7 +151,7 @@ def merged(stored: Baseline, new: Baseline, max_runs: int = MAX_RUNS) -> Baselin
 
     Runs from another environment, or counts that changed, are refused: both mean the baseline
     should be re-created after review, not silently extended."""
-    from accel.gating.bench import environment_mismatch
+    from accel.gating.replicate import environment_mismatch
 
     mismatch = environment_mismatch(stored.environment, new.environment)
     if mismatch:

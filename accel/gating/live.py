@@ -28,8 +28,9 @@ import numpy as np
 
 from accel.core.errors import AccelError, BenchError
 from accel.core.measure import device_sync, now, peak_memory_bytes
-from accel.gating.bench import REPLICATE_TIMEOUT_SECONDS, BenchConfig, Replicate, Side, _request, environment
+from accel.gating.bench import REPLICATE_TIMEOUT_SECONDS, BenchConfig, Side, _request
 from accel.gating.process import collector_off, load_side, refuse_start_only_env, start_env, user_modules
+from accel.gating.replicate import Replicate, environment
 
 
 # --- the worker side -----------------------------------------------------------------------------

@@ -22,12 +22,12 @@ from accel.core.errors import AccelError
 from accel.core.loading import check_file
 from accel.core.measure import now
 from accel.gating.baseline import counts_fingerprint, load_baseline, proposed_path, save_baseline, with_counts
-from accel.gating.bench import BenchConfig, Replicate, Side, environment_mismatch, run_replicate
+from accel.gating.bench import BenchConfig, Side, run_replicate
+from accel.gating.estimates import MAX_PAIRS, START_PAIRS, planned_looks, spread
 from accel.gating.live import lockstep_pair
+from accel.gating.replicate import Replicate, environment_mismatch
 from accel.gating.verdicts import (
-    MAX_PAIRS,
     METRICS,
-    START_PAIRS,
     MetricVerdict,
     Thresholds,
     Verdict,
@@ -37,9 +37,7 @@ from accel.gating.verdicts import (
     judge_pairs,
     judge_runs,
     overall,
-    planned_looks,
     rebaseline,
-    spread,
 )
 
 GATE_SCHEMA = "accel.gate/2"

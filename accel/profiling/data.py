@@ -6,10 +6,10 @@ Nothing here measures or derives by guess; the helpers at the end combine measur
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from accel.core.measure import Measurement
-from accel.profiling.costmodel import CostModel
+from accel.profiling.costmodel import CostModel, RooflineSplit, split_roofline
 
 # The loop's first steps run at the prompt's length, the length the cost model's call saw.
 FIRST_STEPS = 3
@@ -281,3 +281,32 @@ def share_of_model_time(data: ProfileData, seconds_per_call: float) -> float:
         first = first_steps[len(first_steps) // 2]
         return min(fraction * first * len(generation.steps) / generation.total_seconds, 1.0)
     return fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class RooflineShare:
+    """One side of a model call's roofline split, the share of the model's time it holds, and its peak."""
+
+    cost: CostModel
+    split: RooflineSplit
+    share: float
+    peak: float  # the machine's calibrated peak for that side: GFLOP/s for compute, GB/s for memory
+
+
+def roofline_share(
+    data: ProfileData, side: Literal["compute", "memory"], peak: float | None, min_share: float
+) -> RooflineShare | None:
+    """The compute- or memory-bound side of the model call, or None when there is nothing to name.
+
+    None when no cost model was built, the machine's peak for that side (GFLOP/s or GB/s) is not
+    calibrated, the call took no time, or that side's ops hold less than `min_share` of the model's time.
+    """
+    cost = data.ops
+    if not isinstance(cost, CostModel) or not peak or cost.call_seconds <= 0:
+        return None
+    split = split_roofline(cost)
+    seconds = split.compute_seconds if side == "compute" else split.memory_seconds
+    share = share_of_model_time(data, seconds)
+    if share < min_share or seconds <= 0:
+        return None
+    return RooflineShare(cost=cost, split=split, share=share, peak=peak)

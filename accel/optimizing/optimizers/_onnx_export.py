@@ -11,6 +11,7 @@ positional calls returning tensors, falling back to dynamo when the tracer canno
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -102,6 +103,17 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
     structure = output_structure(sample_output)
     output_names = [f"output_{i}" for i in range(len(flatten_output(sample_output)))]
     exporter = choose_exporter(requested, kwargs, sample_output)
+    dynamo_opset = max(opset, DYNAMO_MIN_OPSET)
+    # What both exporters are given alike; each call adds its own exporter, opset and dynamic axes.
+    export = functools.partial(
+        torch.onnx.export,
+        pipeline.model,
+        args,
+        str(path),
+        kwargs=kwargs or None,
+        input_names=input_names,
+        output_names=output_names,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), quiet(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -113,31 +125,15 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
                 if out.dim() > 0:
                     dynamic_axes[name] = {0: f"{name}_dim0"}
             try:
-                torch.onnx.export(
-                    pipeline.model,
-                    args,
-                    str(path),
-                    kwargs=kwargs or None,
-                    dynamo=False,
-                    input_names=input_names,
-                    output_names=output_names,
-                    opset_version=opset,
-                    dynamic_axes=dynamic_axes or None,
-                )
+                export(dynamo=False, opset_version=opset, dynamic_axes=dynamic_axes or None)
             except Exception:
                 if requested != "auto":
                     raise
                 exporter = "dynamo"  # the tracer could not follow the model; torch.export may
         if exporter == "dynamo":
-            torch.onnx.export(
-                pipeline.model,
-                args,
-                str(path),
-                kwargs=kwargs or None,
+            export(
                 dynamo=True,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=max(opset, DYNAMO_MIN_OPSET),
+                opset_version=dynamo_opset,
                 dynamic_shapes=_dynamo_shapes(parameters, args, kwargs, dims),
                 verbose=False,
             )
@@ -149,5 +145,5 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
         "input_for": input_for,
         "dynamic_axes": _exported_dynamic_axes(path),
         "exporter": exporter,
-        "opset": opset if exporter == "torchscript" else max(opset, DYNAMO_MIN_OPSET),
+        "opset": opset if exporter == "torchscript" else dynamo_opset,
     }

@@ -9,7 +9,8 @@
 
 Candidates in one slot are alternatives (every way of replacing the model is one slot), so a trial
 replaces that slot's current choice; every trial contains the other accepted optimizations, so
-each acceptance re-measures the combination (two wins alone can lose together).
+each acceptance re-measures the combination (two wins alone can lose together). How a pipeline is
+timed and compared is accel.optimizing.recipes.measuring; this module searches and decides.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ from typing import Any, Callable
 import torch
 
 from accel.core.errors import AccelError
-from accel.core.measure import Comparison, compare_interleaved, device_sync, now
-from accel.core.pipeline import Pipeline, batch_length
+from accel.core.measure import Comparison, device_sync, now
+from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
+from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
 from accel.optimizing.recipes.memory import MemoryMeter
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
-from accel.optimizing.recipes.validation import Validator, calibrated_batches, reset_pipeline_state
+from accel.optimizing.recipes.validation import Validator, calibrated_batches
 from accel.profiling.report import SEVERITIES
 
 Progress = Callable[[str], None]
 
-# Seconds of sleep before each side's untimed settle call: spinning thread pools go idle first.
-SETTLE_SECONDS = 0.002
 # No comparison gets less than this, however small the remaining budget: fewer rounds than this
 # cannot separate a 3% effect from noise.
 MIN_COMPARE_SECONDS = 0.5
@@ -94,42 +94,6 @@ class EngineResult:
     threads: int
     message: str
     elapsed_seconds: float
-
-
-class Measurer:
-    """How a recipe's target is measured: the call that is timed, and what one call covers."""
-
-    def __init__(self, baseline: Pipeline, target: str, sync: Callable[[], None] | None = None) -> None:
-        self.target = target if (target != "throughput" or baseline.has_source) else "latency"
-        self.sync = sync or device_sync(None)  # CUDA kernels run asynchronously: wait for them
-        self.batch = baseline.example_batch()
-        self.samples_per_call = len(baseline.run()) if self.target == "throughput" else batch_length(self.batch)
-
-    def call(self, pipeline: Pipeline) -> Callable[[], Any]:
-        if self.target == "throughput":
-
-            def one_pass() -> Any:
-                reset_pipeline_state(pipeline)
-                return pipeline.run()
-
-            return one_pass
-        batch = self.batch
-
-        def forward() -> Any:
-            with torch.inference_mode():
-                return pipeline.forward(batch)
-
-        return forward
-
-    def summary(self, seconds: float, peak_bytes: int | None) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "median_seconds": seconds,
-            "samples_per_call": self.samples_per_call,
-            "samples_per_s": self.samples_per_call / seconds if seconds > 0 else None,
-        }
-        if peak_bytes is not None:
-            data["peak_bytes"] = peak_bytes
-        return data
 
 
 def rule_matches(rule: Rule, pipeline: Pipeline, report: Any) -> str | None:
@@ -205,21 +169,6 @@ class Composer:
                 self._cache[key] = (applied.pipeline, choices + (choice,))
             pipeline, choices = self._cache[key]
         return pipeline, choices, setup
-
-
-def compare_pipelines(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
-    # A throughput pass is long next to a spinning pool's idle-out: a pause is enough, no settle pass.
-    settle_calls = 0 if measurer.target == "throughput" else 1
-    return compare_interleaved(
-        measurer.call(best),
-        measurer.call(trial),
-        warmup=2,
-        settle_calls=settle_calls,
-        settle_seconds=SETTLE_SECONDS,
-        min_rounds=5 if measurer.target == "throughput" else 7,
-        budget_seconds=budget_seconds,
-        sync=measurer.sync,
-    )
 
 
 def run_engine(
@@ -338,20 +287,6 @@ def run_engine(
 def _first_line(exc: Exception, limit: int = 160) -> str:
     text = str(exc)
     return text.splitlines()[0][:limit] if text else ""
-
-
-def amortized(comparison: Comparison, setup_seconds: float, passes: int) -> Comparison:
-    """The comparison with one-time costs spread over `passes` passes: over P passes of baseline time
-    T_b, a candidate at speedup s that paid S once runs at P*T_b / (P*T_b/s + S)."""
-    per_pass = comparison.baseline.median
-    if setup_seconds <= 0 or per_pass <= 0:
-        return comparison
-
-    def spread(speedup: float) -> float:
-        return passes / (passes / speedup + setup_seconds / per_pass) if speedup > 0 else speedup
-
-    low, high = comparison.speedup_ci
-    return dataclasses.replace(comparison, speedup=spread(comparison.speedup), speedup_ci=(spread(low), spread(high)))
 
 
 def _keep_reason(recipe: Recipe, comparison: Comparison, memory_ratio: float | None, setup_seconds: float) -> str:

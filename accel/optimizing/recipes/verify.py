@@ -25,7 +25,7 @@ from accel.core.loading import load_pipeline
 from accel.core.measure import Comparison, device_sync, peak_memory_pair, thread_count
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock import Lock, LockEntry, apply_entries, changed_versions, check_lock, lock_file, read_lock
-from accel.optimizing.recipes.engine import Measurer, compare_pipelines
+from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
 VERIFY_SCHEMA = "accel.verify/1"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from accel.core.machine import Machine
 from accel.profiling.analyzers import ANALYZERS
-from accel.profiling.costmodel import FASTER_UNIT_MIN_SPEEDUP, CostModel, split_roofline
-from accel.profiling.data import ProfileData, model_time_share, share_of_model_time
+from accel.profiling.costmodel import FASTER_UNIT_MIN_SPEEDUP
+from accel.profiling.data import ProfileData, model_time_share, roofline_share, share_of_model_time
 from accel.profiling.report import LOW_IMPACT, Finding
 
 MIN_COMPUTE_SHARE = 0.5
@@ -60,13 +60,10 @@ def measured_speedups(data: ProfileData) -> dict[str, float]:
 
 @ANALYZERS.register("compute_bound")
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
-    cost = data.ops
-    if not isinstance(cost, CostModel) or not machine.peak_gflops or cost.call_seconds <= 0:
+    found = roofline_share(data, "compute", machine.peak_gflops, MIN_COMPUTE_SHARE)
+    if found is None:
         return []
-    split = split_roofline(cost)
-    compute_share = share_of_model_time(data, split.compute_seconds)
-    if compute_share < MIN_COMPUTE_SHARE or split.compute_seconds <= 0:
-        return []
+    cost, split, compute_share, peak_gflops = found.cost, found.split, found.share, found.peak
     compute_ops = [o for o in cost.ops if not o.memory_bound]
     linear_seconds = sum(o.seconds for o in compute_ops if o.op in GEMM_OPS)
     linear_share = linear_seconds / split.compute_seconds
@@ -98,8 +95,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "compute_bound_share_of_model": compute_share,
         "model_time_share": model_share,
         "achieved_gflops": achieved_gflops,
-        "peak_gflops": machine.peak_gflops,
-        "compute_fraction": achieved_gflops / machine.peak_gflops,
+        "peak_gflops": peak_gflops,
+        "compute_fraction": achieved_gflops / peak_gflops,
         "flops_per_call": split.compute_flops,
         "ridge_flops_per_byte": machine.ridge_flops_per_byte,
         "faster_units_speedup": units,
@@ -119,7 +116,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     }
     summary = (
         f"compute-bound: {compute_share:.0%} of the model's time is in ops above the ridge point, "
-        f"at {achieved_gflops:.0f} GFLOP/s of a {machine.peak_gflops:.0f} GFLOP/s fp32 peak"
+        f"at {achieved_gflops:.0f} GFLOP/s of a {peak_gflops:.0f} GFLOP/s fp32 peak"
     )
     slower = [name for name, ratio in measured.items() if ratio < MIN_MEASURED_SPEEDUP]
     if best:

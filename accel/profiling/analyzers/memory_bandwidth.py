@@ -12,8 +12,8 @@ from __future__ import annotations
 from accel.core.dtypes import element_bytes, is_floating
 from accel.core.machine import Machine
 from accel.profiling.analyzers import ANALYZERS
-from accel.profiling.costmodel import CostModel, is_dispatch_bound, split_roofline
-from accel.profiling.data import ProfileData, model_time_share, share_of_model_time
+from accel.profiling.costmodel import CostModel, is_dispatch_bound
+from accel.profiling.data import ProfileData, model_time_share, roofline_share
 from accel.profiling.report import Finding
 
 # The finding is named when memory-bound ops take at least this share of a model call: below it,
@@ -38,15 +38,12 @@ def int8_saved_bytes(cost: CostModel) -> int:
 
 @ANALYZERS.register("memory_bandwidth")
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
-    cost = data.ops
-    if not isinstance(cost, CostModel) or not machine.peak_bandwidth_gbs or cost.call_seconds <= 0:
+    found = roofline_share(data, "memory", machine.peak_bandwidth_gbs, MIN_MEMORY_SHARE)
+    if found is None:
         return []
-    split = split_roofline(cost)
-    memory_share = share_of_model_time(data, split.memory_seconds)
-    if memory_share < MIN_MEMORY_SHARE or split.memory_seconds <= 0:
-        return []
+    cost, split, memory_share, peak_bandwidth_gbs = found.cost, found.split, found.share, found.peak
     achieved_gbs = split.memory_bytes / split.memory_seconds / 1e9
-    if achieved_gbs < MIN_BANDWIDTH_FRACTION * machine.peak_bandwidth_gbs:
+    if achieved_gbs < MIN_BANDWIDTH_FRACTION * peak_bandwidth_gbs:
         return []
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
     weight_share = split.memory_weight_bytes / split.memory_bytes if split.memory_bytes else 0.0
@@ -57,8 +54,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "memory_bound_share_of_model": memory_share,
         "model_time_share": model_share,
         "achieved_gbs": achieved_gbs,
-        "peak_bandwidth_gbs": machine.peak_bandwidth_gbs,
-        "bandwidth_fraction": achieved_gbs / machine.peak_bandwidth_gbs,
+        "peak_bandwidth_gbs": peak_bandwidth_gbs,
+        "bandwidth_fraction": achieved_gbs / peak_bandwidth_gbs,
         "bytes_per_call": split.memory_bytes,
         "weight_bytes_per_call": split.memory_weight_bytes,
         "activation_bytes_per_call": split.memory_bytes - split.memory_weight_bytes,
@@ -77,7 +74,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     summary = (
         f"memory-bound: {memory_share:.0%} of the model's time is in ops below the ridge point "
         f"({machine.ridge_flops_per_byte:.1f} FLOP/byte), moving {split.memory_bytes / 1e6:.1f} MB per call "
-        f"({weight_share:.0%} weights) at {achieved_gbs:.1f} GB/s of a {machine.peak_bandwidth_gbs:.1f} GB/s peak"
+        f"({weight_share:.0%} weights) at {achieved_gbs:.1f} GB/s of a {peak_bandwidth_gbs:.1f} GB/s peak"
     )
     recommendations = []
     if reduction > 0:

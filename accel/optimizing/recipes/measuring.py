@@ -1,0 +1,85 @@
+"""How the optimize engine measures: the call a recipe's target times, and one A/B comparison.
+
+accel.optimizing.recipes.engine searches the candidates and decides; accel.optimizing.recipes.verify
+re-checks a lock; both time pipelines through what is here, so a verified speed-up is measured the
+way the engine measured it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+
+from accel.core.measure import Comparison, compare_interleaved, device_sync
+from accel.core.pipeline import Pipeline, batch_length
+from accel.optimizing.recipes.validation import reset_pipeline_state
+
+# Seconds of sleep before each side's untimed settle call: spinning thread pools go idle first.
+SETTLE_SECONDS = 0.002
+
+
+class Measurer:
+    """How a recipe's target is measured: the call that is timed, and what one call covers."""
+
+    def __init__(self, baseline: Pipeline, target: str, sync: Callable[[], None] | None = None) -> None:
+        self.target = target if (target != "throughput" or baseline.has_source) else "latency"
+        self.sync = sync or device_sync(None)  # CUDA kernels run asynchronously: wait for them
+        self.batch = baseline.example_batch()
+        self.samples_per_call = len(baseline.run()) if self.target == "throughput" else batch_length(self.batch)
+
+    def call(self, pipeline: Pipeline) -> Callable[[], Any]:
+        if self.target == "throughput":
+
+            def one_pass() -> Any:
+                reset_pipeline_state(pipeline)
+                return pipeline.run()
+
+            return one_pass
+        batch = self.batch
+
+        def forward() -> Any:
+            with torch.inference_mode():
+                return pipeline.forward(batch)
+
+        return forward
+
+    def summary(self, seconds: float, peak_bytes: int | None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "median_seconds": seconds,
+            "samples_per_call": self.samples_per_call,
+            "samples_per_s": self.samples_per_call / seconds if seconds > 0 else None,
+        }
+        if peak_bytes is not None:
+            data["peak_bytes"] = peak_bytes
+        return data
+
+
+def compare_pipelines(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
+    # A throughput pass is long next to a spinning pool's idle-out: a pause is enough, no settle pass.
+    settle_calls = 0 if measurer.target == "throughput" else 1
+    return compare_interleaved(
+        measurer.call(best),
+        measurer.call(trial),
+        warmup=2,
+        settle_calls=settle_calls,
+        settle_seconds=SETTLE_SECONDS,
+        min_rounds=5 if measurer.target == "throughput" else 7,
+        budget_seconds=budget_seconds,
+        sync=measurer.sync,
+    )
+
+
+def amortized(comparison: Comparison, setup_seconds: float, passes: int) -> Comparison:
+    """The comparison with one-time costs spread over `passes` passes: over P passes of baseline time
+    T_b, a candidate at speedup s that paid S once runs at P*T_b / (P*T_b/s + S)."""
+    per_pass = comparison.baseline.median
+    if setup_seconds <= 0 or per_pass <= 0:
+        return comparison
+
+    def spread(speedup: float) -> float:
+        return passes / (passes / speedup + setup_seconds / per_pass) if speedup > 0 else speedup
+
+    low, high = comparison.speedup_ci
+    return dataclasses.replace(comparison, speedup=spread(comparison.speedup), speedup_ci=(spread(low), spread(high)))
