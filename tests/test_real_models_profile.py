@@ -42,6 +42,7 @@ def test_decoder_generating_without_cache_is_generation(name, machine):
     assert evidence["cache_gain_measured"] > 0.2
     assert evidence["cache_outputs_equal"] is True
     assert report.finding("generation").impact == pytest.approx(evidence["cache_gain_measured"], rel=1e-6)
+    assert report.finding("generation").recommendations[0] == "generation.kv_cache"  # the cure, first
 
 
 @pytest.mark.slow
@@ -53,6 +54,7 @@ def test_decoder_generating_with_cache_reports_no_recomputation(machine):
     assert finding.impact == 0.0 and report.primary != "generation"
     assert "no call recomputes" in finding.summary
     assert finding.evidence["cache_gain_measured"] is None  # nothing to turn on
+    assert "generation.kv_cache" not in finding.recommendations
 
 
 @pytest.mark.slow

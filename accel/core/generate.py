@@ -2,8 +2,8 @@
 
 transformers' generate() takes `use_cache`; code written with `use_cache=False` (or a model whose
 config turned it off) recomputes the whole prefix at every step. `with_cache(model)` returns a
-shallow copy of the model (the same parameters, buffers and hooks, no second copy of the weights)
-whose `generate` gets `use_cache=True` whatever the call says, so a pipeline's own generate
+shallow copy of the model (the same parameters, buffers and hooks, no second copy of the weights),
+of a subclass of its class whose `generate` passes `use_cache=True` whatever the call says, so a pipeline's own generate
 function, unchanged, runs the cached loop. The original model is left as it was.
 """
 
@@ -27,30 +27,41 @@ def accepts_cache(model: Any) -> bool:
     return bool({"use_cache", "past_key_values"} & set(parameters))
 
 
-class CachedGenerate:
-    """`model.generate` with use_cache=True; counts its calls, so a caller can tell whether the
-    pipeline's generate went through it at all (a hand-written loop calling the model does not)."""
+# One subclass per model class: the class the copy gets, so every copy of the copy (shallow or deep:
+# the model-replacing optimizers copy the model) keeps generate() with the cache on, bound to itself.
+_CACHED_CLASSES: dict[type, type] = {}
+CALLS = "_accel_cached_generate_calls"
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.calls = 0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        kwargs["use_cache"] = True
-        return type(self.model).generate(self.model, *args, **kwargs)
+def _cached_class(cls: type) -> type:
+    found = _CACHED_CLASSES.get(cls)
+    if found is None:
+
+        def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # Counted, so a caller can tell whether the pipeline's generate went through here at
+            # all (a hand-written loop that calls the model does not).
+            self.__dict__[CALLS] = self.__dict__.get(CALLS, 0) + 1
+            kwargs["use_cache"] = True
+            return cls.generate(self, *args, **kwargs)
+
+        found = type(cls.__name__, (cls,), {"generate": generate, "__module__": cls.__module__, "__doc__": cls.__doc__})
+        _CACHED_CLASSES[cls] = found
+    return found
 
 
 def with_cache(model: torch.nn.Module) -> torch.nn.Module:
     """A shallow copy of `model` whose generate() runs with the KV cache on."""
     cached = copy.copy(model)
-    # nn.Module's __setattr__ would take a callable object for a plain attribute anyway; set it on
-    # the instance so it shadows the class's generate for this copy only.
-    object.__setattr__(cached, "generate", CachedGenerate(cached))
+    cached.__dict__.pop(CALLS, None)
+    cached.__class__ = _cached_class(type(model))
     return cached
 
 
-def cached_generate(model: Any) -> CachedGenerate | None:
-    """The forced generate of a model made by `with_cache`, None for any other model."""
-    found = getattr(model, "__dict__", {}).get("generate")
-    return found if isinstance(found, CachedGenerate) else None
+def is_cached(model: Any) -> bool:
+    """The model was made by `with_cache` (or is a copy of one)."""
+    return type(model) in _CACHED_CLASSES.values()
+
+
+def generate_calls(model: Any) -> int:
+    """How many times the cached generate() of a `with_cache` model has been called."""
+    return int(getattr(model, "__dict__", {}).get(CALLS, 0))

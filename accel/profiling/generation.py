@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from accel.core.counts import parameter_bytes
-from accel.core.generate import accepts_cache, cached_generate, with_cache
+from accel.core.generate import accepts_cache, generate_calls, with_cache
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, now
 from accel.core.pipeline import Pipeline, batch_length, tensors_in
@@ -159,10 +159,9 @@ def generation_pass(
                 cache_note = "the model takes no use_cache/past_key_values: the cache's gain was not measured"
             # The forced copy shares the model's parameters and hooks: the recorder sees its calls.
             cached_pipeline = pipeline.replace(model=with_cache(model)) if measure_cache else None
-            forced = cached_generate(cached_pipeline.model) if cached_pipeline is not None else None
-            if cached_pipeline is not None and forced is not None:
+            if cached_pipeline is not None:
                 timed_loop(cached_pipeline)  # warm-up with the cache on
-                if not forced.calls:
+                if not generate_calls(cached_pipeline.model):
                     cached_pipeline = None
                     cache_note = "the pipeline's generate does not call model.generate: the cache was not forced"
             for _ in range(GENERATION_LOOPS):

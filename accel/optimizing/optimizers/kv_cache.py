@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from accel.core.generate import accepts_cache, cached_generate, with_cache
+from accel.core.generate import accepts_cache, generate_calls, is_cached, with_cache
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
@@ -35,7 +35,7 @@ class KVCache(Optimizer):
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         if pipeline.generate is None:
             return "the pipeline has no generate loop"
-        if cached_generate(pipeline.model) is not None:
+        if is_cached(pipeline.model):
             return "the loop already runs with the cache forced on"
         if not accepts_cache(pipeline.model):
             return "the model has no generate() taking use_cache/past_key_values (a transformers model has)"
@@ -46,8 +46,7 @@ class KVCache(Optimizer):
         started = now()
         with torch.inference_mode():
             candidate.forward(candidate.example_batch())
-        forced = cached_generate(candidate.model)
-        if forced is None or not forced.calls:
+        if not generate_calls(candidate.model):
             raise NotThroughGenerate(
                 "the pipeline's generate does not call model.generate(), so use_cache cannot be set for it; "
                 "pass use_cache=True in the loop's own model calls"
