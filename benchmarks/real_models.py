@@ -2,7 +2,8 @@
 
 For each pipeline of the real-model corpus (tests/real/: transformers model classes at random init
 from small configs, written the way their users write them): the profile's primary finding, the
-baseline's throughput over the whole source (`Pipeline.run()`), every single action a user would
+baseline's throughput over the whole source (`Pipeline.run()`; a generate loop, which has no
+source, by its latency on the example prompt), every single action a user would
 try alone (torch.compile, ORT fp32, ORT int8 dynamic, torch int8 dynamic, bf16 autocast) and
 `accel optimize` with the recipe the finding calls for, each measured interleaved against the
 baseline in this one run; then accel's pipeline against the best single action, interleaved
@@ -31,23 +32,29 @@ CORPUS = ROOT / "tests" / "real"
 # compute finding's), the data path and batch size, composing what wins. (`default` tries only what
 # the profile's findings recommend: on this machine the profile named no bottleneck on the image
 # classifiers, so it tried nothing there.)
+# The generate loops have no source: `latency` (one loop on the example prompt) tries the KV cache
+# (the generation finding's cure) first, then the runtimes, bf16, int8 and compile on top of it.
 MODELS = (
     ("bert_padded", "throughput"),
     ("resnet_classifier", "throughput"),
     ("vit_classifier", "throughput"),
+    ("gpt2_generate_no_cache", "latency"),
+    ("gpt2_generate_cached", "latency"),
+    ("llama_generate_no_cache", "latency"),
+    ("t5_generate_no_cache", "latency"),
 )
 # The diagnosis shown in the primary column (accel profile's budget).
 PROFILE_SECONDS = 10.0
 # The search's budget per model: enough for the profile and each candidate's interleaved comparison
 # on a shared 2-core machine.
-ACCEL_BUDGET_SECONDS = 150.0
+ACCEL_BUDGET_SECONDS = {"throughput": 150.0, "latency": 90.0}
 RATIO_GOAL, STRONG_RATIO_GOAL = 1.0, 1.2
 
 
 def run_model(name: str, file: Path, recipe: str) -> list[str]:
     primary = accel.profile(file, budget_seconds=PROFILE_SECONDS).primary
     baseline = accel.load(file)
-    measurer = Measurer(baseline, "throughput")
+    measurer = Measurer(baseline, "throughput" if baseline.has_source else "latency")
     peers: list[tuple[str, float, accel.Pipeline]] = []
     with tempfile.TemporaryDirectory() as workdir:
         for label, optimizer, params in ACTIONS:
@@ -56,7 +63,7 @@ def run_model(name: str, file: Path, recipe: str) -> list[str]:
             if pipeline is not None:
                 peers.append((label, speedup, pipeline))
         began = time.perf_counter()
-        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS)
+        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS[recipe])
         search_seconds = time.perf_counter() - began
         accel_vs_baseline = _compare(measurer, baseline, result.pipeline)
         best = max(peers, key=lambda p: p[1]) if peers else None
@@ -66,7 +73,9 @@ def run_model(name: str, file: Path, recipe: str) -> list[str]:
     return [
         name,
         primary or "-",
-        f"{base['samples_per_s']:,.0f}/s",
+        f"{base['samples_per_s']:,.0f} samples/s"
+        if measurer.target == "throughput"
+        else f"{base['median_seconds'] * 1e3:,.0f} ms per call",
         f"{_times(accel_vs_baseline.speedup)} ({kept}, {search_seconds:.0f} s)",
         f"{best[0]} {_times(best[1])}" if best else "-",
         _times(versus.speedup) if versus else "-",

@@ -163,6 +163,9 @@ CORPUS_RECIPES = {
     "bert_padded": ["batch.bucket", "onnx.int8_dynamic"],
     "resnet_classifier": ["onnx.int8_dynamic", "quantize.int8_dynamic"],
     "vit_classifier": ["onnx.int8_static", "precision.bf16"],
+    # an encoder-decoder's generate loop: the cache (the generation finding's cure), then int8 on top
+    # (decoder-only loops: tests/test_kv_cache.py)
+    "t5_generate_no_cache": ["generation.kv_cache", "quantize.int8_dynamic"],
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import accel
+from accel.optimizing.run import predicted_speedups
 
 pytest.importorskip("transformers")
 
@@ -43,6 +44,8 @@ def test_decoder_generating_without_cache_is_generation(name, machine):
     assert evidence["cache_outputs_equal"] is True
     assert report.finding("generation").impact == pytest.approx(evidence["cache_gain_measured"], rel=1e-6)
     assert report.finding("generation").recommendations[0] == "generation.kv_cache"  # the cure, first
+    # accel optimize prints this prediction beside the cache's measured speed-up
+    assert predicted_speedups(report)["generation.kv_cache"] == pytest.approx(1 / (1 - evidence["cache_gain_measured"]))
 
 
 @pytest.mark.slow

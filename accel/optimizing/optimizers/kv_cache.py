@@ -39,6 +39,9 @@ class KVCache(Optimizer):
             return "the loop already runs with the cache forced on"
         if not accepts_cache(pipeline.model):
             return "the model has no generate() taking use_cache/past_key_values (a transformers model has)"
+        finding = context.report.finding("generation") if context.report is not None else None
+        if finding is not None and finding.evidence.get("recomputed_tokens") == 0:
+            return "the profile saw no call recompute a token: the loop already keeps its cache"
         return None
 
     def apply(self, pipeline: Pipeline, config: Any, context: Context) -> Applied:

@@ -105,7 +105,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     }
     gain = generation.cache_gain if recomputes else None
     saving = gain if gain is not None else recompute_share
-    evidence["predicted_saving"] = {"use_cache=True": model_share * saving} if recomputes else {}
+    evidence["predicted_saving"] = {"generation.kv_cache": model_share * saving} if recomputes else {}
     summary = f"generation: {generation.tokens_per_s:.1f} tokens/s over {len(steps)} steps"
     if tokens_seen and recomputes:
         summary += (
