@@ -161,7 +161,7 @@ def test_torch_side_candidates_keep_the_keyword_call_and_output_type(bert, name,
 # already cover, so each optimizer meets each kind of model once without the suite growing long.
 CORPUS_RECIPES = {
     "bert_padded": ["batch.bucket", "onnx.int8_dynamic"],
-    "resnet_classifier": ["onnx.int8_dynamic", "quantize.int8_dynamic"],
+    "resnet_classifier": ["onnx.int8_dynamic", "quantize.int8_dynamic", "layout.channels_last"],
     "vit_classifier": ["onnx.int8_static", "precision.bf16"],
     # an encoder-decoder's generate loop: the cache (the generation finding's cure), then int8 on top
     # (decoder-only loops: tests/test_kv_cache.py)

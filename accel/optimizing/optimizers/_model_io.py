@@ -101,7 +101,8 @@ def with_forward(model: torch.nn.Module, wrap: Callable[[Callable[..., Any]], Ca
     wrapped = wrap(forward)
     if not hasattr(wrapped, "__wrapped__"):
         try:
-            functools.update_wrapper(wrapped, forward)
+            # updated=(): the wrapper's own attributes (the forward it calls) stay its own
+            functools.update_wrapper(wrapped, forward, updated=())
         except AttributeError:  # a callable that takes no attributes: its own signature stands
             pass
     object.__setattr__(copied, "forward", wrapped)
