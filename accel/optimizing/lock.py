@@ -230,10 +230,20 @@ def read_lock(path: str | Path) -> Lock:
 
 def load(path: str | os.PathLike, lock: str | os.PathLike | None = None, *, force: bool = False) -> Pipeline:
     """Load the Pipeline a file defines; with `lock`, re-apply the optimizations it records."""
+    if lock is not None:  # a script's lock is refused before the file is loaded (it defines no pipeline)
+        refuse_script_lock(read_lock(Path(lock)), lock_file(Path(lock)))
     pipeline = load_pipeline(path)
     if lock is None:
         return pipeline
     return apply_lock(pipeline, Path(lock), Path(path), force=force)
+
+
+def refuse_script_lock(lock: Lock, target: Path) -> None:
+    if lock.kind == SCRIPT_LOCK:
+        raise LockError(
+            f"{target} holds DataLoader settings for the script {lock.pipeline_file}, not a pipeline's optimizations",
+            f"run the script with them: accel run {lock.pipeline_file} --lock {target}",
+        )
 
 
 def check_lock(
@@ -282,11 +292,7 @@ def apply_lock(
     """Re-apply a lock's optimizations to the pipeline loaded from `pipeline_path`."""
     target = lock_file(lock_path)
     lock = read_lock(target)
-    if lock.kind == SCRIPT_LOCK:
-        raise LockError(
-            f"{target} holds DataLoader settings for the script {lock.pipeline_file}, not a pipeline's optimizations",
-            f"run the script with them: accel run {lock.pipeline_file} --lock {target}",
-        )
+    refuse_script_lock(lock, target)
     if not force:
         check_lock(lock, target, pipeline, pipeline_path, versions=check_versions)
     return apply_entries(pipeline, lock.entries, target)

@@ -2,7 +2,8 @@
 
 Each trial runs the script as `__main__` (accel.profiling.script.run_script) with one setting
 applied to every DataLoader it builds (accel.optimizing.script_loader), its loop ended by
-BudgetReached after TRIAL_BATCHES batches or the trial's seconds. The measure is the steady state
+BudgetReached after TRIAL_BATCHES batches or the trial's share of the budget (counted from the
+first batch request: the script's set-up is not cut short). The measure is the steady state
 at the loader: each batch's period (the wait in `__next__` plus the step until the next request),
 leaving out the first batch of every pass over a loader on both sides; the worker start-up inside
 that first request is reported apart, as a one-time cost per pass.
@@ -23,6 +24,7 @@ import contextlib
 import dataclasses
 import gc
 import io
+import os
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -49,8 +51,10 @@ MAX_ROUNDS = 7
 # Batches a trial runs before its loop is ended: past the first pass's start-up, enough periods
 # for a median.
 TRIAL_BATCHES = 40
-# A trial is never cut shorter than this, whatever the budget: start-up alone can take a second.
-MIN_TRIAL_SECONDS = 3.0
+# A trial's loop is never cut shorter than this, whatever the budget: start-up alone can take a
+# second; nor shorter than MIN_TRIAL_BATCHES batches at the as-written rate (a median needs a few).
+MIN_LOOP_SECONDS = 3.0
+MIN_TRIAL_BATCHES = 8
 # Batches digested per pass over a loader, and passes digested per run: enough to see a
 # different sample order or different samples, cheap next to the batches themselves.
 DIGEST_BATCHES = 3
@@ -73,21 +77,28 @@ class Trial:
     digests: dict[str, str]  # "pass 1, batch 2" -> digest ("" when the batch cannot be digested)
     loaders: tuple[CreatedLoader, ...]
     run_seconds: float
+    setup_seconds: float = 0.0  # from the start of the run to its first batch request
+    batch_seconds: float = 0.0  # the steady state's mean period of one batch
 
 
-def steady_state(calls: list[LoaderCall], overhead: dict[int, float]) -> tuple[float, int]:
-    """(seconds, samples) of the batches past the first of each pass: each batch's period runs
-    from its request to the next request, less the digesting accel did in between."""
-    seconds, samples = 0.0, 0
-    for i, (call, following) in enumerate(zip(calls, calls[1:])):
+def steady_state(
+    calls: list[LoaderCall], overhead: dict[int, float], stopped_seconds: float | None = None
+) -> tuple[float, int, int]:
+    """(seconds, samples, batches) of the batches past the first of each pass: each batch's period
+    runs from its request to the next request (the one the budget stopped at `stopped_seconds`, if
+    any), less the digesting accel did in between."""
+    starts = [c.start_seconds for c in calls[1:]] + ([stopped_seconds] if stopped_seconds is not None else [])
+    seconds, samples, batches = 0.0, 0, 0
+    for i, (call, following) in enumerate(zip(calls, starts)):
         if call.exhausted or not call.samples or call.first_of_iterator:
             continue
-        seconds += following.start_seconds - call.start_seconds - overhead.get(i, 0.0)
+        seconds += following - call.start_seconds - overhead.get(i, 0.0)
         samples += call.samples
-    return seconds, samples
+        batches += 1
+    return seconds, samples, batches
 
 
-def run_trial(script: Script, setting: Setting | None, *, deadline_seconds: float | None = None) -> Trial:
+def run_trial(script: Script, setting: Setting | None, *, loop_seconds: float | None = None) -> Trial:
     """Run the script once with `setting` (None: as written), its loop ended by the budget."""
     calls: list[LoaderCall] = []
     created: list[CreatedLoader] = []
@@ -109,31 +120,31 @@ def run_trial(script: Script, setting: Setting | None, *, deadline_seconds: floa
     random.seed(0)
     np.random.seed(0)
     began = now()
-    deadline = began + deadline_seconds if deadline_seconds is not None else None
+    stopped = None
     try:
+        # The script's own output, once per trial, would bury the search's: it is not kept.
         with (
+            contextlib.redirect_stdout(io.StringIO()),
             loader_settings(setting, created),
-            timed_loader_iteration(calls, deadline=deadline, max_batches=TRIAL_BATCHES, on_batch=digest),
+            timed_loader_iteration(calls, max_batches=TRIAL_BATCHES, loop_seconds=loop_seconds, on_batch=digest),
         ):
             run_script(script)
     except BudgetReached:
-        pass
+        stopped = now()
     finally:
         gc.collect()  # the ended loop's iterators, and with them their worker processes
-    seconds, samples = steady_state(calls, overhead)
+    seconds, samples, batches = steady_state(calls, overhead, stopped)
     return Trial(
-        seconds_per_sample=seconds / samples if samples and _steady_batches(calls) >= MIN_STEADY_BATCHES else None,
+        seconds_per_sample=seconds / samples if batches >= MIN_STEADY_BATCHES else None,
         samples=sum(c.samples for c in calls),
         startup_seconds=sum(c.seconds for c in calls if c.is_startup),
         passes=len(passes),
         digests=digests,
         loaders=tuple(created),
         run_seconds=now() - began,
+        setup_seconds=(calls[0].start_seconds - began) if calls else now() - began,
+        batch_seconds=seconds / max(batches, 1),
     )
-
-
-def _steady_batches(calls: list[LoaderCall]) -> int:
-    return sum(1 for c in calls[:-1] if c.samples and not c.first_of_iterator)
 
 
 def batches_differ(reference: Trial, trial: Trial) -> str | None:
@@ -221,7 +232,7 @@ def optimize_script(
     script: Script,
     recipe: Recipe,
     *,
-    out_dir: str | Path | None = None,
+    out_dir: str | os.PathLike | None = None,
     budget_seconds: float | None = None,
     threads: int | None = None,
     progress: Progress = lambda message: None,
@@ -246,8 +257,9 @@ def optimize_script(
             spent = now() - began
             per_round = reference.run_seconds * len(settings)
             rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, (budget - spent) // max(per_round, 1e-9))))
-            trial_seconds = max(MIN_TRIAL_SECONDS, (budget - spent) / (rounds * len(settings)))
-            trials, failed = measure_settings(script, settings, rounds, trial_seconds, asked, progress)
+            share = (budget - spent) / (rounds * len(settings)) - reference.setup_seconds
+            loop_seconds = max(MIN_LOOP_SECONDS, share, MIN_TRIAL_BATCHES * reference.batch_seconds)
+            trials, failed = measure_settings(script, settings, rounds, loop_seconds, asked, progress)
             steps = judge(settings, trials, failed, reference, recipe.keep.min_speedup, label(None, asked))
             base = [t.seconds_per_sample for t in trials[0] if t.seconds_per_sample]
             base_rate = 1.0 / float(np.median(base)) if base else None
@@ -284,7 +296,7 @@ def measure_settings(
     script: Script,
     settings: list[Setting | None],
     rounds: int,
-    trial_seconds: float,
+    loop_seconds: float,
     asked: dict[str, Any],
     progress: Progress,
 ) -> tuple[list[list[Trial]], dict[int, str]]:
@@ -298,7 +310,7 @@ def measure_settings(
                 continue
             progress(f"round {r + 1}/{rounds}: {label(settings[i], asked)}")
             try:
-                trials[i].append(run_trial(script, settings[i], deadline_seconds=trial_seconds))
+                trials[i].append(run_trial(script, settings[i], loop_seconds=loop_seconds))
             except AccelError as exc:
                 if i == 0:  # the script fails as written: nothing to compare against
                     raise
@@ -361,7 +373,9 @@ def judge(
     return steps
 
 
-def _write_lock(script: Script, recipe: Recipe, out_dir: str | Path, chosen: Setting | None, speedup: float) -> Path:
+def _write_lock(
+    script: Script, recipe: Recipe, out_dir: str | os.PathLike, chosen: Setting | None, speedup: float
+) -> Path:
     entries = (LockEntry(SCRIPT_LOADER_ENTRY, {}, dataclasses.asdict(chosen)),) if chosen else ()
     lock = Lock(
         pipeline_file=script.path.name,

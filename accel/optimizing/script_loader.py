@@ -100,7 +100,7 @@ def read_script_lock(
 ) -> Setting | None:
     """The setting a script lock keeps (None: it kept none), after checking it was written for
     `script` as it is now (its sha256, and the torch version it was measured with)."""
-    target = lock_file(lock)
+    target = lock_file(Path(lock))
     found = read_lock(target)
     setting = script_setting(found, target)
     if script is not None:
