@@ -344,7 +344,8 @@ def judge(
             steps.append(_step(setting, REVERTED, reason, startup_seconds=startup))
             continue
         speedup, ci = paired_ratio_ci([b for b, _ in pairs], [c for _, c in pairs])
-        fields = {"speedup": speedup, "speedup_ci": list(ci), "startup_seconds": startup}
+        rates = {"as_written_samples_per_s": [1 / b for b, _ in pairs], "samples_per_s": [1 / c for _, c in pairs]}
+        fields = {"speedup": speedup, "speedup_ci": list(ci), "startup_seconds": startup, "notes": rates}
         differs = next((d for t in trials[i] if (d := batches_differ(reference, t))), None)
         if own_differs:
             reason = (
