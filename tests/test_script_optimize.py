@@ -27,6 +27,7 @@ runner = CliRunner()
 # CPU waits on a GPU step): one worker overlaps the two, about 2x, even with one core free.
 LOADER_BOUND = """
 import sys, time
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 class Slow(Dataset):
@@ -51,6 +52,7 @@ for batch in loader:
 # Data precomputed, the step is the time: no loader setting can help.
 MODEL_BOUND = """
 import time
+import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 torch.manual_seed(0)
@@ -62,6 +64,7 @@ for (batch,) in DataLoader(data, batch_size=16):
 # __getitem__ draws from Python's global RNG: worker processes seed it apart, so their samples differ.
 GLOBAL_RNG = """
 import random
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 class Noisy(Dataset):
@@ -163,6 +166,8 @@ def test_lock_for_another_script_or_a_pipeline_lock_is_one_line_exit_2(tmp_path)
     assert ran.exit_code == 2 and "train.py changed since" in ran.output and "Traceback" not in ran.output
     with pytest.raises(LockError, match="not a pipeline's optimizations"):
         accel.load(script, lock=result.lock_path)
+    ran = runner.invoke(app, ["verify", str(result.lock_path)])
+    assert ran.exit_code == 2 and "accel verify re-times pipeline locks only" in ran.output
     pipeline_lock = yaml.safe_load(result.lock_path.read_text()) | {"kind": "pipeline"}
     (tmp_path / "pipeline.lock.yaml").write_text(yaml.safe_dump(pipeline_lock))
     ran = runner.invoke(app, ["run", str(script), "--lock", str(tmp_path / "pipeline.lock.yaml"), "--force"])
