@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 import accel
 from accel.cli import app
+from accel.cli.optimize import render_optimize
 from accel.core.errors import LockError
-from accel.optimizing.lock import read_lock
+from accel.optimizing.lock import Lock, LockEntry, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.optimizing.script import ACCEPTED, REVERTED, Trial, judge, steady_state
 from accel.optimizing.script_loader import apply_loader_settings
@@ -122,6 +125,42 @@ def test_guard_reverts_a_setting_whose_workers_change_the_batches(tmp_path):
         assert step["verdict"] == REVERTED and step["fidelity"] == {"batches": "batches differ"}
         assert "pass 1, batch 1 differs" in step["reason"] and "global RNG" in step["reason"]
     assert read_lock(tmp_path / "out").entries == ()
+
+
+def test_script_lock_round_trips_and_a_lock_without_kind_reads_as_a_pipeline_lock(tmp_path):
+    lock = Lock("train.py", "ab" * 32, (LockEntry("script.loader", {}, {"num_workers": 2}),), kind="script")
+    assert Lock.from_dict(lock.to_dict()) == lock
+    old = {k: v for k, v in lock.to_dict().items() if k != "kind"}
+    assert Lock.from_dict(old).kind == "pipeline"
+    with pytest.raises(LockError, match="kind 'notebook'"):
+        Lock.from_dict(lock.to_dict() | {"kind": "notebook"})
+
+
+def test_script_flag_runs_a_pipeline_file_as_a_script_and_the_table_renders(tmp_path):
+    pipeline_file = _write(
+        tmp_path, "model.py", "import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = (torch.ones(1, 2),)\n"
+    )
+    result = accel.optimize(pipeline_file, as_script=True, budget_seconds=1)
+    assert result.message.startswith("no loader to tune")
+    data = {**result.to_dict(), "rounds": 3, "steps": [judge_step()], "lock_path": "out/accel.lock.yaml"}
+    data |= {
+        "baseline": {"samples_per_s": 100.0},
+        "final": {"samples_per_s": 200.0},
+        "speedup": 2.0,
+        "speedup_ci": [1.9, 2.1],
+    }
+    out = Console(file=io.StringIO(), width=140, color_system=None)
+    render_optimize(data, out)
+    text = out.file.getvalue()
+    assert "num_workers=2" in text and "same batches" in text and "2.00x [1.90, 2.10]" in text
+    assert "accel run model.py --lock out/accel.lock.yaml" in text
+
+
+def judge_step() -> dict:
+    same = {"pass 1, batch 1": "a"}
+    trials = [[_trial(1.0, same)] * 3, [_trial(0.5, same)] * 3]
+    (step,) = judge([None, Setting(2)], trials, {}, _trial(1.0, same), 1.03, "as written")
+    return step
 
 
 def _trial(rate: float, digests: dict[str, str]) -> Trial:

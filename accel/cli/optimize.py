@@ -52,7 +52,11 @@ def _fidelity(step: dict) -> str:
 def steps_table(data: dict) -> Table:
     table = Table(
         title=f"Candidates (recipe {data['recipe']}, target {data['objective']}, {data['threads']} threads; "
-        "each measured interleaved against the current best)",
+        + (
+            "each script run interleaved with the script as written)"
+            if data.get("mode") == "script"
+            else "each measured interleaved against the current best)"
+        ),
         title_justify="left",
         expand=True,
     )

@@ -107,10 +107,10 @@ def run_trial(script: Script, setting: Setting | None, *, loop_seconds: float | 
     passes: list[int] = []
 
     def digest(iterator: Any, batch: Any) -> None:
-        if not hasattr(iterator, "_accel_pass"):
+        index = iterator._num_yielded
+        if index == 1:  # a new pass (persistent workers reuse one iterator for every pass)
             passes.append(len(passes) + 1)
             iterator._accel_pass = passes[-1]
-        index = iterator._num_yielded
         if iterator._accel_pass <= DIGEST_PASSES and index <= DIGEST_BATCHES:
             began = now()
             digests[f"pass {iterator._accel_pass}, batch {index}"] = content_digest(batch) or ""
