@@ -92,8 +92,10 @@ def test_loader_bound_script_keeps_workers_and_accel_run_applies_them(tmp_path):
     script = _write(tmp_path, "train.py", LOADER_BOUND)
     before = script.read_bytes()
     original_init = DataLoader.__init__
-    result = accel.optimize(script, "default", out_dir=tmp_path / "out", budget_seconds=4)
+    seen = tmp_path / "seen.txt"  # the script writes its loader's num_workers to its first argument
+    result = accel.optimize(script, "default", out_dir=tmp_path / "out", budget_seconds=4, args=(str(seen),))
     assert DataLoader.__init__ is original_init and script.read_bytes() == before
+    assert seen.read_text().isdigit()
     assert result.chosen is not None and result.chosen.num_workers > 0, result.to_dict()
     kept = [s for s in result.steps if s["verdict"] == ACCEPTED]
     assert len(kept) == 1 and kept[0]["speedup_ci"][0] > 1.03 and kept[0]["fidelity"] == {"batches": "same batches"}
