@@ -19,7 +19,7 @@ from accel.cli.optimize import render_optimize
 from accel.core.errors import LockError
 from accel.optimizing.lock import Lock, LockEntry, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
-from accel.optimizing.script import ACCEPTED, REVERTED, Trial, judge, steady_state
+from accel.optimizing.script import ACCEPTED, REVERTED, Trial, judge, pass_edges, steady_state
 from accel.optimizing.script_loader import apply_loader_settings
 from accel.profiling.script import LoaderCall
 
@@ -193,6 +193,21 @@ def test_steady_state_leaves_out_each_pass_first_batch_and_accel_digesting():
     assert steady_state(calls, {1: 0.1}) == (pytest.approx(0.9), 16, 2)
     # Stopped by the budget at a request at 3.0: the last batch's period ends there.
     assert steady_state(calls[:3], {}, 3.0) == (pytest.approx(1.5), 16, 2)
+
+
+def test_a_pass_counts_its_start_up_and_its_end():
+    calls = [
+        LoaderCall(0.0, 0.5, 8, 2, True),  # workers starting
+        LoaderCall(0.6, 0.6, 8, 2, False),
+        LoaderCall(0.7, 0.7, 8, 2, False),
+        LoaderCall(0.8, 0.85, 0, 2, False, exhausted=True),  # workers shut down
+    ]
+    firsts, ends, batches = pass_edges(calls, {})
+    assert firsts == [pytest.approx(0.6)] and ends == [pytest.approx(0.05)] and batches == 3
+    trial = Trial(0.1 / 8, 24, 0.5, 1, {}, (), 1.0, batch_seconds=0.1, first_batch_seconds=0.6, end_seconds=0.05)
+    # Faster in the steady state than 0.25 s a batch without workers, yet a 3-batch pass is slower.
+    assert trial.pass_seconds_per_sample(3) == pytest.approx((0.6 + 2 * 0.1 + 0.05) / 24)
+    assert trial.pass_seconds_per_sample(3) > 0.25 / 8 > trial.pass_seconds_per_sample(100)
 
 
 def test_lock_for_another_script_or_a_pipeline_lock_is_one_line_exit_2(tmp_path):

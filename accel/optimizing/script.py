@@ -3,10 +3,13 @@
 Each trial runs the script as `__main__` (accel.profiling.script.run_script) with one setting
 applied to every DataLoader it builds (accel.optimizing.script_loader), its loop ended by
 BudgetReached after TRIAL_BATCHES batches or the trial's share of the budget (counted from the
-first batch request: the script's set-up is not cut short). The measure is the steady state
-at the loader: each batch's period (the wait in `__next__` plus the step until the next request),
-leaving out the first batch of every pass over a loader on both sides; the worker start-up inside
-that first request is reported apart, as a one-time cost per pass.
+first batch request: the script's set-up is not cut short). The measure is taken at the loader:
+each batch's period (the wait in `__next__` plus the step until the next request). The steady
+state leaves out the first batch of every pass; the one-time costs of a pass (its first period,
+with the worker start-up in it, and its last request, which shuts the workers down) are measured
+apart and added back over a pass as long as the script's first one: seconds per sample over a
+pass is what is compared, so a setting whose start-up eats its steady gain on short epochs is not
+kept. The worker start-up is reported as the one-time cost per pass.
 
 The as-written setting and the candidates (num_workers 0..usable cores, pinned memory where CUDA
 is) run in interleaved rounds (forward, then backward: A B C, C B A, ...), at least MIN_ROUNDS
@@ -79,6 +82,20 @@ class Trial:
     run_seconds: float
     setup_seconds: float = 0.0  # from the start of the run to its first batch request
     batch_seconds: float = 0.0  # the steady state's mean period of one batch
+    first_batch_seconds: float = 0.0  # a pass's first period (worker start-up in it), median over passes
+    end_seconds: float = 0.0  # a pass's last request, which shuts its workers down; median over passes
+    first_pass_batches: int = 0  # batches the first pass yielded (all of it, or up to the budget)
+
+    def pass_seconds_per_sample(self, batches: int) -> float | None:
+        """Seconds per sample over a pass of `batches` batches, its one-time costs included: the first
+        period, the steady periods, the end. What a training loop sees, not only its steady state."""
+        if self.seconds_per_sample is None:
+            return None
+        if batches < 2:
+            return self.seconds_per_sample
+        samples_per_batch = self.batch_seconds / self.seconds_per_sample
+        seconds = self.first_batch_seconds + (batches - 1) * self.batch_seconds + self.end_seconds
+        return seconds / (batches * samples_per_batch)
 
 
 def steady_state(
@@ -96,6 +113,22 @@ def steady_state(
         samples += call.samples
         batches += 1
     return seconds, samples, batches
+
+
+def pass_edges(
+    calls: list[LoaderCall], overhead: dict[int, float], stopped_seconds: float | None = None
+) -> tuple[list[float], list[float], int]:
+    """Each pass's first period and the duration of its last (exhausted) request, and the batches
+    in the first pass."""
+    starts = [c.start_seconds for c in calls[1:]] + ([stopped_seconds] if stopped_seconds is not None else [])
+    firsts = [
+        following - call.start_seconds - overhead.get(i, 0.0)
+        for i, (call, following) in enumerate(zip(calls, starts))
+        if call.first_of_iterator and call.samples
+    ]
+    ends = [call.seconds for call in calls if call.exhausted]
+    first_end = next((i for i, call in enumerate(calls) if call.exhausted), len(calls))
+    return firsts, ends, sum(1 for call in calls[:first_end] if call.samples)
 
 
 def run_trial(script: Script, setting: Setting | None, *, loop_seconds: float | None = None) -> Trial:
@@ -134,6 +167,7 @@ def run_trial(script: Script, setting: Setting | None, *, loop_seconds: float | 
     finally:
         gc.collect()  # the ended loop's iterators, and with them their worker processes
     seconds, samples, batches = steady_state(calls, overhead, stopped)
+    firsts, ends, first_pass = pass_edges(calls, overhead, stopped)
     return Trial(
         seconds_per_sample=seconds / samples if batches >= MIN_STEADY_BATCHES else None,
         samples=sum(c.samples for c in calls),
@@ -144,6 +178,9 @@ def run_trial(script: Script, setting: Setting | None, *, loop_seconds: float | 
         run_seconds=now() - began,
         setup_seconds=(calls[0].start_seconds - began) if calls else now() - began,
         batch_seconds=seconds / max(batches, 1),
+        first_batch_seconds=float(np.median(firsts)) if firsts else 0.0,
+        end_seconds=float(np.median(ends)) if ends else 0.0,
+        first_pass_batches=first_pass,
     )
 
 
@@ -261,7 +298,7 @@ def optimize_script(
             loop_seconds = max(MIN_LOOP_SECONDS, share, MIN_TRIAL_BATCHES * reference.batch_seconds)
             trials, failed = measure_settings(script, settings, rounds, loop_seconds, asked, progress)
             steps = judge(settings, trials, failed, reference, recipe.keep.min_speedup, label(None, asked))
-            base = [t.seconds_per_sample for t in trials[0] if t.seconds_per_sample]
+            base = [r for t in trials[0] if (r := t.pass_seconds_per_sample(reference.first_pass_batches))]
             base_rate = 1.0 / float(np.median(base)) if base else None
             best = next((step for step in steps if step["verdict"] == ACCEPTED), None)
             if best is not None:
@@ -328,7 +365,8 @@ def judge(
 ) -> list[dict[str, Any]]:
     """One step per candidate (settings[1:]) against the as-written settings[0]; at most one is
     accepted, the fastest of those faster beyond `min_speedup` with the same batches. Pure."""
-    base = [t.seconds_per_sample for t in trials[0]]
+    batches = reference.first_pass_batches
+    base = [t.pass_seconds_per_sample(batches) for t in trials[0]]
     own_differs = next((d for t in trials[0] if (d := batches_differ(reference, t))), None)
     steps = []
     for i, setting in enumerate(settings[1:], start=1):
@@ -338,7 +376,7 @@ def judge(
             steps.append(_step(setting, FAILED, f"the script failed with it: {failed[i]}"))
             continue
         startup = float(np.median([t.startup_seconds / max(t.passes, 1) for t in trials[i]])) if trials[i] else 0.0
-        pairs = [(b, t.seconds_per_sample) for b, t in zip(base, trials[i]) if b and t.seconds_per_sample]
+        pairs = [(b, c) for b, t in zip(base, trials[i]) if b and (c := t.pass_seconds_per_sample(batches))]
         if len(pairs) < MIN_ROUNDS:
             reason = f"fewer than {MIN_ROUNDS} rounds gave a steady-state rate"
             steps.append(_step(setting, REVERTED, reason, startup_seconds=startup))
