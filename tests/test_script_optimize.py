@@ -19,8 +19,9 @@ from accel.cli.optimize import render_optimize
 from accel.core.errors import LockError
 from accel.optimizing.lock import Lock, LockEntry, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
-from accel.optimizing.script import ACCEPTED, REVERTED, Trial, judge, pass_edges, steady_state
+from accel.optimizing.script import ACCEPTED, REVERTED, judge
 from accel.optimizing.script_loader import apply_loader_settings
+from accel.optimizing.script_trial import Trial, pass_edges, steady_state
 from accel.profiling.script import LoaderCall
 
 REAL_SCRIPT = Path(__file__).parent / "real" / "finetune_text_classifier.py"
@@ -102,6 +103,7 @@ def test_loader_bound_script_keeps_workers_and_accel_run_applies_them(tmp_path):
     assert all(s["setup_seconds"] > 0 for s in result.steps)  # worker start-up, apart from the rate
     lock = read_lock(result.lock_path)
     assert lock.kind == "script" and lock.entries[0].state["num_workers"] == result.chosen.num_workers
+    assert lock.entries[0].params == {"threads": result.threads}  # accel run applies it again
     got = tmp_path / "got.txt"
     ran = runner.invoke(app, ["run", str(script), "--lock", str(result.lock_path), "--", str(got)])
     assert ran.exit_code == 0, ran.output

@@ -98,7 +98,7 @@ def render_script_summary(data: dict, out: Console) -> None:
     if base is not None and final is not None:
         low, high = data["speedup_ci"]
         out.print(
-            f"as written {base:,.1f} samples/s, final {final:,.1f} samples/s (steady state at the loader, "
+            f"as written {base:,.1f} samples/s, final {final:,.1f} samples/s (per pass over the loader, start-up included, "
             f"{data['rounds']} interleaved rounds): [bold]{data['speedup']:.2f}x[/] [{low:.2f}, {high:.2f}]"
         )
     style = "good" if data["kept"] else "warn"

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from accel.core.errors import LockError, PipelineLoadError
 from accel.core.loading import Script, check_file
+from accel.core.measure import thread_count
 from accel.optimizing.lock import SCRIPT_LOCK, Lock, check_lock, lock_file, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.profiling.script import run_script
@@ -131,15 +132,23 @@ def apply_loader_settings(
         yield setting
 
 
+def measured_threads(lock: str | os.PathLike) -> int | None:
+    """The torch thread count the kept setting was measured at (None: the lock kept none)."""
+    entries = [e for e in read_lock(lock_file(Path(lock))).entries if e.optimizer == SCRIPT_LOADER_ENTRY]
+    threads = entries[0].params.get("threads") if entries else None
+    return int(threads) if isinstance(threads, int) and threads > 0 else None
+
+
 def run_with_lock(
-    script: Script, lock: str | os.PathLike, *, force: bool = False
-) -> tuple[Setting | None, list[CreatedLoader]]:
-    """Run the script as __main__ with the lock's DataLoader setting; returns it and the loaders built."""
+    script: Script, lock: str | os.PathLike, *, force: bool = False, threads: int | None = None
+) -> tuple[Setting | None, list[CreatedLoader], int]:
+    """Run the script as __main__ with the lock's DataLoader setting, at the torch thread count it was
+    measured at (or `threads`); returns the setting, the loaders built and the thread count."""
     setting = read_script_lock(lock, script.path, force=force)
     created: list[CreatedLoader] = []
-    with loader_settings(setting, created):
+    with thread_count(threads or measured_threads(lock)) as count, loader_settings(setting, created):
         run_script(script)
-    return setting, created
+    return setting, created, count
 
 
 def as_script(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Script:
