@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -29,6 +29,8 @@ def _fidelity(step: dict) -> str:
     fidelity = step.get("fidelity")
     if not fidelity:
         return "-"
+    if fidelity.get("batches"):  # a script's DataLoader setting: its batches against the script's own
+        return str(fidelity["batches"])
     if fidelity.get("shape_error"):
         return "shape differs"
     if fidelity.get("note"):
@@ -50,7 +52,11 @@ def _fidelity(step: dict) -> str:
 def steps_table(data: dict) -> Table:
     table = Table(
         title=f"Candidates (recipe {data['recipe']}, target {data['objective']}, {data['threads']} threads; "
-        "each measured interleaved against the current best)",
+        + (
+            "each script run interleaved with the script as written)"
+            if data.get("mode") == "script"
+            else "each measured interleaved against the current best)"
+        ),
         title_justify="left",
         expand=True,
     )
@@ -86,6 +92,24 @@ def steps_table(data: dict) -> Table:
     return table
 
 
+def render_script_summary(data: dict, out: Console) -> None:
+    """The lines under a script's candidates table: samples/s before and after, the lock."""
+    base, final = data["baseline"]["samples_per_s"], data["final"]["samples_per_s"]
+    if base is not None and final is not None:
+        low, high = data["speedup_ci"]
+        out.print(
+            f"as written {base:,.1f} samples/s, final {final:,.1f} samples/s (per pass over the loader, start-up included, "
+            f"{data['rounds']} interleaved rounds): [bold]{data['speedup']:.2f}x[/] [{low:.2f}, {high:.2f}]"
+        )
+    style = "good" if data["kept"] else "warn"
+    out.print(f"[{style}]{escape(data['message'])}[/]")
+    if data.get("lock_path"):
+        out.print(
+            f"[muted]lock: {escape(data['lock_path'])}  (accel run {escape(data['target'])}.py "
+            f"--lock {escape(data['lock_path'])} re-applies it)[/]"
+        )
+
+
 def render_optimize(data: dict, out: Console) -> None:
     out.print(
         Text.assemble(
@@ -95,6 +119,11 @@ def render_optimize(data: dict, out: Console) -> None:
             ("  " + data["objective"], "muted"),
         )
     )
+    if data.get("mode") == "script":
+        if data["steps"]:
+            out.print(steps_table(data))
+        render_script_summary(data, out)
+        return
     out.print(steps_table(data))
     base, final = data["baseline"], data["final"]
     unit = "per call" if data["objective"] != "throughput" else f"per pass ({base['samples_per_call']} samples)"
@@ -114,7 +143,8 @@ def render_optimize(data: dict, out: Console) -> None:
 
 
 def optimize_command(
-    file: Path = typer.Argument(..., help="Pipeline file (.py)."),
+    file: Path = typer.Argument(..., help="Pipeline file (.py), or a training script."),
+    args: Optional[List[str]] = typer.Argument(None, help="Arguments for a script, after --."),
     recipe: str = typer.Option(
         "default", "--recipe", "-r", help="Recipe name (see accel recipes) or path to a .yaml recipe."
     ),
@@ -132,6 +162,11 @@ def optimize_command(
         min=1,
         help="Passes the pipeline will run; one-time costs are spread over them [default: the recipe's].",
     ),
+    as_script: bool = typer.Option(
+        False,
+        "--script",
+        help="Run the file as a training script (tune its DataLoaders) even if it defines a pipeline.",
+    ),
 ) -> None:
     """Try the recipe's optimizations, keep what is faster beyond noise and faithful, write a lock."""
     from accel.optimizing.run import optimize
@@ -147,6 +182,8 @@ def optimize_command(
             threads=threads,
             passes=passes,
             progress=lambda message: status.update(message),
+            args=tuple(args or ()),
+            as_script=as_script,
         )
     render_optimize(result.to_dict(), console)
     if json_path:
@@ -175,5 +212,5 @@ def recipes_command() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("optimize")(optimize_command)
+    app.command("optimize", context_settings={"allow_extra_args": True})(optimize_command)
     app.command("recipes")(recipes_command)

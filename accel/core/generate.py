@@ -42,7 +42,7 @@ def _cached_class(cls: type) -> type:
             # all (a hand-written loop that calls the model does not).
             self.__dict__[CALLS] = self.__dict__.get(CALLS, 0) + 1
             kwargs["use_cache"] = True
-            return cls.generate(self, *args, **kwargs)
+            return cls.generate(self, *args, **kwargs)  # type: ignore[attr-defined]  # accepts_cache checked it
 
         found = type(cls.__name__, (cls,), {"generate": generate, "__module__": cls.__module__, "__doc__": cls.__doc__})
         _CACHED_CLASSES[cls] = found

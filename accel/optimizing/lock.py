@@ -7,6 +7,10 @@ and one entry per kept optimization in the order it is applied (optimizer name, 
 and the state the optimizer needs to restore itself). An empty `optimizations` list is a valid
 lock: nothing helped.
 
+A lock written for a training script (`accel optimize SCRIPT`) has `kind: script` and one
+`script.loader` entry holding the DataLoader settings `accel run SCRIPT --lock` applies; a lock
+without `kind` is a pipeline lock, so locks written before scripts could be optimized read as before.
+
 Loading checks all of it and says what changed: a changed file, a changed artifact, or changed
 weights when an artifact holds a copy of them, is refused (it was built from the old ones); a different torch or ONNX
 Runtime than the lock was measured with is refused too, with `accel verify` as the way to check
@@ -34,6 +38,8 @@ from accel.core.pipeline import Pipeline
 
 LOCK_SCHEMA = "accel.lock/1"
 LOCK_NAME = "accel.lock.yaml"
+PIPELINE_LOCK, SCRIPT_LOCK = "pipeline", "script"
+LOCK_KINDS = (PIPELINE_LOCK, SCRIPT_LOCK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +64,16 @@ class Lock:
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> sha256
     pipeline_path: str = ""  # where the pipeline file was, for `accel verify`
     min_speedup: float | None = None  # the recipe's keep threshold, for `accel verify`
+    kind: str = PIPELINE_LOCK  # what the lock is re-applied to: a pipeline (accel.load) or a script (accel run)
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOCK_KINDS:
+            raise ValueError(f"kind must be one of {LOCK_KINDS}, got {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": self.schema,
+            "kind": self.kind,
             "pipeline": {
                 "file": self.pipeline_file,
                 "sha256": self.pipeline_sha256,
@@ -87,6 +99,12 @@ class Lock:
             )
         pipeline = data.get("pipeline")
         entries = data.get("optimizations")
+        kind = data.get("kind", PIPELINE_LOCK)
+        if kind not in LOCK_KINDS:
+            raise LockError(
+                f"{where} is corrupt: kind {kind!r} is not one of {', '.join(LOCK_KINDS)}",
+                "run accel optimize again to write a fresh lock",
+            )
         if (
             not isinstance(pipeline, dict)
             or not isinstance(pipeline.get("sha256"), str)
@@ -123,6 +141,7 @@ class Lock:
             artifacts={str(k): str(v) for k, v in (data.get("artifacts") or {}).items()},
             pipeline_path=str(pipeline.get("path") or ""),
             min_speedup=data.get("min_speedup"),
+            kind=kind,
         )
 
 
@@ -189,7 +208,8 @@ def lock_file(path: str | Path) -> Path:
 
 def write_lock(path: str | Path, lock: Lock) -> Path:
     target = lock_file(path)
-    text = "# written by accel optimize; re-applied by accel.load(FILE, lock=...)\n"
+    how = "accel run SCRIPT --lock LOCK" if lock.kind == SCRIPT_LOCK else "accel.load(FILE, lock=...)"
+    text = f"# written by accel optimize; re-applied by {how}\n"
     text += yaml.safe_dump(_plain(lock.to_dict()), sort_keys=False)
     write_text_atomic(target, text)
     return target
@@ -210,14 +230,27 @@ def read_lock(path: str | Path) -> Lock:
 
 def load(path: str | os.PathLike, lock: str | os.PathLike | None = None, *, force: bool = False) -> Pipeline:
     """Load the Pipeline a file defines; with `lock`, re-apply the optimizations it records."""
+    if lock is not None:  # a script's lock is refused before the file is loaded (it defines no pipeline)
+        refuse_script_lock(read_lock(Path(lock)), lock_file(Path(lock)))
     pipeline = load_pipeline(path)
     if lock is None:
         return pipeline
     return apply_lock(pipeline, Path(lock), Path(path), force=force)
 
 
-def check_lock(lock: Lock, target: Path, pipeline: Pipeline, pipeline_path: Path, *, versions: bool = True) -> None:
-    """Refuse, saying what changed, when the lock no longer describes what is loaded."""
+def refuse_script_lock(lock: Lock, target: Path) -> None:
+    if lock.kind == SCRIPT_LOCK:
+        raise LockError(
+            f"{target} holds DataLoader settings for the script {lock.pipeline_file}, not a pipeline's optimizations",
+            f"run the script with them: accel run {lock.pipeline_file} --lock {target}",
+        )
+
+
+def check_lock(
+    lock: Lock, target: Path, pipeline: Pipeline | None, pipeline_path: Path, *, versions: bool = True
+) -> None:
+    """Refuse, saying what changed, when the lock no longer describes what is loaded (`pipeline`
+    None: a script, whose weights the lock does not record)."""
     rerun = "run accel optimize again, or force it (force=True, --force)"
     actual = file_sha256(pipeline_path)
     if actual != lock.pipeline_sha256:
@@ -228,7 +261,7 @@ def check_lock(lock: Lock, target: Path, pipeline: Pipeline, pipeline_path: Path
         )
     # Artifacts (an exported ONNX file) hold a copy of the weights; optimizations without one are
     # re-applied to whatever weights the file loads now.
-    if lock.weights_sha256 is not None and lock.artifacts:
+    if pipeline is not None and lock.weights_sha256 is not None and lock.artifacts:
         weights = weights_sha256(pipeline)
         if weights != lock.weights_sha256:
             raise LockError(
@@ -259,6 +292,7 @@ def apply_lock(
     """Re-apply a lock's optimizations to the pipeline loaded from `pipeline_path`."""
     target = lock_file(lock_path)
     lock = read_lock(target)
+    refuse_script_lock(lock, target)
     if not force:
         check_lock(lock, target, pipeline, pipeline_path, versions=check_versions)
     return apply_entries(pipeline, lock.entries, target)

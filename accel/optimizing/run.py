@@ -1,7 +1,8 @@
 """`accel.optimize`: load a pipeline, search a recipe's candidates, write the lock and the report.
 
 Data flows one way: load -> (profile) -> engine -> lock + `accel.optimize/1` JSON. Rendering is the
-CLI's job.
+CLI's job. A file that loads as a training script (no pipeline in it), or any .py file with
+`as_script`, gets the DataLoader-settings search of accel.optimizing.script instead.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from accel.core.calibration import calibrated_machine
-from accel.core.errors import RecipeError
+from accel.core.errors import PipelineLoadError, RecipeError
 from accel.core.io import write_json_atomic
+from accel.core.loading import Script, check_file, is_plain_script
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
 from accel.core.pipeline import Pipeline
@@ -33,6 +35,7 @@ from accel.optimizing.recipes import Recipe, get_recipe
 
 if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
     from accel.optimizing.recipes.engine import EngineResult
+    from accel.optimizing.script import ScriptOptimizeResult
 
 OPTIMIZE_SCHEMA = "accel.optimize/1"
 # Share of the budget the diagnosis may take when a recipe's rules need findings.
@@ -99,15 +102,31 @@ def optimize(
     threads: int | None = None,
     passes: int | None = None,
     progress: Progress = lambda message: None,
-) -> OptimizeResult:
+    args: tuple[str, ...] = (),
+    as_script: bool = False,
+) -> "OptimizeResult | ScriptOptimizeResult":
     """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there.
     `passes`: how many passes the optimized pipeline will run, over which one-time costs (export,
-    compile, cache prebuild) are counted [default: the recipe's keep.passes]."""
+    compile, cache prebuild) are counted [default: the recipe's keep.passes].
+
+    A training script (a file that defines no pipeline, or any .py file with `as_script`) runs as
+    `__main__` with `args`, and its DataLoader settings are searched (a ScriptOptimizeResult)."""
     from accel.optimizing.lock import load
     from accel.optimizing.optimizers import Context
     from accel.optimizing.recipes.engine import run_engine
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    if not isinstance(target, Pipeline):
+        script = script_target(Path(target), tuple(args), as_script)
+        if script is not None:
+            from accel.optimizing.script import optimize_script
+
+            found = optimize_script(
+                script, recipe, out_dir=out_dir, budget_seconds=budget_seconds, threads=threads, progress=progress
+            )
+            if json_path is not None:
+                write_json_atomic(json_path, found.to_dict())
+            return found
     if passes is not None:
         if passes < 1:
             raise RecipeError(f"passes must be >= 1, got {passes}", "pass the number of runs the pipeline will serve")
@@ -174,6 +193,21 @@ def optimize(
     if json_path is not None:
         write_json_atomic(json_path, outcome.to_dict())
     return outcome
+
+
+def script_target(path: Path, args: tuple[str, ...], as_script: bool) -> Script | None:
+    """The Script to tune when the file is one (read from its syntax tree, never imported), else None."""
+    file = check_file(path)
+    if as_script and file.suffix != ".py":
+        raise PipelineLoadError(f"{file} is not a Python script", "--script runs a .py file as __main__")
+    if as_script or (file.suffix == ".py" and is_plain_script(file)):
+        return Script(path=file, args=args)
+    if args:
+        raise PipelineLoadError(
+            f"arguments after -- are for a script, and {file} defines a pipeline",
+            "drop them, or pass --script to run the file as a training script",
+        )
+    return None
 
 
 def predicted_speedups(report: Any) -> dict[str, float]:

@@ -67,16 +67,32 @@ def timed_loader_iteration(
     clock: Clock = now,
     on_call: Callable[[], None] = lambda: None,
     deadline: float | None = None,
+    max_batches: int | None = None,
+    loop_seconds: float | None = None,
+    on_batch: Callable[[Any, Any], None] | None = None,
 ) -> Iterator[None]:
     """Record every DataLoader __next__ call into `calls` while the block runs; restore after.
 
-    With `deadline` (a `clock()` value), the first batch request after it raises BudgetReached.
+    With `deadline` (a `clock()` value), the first batch request after it raises BudgetReached;
+    with `max_batches`, the request after that many batches does, and with `loop_seconds` the first
+    request that many seconds after the first one (the script's set-up before its loop not counted).
+    `on_batch(iterator, batch)` sees each batch after it is timed (accel optimize digests a few).
     """
     original = _BaseDataLoaderIter.__next__
+    batches = 0
+    loop_deadline: float | None = None
 
     def timed_next(iterator: Any) -> Any:
+        nonlocal batches, loop_deadline
         if deadline is not None and calls and clock() > deadline:
             raise BudgetReached()
+        if max_batches is not None and batches >= max_batches:
+            raise BudgetReached()
+        if loop_seconds is not None:
+            if loop_deadline is None:
+                loop_deadline = clock() + loop_seconds
+            elif clock() > loop_deadline:
+                raise BudgetReached()
         on_call()
         first = iterator._num_yielded == 0
         t0 = clock()
@@ -86,6 +102,9 @@ def timed_loader_iteration(
             calls.append(LoaderCall(t0, clock(), 0, iterator._num_workers, first, exhausted=True))
             raise
         calls.append(LoaderCall(t0, clock(), batch_length(batch), iterator._num_workers, first))
+        batches += 1
+        if on_batch is not None:
+            on_batch(iterator, batch)
         return batch
 
     setattr(_BaseDataLoaderIter, "__next__", timed_next)

@@ -40,7 +40,9 @@ class ChannelsLastForward:
 
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of the model (its own class) with channels-last weights and inputs."""
-    return with_forward(copy.deepcopy(model).to(memory_format=torch.channels_last), ChannelsLastForward)
+    copied = copy.deepcopy(model)
+    copied.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stubs omit it
+    return with_forward(copied, ChannelsLastForward)
 
 
 @register

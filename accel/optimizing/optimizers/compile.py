@@ -82,7 +82,11 @@ def compiled(pipeline: Pipeline, config: CompileConfig) -> torch.nn.Module:
     """The model compiled. A generate loop calls the model's own generate(), which a compiled
     wrapper (OptimizedModule) hands to the uncompiled model: there the forward is compiled inside
     a copy of the model, as transformers' docs do (`model.forward = torch.compile(model.forward)`)."""
-    options = {"mode": config.mode, "dynamic": config.dynamic, "backend": config.backend}
+
+    def build(target: Any) -> Any:
+        return torch.compile(target, mode=config.mode, dynamic=config.dynamic, backend=config.backend)
+
     if pipeline.generate is not None and callable(getattr(pipeline.model, "generate", None)):
-        return with_forward(pipeline.model, lambda forward: torch.compile(forward, **options))
-    return torch.compile(pipeline.model, **options)
+        return with_forward(pipeline.model, build)
+    compiled: torch.nn.Module = build(pipeline.model)
+    return compiled

@@ -24,7 +24,16 @@ from accel.core.errors import AccelError, LockError
 from accel.core.loading import load_pipeline
 from accel.core.measure import Comparison, device_sync, peak_memory_pair, thread_count
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock import Lock, LockEntry, apply_entries, changed_versions, check_lock, lock_file, read_lock
+from accel.optimizing.lock import (
+    SCRIPT_LOCK,
+    Lock,
+    LockEntry,
+    apply_entries,
+    changed_versions,
+    check_lock,
+    lock_file,
+    read_lock,
+)
 from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
@@ -95,6 +104,11 @@ def verify_lock(
     """Re-time each optimization the lock kept, and the whole lock, against the plain pipeline."""
     target = lock_file(Path(lock_path))
     lock = read_lock(target)
+    if lock.kind == SCRIPT_LOCK:
+        raise LockError(
+            f"{target} holds a script's DataLoader settings: accel verify re-times pipeline locks only",
+            f"re-time the script's settings with accel optimize {lock.pipeline_file} again",
+        )
     file = find_pipeline_file(lock, target, pipeline_path)
     plain = load_pipeline(file)
     check_lock(lock, target, plain, file, versions=False)
