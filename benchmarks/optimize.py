@@ -41,14 +41,14 @@ COMPARE_SECONDS = 3.0
 ACCEL_BUDGET_SECONDS = 60.0
 
 
-def _compare(measurer: Measurer, baseline: accel.Pipeline, candidate: accel.Pipeline):
+def _compare(measurer: Measurer, baseline: accel.Pipeline, candidate: accel.Pipeline, seconds: float = 0.0):
     return compare_interleaved(
         measurer.call(baseline),
         measurer.call(candidate),
         warmup=1,
         settle_seconds=0.002,
         min_rounds=3 if measurer.target == "throughput" else 7,
-        budget_seconds=COMPARE_SECONDS,
+        budget_seconds=seconds or COMPARE_SECONDS,
     )
 
 

@@ -19,7 +19,6 @@ import torch
 import accel
 from accel.core.generate import accepts_cache, is_cached
 from accel.core.machine import describe_machine
-from accel.gating.bench import BenchConfig, bench
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.kv_cache import NotThroughGenerate
 from accel.optimizing.recipes import parse_recipe
@@ -119,24 +118,34 @@ def test_bf16_keeps_generate_and_composes_with_the_cache(gpt2, params, tmp_path)
 def test_compile_on_a_generate_loop_compiles_the_forward_generate_calls(gpt2, tmp_path):
     from torch._dynamo.utils import counters
 
-    compiled = _apply("compile", gpt2, tmp_path, backend="eager")
-    assert type(compiled.model) is type(gpt2.model)
     before = sum(counters["frames"].values())
+    compiled = _apply("compile", gpt2, tmp_path, backend="eager")  # warms up over the loop: compiles
+    assert type(compiled.model) is type(gpt2.model)
     with torch.inference_mode():
         out = compiled.forward(compiled.example_batch())
     assert sum(counters["frames"].values()) > before  # dynamo saw the loop's forward calls
     assert out.shape == (1, PROMPT + NEW)
 
 
+def test_compile_warms_up_an_encoder_decoder_through_its_loop(tmp_path):
+    # T5's model cannot be called on the source alone (its decoder needs decoder_input_ids): compile
+    # used to fail here ("You must specify exactly one of input_ids or inputs_embeds")
+    t5 = accel.load(REAL / "t5_generate_no_cache.py")
+    compiled = _apply("compile", t5, tmp_path, backend="eager")
+    with torch.inference_mode():
+        assert torch.equal(compiled.forward(t5.example_batch()), t5.forward(t5.example_batch()))
+
+
 def test_compile_after_the_cache_still_runs_the_cached_loop_through_the_compiled_forward(gpt2, tmp_path):
     from torch._dynamo.utils import counters
 
-    both = _apply("compile", _apply("generation.kv_cache", gpt2, tmp_path), tmp_path, backend="eager")
-    assert is_cached(both.model)  # the copy compile made kept the cached generate()
+    cached = _apply("generation.kv_cache", gpt2, tmp_path)
     before = sum(counters["frames"].values())
+    both = _apply("compile", cached, tmp_path, backend="eager")
+    assert is_cached(both.model)  # the copy compile made kept the cached generate()
+    assert sum(counters["frames"].values()) > before  # its warm-up loop ran the compiled forward
     fed, _ = _tokens_fed(both, gpt2.model)
     assert fed == [PROMPT] + [1] * (NEW - 1)
-    assert sum(counters["frames"].values()) > before
 
 
 @pytest.mark.slow
@@ -146,7 +155,7 @@ def test_optimize_keeps_the_cache_on_a_llama_and_the_lock_reapplies_it(tmp_path)
     recipe = parse_recipe(
         {"name": "cache", "target": "latency", "rules": [{"name": "c", "try": ["generation.kv_cache"]}]}
     )
-    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=8)
+    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=6)
     (step,) = result.steps
     # every step fed the whole sequence against one token per step: a large effect, a generous bound
     assert step.verdict == ACCEPTED, step.reason
@@ -155,5 +164,4 @@ def test_optimize_keeps_the_cache_on_a_llama_and_the_lock_reapplies_it(tmp_path)
     assert is_cached(locked.model)
     with torch.inference_mode():
         assert torch.equal(locked.forward(locked.example_batch()), accel.load(file).forward(locked.example_batch()))
-    measured = bench(file, result.lock_path, BenchConfig(replicates=1, min_calls=2, budget_seconds=0.2))
-    assert measured.replicates[0].median_seconds > 0
+    # (accel bench on a generate loop's lock: the T5 corpus test in tests/test_real_models_optimize.py)

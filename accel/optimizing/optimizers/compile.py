@@ -65,7 +65,8 @@ class Compile(Optimizer):
         batch = pipeline.example_batch()
         started = now()
         with torch.inference_mode():
-            candidate.call_model(batch)
+            # a generate loop compiles over its own calls (T5's model cannot be called on the prompt alone)
+            candidate.forward(batch) if pipeline.generate is not None else candidate.call_model(batch)
         compile_seconds = now() - started
         return Applied(
             pipeline=candidate,
