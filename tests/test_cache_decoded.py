@@ -239,7 +239,7 @@ def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path,
         name: data
         description: the data-path optimizers only
         target: throughput
-        budget_seconds: 25
+        budget_seconds: 12
         keep: {min_speedup: 1.03}
         guard: {min_cosine: 0.995, max_metric_drop: 0.01}
         rules:
@@ -247,7 +247,7 @@ def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path,
             try: [cache.decoded, cache.results]
     """)
     )
-    result = optimize(PLANTED / "dp_decode_bound.py", recipe, out_dir=tmp_path / "out", budget_seconds=25)
+    result = optimize(PLANTED / "dp_decode_bound.py", recipe, out_dir=tmp_path / "out", budget_seconds=12)
     verdicts = {step.optimizer: step.verdict for step in result.steps}
     assert verdicts["cache.decoded"] == ACCEPTED, [s.to_dict() for s in result.steps]
     assert verdicts["cache.results"] != ACCEPTED  # no repeated inputs: hashing only costs

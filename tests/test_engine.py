@@ -225,7 +225,7 @@ def test_memory_target_measures_ort_and_torch_the_same_way(tmp_path):
         "guard": {"min_cosine": 0.995, "max_relative_error": 0.1},
         "rules": [{"name": "ort", "try": ["onnx.runtime"]}],
     }
-    result = optimize(PLANTED / "opt_memory_mlp.py", parse_recipe(recipe), budget_seconds=20)
+    result = optimize(PLANTED / "opt_memory_mlp.py", parse_recipe(recipe), budget_seconds=8)
     step = _step(result.result, "onnx.runtime")
     assert step.memory_ratio is not None and step.memory_ratio > 0.2, step.to_dict()
     assert result.result.baseline["peak_measured"].startswith("fresh process")

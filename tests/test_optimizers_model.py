@@ -239,21 +239,6 @@ def test_compile_builds_a_graph(tmp_path):
     torch._dynamo.reset()
 
 
-def test_loader_tune_changes_the_workers_or_says_why_not(tmp_path):
-    pipeline = accel.load(PLANTED / "dp_loader_bound.py")
-    optimizer = OPTIMIZERS.get("loader.tune")
-    reason = optimizer.applicable(pipeline, _context(tmp_path))
-    if reason is not None:
-        assert len(reason) > 10
-        return
-    applied = optimizer.apply(pipeline, make_config(optimizer, {}), _context(tmp_path))
-    changed = (applied.pipeline.num_workers, dict(applied.pipeline.loader_options)) != (
-        pipeline.num_workers,
-        dict(pipeline.loader_options),
-    )
-    assert changed or applied.notes.get("reason"), applied.notes
-
-
 # --- a real model: a transformers classifier whose logits share a large offset -------------------
 def test_int8_and_bf16_that_flip_a_real_classifiers_labels_are_rejected(tmp_path):
     from accel.optimizing.recipes import parse_recipe

@@ -12,7 +12,7 @@ import accel
 
 VOCAB = 1024
 SOURCE_LENGTH = 64
-NEW_TOKENS = 40
+NEW_TOKENS = 24
 # Four sequences at once, as a batched translation or summarization job runs.
 BATCH = 4
 
