@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,6 +96,17 @@ def machine(tmp_path_factory):
     finally:
         patch.undo()
         torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """ACCEL_CACHE_DIR at a new folder holding only the session's calibrations (none decoded)."""
+    path = tmp_path / "fresh-cache"
+    path.mkdir()
+    for calibration in sorted(Path(_CACHE_ROOT).glob("calibration-*.json")):
+        shutil.copy2(calibration, path / calibration.name)
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

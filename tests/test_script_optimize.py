@@ -237,7 +237,7 @@ def test_real_finetune_script_through_optimize_script_mode(tmp_path):
     """The corpus script, unchanged, end to end (about a minute on a loaded 2-core machine). Whether
     workers pay depends on the free cores, so only what must hold everywhere is asserted."""
     out, report = tmp_path / "out", tmp_path / "result.json"
-    options = ["--budget", "20", "--threads", "1", "--out", str(out), "--json", str(report)]
+    options = ["--budget", "8", "--threads", "1", "--out", str(out), "--json", str(report)]
     ran = runner.invoke(app, ["optimize", str(REAL_SCRIPT), *options])
     assert ran.exit_code == 0, ran.output
     data = json.loads(report.read_text())
