@@ -72,6 +72,9 @@ def run_model(name: str, file: Path, recipe: str) -> list[str]:
         began = time.perf_counter()
         result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS[recipe])
         search_seconds = time.perf_counter() - began
+        # what accel decided and why, in the log: the table keeps only what was kept
+        steps = ", ".join(f"{s.optimizer} {s.verdict}" for s in result.steps if s.verdict != "skipped")
+        print(f"  accel optimize: {result.result.message} ({steps})", flush=True)
         accel_vs_baseline = _compare(measurer, baseline, result.pipeline)
         best = max(peers, key=lambda p: p[1]) if peers else None
         versus = _compare(measurer, best[2], result.pipeline, RATIO_SECONDS) if best else None
