@@ -63,6 +63,26 @@ class ClashesWithA(Optimizer):
         return Applied(pipeline=pipeline.replace(model=model.variant(dead_b=False, extra=extra)))
 
 
+# Set by the progress callback when the engine starts re-measuring the final composition.
+FINAL_STARTED = {"on": False}
+
+
+class FastUntilTheFinal(Optimizer):
+    """Drops dead work A (about 7x faster) while it is tried, and is much slower than the baseline
+    once the engine re-measures the final composition: what a candidate whose gain was noise looks
+    like to that last check."""
+
+    name, slot = "test.fast_until_final", "test-final"
+
+    def apply(self, pipeline, config, context):
+        fast, slow = pipeline.model.variant(dead_a=False), pipeline.model.variant(extra=120)
+
+        def model(x):
+            return (slow if FINAL_STARTED["on"] else fast)(x)
+
+        return Applied(pipeline=pipeline.replace(model=model))
+
+
 class NeverApplies(Optimizer):
     name = "test.never"
 
@@ -73,7 +93,7 @@ class NeverApplies(Optimizer):
         raise AssertionError("apply must not be called when applicable() says no")
 
 
-TEST_OPTIMIZERS = (SkipA, SkipB, SlowDown, FastButWrong, ClashesWithA, NeverApplies)
+TEST_OPTIMIZERS = (SkipA, SkipB, SlowDown, FastButWrong, ClashesWithA, FastUntilTheFinal, NeverApplies)
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +151,26 @@ def test_a_win_that_loses_in_combination_is_reverted(tmp_path):
     assert clash.composed_with == ("test.skip_a",)
     assert clash.verdict == REVERTED and clash.speedup < 1
     assert [c.optimizer for c in result.choices] == ["test.skip_a"]
+
+
+def test_a_composition_slower_when_re_measured_is_reverted_whole(tmp_path):
+    def progress(message):
+        if message.startswith("re-measuring the final"):
+            FINAL_STARTED["on"] = True
+
+    FINAL_STARTED["on"] = False
+    recipe = parse_recipe(
+        {"name": "t", "target": "latency", "rules": [{"name": "p", "try": ["test.fast_until_final"]}]}
+    )
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(baseline, recipe, context, budget_seconds=8, progress=progress)
+    assert FINAL_STARTED["on"]
+    assert _step(result, "test.fast_until_final").verdict == ACCEPTED  # its own comparison passed...
+    # ...and the final re-measure, where it is slower, reverts it: nothing kept, the baseline returned
+    assert result.choices == () and result.pipeline.model is baseline.model
+    assert "the combination of test.fast_until_final measured" in result.message and "lock is empty" in result.message
+    assert result.speedup == 1.0
 
 
 def test_not_applicable_and_rules_that_do_not_match_are_recorded(tmp_path):
