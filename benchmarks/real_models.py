@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import accel
-from accel.optimizing.recipes.engine import Measurer
+from accel.optimizing.recipes.engine import SKIPPED, Measurer
 from accel.optimizing.run import optimize
 from benchmarks.optimize import ACTIONS, _action, _compare, _times
 
@@ -73,7 +73,7 @@ def run_model(name: str, file: Path, recipe: str) -> list[str]:
         result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS[recipe])
         search_seconds = time.perf_counter() - began
         # what accel decided and why, in the log: the table keeps only what was kept
-        steps = ", ".join(f"{s.optimizer} {s.verdict}" for s in result.steps if s.verdict != "skipped")
+        steps = ", ".join(f"{s.optimizer} {s.verdict}" for s in result.steps if s.verdict != SKIPPED)
         print(f"  accel optimize: {result.result.message} ({steps})", flush=True)
         accel_vs_baseline = _compare(measurer, baseline, result.pipeline)
         best = max(peers, key=lambda p: p[1]) if peers else None
