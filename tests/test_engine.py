@@ -73,14 +73,21 @@ class FastUntilTheFinal(Optimizer):
     like to that last check."""
 
     name, slot = "test.fast_until_final", "test-final"
+    drops: ClassVar[dict] = {"dead_a": False}
 
     def apply(self, pipeline, config, context):
-        fast, slow = pipeline.model.variant(dead_a=False), pipeline.model.variant(extra=120)
+        fast, slow = pipeline.model.variant(**self.drops), pipeline.model.variant(extra=120)
 
         def model(x):
             return (slow if FINAL_STARTED["on"] else fast)(x)
 
         return Applied(pipeline=pipeline.replace(model=model))
+
+
+class FastUntilTheFinalB(FastUntilTheFinal):
+    """The same, dropping dead work B: a win on top of SkipA until the final re-measure."""
+
+    name, slot, drops = "test.fast_until_final_b", "test-final-b", {"dead_b": False}
 
 
 class NeverApplies(Optimizer):
@@ -93,7 +100,16 @@ class NeverApplies(Optimizer):
         raise AssertionError("apply must not be called when applicable() says no")
 
 
-TEST_OPTIMIZERS = (SkipA, SkipB, SlowDown, FastButWrong, ClashesWithA, FastUntilTheFinal, NeverApplies)
+TEST_OPTIMIZERS = (
+    SkipA,
+    SkipB,
+    SlowDown,
+    FastButWrong,
+    ClashesWithA,
+    FastUntilTheFinal,
+    FastUntilTheFinalB,
+    NeverApplies,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -171,6 +187,29 @@ def test_a_composition_slower_when_re_measured_is_reverted_whole(tmp_path):
     assert result.choices == () and result.pipeline.model is baseline.model
     assert "the combination of test.fast_until_final measured" in result.message and "lock is empty" in result.message
     assert result.speedup == 1.0
+
+
+def test_a_composition_that_fails_its_re_measure_falls_back_to_the_previous_best(tmp_path):
+    def progress(message):
+        if message.startswith("re-measuring the final"):
+            FINAL_STARTED["on"] = True
+
+    FINAL_STARTED["on"] = False
+    recipe = parse_recipe(
+        {"name": "t", "target": "latency", "rules": [{"name": "p", "try": ["test.skip_a", "test.fast_until_final_b"]}]}
+    )
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(baseline, recipe, context, budget_seconds=10, progress=progress)
+    assert _step(result, "test.skip_a").verdict == ACCEPTED
+    assert _step(result, "test.fast_until_final_b").verdict == ACCEPTED  # a win on top of A while searched
+    # the composition is slower when re-measured; A alone, the search's previous best, still wins
+    assert "the combination of test.skip_a, test.fast_until_final_b measured" in result.message
+    assert "kept test.skip_a (the search's previous best" in result.message
+    assert [c.optimizer for c in result.choices] == ["test.skip_a"]
+    model = result.pipeline.model
+    assert not model.dead_a and model.dead_b and model.extra == 0
+    assert result.speedup > 3 and result.speedup_ci[0] > 1.03
 
 
 def test_not_applicable_and_rules_that_do_not_match_are_recorded(tmp_path):

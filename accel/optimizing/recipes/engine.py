@@ -5,7 +5,8 @@
         guard: the trial's outputs against the BASELINE's (errors never accumulate unseen)
         speed: trial against the current best, interleaved A/B/A/B, same thread count
         keep when the guard passes and the gain is beyond noise, else revert with the reason
-    -> the final composition re-measured against the baseline; if it is not faster, the baseline.
+    -> the final composition re-measured against the baseline; if it is not faster, the search's
+       previous best re-measured once; if that is not faster either, the baseline.
 
 Candidates in one slot are alternatives (every way of replacing the model is one slot), so a trial
 replaces that slot's current choice; every trial contains the other accepted optimizations, so
@@ -214,6 +215,9 @@ def run_engine(
     # A fresh process per side costs seconds: only where memory is the target.
     meter = MemoryMeter(context.pipeline_path if measurer.target == "memory" else None, context.workdir)
     tried: dict[tuple[str, str], str] = {}
+    # The search's earlier bests, in the order they were replaced: the fallback when the final
+    # composition does not hold up when re-measured.
+    history: list[dict[str, tuple[Optimizer, Any, Candidate]]] = []
     for rule, candidate in plan:
         optimizer = OPTIMIZERS.get(candidate.optimizer)
         config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
@@ -274,13 +278,14 @@ def run_engine(
             recipe, amortized(comparison, own_setup, recipe.passes), memory_ratio, own_setup
         )
         if failure is None and verdict_reason.startswith("kept"):
+            history.append(chosen)
             chosen = trial_choice
             best, best_choices = trial, trial_choices
             steps.append(Step(**step, verdict=ACCEPTED, reason=verdict_reason, **speed))
         else:
             steps.append(Step(**step, verdict=REVERTED, reason=verdict_reason, **speed))
     return _finish(
-        baseline, best, composer, chosen, measurer, recipe, steps, budget, remaining, started, progress, meter
+        baseline, composer, chosen, history, measurer, recipe, steps, budget, remaining, started, progress, meter
     )
 
 
@@ -308,9 +313,9 @@ def _keep_reason(recipe: Recipe, comparison: Comparison, memory_ratio: float | N
 
 def _finish(
     baseline: Pipeline,
-    best: Pipeline,
     composer: Composer,
     chosen: dict,
+    history: list[dict],
     measurer: Measurer,
     recipe: Recipe,
     steps: list[Step],
@@ -321,15 +326,80 @@ def _finish(
     meter: MemoryMeter,
 ) -> EngineResult:
     progress("re-measuring the final pipeline against the baseline")
-    final_budget = max(MIN_COMPARE_SECONDS, min(remaining(), budget * FINAL_SHARE))
-    comparison = compare_pipelines(measurer, baseline, best, final_budget)
+    final = _final_check(baseline, composer, chosen, measurer, recipe, meter, min(remaining(), budget * FINAL_SHARE))
+    message = (
+        f"kept {', '.join(c.optimizer for c in final.choices)}"
+        if final.choices
+        else "no candidate helped: the lock is empty"
+    )
+    if final.choices and final.slower:
+        # The composition is reverted whole. Two wins can lose together, and a re-measure can land
+        # on the wrong side of the threshold: the search's previous best (the composition before
+        # its last acceptance, itself measured a win) is re-measured once, on what budget is left.
+        failed = final
+        previous = history[-1] if history else {}
+        message = f"the combination of {_names(failed.choices)} measured {failed.measured} against the baseline"
+        if previous:
+            progress("re-measuring the search's previous best against the baseline")
+            fallback = _final_check(baseline, composer, previous, measurer, recipe, meter, remaining())
+            if not fallback.slower:
+                final = fallback
+                message += f"; kept {_names(final.choices)} (the search's previous best: {final.measured})"
+            else:
+                message += f"; {_names(fallback.choices)} (the previous best) measured {fallback.measured}"
+        if final is failed or final.slower:
+            message += ": keeping the baseline, the lock is empty"
+            final = _as_baseline(final, baseline)
+    if not final.choices:
+        final = dataclasses.replace(
+            final, comparison=dataclasses.replace(final.comparison, speedup=1.0, speedup_ci=(1.0, 1.0))
+        )
+    comparison, peaks = final.comparison, final.peaks
+    return EngineResult(
+        pipeline=final.pipeline,
+        target=measurer.target,
+        choices=tuple(final.choices),
+        steps=tuple(steps),
+        baseline={**measurer.summary(comparison.baseline.median, peaks[0]), "peak_measured": meter.how},
+        final=measurer.summary(comparison.candidate.median if final.choices else comparison.baseline.median, peaks[1]),
+        speedup=comparison.speedup,
+        speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
+        memory_ratio=final.memory_ratio,
+        threads=torch.get_num_threads(),
+        message=message,
+        elapsed_seconds=now() - started,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Final:
+    """One composition re-measured against the baseline."""
+
+    pipeline: Pipeline
+    choices: tuple[Choice, ...]
+    comparison: Comparison
+    memory_ratio: float | None
+    peaks: tuple[int | None, int | None]
+    slower: bool
+    measured: str
+
+
+def _final_check(
+    baseline: Pipeline,
+    composer: Composer,
+    chosen: dict,
+    measurer: Measurer,
+    recipe: Recipe,
+    meter: MemoryMeter,
+    seconds: float,
+) -> _Final:
+    pipeline, choices, _ = composer.build(chosen)
+    comparison = compare_pipelines(measurer, baseline, pipeline, max(MIN_COMPARE_SECONDS, seconds))
     memory_ratio: float | None = None
     peaks: tuple[int | None, int | None] = (None, None)
     if measurer.target == "memory" or chosen:
-        peaks = meter.pair((measurer.call(baseline), ()), (measurer.call(best), composer.build(chosen)[1]))
+        peaks = meter.pair((measurer.call(baseline), ()), (measurer.call(pipeline), choices))
         memory_ratio = peaks[1] / peaks[0] if peaks[0] else None
-    _, choices, _ = composer.build(chosen)
-    message = f"kept {', '.join(c.optimizer for c in choices)}" if choices else "no candidate helped: the lock is empty"
     # The composition is held to the same test as each candidate: its whole interval, with every
     # one-time cost spread over the declared passes, above the keep threshold.
     counted = amortized(comparison, sum(c.recurring_seconds for c in choices), recipe.passes)
@@ -337,35 +407,30 @@ def _finish(
         slower = memory_ratio is None or memory_ratio > 1 - recipe.keep.min_memory_saving
     else:
         slower = not counted.faster_beyond(recipe.keep.min_speedup)
-    if choices and slower:
-        low, high = counted.speedup_ci
-        measured = (
-            f"peak memory x{memory_ratio:.2f}"
-            if recipe.target == "memory" and memory_ratio is not None
-            else f"{counted.speedup:.2f}x (interval {low:.2f}-{high:.2f}x over {recipe.passes} passes, "
-            f"needs above {recipe.keep.min_speedup}x)"
-        )
-        message = (
-            f"the combination of {', '.join(c.optimizer for c in choices)} measured "
-            f"{measured} against the baseline: keeping the baseline, the lock is empty"
-        )
-        best, choices = baseline, ()
-        comparison = dataclasses.replace(comparison, candidate=comparison.baseline, speedup=1.0, speedup_ci=(1.0, 1.0))
-        memory_ratio = 1.0 if memory_ratio is not None else None
-        peaks = (peaks[0], peaks[0])
-    if not choices:
-        comparison = dataclasses.replace(comparison, speedup=1.0, speedup_ci=(1.0, 1.0))
-    return EngineResult(
-        pipeline=best,
-        target=measurer.target,
-        choices=tuple(choices),
-        steps=tuple(steps),
-        baseline={**measurer.summary(comparison.baseline.median, peaks[0]), "peak_measured": meter.how},
-        final=measurer.summary(comparison.candidate.median if choices else comparison.baseline.median, peaks[1]),
-        speedup=comparison.speedup,
-        speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
-        memory_ratio=memory_ratio,
-        threads=torch.get_num_threads(),
-        message=message,
-        elapsed_seconds=now() - started,
+    low, high = counted.speedup_ci
+    measured = (
+        f"peak memory x{memory_ratio:.2f}"
+        if recipe.target == "memory" and memory_ratio is not None
+        else f"{counted.speedup:.2f}x (interval {low:.2f}-{high:.2f}x over {recipe.passes} passes, "
+        f"needs above {recipe.keep.min_speedup}x)"
     )
+    return _Final(pipeline, choices, comparison, memory_ratio, peaks, slower, measured)
+
+
+def _as_baseline(final: _Final, baseline: Pipeline) -> _Final:
+    """The baseline in the place of a composition that was reverted."""
+    comparison = dataclasses.replace(
+        final.comparison, candidate=final.comparison.baseline, speedup=1.0, speedup_ci=(1.0, 1.0)
+    )
+    return dataclasses.replace(
+        final,
+        pipeline=baseline,
+        choices=(),
+        comparison=comparison,
+        memory_ratio=1.0 if final.memory_ratio is not None else None,
+        peaks=(final.peaks[0], final.peaks[0]),
+    )
+
+
+def _names(choices: tuple[Choice, ...]) -> str:
+    return ", ".join(c.optimizer for c in choices)
