@@ -5,7 +5,8 @@ from small configs, written the way their users write them): the profile's prima
 baseline's throughput over the whole source (`Pipeline.run()`; a generate loop, which has no
 source, by its latency on the example prompt), every single action a user would
 try alone (torch.compile, ORT fp32, ORT int8 dynamic, torch int8 dynamic, bf16 autocast) and
-`accel optimize` with the recipe the finding calls for, each measured interleaved against the
+`accel optimize` with the recipe the finding calls for (one-time costs spread over a long job's
+passes, as the single actions are timed in steady state), each measured interleaved against the
 baseline in this one run; then accel's pipeline against the best single action, interleaved
 (the ratio). Goal: ratio >= 1.0 on every model and >= 1.2 on at least half.
 
@@ -48,6 +49,11 @@ PROFILE_SECONDS = 10.0
 # The search's budget per model: enough for the profile and each candidate's interleaved comparison
 # on a shared 2-core machine.
 ACCEL_BUDGET_SECONDS = {"throughput": 150.0, "latency": 90.0}
+# The single actions are timed in steady state (their export or compile is not counted), so accel
+# is asked the same question: how the pipeline runs in a long job. Under the throughput recipe's own
+# 10 passes, a one-time cost counts against each pass: on a 50 ms pass (the ViT's 64 images) a 4 s
+# compile never pays back and accel rightly refuses it; a steady-state peer would still show it.
+STEADY_STATE_PASSES = 100_000
 RATIO_GOAL, STRONG_RATIO_GOAL = 1.0, 1.2
 # The ratio is the headline: timed longer than each single action, and shown with its 95% interval.
 RATIO_SECONDS = 8.0
@@ -70,7 +76,7 @@ def run_model(name: str, file: Path, recipe: str) -> list[str]:
             if pipeline is not None:
                 peers.append((label, speedup, pipeline))
         began = time.perf_counter()
-        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS[recipe])
+        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS[recipe], passes=STEADY_STATE_PASSES)
         search_seconds = time.perf_counter() - began
         # what accel decided and why, in the log: the table keeps only what was kept
         steps = ", ".join(f"{s.optimizer} {s.verdict}" for s in result.steps if s.verdict != SKIPPED)
