@@ -19,7 +19,7 @@ from accel.cli.optimize import render_optimize
 from accel.core.errors import LockError
 from accel.optimizing.lock import Lock, LockEntry, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
-from accel.optimizing.script import ACCEPTED, REVERTED, judge
+from accel.optimizing.script import ACCEPTED, REVERTED, ScriptSetting, candidates, judge
 from accel.optimizing.script_loader import apply_loader_settings
 from accel.optimizing.script_trial import Trial, pass_edges, steady_state
 from accel.profiling.script import LoaderCall
@@ -47,7 +47,7 @@ torch.manual_seed(0)
 model = torch.nn.Linear(8, 2)
 loader = DataLoader(Slow(), batch_size=16, shuffle=True)
 if len(sys.argv) > 1:
-    open(sys.argv[1], "w").write(str(loader.num_workers))
+    open(sys.argv[1], "w").write(f"{loader.num_workers} {torch.get_num_threads()}")
 for batch in loader:
     model(batch).sum().backward()
     time.sleep(0.003 * len(batch))
@@ -96,18 +96,18 @@ def test_loader_bound_script_keeps_workers_and_accel_run_applies_them(tmp_path):
     seen = tmp_path / "seen.txt"  # the script writes its loader's num_workers to its first argument
     result = accel.optimize(script, "default", out_dir=tmp_path / "out", budget_seconds=4, args=(str(seen),))
     assert DataLoader.__init__ is original_init and script.read_bytes() == before
-    assert seen.read_text().isdigit()
+    assert seen.read_text().split()[0].isdigit()
     assert result.chosen is not None and result.chosen.num_workers > 0, result.to_dict()
     kept = [s for s in result.steps if s["verdict"] == ACCEPTED]
     assert len(kept) == 1 and kept[0]["speedup_ci"][0] > 1.03 and kept[0]["fidelity"] == {"batches": "same batches"}
     assert all(s["setup_seconds"] > 0 for s in result.steps)  # worker start-up, apart from the rate
     lock = read_lock(result.lock_path)
     assert lock.kind == "script" and lock.entries[0].state["num_workers"] == result.chosen.num_workers
-    assert lock.entries[0].params == {"threads": result.threads}  # accel run applies it again
+    assert lock.entries[0].params == {"threads": result.chosen_threads}  # accel run applies it again
     got = tmp_path / "got.txt"
     ran = runner.invoke(app, ["run", str(script), "--lock", str(result.lock_path), "--", str(got)])
     assert ran.exit_code == 0, ran.output
-    assert got.read_text() == str(result.chosen.num_workers)
+    assert got.read_text() == f"{result.chosen.num_workers} {result.chosen_threads}"
     with apply_loader_settings(result.lock_path, script) as setting:
         assert DataLoader(list(range(4))).num_workers == setting.num_workers
     assert DataLoader(list(range(4))).num_workers == 0
@@ -163,7 +163,8 @@ def test_script_flag_runs_a_pipeline_file_as_a_script_and_the_table_renders(tmp_
 def judge_step() -> dict:
     same = {"pass 1, batch 1": "a"}
     trials = [[_trial(1.0, same)] * 3, [_trial(0.5, same)] * 3]
-    (step,) = judge([None, Setting(2)], trials, {}, _trial(1.0, same), 1.03, "as written")
+    settings = [ScriptSetting(None, 2), ScriptSetting(Setting(2), 2)]
+    (step,) = judge(settings, ["as written", "num_workers=2"], trials, {}, _trial(1.0, same), 1.03)
     return step
 
 
@@ -171,16 +172,55 @@ def _trial(rate: float, digests: dict[str, str]) -> Trial:
     return Trial(rate, 64, 0.0, 1, digests, (), 1.0)
 
 
+def test_workers_are_also_tried_beside_fewer_threads_never_more():
+    pairs = lambda found: [(s.loader.num_workers, s.threads) for s in found]  # noqa: E731
+    # 2 cores at 2 threads: each worker count at the script's 2 threads, and at cores - workers
+    assert pairs(candidates({"num_workers": 0}, cores=2, threads=2)) == [(1, 2), (1, 1), (2, 2), (2, 1)]
+    # the script's own 2 workers are tried again beside 1 thread; they are not a candidate at their own 2
+    assert pairs(candidates({"num_workers": 2}, cores=2, threads=2)) == [(0, 2), (1, 2), (1, 1), (2, 1)]
+    # at 1 thread (--threads 1) there is nothing fewer to try
+    assert pairs(candidates({"num_workers": 0}, cores=2, threads=1)) == [(1, 1), (2, 1)]
+    # 8 cores at 4 threads: never more threads than the script ran with
+    assert all(s.threads <= 4 for s in candidates({}, cores=8, threads=4))
+    assert (7, 1) in pairs(candidates({}, cores=8, threads=4)) and (2, 4) in pairs(candidates({}, cores=8, threads=4))
+
+
+# Records the DataLoader's num_workers and torch's thread count of every run, one line each.
+RECORDS_RUNS = """
+import sys
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+loader = DataLoader(TensorDataset(torch.arange(96.0)), batch_size=8)
+with open(sys.argv[1], "a") as out:
+    out.write(f"{loader.num_workers} {torch.get_num_threads()}\\n")
+for (batch,) in loader:
+    batch.sum()
+"""
+
+
+def test_each_trial_runs_at_its_own_thread_count(tmp_path):
+    script, seen = _write(tmp_path, "train.py", RECORDS_RUNS), tmp_path / "seen.txt"
+    result = accel.optimize(script, budget_seconds=1, threads=2, args=(str(seen),))
+    runs = {tuple(int(v) for v in line.split()) for line in seen.read_text().splitlines()}
+    searched = {(s["params"]["num_workers"], s["params"]["threads"]) for s in result.steps}
+    assert (1, 1) in searched and (1, 2) in searched, result.steps  # one worker, beside 1 and 2 threads
+    assert runs == searched | {(0, 2)}  # every candidate ran at its count; the script as written at 2
+    names = [s["optimizer"] for s in result.steps]
+    assert "num_workers=1, threads=1" in names and "num_workers=1" in names
+
+
 def test_judge_keeps_only_the_fastest_faithful_setting_beyond_noise():
     same, other = {"pass 1, batch 1": "a"}, {"pass 1, batch 1": "b"}
-    settings = [None, Setting(1), Setting(2), Setting(3)]
+    settings = [ScriptSetting(None, 2), *(ScriptSetting(Setting(w), 2) for w in (1, 2, 3))]
+    names = ["as written", "num_workers=1", "num_workers=2", "num_workers=3"]
     trials = [
         [_trial(1.0, same)] * 3,
         [_trial(0.5, same)] * 3,  # 2x, same batches
         [_trial(0.25, other)] * 3,  # 4x, other batches
         [_trial(0.99, same)] * 3,  # not beyond 1.03
     ]
-    steps = judge(settings, trials, {}, _trial(1.0, same), 1.03, "as written")
+    steps = judge(settings, names, trials, {}, _trial(1.0, same), 1.03)
     assert [s["verdict"] for s in steps] == [ACCEPTED, REVERTED, REVERTED]
     assert steps[1]["fidelity"] == {"batches": "batches differ"} and "not faster" in steps[2]["reason"]
 
