@@ -90,6 +90,27 @@ class FastUntilTheFinalB(FastUntilTheFinal):
     name, slot, drops = "test.fast_until_final_b", "test-final-b", {"dead_b": False}
 
 
+class SkipBOnTopOfA(_FlagOptimizer):
+    """Drops dead work B, and works only on a model that still has dead work A (as channels-last
+    convolutions need a torch model with convolutions): applied to any other, it breaks."""
+
+    name, slot, flags = "test.skip_b_needs_a", "test-b", {"dead_b": False}
+
+    def applicable(self, pipeline, context):
+        return None if pipeline.model.dead_a else "the model has no dead work A"
+
+    def apply(self, pipeline, config, context):
+        if not pipeline.model.dead_a:
+            raise TypeError("cannot apply to a model without dead work A")
+        return super().apply(pipeline, config, context)
+
+
+class ReplacesTheModel(_FlagOptimizer):
+    """A model-slot replacement that drops both pieces of dead work (as a runtime swap would)."""
+
+    name, slot, flags = "test.replace", "model", {"dead_a": False, "dead_b": False}
+
+
 class NeverApplies(Optimizer):
     name = "test.never"
 
@@ -108,6 +129,8 @@ TEST_OPTIMIZERS = (
     ClashesWithA,
     FastUntilTheFinal,
     FastUntilTheFinalB,
+    SkipBOnTopOfA,
+    ReplacesTheModel,
     NeverApplies,
 )
 
@@ -210,6 +233,22 @@ def test_a_composition_that_fails_its_re_measure_falls_back_to_the_previous_best
     model = result.pipeline.model
     assert not model.dead_a and model.dead_b and model.extra == 0
     assert result.speedup > 3 and result.speedup_ci[0] > 1.03
+
+
+def test_an_accepted_optimization_not_applicable_on_a_new_model_is_left_out_of_the_trial(tmp_path):
+    recipe = parse_recipe(
+        {"name": "t", "target": "latency", "rules": [{"name": "p", "try": ["test.skip_b_needs_a", "test.replace"]}]}
+    )
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), recipe, context, budget_seconds=10)
+    assert _step(result, "test.skip_b_needs_a").verdict == ACCEPTED
+    replaced = _step(result, "test.replace")
+    # composed in slot order, the model slot first: B's optimizer no longer applies, and is left out
+    assert replaced.verdict == ACCEPTED, replaced.reason
+    assert "without test.skip_b_needs_a (the model has no dead work A once test.replace is applied)" in replaced.reason
+    assert replaced.composed_with == ()
+    assert [c.optimizer for c in result.choices] == ["test.replace"]
+    assert not result.pipeline.model.dead_a and not result.pipeline.model.dead_b
 
 
 def test_not_applicable_and_rules_that_do_not_match_are_recorded(tmp_path):

@@ -140,12 +140,17 @@ def slot_rank(slot: str) -> tuple[int, str]:
 
 class Composer:
     """Builds the pipeline for a set of chosen optimizations, composed from the baseline in slot
-    order, reusing already-built prefixes (an export is not repeated for every trial)."""
+    order, reusing already-built prefixes (an export is not repeated for every trial).
+
+    A choice that is not applicable on top of the ones before it is left out of the composition
+    (channels-last convolutions once the model slot holds an ONNX Runtime session): the choices
+    returned are the ones applied, and `left_out` says why the others are not."""
 
     def __init__(self, baseline: Pipeline, context: Context) -> None:
         self.baseline = baseline
         self.context = context
         self._cache: dict[tuple, tuple[Pipeline, tuple[Choice, ...]]] = {(): (baseline, ())}
+        self._left_out: dict[tuple, str] = {}
 
     def build(self, chosen: dict[str, tuple[Optimizer, Any, Candidate]]) -> tuple[Pipeline, tuple[Choice, ...], float]:
         ordered = sorted(chosen.items(), key=lambda item: slot_rank(item[0]))
@@ -156,6 +161,11 @@ class Composer:
         for slot, (optimizer, config, candidate) in ordered:
             key = key + ((slot, optimizer.name, repr(config)),)
             if key not in self._cache:
+                why_not = optimizer.applicable(pipeline, self.context) if choices else None
+                if why_not:
+                    self._left_out[key] = f"{optimizer.name} ({why_not} once {_names(choices)} is applied)"
+                    self._cache[key] = (pipeline, choices)
+                    continue
                 applied = optimizer.apply(pipeline, config, self.context)
                 setup += applied.setup_seconds
                 choice = Choice(
@@ -170,6 +180,12 @@ class Composer:
                 self._cache[key] = (applied.pipeline, choices + (choice,))
             pipeline, choices = self._cache[key]
         return pipeline, choices, setup
+
+    def left_out(self, chosen: dict[str, tuple[Optimizer, Any, Candidate]]) -> list[str]:
+        """Why each choice of `chosen` that build() left out of the composition is not in it."""
+        ordered = sorted(chosen.items(), key=lambda item: slot_rank(item[0]))
+        keys = [tuple((s, o.name, repr(c)) for s, (o, c, _) in ordered[: i + 1]) for i in range(len(ordered))]
+        return [self._left_out[k] for k in keys if k in self._left_out]
 
 
 def run_engine(
@@ -243,6 +259,11 @@ def run_engine(
         guard: Guard = rule.guard or recipe.guard
         try:
             trial, trial_choices, setup = composer.build(trial_choice)
+            if slot not in {c.slot for c in trial_choices}:
+                reason = f"not applicable in the composition: {'; '.join(composer.left_out(trial_choice))}"
+                steps.append(Step(**step, verdict=NOT_APPLICABLE, reason=reason, composed_with=others))
+                continue
+            others = tuple(c.optimizer for c in trial_choices if c.slot != slot)
             skip = calibrated_batches([{**c.state, **c.notes} for c in trial_choices])
             fidelity = validator.check(trial, guard, skip_batches=skip)
             failure = fidelity.failure(guard)
@@ -277,9 +298,13 @@ def run_engine(
         verdict_reason = failure or _keep_reason(
             recipe, amortized(comparison, own_setup, recipe.passes), memory_ratio, own_setup
         )
+        left_out = composer.left_out(trial_choice)
+        if left_out:
+            verdict_reason += f"; without {', '.join(left_out)}"
         if failure is None and verdict_reason.startswith("kept"):
             history.append(chosen)
-            chosen = trial_choice
+            applied_slots = {c.slot for c in trial_choices}
+            chosen = {s: c for s, c in trial_choice.items() if s in applied_slots}
             best, best_choices = trial, trial_choices
             steps.append(Step(**step, verdict=ACCEPTED, reason=verdict_reason, **speed))
         else:
