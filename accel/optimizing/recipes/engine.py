@@ -25,6 +25,7 @@ from accel.core.errors import AccelError
 from accel.core.measure import Comparison, device_sync, now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
+from accel.optimizing.recipes.fresh import FreshTimer
 from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
 from accel.optimizing.recipes.memory import MemoryMeter
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
@@ -161,7 +162,9 @@ class Composer:
         for slot, (optimizer, config, candidate) in ordered:
             key = key + ((slot, optimizer.name, repr(config)),)
             if key not in self._cache:
-                why_not = optimizer.applicable(pipeline, self.context) if choices else None
+                # (A process-wide setting, timed in fresh processes, holds whatever the model is.)
+                recheck = choices and not process_wide(optimizer)
+                why_not = optimizer.applicable(pipeline, self.context) if recheck else None
                 if why_not:
                     self._left_out[key] = f"{optimizer.name} ({why_not} once {_names(choices)} is applied)"
                     self._cache[key] = (pipeline, choices)
@@ -230,6 +233,7 @@ def run_engine(
     best_choices: tuple[Choice, ...] = ()
     # A fresh process per side costs seconds: only where memory is the target.
     meter = MemoryMeter(context.pipeline_path if measurer.target == "memory" else None, context.workdir)
+    fresh = FreshTimer(context.pipeline_path, context.workdir / "accel.lock.yaml", measurer.target)
     tried: dict[tuple[str, str], str] = {}
     # The search's earlier bests, in the order they were replaced: the fallback when the final
     # composition does not hold up when re-measured.
@@ -273,7 +277,7 @@ def run_engine(
                 if failure
                 else min(per_candidate, max(remaining() - budget * FINAL_SHARE, MIN_COMPARE_SECONDS))
             )
-            comparison = compare_pipelines(measurer, best, trial, share)
+            comparison, fresh_notes = _compare(measurer, fresh, (best, best_choices), (trial, trial_choices), share)
             memory_ratio = None
             if measurer.target == "memory":
                 base_peak, trial_peak = meter.pair(
@@ -292,12 +296,17 @@ def run_engine(
             setup_seconds=setup,
             first_call_seconds=comparison.candidate.first_call_seconds,
             composed_with=others,
-            notes=next((c.notes for c in trial_choices if c.slot == slot), {}),
+            notes={**next((c.notes for c in trial_choices if c.slot == slot), {}), **fresh_notes},
         )
         own_setup = next((c.recurring_seconds for c in trial_choices if c.slot == slot), 0.0)
         verdict_reason = failure or _keep_reason(
             recipe, amortized(comparison, own_setup, recipe.passes), memory_ratio, own_setup
         )
+        if fresh_notes:
+            faults = fresh_notes["faults_per_call"]
+            verdict_reason += (
+                f"; {fresh_notes['timed_in']}, page faults per call {faults['before']:.0f} -> {faults['after']:.0f}"
+            )
         left_out = composer.left_out(trial_choice)
         if left_out:
             verdict_reason += f"; without {', '.join(left_out)}"
@@ -310,8 +319,29 @@ def run_engine(
         else:
             steps.append(Step(**step, verdict=REVERTED, reason=verdict_reason, **speed))
     return _finish(
-        baseline, composer, chosen, history, measurer, recipe, steps, budget, remaining, started, progress, meter
+        baseline, composer, chosen, history, measurer, recipe, steps, budget, remaining, started, progress, meter, fresh
     )
+
+
+def process_wide(optimizer: Any) -> bool:
+    """An optimizer whose setting holds for a whole process (malloc's thresholds)."""
+    return bool(getattr(optimizer, "process_wide", False))
+
+
+def _compare(
+    measurer: Measurer,
+    fresh: FreshTimer,
+    best: tuple[Pipeline, tuple[Choice, ...]],
+    trial: tuple[Pipeline, tuple[Choice, ...]],
+    seconds: float,
+) -> tuple[Comparison, dict[str, Any]]:
+    """Interleaved in this process; in fresh processes rebuilt from the lock entries where the two
+    sides differ in a process-wide setting, which one process cannot hold for one side only."""
+    wide = [{c.optimizer for c in choices if process_wide(OPTIMIZERS.get(c.optimizer))} for _, choices in (best, trial)]
+    if wide[0] == wide[1]:
+        return compare_pipelines(measurer, best[0], trial[0], seconds), {}
+    timed = fresh.compare(best[1], trial[1], seconds)
+    return timed.comparison, timed.notes()
 
 
 def _first_line(exc: Exception, limit: int = 160) -> str:
@@ -349,9 +379,12 @@ def _finish(
     started: float,
     progress: Progress,
     meter: MemoryMeter,
+    fresh: FreshTimer,
 ) -> EngineResult:
     progress("re-measuring the final pipeline against the baseline")
-    final = _final_check(baseline, composer, chosen, measurer, recipe, meter, min(remaining(), budget * FINAL_SHARE))
+    final = _final_check(
+        baseline, composer, chosen, measurer, recipe, meter, fresh, min(remaining(), budget * FINAL_SHARE)
+    )
     message = (
         f"kept {', '.join(c.optimizer for c in final.choices)}"
         if final.choices
@@ -366,7 +399,7 @@ def _finish(
         message = f"the combination of {_names(failed.choices)} measured {failed.measured} against the baseline"
         if previous:
             progress("re-measuring the search's previous best against the baseline")
-            fallback = _final_check(baseline, composer, previous, measurer, recipe, meter, remaining())
+            fallback = _final_check(baseline, composer, previous, measurer, recipe, meter, fresh, remaining())
             if not fallback.slower:
                 final = fallback
                 message += f"; kept {_names(final.choices)} (the search's previous best: {final.measured})"
@@ -416,10 +449,11 @@ def _final_check(
     measurer: Measurer,
     recipe: Recipe,
     meter: MemoryMeter,
+    fresh: FreshTimer,
     seconds: float,
 ) -> _Final:
     pipeline, choices, _ = composer.build(chosen)
-    comparison = compare_pipelines(measurer, baseline, pipeline, max(MIN_COMPARE_SECONDS, seconds))
+    comparison, _ = _compare(measurer, fresh, (baseline, ()), (pipeline, choices), max(MIN_COMPARE_SECONDS, seconds))
     memory_ratio: float | None = None
     peaks: tuple[int | None, int | None] = (None, None)
     if measurer.target == "memory" or chosen:

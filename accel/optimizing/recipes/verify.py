@@ -34,6 +34,8 @@ from accel.optimizing.lock import (
     lock_file,
     read_lock,
 )
+from accel.optimizing.optimizers import OPTIMIZERS
+from accel.optimizing.recipes.fresh import FreshTimer
 from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
@@ -116,6 +118,8 @@ def verify_lock(
     objective = lock.target or "latency"
     with thread_count(threads):
         measurer = Measurer(plain, objective, device_sync(None))
+        # A process-wide setting (malloc's thresholds) is timed in fresh processes, never applied here.
+        fresh = FreshTimer(file, target, measurer.target)
         share = budget_seconds / (len(lock.entries) + 1)
         verdicts = []
         if len(lock.entries) > 1:  # one entry alone is the whole lock: timed once, below
@@ -125,12 +129,22 @@ def verify_lock(
                 def alone(entry: LockEntry = entry) -> Pipeline:
                     return apply_entries(plain, (entry,), target)
 
-                verdicts.append(_time(entry.optimizer, alone, plain, measurer, share, min_speedup, objective))
+                verdicts.append(
+                    _time(entry.optimizer, alone, plain, measurer, share, min_speedup, objective, fresh, (entry,))
+                )
         progress("timing the whole lock")
         name = WHOLE_LOCK if lock.entries else "(empty lock)"
         whole = (
             _time(
-                name, lambda: apply_entries(plain, lock.entries, target), plain, measurer, share, min_speedup, objective
+                name,
+                lambda: apply_entries(plain, lock.entries, target),
+                plain,
+                measurer,
+                share,
+                min_speedup,
+                objective,
+                fresh,
+                lock.entries,
             )
             if lock.entries
             else Verdict(name, True, "the lock keeps nothing: nothing to verify")
@@ -159,8 +173,12 @@ def _time(
     budget_seconds: float,
     min_speedup: float,
     objective: str,
+    fresh: FreshTimer,
+    entries: tuple[LockEntry, ...],
 ) -> Verdict:
     try:
+        if any(getattr(OPTIMIZERS.get(e.optimizer), "process_wide", False) for e in entries):
+            return _verdict(name, fresh.compare((), entries, budget_seconds).comparison, None, min_speedup)
         candidate = build()
         comparison = compare_pipelines(measurer, plain, candidate, budget_seconds)
         memory_ratio = None

@@ -1,0 +1,90 @@
+"""`runtime.allocator`: glibc malloc's thresholds pinned, so each call's freed memory is reused.
+
+A CPU pipeline that frees its activations after every call can hand that memory back to the kernel
+and fault it in again, zeroed, on the next call (accel.core.allocator): thousands of page faults a
+call on a small CNN, about a microsecond each. Pinning the trim and mmap thresholds keeps the
+memory in the process; the model, its weights and its outputs are untouched.
+
+It applies where a fresh process running the plain pipeline takes enough faults a call for their
+cost (measured on this machine) to reach MIN_PREDICTED_SHARE of the call. The setting holds for the
+whole process, so the engine times it in fresh processes (accel.optimizing.recipes.fresh), never
+here, and nothing is applied to this process. The lock re-applies it in production: restoring the
+entry calls mallopt in the process that loads the lock, from then on (or set ENVIRONMENT in the
+serving process's environment, which glibc reads at start).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from accel.core import allocator
+from accel.core.pipeline import Pipeline
+from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.optimizing.recipes.fresh import FreshTimer
+
+# The faults' predicted cost, as a share of the plain pipeline's call, below which it is not tried.
+MIN_PREDICTED_SHARE = 0.03
+
+
+@register
+class Allocator(Optimizer):
+    name = "runtime.allocator"
+    description = (
+        "glibc malloc's trim and mmap thresholds pinned, so each call's freed memory is reused instead of "
+        "faulted in again from the kernel; timed in fresh processes (a process-wide setting)."
+    )
+    target = "latency"
+    slot: ClassVar[str] = "allocator"
+    # Holds for the whole process: timed in fresh processes, never applied to this one.
+    process_wide: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._probed: dict[str, dict[str, Any]] = {}
+
+    def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
+        version = allocator.glibc_version()
+        if version is None:
+            return "the C library is not glibc: its malloc has other settings"
+        if context.machine.is_cuda:
+            return "a CUDA pipeline: its tensors live in torch's caching allocator, not in malloc"
+        if allocator.pinned_by_environment():
+            return f"the environment already pins glibc's thresholds ({', '.join(allocator.ENVIRONMENT)})"
+        if context.pipeline_path is None:
+            return "the pipeline was built in memory: a process-wide setting is timed in fresh processes from a file"
+        probe = self.probe(Path(context.pipeline_path), context)
+        if probe["predicted_share"] < MIN_PREDICTED_SHARE:
+            return (
+                f"a fresh process takes {probe['faults_per_call']:.0f} page faults per call, about "
+                f"{probe['predicted_share']:.1%} of its {probe['median'] * 1e3:.2f} ms at "
+                f"{probe['seconds_per_fault'] * 1e6:.2f} us each: below {MIN_PREDICTED_SHARE:.0%}"
+            )
+        return None
+
+    def probe(self, path: Path, context: Context) -> dict[str, Any]:
+        """The plain pipeline in one fresh process: its faults per call, and their predicted cost."""
+        key = str(path.resolve())
+        if key not in self._probed:
+            measured = FreshTimer(path, context.workdir / "accel.lock.yaml", "latency").run(())
+            cost = allocator.seconds_per_fault()
+            share = measured["faults_per_call"] * cost / measured["median"] if measured["median"] > 0 else 0.0
+            self._probed[key] = {**measured, "seconds_per_fault": cost, "predicted_share": min(share, 1.0)}
+        return self._probed[key]
+
+    def apply(self, pipeline: Pipeline, config: Any, context: Context) -> Applied:
+        probe = self._probed.get(str(Path(context.pipeline_path).resolve())) if context.pipeline_path else None
+        notes: dict[str, Any] = {"environment": dict(allocator.ENVIRONMENT)}
+        if probe is not None:
+            notes["predicted_saving"] = round(probe["predicted_share"], 3)
+        return Applied(
+            pipeline=pipeline.replace(),
+            state={
+                "trim_threshold": allocator.TRIM_THRESHOLD_BYTES,
+                "mmap_threshold": allocator.MMAP_THRESHOLD_BYTES,
+            },
+            notes=notes,
+        )
+
+    def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Any) -> Pipeline:
+        allocator.pin()  # not glibc: nothing to pin, the pipeline runs as it did
+        return pipeline.replace()

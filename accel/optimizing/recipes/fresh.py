@@ -1,0 +1,144 @@
+"""Speed measured in fresh processes, for what changes a whole process (its malloc's thresholds).
+
+Such a setting cannot be timed against its absence in one process: it holds for both sides, and a
+process that has run with it cannot go back to the state it had. So each side is rebuilt in a new
+Python process from the pipeline file and its optimizations' lock entries (as the production
+process applying the lock does), warmed up, and timed for a few seconds; its median is one sample.
+The sides alternate (A B, B A, ...) so a machine's drift hits both alike, and the speedup is the
+ratio of the medians of the per-process medians with a bootstrap interval over the pairs. Each
+child also reports its minor page faults per call: the evidence for the allocator's cure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from accel.core.allocator import ENVIRONMENT
+from accel.core.measure import Comparison, Measurement
+from accel.core.stats import paired_ratio_ci
+
+MARK = "accel-fresh-timing:"
+MIN_PAIRS, MAX_PAIRS = 3, 8
+# Timed calls per process, after the warm-up (a throughput pass is one call: at least 3 of them).
+CHILD_SECONDS = 1.0
+CHILD_TIMEOUT_SECONDS = 300.0
+
+CHILD = (
+    """
+import json, sys, time
+from pathlib import Path
+import torch
+from accel.core.allocator import minor_faults
+from accel.core.loading import load_pipeline
+from accel.optimizing.lock import LockEntry, apply_entries
+from accel.optimizing.recipes.measuring import Measurer
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"])
+pipeline = load_pipeline(spec["pipeline"])
+entries = tuple(LockEntry(e["optimizer"], e["params"], e["state"]) for e in spec["entries"])
+pipeline = apply_entries(pipeline, entries, Path(spec["lock"]))
+call = Measurer(pipeline, spec["target"]).call(pipeline)
+for _ in range(2):
+    call()
+times = []
+faults = minor_faults()
+end = time.perf_counter() + spec["seconds"]
+while len(times) < 3 or (time.perf_counter() < end and len(times) < 500):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+faults = minor_faults() - faults
+times.sort()
+result = {"median": times[len(times) // 2], "calls": len(times), "faults_per_call": faults / len(times)}
+print(%r, json.dumps(result))
+"""
+    % MARK
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshComparison:
+    comparison: Comparison
+    processes: int  # a side
+    faults_per_call: tuple[float, float]  # (baseline, candidate): medians over their processes
+
+    def notes(self) -> dict[str, Any]:
+        return {
+            "timed_in": f"fresh processes, {self.processes} a side",
+            "faults_per_call": {
+                "before": round(self.faults_per_call[0], 1),
+                "after": round(self.faults_per_call[1], 1),
+            },
+        }
+
+
+class FreshTimer:
+    """Times (baseline entries, candidate entries) of one pipeline file in fresh processes."""
+
+    def __init__(self, pipeline_path: Path | None, lock_target: Path, target: str) -> None:
+        self.pipeline_path = pipeline_path
+        self.lock_target = lock_target
+        self.target = target
+
+    def run(self, entries: Iterable[Any]) -> dict[str, Any]:
+        """One fresh process: the pipeline with `entries` (objects with optimizer, params, state)."""
+        if self.pipeline_path is None:
+            raise RuntimeError("the pipeline was built in memory: it cannot be rebuilt in a fresh process")
+        spec = json.dumps(
+            {
+                "pipeline": str(self.pipeline_path),
+                "entries": [{"optimizer": e.optimizer, "params": e.params, "state": e.state} for e in entries],
+                "lock": str(self.lock_target),
+                "threads": torch.get_num_threads(),
+                "target": self.target,
+                "seconds": CHILD_SECONDS,
+            },
+            default=str,
+        )
+        # Each side starts from glibc's defaults: whatever pins the allocator is in its entries.
+        env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, spec],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=CHILD_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired as exc:  # run() kills the child before raising
+            raise RuntimeError(f"a fresh process ran past {CHILD_TIMEOUT_SECONDS:.0f} s") from exc
+        for line in done.stdout.splitlines():
+            if line.startswith(MARK) and done.returncode == 0:
+                return dict(json.loads(line[len(MARK) :]))
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the fresh process failed (exit {done.returncode}): {last[:200]}")
+
+    def compare(self, baseline: Iterable[Any], candidate: Iterable[Any], budget_seconds: float) -> FreshComparison:
+        """Alternating pairs of processes: at least MIN_PAIRS, more while the budget lasts."""
+        sides = (tuple(baseline), tuple(candidate))
+        runs: tuple[list[dict], list[dict]] = ([], [])
+        began = time.perf_counter()
+        for pair in range(MAX_PAIRS):
+            if pair >= MIN_PAIRS and time.perf_counter() - began >= budget_seconds:
+                break
+            for side in (0, 1) if pair % 2 == 0 else (1, 0):
+                runs[side].append(self.run(sides[side]))
+        medians = [[r["median"] for r in side] for side in runs]
+        ratio, ci = paired_ratio_ci(medians[0], medians[1])
+        comparison = Comparison(
+            baseline=Measurement(tuple(medians[0])),
+            candidate=Measurement(tuple(medians[1])),
+            speedup=ratio,
+            speedup_ci=ci,
+        )
+        faults = tuple(float(sorted(r["faults_per_call"] for r in side)[len(side) // 2]) for side in runs)
+        return FreshComparison(comparison, len(runs[0]), (faults[0], faults[1]))
