@@ -9,6 +9,7 @@ Examples that are missing are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -17,10 +18,12 @@ import torch
 
 import accel
 from accel.core.machine import describe_machine
-from accel.core.measure import compare_interleaved
+from accel.core.measure import Comparison, compare_interleaved
+from accel.optimizing.lock import LockEntry, read_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizing.recipes.engine import Measurer
-from accel.optimizing.run import optimize
+from accel.optimizing.recipes.engine import Measurer, process_wide
+from accel.optimizing.recipes.fresh import FreshTimer
+from accel.optimizing.run import OptimizeResult, optimize
 
 ROOT = Path(__file__).resolve().parent.parent
 # (name, candidate files in order of preference, recipe)
@@ -60,10 +63,22 @@ def _file(candidates: tuple[str, ...]) -> Path | None:
     return next((ROOT / c for c in candidates if (ROOT / c).is_file()), None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """A single action applied: its pipeline, and the lock entry that rebuilds it in a new process
+    (its artifacts under `lock_target`'s folder)."""
+
+    pipeline: accel.Pipeline
+    entry: LockEntry
+    lock_target: Path
+
+
 def _action(
     baseline: accel.Pipeline, name: str, params: dict, measurer: Measurer, workdir: Path
-) -> tuple[str, float, accel.Pipeline | None]:
+) -> tuple[str, float, Action | None]:
     optimizer = OPTIMIZERS.get(name)
+    workdir = workdir / name  # each action's artifacts apart, so a fresh process can rebuild it
+    workdir.mkdir(parents=True, exist_ok=True)
     context = Context(machine=describe_machine(), workdir=workdir)
     reason = optimizer.applicable(baseline, context)
     if reason and name != "precision.bf16":  # a user tries autocast whatever accel's probe says
@@ -73,26 +88,58 @@ def _action(
         comparison = _compare(measurer, baseline, applied.pipeline)
     except Exception as exc:  # noqa: BLE001 - an action that fails is reported, not fatal
         return f"failed ({type(exc).__name__})", 0.0, None
-    return _times(comparison.speedup), comparison.speedup, applied.pipeline
+    action = Action(applied.pipeline, LockEntry(name, dict(params), applied.state), workdir / "accel.lock.yaml")
+    return _times(comparison.speedup), comparison.speedup, action
+
+
+def accel_comparisons(
+    file: Path,
+    result: OptimizeResult,
+    measurer: Measurer,
+    baseline: accel.Pipeline,
+    best: Action | None,
+    seconds: float,
+) -> tuple[Comparison, Comparison | None, str]:
+    """accel's pipeline against the baseline and against the best single action: interleaved in
+    this process, or, where accel kept a process-wide setting (malloc's thresholds), which no one
+    process can hold for one side only, in alternating fresh processes rebuilt from the lock entries
+    (as the engine times it). The third value says which."""
+    kept = result.result.choices
+    if result.lock_path is None or not any(process_wide(OPTIMIZERS.get(c.optimizer)) for c in kept):
+        versus = _compare(measurer, best.pipeline, result.pipeline, seconds) if best is not None else None
+        return _compare(measurer, baseline, result.pipeline), versus, "in this process"
+    entries = read_lock(result.lock_path).entries
+    fresh = FreshTimer(file, Path(result.lock_path), measurer.target)
+    against_baseline = fresh.compare((), entries, seconds).comparison
+    versus = (
+        fresh.compare((best.entry,), entries, seconds, locks=(best.lock_target, None)).comparison
+        if best is not None
+        else None
+    )
+    return against_baseline, versus, "fresh processes"
 
 
 def run_example(label: str, file: Path, recipe: str) -> list[str]:
     baseline = accel.load(file)
     measurer = Measurer(baseline, recipe)
     row = [label]
-    best_speedup, best_pipeline = 0.0, None
+    best_speedup, best = 0.0, None
     with tempfile.TemporaryDirectory() as workdir:
         for _, name, params in ACTIONS:
-            text, speedup, pipeline = _action(baseline, name, params, measurer, Path(workdir))
+            text, speedup, action = _action(baseline, name, params, measurer, Path(workdir))
             row.append(text)
-            if pipeline is not None and speedup > best_speedup:
-                best_speedup, best_pipeline = speedup, pipeline
+            if action is not None and speedup > best_speedup:
+                best_speedup, best = speedup, action
         began = time.perf_counter()
-        result = optimize(file, recipe, budget_seconds=ACCEL_BUDGET_SECONDS * (1.5 if recipe == "throughput" else 1.0))
+        result = optimize(
+            file,
+            recipe,
+            out_dir=Path(workdir) / "accel",
+            budget_seconds=ACCEL_BUDGET_SECONDS * (1.5 if recipe == "throughput" else 1.0),
+        )
         seconds = time.perf_counter() - began
-        comparison = _compare(measurer, baseline, result.pipeline)
-        # accel against the best single action, interleaved: the target is >= 1 (noise aside).
-        versus = _compare(measurer, best_pipeline, result.pipeline) if best_pipeline is not None else None
+        # accel against the baseline and the best single action: the target is >= 1 (noise aside).
+        comparison, versus, _ = accel_comparisons(file, result, measurer, baseline, best, COMPARE_SECONDS)
     kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
     row += [_times(comparison.speedup), _times(versus.speedup) if versus else "-", kept, f"{seconds:.0f} s"]
     base = measurer.summary(comparison.baseline.median, None)

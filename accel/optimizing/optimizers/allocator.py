@@ -5,8 +5,9 @@ and fault it in again, zeroed, on the next call (accel.core.allocator): thousand
 call on a small CNN, about a microsecond each. Pinning the trim and mmap thresholds keeps the
 memory in the process; the model, its weights and its outputs are untouched.
 
-It applies where a fresh process running the plain pipeline takes enough faults a call for their
-cost (measured on this machine) to reach MIN_PREDICTED_SHARE of the call. The setting holds for the
+It applies where a fresh process running the plain pipeline (the worst of PROBES) takes enough
+faults a call for their cost (measured on this machine) to reach MIN_PREDICTED_SHARE of the call.
+The setting holds for the
 whole process, so the engine times it in fresh processes (accel.optimizing.recipes.fresh), never
 here, and nothing is applied to this process. The lock re-applies it in production: restoring the
 entry calls mallopt in the process that loads the lock, from then on (or set ENVIRONMENT in the
@@ -25,6 +26,10 @@ from accel.optimizing.recipes.fresh import FreshTimer
 
 # The faults' predicted cost, as a share of the plain pipeline's call, below which it is not tried.
 MIN_PREDICTED_SHARE = 0.03
+# Fresh processes probed, the worst one counted: which state a process's malloc settles in is a
+# matter of its history, and a ResNet that faults 1,500 times a call in most fresh processes took
+# none in one of them (so can the production process, on another start).
+PROBES = 2
 
 
 @register
@@ -55,24 +60,30 @@ class Allocator(Optimizer):
         probe = self.probe(Path(context.pipeline_path), context)
         if probe["predicted_share"] < MIN_PREDICTED_SHARE:
             return (
-                f"a fresh process takes {probe['faults_per_call']:.0f} page faults per call, about "
+                f"the worst of {PROBES} fresh processes takes {probe['faults_per_call']:.0f} page faults per call, about "
                 f"{probe['predicted_share']:.1%} of its {probe['median'] * 1e3:.2f} ms at "
                 f"{probe['seconds_per_fault'] * 1e6:.2f} us each: below {MIN_PREDICTED_SHARE:.0%}"
             )
         return None
 
     def probe(self, path: Path, context: Context) -> dict[str, Any]:
-        """The plain pipeline in one fresh process: its faults per call, and their predicted cost."""
-        key = str(path.resolve())
+        """The plain pipeline in PROBES fresh processes: the worst one's faults per call, and their
+        predicted cost (once per version of the file)."""
+        stat = path.stat()
+        key = f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}"
         if key not in self._probed:
-            measured = FreshTimer(path, context.workdir / "accel.lock.yaml", "latency").run(())
+            timer = FreshTimer(path, context.workdir / "accel.lock.yaml", "latency")
             cost = allocator.seconds_per_fault()
-            share = measured["faults_per_call"] * cost / measured["median"] if measured["median"] > 0 else 0.0
-            self._probed[key] = {**measured, "seconds_per_fault": cost, "predicted_share": min(share, 1.0)}
+            probes = []
+            for _ in range(PROBES):
+                measured = timer.run(())
+                share = measured["faults_per_call"] * cost / measured["median"] if measured["median"] > 0 else 0.0
+                probes.append({**measured, "seconds_per_fault": cost, "predicted_share": min(share, 1.0)})
+            self._probed[key] = max(probes, key=lambda probe: probe["predicted_share"])
         return self._probed[key]
 
     def apply(self, pipeline: Pipeline, config: Any, context: Context) -> Applied:
-        probe = self._probed.get(str(Path(context.pipeline_path).resolve())) if context.pipeline_path else None
+        probe = self.probe(Path(context.pipeline_path), context) if context.pipeline_path else None
         notes: dict[str, Any] = {"environment": dict(allocator.ENVIRONMENT)}
         if probe is not None:
             notes["predicted_saving"] = round(probe["predicted_share"], 3)

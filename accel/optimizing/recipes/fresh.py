@@ -89,15 +89,16 @@ class FreshTimer:
         self.lock_target = lock_target
         self.target = target
 
-    def run(self, entries: Iterable[Any]) -> dict[str, Any]:
-        """One fresh process: the pipeline with `entries` (objects with optimizer, params, state)."""
+    def run(self, entries: Iterable[Any], lock_target: Path | None = None) -> dict[str, Any]:
+        """One fresh process: the pipeline with `entries` (objects with optimizer, params, state),
+        their artifacts read beside `lock_target` (default: the timer's)."""
         if self.pipeline_path is None:
             raise RuntimeError("the pipeline was built in memory: it cannot be rebuilt in a fresh process")
         spec = json.dumps(
             {
                 "pipeline": str(self.pipeline_path),
                 "entries": [{"optimizer": e.optimizer, "params": e.params, "state": e.state} for e in entries],
-                "lock": str(self.lock_target),
+                "lock": str(lock_target or self.lock_target),
                 "threads": torch.get_num_threads(),
                 "target": self.target,
                 "seconds": CHILD_SECONDS,
@@ -122,8 +123,15 @@ class FreshTimer:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the fresh process failed (exit {done.returncode}): {last[:200]}")
 
-    def compare(self, baseline: Iterable[Any], candidate: Iterable[Any], budget_seconds: float) -> FreshComparison:
-        """Alternating pairs of processes: at least MIN_PAIRS, more while the budget lasts."""
+    def compare(
+        self,
+        baseline: Iterable[Any],
+        candidate: Iterable[Any],
+        budget_seconds: float,
+        locks: tuple[Path | None, Path | None] = (None, None),
+    ) -> FreshComparison:
+        """Alternating pairs of processes: at least MIN_PAIRS, more while the budget lasts. `locks`:
+        where each side's artifacts are, when not beside the timer's lock target."""
         sides = (tuple(baseline), tuple(candidate))
         runs: tuple[list[dict], list[dict]] = ([], [])
         began = time.perf_counter()
@@ -131,7 +139,7 @@ class FreshTimer:
             if pair >= MIN_PAIRS and time.perf_counter() - began >= budget_seconds:
                 break
             for side in (0, 1) if pair % 2 == 0 else (1, 0):
-                runs[side].append(self.run(sides[side]))
+                runs[side].append(self.run(sides[side], locks[side]))
         medians = [[r["median"] for r in side] for side in runs]
         ratio, ci = paired_ratio_ci(medians[0], medians[1])
         comparison = Comparison(
