@@ -22,7 +22,7 @@ import torch
 import accel
 from accel.core.machine import describe_machine
 from accel.gating.bench import BenchConfig, bench
-from accel.optimizing.lock import LOCK_NAME, Lock, LockEntry, file_sha256, write_lock
+from accel.optimizing.lock import LOCK_NAME, Lock, LockEntry, file_sha256, read_lock, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
 from accel.optimizing.optimizers.precision import HalfPrecisionForward
@@ -191,3 +191,27 @@ def test_corpus_model_through_optimize_and_bench(name, tmp_path):
     assert compare_outputs(baseline.run(), locked.run()).cosine >= 0.99
     measured = bench(file, result.lock_path, BenchConfig(replicates=1, min_calls=2, budget_seconds=0.2))
     assert measured.replicates[0].median_seconds > 0
+
+
+@pytest.mark.slow
+def test_a_lock_with_onnx_weights_stored_apart_loads_from_its_folder(tmp_path):
+    """The dynamo exporter writes a transformers ResNet's weights to NAME.onnx.data beside the
+    graph: the lock's folder must hold (and the lock digest) that file too."""
+    file = tmp_path / "resnet_classifier.py"
+    shutil.copy(REAL / "resnet_classifier.py", file)
+    recipe = parse_recipe(
+        {
+            "name": "ort",
+            "target": "latency",
+            "keep": {"min_speedup": 0.01},
+            "rules": [{"name": "ort", "try": ["onnx.runtime"]}],
+        }
+    )
+    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=6)
+    assert [s.verdict for s in result.steps] == ["accepted"], result.steps[0].reason
+    lock = read_lock(result.lock_path)
+    assert any(name.endswith(".onnx.data") for name in lock.artifacts), lock.artifacts
+    locked = accel.load(file, lock=result.lock_path)
+    assert isinstance(locked.model, OrtModel)
+    plain = accel.load(file)
+    assert compare_outputs(plain.forward(plain.example_batch()), locked.forward(plain.example_batch())).cosine > 0.999

@@ -158,14 +158,38 @@ def weights_sha256(pipeline: Pipeline) -> str | None:
     return content_digest({name: tensor for name, tensor in model.state_dict().items()})
 
 
-def artifact_digests(folder: str | Path, entries: tuple[LockEntry, ...]) -> dict[str, str]:
-    """sha256 of each file the entries' state names (`*_file` keys) in `folder`."""
-    found = {}
+def artifact_files(folder: str | Path, entries: tuple[LockEntry, ...]) -> list[str]:
+    """The files in `folder` the entries need: each one their state names (`*_file` keys) and, for
+    an ONNX file, the external data files its initializers point to (the dynamo exporter writes a
+    model's weights to `NAME.onnx.data` beside it)."""
+    found: list[str] = []
     for entry in entries:
         for key, value in entry.state.items():
             if key.endswith("_file") and isinstance(value, str) and (Path(folder) / value).is_file():
-                found[value] = file_sha256(Path(folder) / value)
+                for name in [value, *_external_data(Path(folder) / value)]:
+                    if name not in found and (Path(folder) / name).is_file():
+                        found.append(name)
     return found
+
+
+def _external_data(path: Path) -> list[str]:
+    if path.suffix != ".onnx":
+        return []
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    locations = []
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and location not in locations:
+                locations.append(location)
+    return locations
+
+
+def artifact_digests(folder: str | Path, entries: tuple[LockEntry, ...]) -> dict[str, str]:
+    """sha256 of each file the entries need in `folder` (artifact_files)."""
+    return {name: file_sha256(Path(folder) / name) for name in artifact_files(folder, entries)}
 
 
 # Versions whose change can change what an optimization does or whether it pays.

@@ -26,6 +26,7 @@ from accel.optimizing.lock import (
     Lock,
     LockEntry,
     artifact_digests,
+    artifact_files,
     current_versions,
     file_sha256,
     weights_sha256,
@@ -162,11 +163,9 @@ def optimize(
         if out_dir is not None and path is not None:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
-            for choice in result.choices:
-                for key, value in choice.state.items():
-                    if key.endswith("_file") and isinstance(value, str) and (Path(workdir) / value).is_file():
-                        shutil.copy2(Path(workdir) / value, out / value)
             entries = tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices)
+            for name in artifact_files(workdir, entries):  # an ONNX file's external weights too
+                shutil.copy2(Path(workdir) / name, out / name)
             lock = Lock(
                 pipeline_file=path.name,
                 pipeline_sha256=file_sha256(path),
