@@ -192,18 +192,19 @@ def test_a_win_that_loses_in_combination_is_reverted(tmp_path):
     assert [c.optimizer for c in result.choices] == ["test.skip_a"]
 
 
-def test_a_composition_slower_when_re_measured_is_reverted_whole(tmp_path):
-    def progress(message):
-        if message.startswith("re-measuring the final"):
-            FINAL_STARTED["on"] = True
+def _watch_final(message):
+    if message.startswith("re-measuring the final"):
+        FINAL_STARTED["on"] = True
 
+
+def test_a_composition_slower_when_re_measured_is_reverted_whole(tmp_path):
     FINAL_STARTED["on"] = False
     recipe = parse_recipe(
         {"name": "t", "target": "latency", "rules": [{"name": "p", "try": ["test.fast_until_final"]}]}
     )
     context = Context(machine=describe_machine(), workdir=tmp_path)
     baseline = accel.load(PLANTED / "opt_dead_work.py")
-    result = run_engine(baseline, recipe, context, budget_seconds=8, progress=progress)
+    result = run_engine(baseline, recipe, context, budget_seconds=8, progress=_watch_final)
     assert FINAL_STARTED["on"]
     assert _step(result, "test.fast_until_final").verdict == ACCEPTED  # its own comparison passed...
     # ...and the final re-measure, where it is slower, reverts it: nothing kept, the baseline returned
@@ -213,17 +214,13 @@ def test_a_composition_slower_when_re_measured_is_reverted_whole(tmp_path):
 
 
 def test_a_composition_that_fails_its_re_measure_falls_back_to_the_previous_best(tmp_path):
-    def progress(message):
-        if message.startswith("re-measuring the final"):
-            FINAL_STARTED["on"] = True
-
     FINAL_STARTED["on"] = False
     recipe = parse_recipe(
         {"name": "t", "target": "latency", "rules": [{"name": "p", "try": ["test.skip_a", "test.fast_until_final_b"]}]}
     )
     context = Context(machine=describe_machine(), workdir=tmp_path)
     baseline = accel.load(PLANTED / "opt_dead_work.py")
-    result = run_engine(baseline, recipe, context, budget_seconds=10, progress=progress)
+    result = run_engine(baseline, recipe, context, budget_seconds=10, progress=_watch_final)
     assert _step(result, "test.skip_a").verdict == ACCEPTED
     assert _step(result, "test.fast_until_final_b").verdict == ACCEPTED  # a win on top of A while searched
     # the composition is slower when re-measured; A alone, the search's previous best, still wins
