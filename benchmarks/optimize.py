@@ -19,10 +19,10 @@ import torch
 import accel
 from accel.core.machine import describe_machine
 from accel.core.measure import Comparison, compare_interleaved
+from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import LockEntry, read_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.recipes.engine import Measurer, process_wide
-from accel.optimizing.recipes.fresh import FreshTimer
 from accel.optimizing.run import OptimizeResult, optimize
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ import pytest
 
 from accel.core import allocator
 from accel.core.machine import describe_machine
+from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import LockEntry, read_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import ACCEPTED, REVERTED
-from accel.optimizing.recipes.fresh import FreshTimer
 from accel.optimizing.recipes.verify import verify_lock
 from accel.optimizing.run import optimize
 

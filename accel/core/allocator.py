@@ -9,7 +9,7 @@ every call, or not, depending on what the process allocated before. Pinned (free
 1 GiB, blocks under 32 MiB from the heap), the memory is reused and the faults go.
 
 The setting is process-wide and cannot be undone once a process has run with it, so it is never
-timed in this process: see accel.optimizing.recipes.fresh.
+timed in this process: see accel.optimizing.fresh.
 """
 
 from __future__ import annotations

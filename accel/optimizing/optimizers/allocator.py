@@ -8,7 +8,7 @@ memory in the process; the model, its weights and its outputs are untouched.
 It applies where a fresh process running the plain pipeline (the worst of PROBES) takes enough
 faults a call for their cost (measured on this machine) to reach MIN_PREDICTED_SHARE of the call.
 The setting holds for the
-whole process, so the engine times it in fresh processes (accel.optimizing.recipes.fresh), never
+whole process, so the engine times it in fresh processes (accel.optimizing.fresh), never
 here, and nothing is applied to this process. The lock re-applies it in production: restoring the
 entry calls mallopt in the process that loads the lock, from then on (or set ENVIRONMENT in the
 serving process's environment, which glibc reads at start).
@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from accel.core import allocator
 from accel.core.pipeline import Pipeline
+from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.recipes.fresh import FreshTimer
 
 # The faults' predicted cost, as a share of the plain pipeline's call, below which it is not tried.
 MIN_PREDICTED_SHARE = 0.03

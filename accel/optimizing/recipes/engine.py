@@ -24,8 +24,8 @@ import torch
 from accel.core.errors import AccelError
 from accel.core.measure import Comparison, device_sync, now
 from accel.core.pipeline import Pipeline
+from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
-from accel.optimizing.recipes.fresh import FreshTimer
 from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
 from accel.optimizing.recipes.memory import MemoryMeter
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule

@@ -24,6 +24,7 @@ from accel.core.errors import AccelError, LockError
 from accel.core.loading import load_pipeline
 from accel.core.measure import Comparison, device_sync, peak_memory_pair, thread_count
 from accel.core.pipeline import Pipeline
+from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import (
     SCRIPT_LOCK,
     Lock,
@@ -35,7 +36,6 @@ from accel.optimizing.lock import (
     read_lock,
 )
 from accel.optimizing.optimizers import OPTIMIZERS
-from accel.optimizing.recipes.fresh import FreshTimer
 from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
