@@ -4,7 +4,7 @@ glibc returns freed memory at the top of its heap to the kernel once it exceeds 
 (128 KiB, raised on the fly), and serves large blocks with mmap below an mmap threshold that also
 moves. A pipeline that frees and re-allocates its activations every call can then pay fresh page
 faults (the kernel zeroing pages) on each call, or not, depending on what the process allocated
-before: the same model in the same process measured 6.4, 4.95 then 6.75 ms on a ConvNeXt.
+before.
 `accel optimize` compares a candidate against the best interleaved, in one process, so both sides
 share that state; this benchmark measures what the state itself costs, where only fresh processes
 can: each pipeline timed in new processes with glibc's defaults and with both thresholds pinned

@@ -21,8 +21,8 @@ from accel.core.machine import describe_machine
 from accel.core.measure import Comparison, compare_interleaved
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import LockEntry, read_lock
-from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizing.recipes.engine import Measurer, process_wide
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config, process_wide_among
+from accel.optimizing.recipes.engine import Measurer
 from accel.optimizing.run import OptimizeResult, optimize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def accel_comparisons(
     process can hold for one side only, in alternating fresh processes rebuilt from the lock entries
     (as the engine times it). The third value says which."""
     kept = result.result.choices
-    if result.lock_path is None or not any(process_wide(OPTIMIZERS.get(c.optimizer)) for c in kept):
+    if result.lock_path is None or not process_wide_among(c.optimizer for c in kept):
         versus = _compare(measurer, best.pipeline, result.pipeline, seconds) if best is not None else None
         return _compare(measurer, baseline, result.pipeline), versus, "in this process"
     entries = read_lock(result.lock_path).entries

@@ -6,9 +6,10 @@ run in interleaved rounds (forward, then backward: A B C, C B A, ...), at least 
 Workers and the main process's intra-op threads share the cores: a setting with W workers is also
 tried with the main process at cores - W torch threads (never more than the script's own count),
 since OpenMP threads that spin between steps take the cores the workers need (on 2 cores, 2
-workers beside 2 threads gained 1.05x on the corpus script, beside 1 thread 1.65x). What is compared is seconds per sample over a pass as long as the
-script's first one, its one-time costs included (worker start-up, shutdown), so a setting whose
-start-up eats its steady gain on short epochs is not kept. A candidate is kept when the 95%
+workers beside 2 threads gained 1.05x on the corpus script, beside 1 thread 1.65x). What is
+compared is seconds per sample over a pass as long as the script's first one, its one-time costs
+included (worker start-up, shutdown), so a setting whose start-up eats its steady gain on short
+epochs is not kept. A candidate is kept when the 95%
 interval of its speedup (ratio of medians, whole rounds resampled: accel.core.stats.paired_ratio_ci)
 lies above the recipe's keep.min_speedup, and the batches it yields are the script's own: the
 digests of the first batches of each pass must match the as-written run's (a Dataset that draws

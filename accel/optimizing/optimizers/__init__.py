@@ -23,7 +23,7 @@ import dataclasses
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from accel.core.errors import RecipeError
 from accel.core.machine import Machine
@@ -71,6 +71,9 @@ class Optimizer(abc.ABC):
     # keeps at most one per slot and composes slots in SLOT_ORDER. "" means a slot of its own name.
     # (Added for the recipe engine; optional, additive.)
     slot: ClassVar[str] = ""
+    # A setting that holds for a whole process (malloc's thresholds): one process cannot hold it for
+    # one side of an A/B only, so it is timed in fresh processes (accel.optimizing.fresh).
+    process_wide: ClassVar[bool] = False
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None
@@ -99,6 +102,11 @@ SLOT_ORDER = ("model", "batching")
 
 def slot_of(optimizer: Optimizer) -> str:
     return optimizer.slot or optimizer.name
+
+
+def process_wide_among(names: Iterable[str]) -> set[str]:
+    """The optimizers among `names` whose setting holds for a whole process."""
+    return {name for name in names if OPTIMIZERS.get(name).process_wide}
 
 
 def register(cls: type[Optimizer]) -> type[Optimizer]:

@@ -7,11 +7,10 @@ memory in the process; the model, its weights and its outputs are untouched.
 
 It applies where a fresh process running the plain pipeline (the worst of PROBES) takes enough
 faults a call for their cost (measured on this machine) to reach MIN_PREDICTED_SHARE of the call.
-The setting holds for the
-whole process, so the engine times it in fresh processes (accel.optimizing.fresh), never
-here, and nothing is applied to this process. The lock re-applies it in production: restoring the
-entry calls mallopt in the process that loads the lock, from then on (or set ENVIRONMENT in the
-serving process's environment, which glibc reads at start).
+The setting holds for the whole process, so the engine times it in fresh processes
+(accel.optimizing.fresh), never here, and nothing is applied to this process. The lock re-applies
+it in production: restoring the entry calls mallopt in the process that loads the lock, from then
+on (or set ENVIRONMENT in the serving process's environment, which glibc reads at start).
 """
 
 from __future__ import annotations

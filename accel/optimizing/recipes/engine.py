@@ -25,7 +25,15 @@ from accel.core.errors import AccelError
 from accel.core.measure import Comparison, device_sync, now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.fresh import FreshTimer
-from accel.optimizing.optimizers import OPTIMIZERS, SLOT_ORDER, Context, Optimizer, make_config, slot_of
+from accel.optimizing.optimizers import (
+    OPTIMIZERS,
+    SLOT_ORDER,
+    Context,
+    Optimizer,
+    make_config,
+    process_wide_among,
+    slot_of,
+)
 from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
 from accel.optimizing.recipes.memory import MemoryMeter
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
@@ -163,7 +171,7 @@ class Composer:
             key = key + ((slot, optimizer.name, repr(config)),)
             if key not in self._cache:
                 # (A process-wide setting, timed in fresh processes, holds whatever the model is.)
-                recheck = choices and not process_wide(optimizer)
+                recheck = choices and not optimizer.process_wide
                 why_not = optimizer.applicable(pipeline, self.context) if recheck else None
                 if why_not:
                     self._left_out[key] = f"{optimizer.name} ({why_not} once {_names(choices)} is applied)"
@@ -323,11 +331,6 @@ def run_engine(
     )
 
 
-def process_wide(optimizer: Any) -> bool:
-    """An optimizer whose setting holds for a whole process (malloc's thresholds)."""
-    return bool(getattr(optimizer, "process_wide", False))
-
-
 def _compare(
     measurer: Measurer,
     fresh: FreshTimer,
@@ -337,8 +340,7 @@ def _compare(
 ) -> tuple[Comparison, dict[str, Any]]:
     """Interleaved in this process; in fresh processes rebuilt from the lock entries where the two
     sides differ in a process-wide setting, which one process cannot hold for one side only."""
-    wide = [{c.optimizer for c in choices if process_wide(OPTIMIZERS.get(c.optimizer))} for _, choices in (best, trial)]
-    if wide[0] == wide[1]:
+    if process_wide_among(c.optimizer for c in best[1]) == process_wide_among(c.optimizer for c in trial[1]):
         return compare_pipelines(measurer, best[0], trial[0], seconds), {}
     timed = fresh.compare(best[1], trial[1], seconds)
     return timed.comparison, timed.notes()
@@ -419,7 +421,10 @@ def _finish(
         choices=tuple(final.choices),
         steps=tuple(steps),
         baseline={**measurer.summary(comparison.baseline.median, peaks[0]), "peak_measured": meter.how},
-        final=measurer.summary(comparison.candidate.median if final.choices else comparison.baseline.median, peaks[1]),
+        final={
+            **measurer.summary(comparison.candidate.median if final.choices else comparison.baseline.median, peaks[1]),
+            "timed_in": final.timed_in,
+        },
         speedup=comparison.speedup,
         speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
         memory_ratio=final.memory_ratio,
@@ -440,6 +445,7 @@ class _Final:
     peaks: tuple[int | None, int | None]
     slower: bool
     measured: str
+    timed_in: str  # "this process", or "fresh processes, N a side" where a process-wide setting differs
 
 
 def _final_check(
@@ -453,7 +459,9 @@ def _final_check(
     seconds: float,
 ) -> _Final:
     pipeline, choices, _ = composer.build(chosen)
-    comparison, _ = _compare(measurer, fresh, (baseline, ()), (pipeline, choices), max(MIN_COMPARE_SECONDS, seconds))
+    comparison, notes = _compare(
+        measurer, fresh, (baseline, ()), (pipeline, choices), max(MIN_COMPARE_SECONDS, seconds)
+    )
     memory_ratio: float | None = None
     peaks: tuple[int | None, int | None] = (None, None)
     if measurer.target == "memory" or chosen:
@@ -473,7 +481,8 @@ def _final_check(
         else f"{counted.speedup:.2f}x (interval {low:.2f}-{high:.2f}x over {recipe.passes} passes, "
         f"needs above {recipe.keep.min_speedup}x)"
     )
-    return _Final(pipeline, choices, comparison, memory_ratio, peaks, slower, measured)
+    timed_in = notes.get("timed_in", "this process")
+    return _Final(pipeline, choices, comparison, memory_ratio, peaks, slower, measured, timed_in)
 
 
 def _as_baseline(final: _Final, baseline: Pipeline) -> _Final:

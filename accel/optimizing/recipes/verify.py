@@ -35,7 +35,7 @@ from accel.optimizing.lock import (
     lock_file,
     read_lock,
 )
-from accel.optimizing.optimizers import OPTIMIZERS
+from accel.optimizing.optimizers import process_wide_among
 from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
@@ -177,7 +177,7 @@ def _time(
     entries: tuple[LockEntry, ...],
 ) -> Verdict:
     try:
-        if any(getattr(OPTIMIZERS.get(e.optimizer), "process_wide", False) for e in entries):
+        if process_wide_among(e.optimizer for e in entries):
             return _verdict(name, fresh.compare((), entries, budget_seconds).comparison, None, min_speedup)
         candidate = build()
         comparison = compare_pipelines(measurer, plain, candidate, budget_seconds)
