@@ -345,18 +345,18 @@ FRESH_PROCESS_MARK = "accel-peak-rss-bytes:"
 
 
 def peak_rss_in_fresh_process(
-    code: str, args: list[str], timeout_seconds: float = FRESH_PROCESS_TIMEOUT_SECONDS
+    module: str, args: list[str], timeout_seconds: float = FRESH_PROCESS_TIMEOUT_SECONDS
 ) -> int | None:
-    """Run `code` (Python) in a fresh interpreter; it prints FRESH_PROCESS_MARK and the peak resident
-    bytes it measured (see peak_rss_bytes). Each side of a comparison measured this way starts from
-    nothing, so memory a runtime allocates on its first call (ONNX Runtime's arena) counts on both.
-    None when the child fails or cannot measure."""
+    """Run `python -m module *args` in a fresh interpreter; it prints FRESH_PROCESS_MARK and the
+    peak resident bytes it measured (see peak_rss_bytes). Each side of a comparison measured this
+    way starts from nothing, so memory a runtime allocates on its first call (ONNX Runtime's arena)
+    counts on both. None when the child fails or cannot measure."""
     import subprocess
     import sys
 
     try:
         done = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout_seconds
+            [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout_seconds
         )
     except subprocess.TimeoutExpired:  # run() kills the child before raising
         return None

@@ -2,9 +2,9 @@
 
 Such a setting cannot be timed against its absence in one process: it holds for both sides, and a
 process that has run with it cannot go back to the state it had. So each side is rebuilt in a new
-Python process from the pipeline file and its optimizations' lock entries (as the production
-process applying the lock does), warmed up, and timed for a few seconds; its median is one sample.
-The sides alternate (A B, B A, ...) so a machine's drift hits both alike, and the speedup is the
+Python process (the child program accel.optimizing.fresh_child) from the pipeline file and its
+optimizations' lock entries, as the production process applying the lock does, warmed up, and
+timed for a few seconds by core.measure's timer; its median is one sample. The sides alternate (A B, B A, ...) so a machine's drift hits both alike, and the speedup is the
 ratio of the medians of the per-process medians with a bootstrap interval over the pairs. Each
 child also reports its minor page faults per call: the evidence for the allocator's cure.
 """
@@ -16,53 +16,38 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
 from accel.core.allocator import ENVIRONMENT
-from accel.core.measure import Comparison, Measurement
+from accel.core.measure import Comparison, Measurement, now
 from accel.core.stats import paired_ratio_ci
 
-MARK = "accel-fresh-timing:"
+TIMING_MARK = "accel-fresh-timing:"
+# The child program (run by name: importing it here would import the recipes package).
+CHILD_MODULE = "accel.optimizing.fresh_child"
 MIN_PAIRS, MAX_PAIRS = 3, 8
-# Timed calls per process, after the warm-up (a throughput pass is one call: at least 3 of them).
+# Seconds of timed calls per process, after the warm-up.
 CHILD_SECONDS = 1.0
 CHILD_TIMEOUT_SECONDS = 300.0
 
-CHILD = (
-    """
-import json, sys, time
-from pathlib import Path
-import torch
-from accel.core.allocator import minor_faults
-from accel.core.loading import load_pipeline
-from accel.optimizing.lock import LockEntry, apply_entries
-from accel.optimizing.recipes.measuring import Measurer
-spec = json.loads(sys.argv[1])
-torch.set_num_threads(spec["threads"])
-pipeline = load_pipeline(spec["pipeline"])
-entries = tuple(LockEntry(e["optimizer"], e["params"], e["state"]) for e in spec["entries"])
-pipeline = apply_entries(pipeline, entries, Path(spec["lock"]))
-call = Measurer(pipeline, spec["target"]).call(pipeline)
-for _ in range(2):
-    call()
-times = []
-faults = minor_faults()
-end = time.perf_counter() + spec["seconds"]
-while len(times) < 3 or (time.perf_counter() < end and len(times) < 500):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-faults = minor_faults() - faults
-times.sort()
-result = {"median": times[len(times) // 2], "calls": len(times), "faults_per_call": faults / len(times)}
-print(%r, json.dumps(result))
-"""
-    % MARK
-)
+
+def child_spec(pipeline: Path, entries: Iterable[Any], lock: Path, **extra: Any) -> str:
+    """The JSON argument of the child program: the pipeline file, its entries (objects with
+    optimizer, params, state), the lock file their artifacts are read beside, this process's
+    thread count, and what the mode needs (`extra`)."""
+    return json.dumps(
+        {
+            "pipeline": str(pipeline),
+            "entries": [{"optimizer": e.optimizer, "params": e.params, "state": e.state} for e in entries],
+            "lock": str(lock),
+            "threads": torch.get_num_threads(),
+            **extra,
+        },
+        default=str,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,22 +79,14 @@ class FreshTimer:
         their artifacts read beside `lock_target` (default: the timer's)."""
         if self.pipeline_path is None:
             raise RuntimeError("the pipeline was built in memory: it cannot be rebuilt in a fresh process")
-        spec = json.dumps(
-            {
-                "pipeline": str(self.pipeline_path),
-                "entries": [{"optimizer": e.optimizer, "params": e.params, "state": e.state} for e in entries],
-                "lock": str(lock_target or self.lock_target),
-                "threads": torch.get_num_threads(),
-                "target": self.target,
-                "seconds": CHILD_SECONDS,
-            },
-            default=str,
+        spec = child_spec(
+            self.pipeline_path, entries, lock_target or self.lock_target, target=self.target, seconds=CHILD_SECONDS
         )
         # Each side starts from glibc's defaults: whatever pins the allocator is in its entries.
         env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
         try:
             done = subprocess.run(
-                [sys.executable, "-c", CHILD, spec],
+                [sys.executable, "-m", CHILD_MODULE, "time", spec],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -118,8 +95,8 @@ class FreshTimer:
         except subprocess.TimeoutExpired as exc:  # run() kills the child before raising
             raise RuntimeError(f"a fresh process ran past {CHILD_TIMEOUT_SECONDS:.0f} s") from exc
         for line in done.stdout.splitlines():
-            if line.startswith(MARK) and done.returncode == 0:
-                return dict(json.loads(line[len(MARK) :]))
+            if line.startswith(TIMING_MARK) and done.returncode == 0:
+                return dict(json.loads(line[len(TIMING_MARK) :]))
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the fresh process failed (exit {done.returncode}): {last[:200]}")
 
@@ -134,9 +111,9 @@ class FreshTimer:
         where each side's artifacts are, when not beside the timer's lock target."""
         sides = (tuple(baseline), tuple(candidate))
         runs: tuple[list[dict], list[dict]] = ([], [])
-        began = time.perf_counter()
+        began = now()
         for pair in range(MAX_PAIRS):
-            if pair >= MIN_PAIRS and time.perf_counter() - began >= budget_seconds:
+            if pair >= MIN_PAIRS and now() - began >= budget_seconds:
                 break
             for side in (0, 1) if pair % 2 == 0 else (1, 0):
                 runs[side].append(self.run(sides[side], locks[side]))

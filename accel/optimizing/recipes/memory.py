@@ -3,8 +3,8 @@
 In this process a candidate has already run (the guard ran it), so memory a runtime keeps from its
 first call (ONNX Runtime's arena) no longer shows as growth, while torch's allocations, returned to
 the system after each call, do: ORT would read "x0.00". So each side is rebuilt in a fresh Python
-process from the pipeline file and its optimizations' lock entries (artifacts from the work
-folder), and its high-water resident memory over its first calls on the example batch, above what
+process (the child program accel.optimizing.fresh_child, mode peak-rss) from the pipeline file and
+its optimizations' lock entries (artifacts from the work folder), and its high-water resident memory over its first calls on the example batch, above what
 was resident after setup, is the peak (core.measure.peak_rss_in_fresh_process). Pipelines that
 are not in a file (built in memory) cannot be rebuilt: they are measured in this process, and the
 result says so.
@@ -12,36 +12,13 @@ result says so.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from accel.core.measure import peak_memory_pair, peak_rss_in_fresh_process
+from accel.optimizing.fresh import CHILD_MODULE, child_spec
 
 FRESH, IN_PROCESS = "fresh process per side (high-water RSS)", "in this process (tensor memory and RSS growth)"
-
-CHILD = """
-import json, sys
-from pathlib import Path
-import torch
-from accel.core.loading import load_pipeline
-from accel.core.measure import FRESH_PROCESS_MARK, peak_rss_bytes
-from accel.optimizing.lock import LockEntry, apply_entries
-spec = json.loads(sys.argv[1])
-torch.set_num_threads(spec["threads"])
-pipeline = load_pipeline(spec["pipeline"])
-entries = tuple(LockEntry(e["optimizer"], e["params"], e["state"]) for e in spec["entries"])
-pipeline = apply_entries(pipeline, entries, Path(spec["workdir"]) / "accel.lock.yaml")
-batch = pipeline.example_batch()
-def calls():
-    with torch.inference_mode():
-        for _ in range(2):
-            pipeline.forward(batch)
-peak = peak_rss_bytes(calls)
-print(FRESH_PROCESS_MARK, peak if peak is not None else "none")
-"""
 
 
 class MemoryMeter:
@@ -53,19 +30,10 @@ class MemoryMeter:
         self._fresh: dict[str, int | None] = {}
         self.how = IN_PROCESS
 
-    def _fresh_peak(self, choices: tuple[Any, ...]) -> int | None:
-        entries = [{"optimizer": c.optimizer, "params": c.params, "state": c.state} for c in choices]
-        spec = json.dumps(
-            {
-                "pipeline": str(self.pipeline_path),
-                "entries": entries,
-                "workdir": str(self.workdir),
-                "threads": torch.get_num_threads(),
-            },
-            default=str,
-        )
+    def _fresh_peak(self, pipeline_path: Path, choices: tuple[Any, ...]) -> int | None:
+        spec = child_spec(pipeline_path, choices, self.workdir / "accel.lock.yaml")
         if spec not in self._fresh:
-            self._fresh[spec] = peak_rss_in_fresh_process(CHILD, [spec])
+            self._fresh[spec] = peak_rss_in_fresh_process(CHILD_MODULE, ["peak-rss", spec])
         return self._fresh[spec]
 
     def pair(
@@ -74,8 +42,9 @@ class MemoryMeter:
         candidate: tuple[Callable[[], Any], tuple[Any, ...]],
     ) -> tuple[int, int]:
         """(call, chosen optimizations) of each side -> their peak bytes."""
-        if self.pipeline_path is not None:
-            base, peak = self._fresh_peak(baseline[1]), self._fresh_peak(candidate[1])
+        path = self.pipeline_path
+        if path is not None:
+            base, peak = self._fresh_peak(path, baseline[1]), self._fresh_peak(path, candidate[1])
             if base is not None and peak is not None:
                 self.how = FRESH
                 return base, peak
