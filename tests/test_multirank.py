@@ -21,12 +21,12 @@ from rich.console import Console
 
 from accel.cli.render import rank_table
 from accel.core.errors import PipelineError, PipelineLoadError
-from accel.core.machine import describe_machine
 from accel.profiling.multirank import launch as launch_module
 from accel.profiling.multirank import traces
-from accel.profiling.ranks import CollectiveCall, JobTimeline, RankStep, RankTimeline, job_profile_data
+from accel.profiling.ranks import CollectiveCall, JobTimeline, RankStep, RankTimeline
 from accel.profiling.report import Report
-from accel.profiling.run import build_report, profile_ranks, profile_traces
+from accel.profiling.run import profile_ranks, profile_traces
+from tests.profiling.analyzers.recorded import job_report, rank_timeline
 
 PLANTED = Path(__file__).parent / "planted"
 TRAIN = PLANTED / "mr_ddp_train.py"
@@ -40,53 +40,6 @@ BALANCED = ("--sample-seconds", "0.002", "--hidden", "256")
 # ---- recorded timelines: the analysis without launching anything -------------------------------
 
 
-def _rank(rank: int, data_wait: float, compute: float, transfer: float, lag: float, steps: int = 10) -> RankTimeline:
-    """A rank in lockstep: each step starts together; it arrives at its all-reduce after its data
-    wait and compute, and the all-reduce ends `transfer` after the last rank (`lag` after it) came."""
-    period = 0.1
-    out_steps, calls = [], []
-    for i in range(steps):
-        start = i * period
-        arrival = start + data_wait + compute
-        done = arrival + lag + transfer
-        out_steps.append(RankStep(start, start + period, data_wait, 8))
-        calls.append(CollectiveCall("ddp.allreduce", arrival, done))
-    return RankTimeline(rank=rank, steps=tuple(out_steps), calls=tuple(calls))
-
-
-def _report(job: JobTimeline) -> Report:
-    machine = describe_machine("cpu")
-    return build_report(job_profile_data(job, "job", machine.cores), machine)
-
-
-def test_input_straggler_is_named_with_its_cause():
-    # Rank 1 waits 40 ms for data, rank 0 2 ms: rank 0 is blocked 38 ms more at the all-reduce.
-    job = JobTimeline((_rank(0, 0.002, 0.02, 0.005, 0.038), _rank(1, 0.040, 0.02, 0.005, 0.0)), source="test")
-    finding = _report(job).finding("straggler")
-    assert finding.evidence["rank"] == 1 and finding.evidence["cause"] == "data_loading"
-    assert finding.evidence["arrived_last_share"] == 1.0
-    assert finding.evidence["wait_share_by_rank"]["0"] == pytest.approx(0.38, abs=0.01)
-    assert finding.severity in ("medium", "high")
-    assert finding.recommendations and "loader.tune" in finding.recommendations
-
-
-def test_compute_straggler_and_an_unattributed_one():
-    compute = JobTimeline((_rank(0, 0.002, 0.01, 0.005, 0.03), _rank(1, 0.002, 0.04, 0.005, 0.0)), source="test")
-    assert _report(compute).finding("straggler").evidence["cause"] == "compute_bound"
-    # Half the lag from data, half from compute: neither explains 80%.
-    mixed = JobTimeline((_rank(0, 0.002, 0.01, 0.005, 0.03), _rank(1, 0.017, 0.025, 0.005, 0.0)), source="test")
-    finding = _report(mixed).finding("straggler")
-    assert finding.evidence["cause"] == "unattributed" and finding.recommendations == []
-    assert "unattributed" in finding.summary
-
-
-def test_balanced_ranks_have_no_straggler_above_low():
-    job = JobTimeline((_rank(0, 0.002, 0.02, 0.005, 0.0005), _rank(1, 0.002, 0.02, 0.005, 0.0)), source="test")
-    report = _report(job)
-    assert report.finding("straggler").severity in ("low", "info")
-    assert report.primary != "straggler"
-
-
 def test_blocked_time_is_booked_on_the_last_arrival_of_overlapping_calls():
     # Two DDP buckets in flight together: blocked from the second arrival to the last completion;
     # then one synchronous call on its own.
@@ -98,8 +51,10 @@ def test_blocked_time_is_booked_on_the_last_arrival_of_overlapping_calls():
 def test_report_json_keeps_the_schema_and_adds_ranks():
     from accel.profiling.multirank.merge import multirank_report
 
-    job = JobTimeline((_rank(0, 0.002, 0.02, 0.005, 0.038), _rank(1, 0.040, 0.02, 0.005, 0.0)), source="test")
-    report = multirank_report(_report(job), job, {"nproc_per_node": 2})
+    job = JobTimeline(
+        (rank_timeline(0, 0.002, 0.02, 0.005, 0.038), rank_timeline(1, 0.040, 0.02, 0.005, 0.0)), source="test"
+    )
+    report = multirank_report(job_report(job), job, {"nproc_per_node": 2})
     data = json.loads(json.dumps(report.to_dict()))
     assert data["schema"] == "accel.profile/1" and data["mode"] == "multirank"
     assert [r["rank"] for r in data["ranks"]] == [0, 1]

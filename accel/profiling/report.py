@@ -13,19 +13,6 @@ from accel.core.machine import Machine
 
 PROFILE_SCHEMA = "accel.profile/1"
 
-# The closed set of finding kinds shared by every analyzer.
-FINDING_KINDS = (
-    "data_loading",
-    "input_decoding",
-    "padding",
-    "repeated_inputs",
-    "memory_bandwidth",
-    "compute_bound",
-    "overhead",
-    "memory_peak",
-    "generation",
-    "straggler",
-)
 SEVERITIES = ("high", "medium", "low", "info")
 
 # Severity comes from impact, the fraction of end-to-end time the best cure is predicted to save.
@@ -37,6 +24,24 @@ SEVERITIES = ("high", "medium", "low", "info")
 HIGH_IMPACT = 0.40
 MEDIUM_IMPACT = 0.15
 LOW_IMPACT = 0.03
+
+
+# The valid finding kinds: one per registered analyzer, added by accel.profiling.analyzers.register
+# (this data module cannot import the analyzers, which build findings from it). The analyzers package
+# is loaded with accel itself, so every kind is known before a finding is built or read back.
+_FINDING_KINDS: set[str] = set()
+
+
+def finding_kinds() -> tuple[str, ...]:
+    return tuple(sorted(_FINDING_KINDS))
+
+
+def add_finding_kind(kind: str) -> None:
+    _FINDING_KINDS.add(kind)
+
+
+def remove_finding_kind(kind: str) -> None:
+    _FINDING_KINDS.discard(kind)
 
 
 def severity_for(impact: float) -> str:
@@ -81,8 +86,9 @@ class Finding:
     recommendations: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.kind not in FINDING_KINDS:
-            raise ValueError(f"unknown finding kind {self.kind!r}; valid: {', '.join(FINDING_KINDS)}")
+        kinds = finding_kinds()
+        if self.kind not in kinds:
+            raise ValueError(f"unknown finding kind {self.kind!r}; valid: {', '.join(kinds)}")
         if self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}; valid: {', '.join(SEVERITIES)}")
         _check_fraction(f"Finding {self.kind}: share", self.share)

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from accel.core.errors import RecipeError
-from accel.profiling.report import FINDING_KINDS, SEVERITIES
+from accel.profiling.report import SEVERITIES, finding_kinds
 
 TARGETS = ("latency", "throughput", "memory")
 
@@ -119,7 +119,7 @@ class Keep:
 class When:
     """When a rule applies. Empty: always. Otherwise every condition given must hold."""
 
-    findings: tuple[str, ...] = ()  # any of these finding kinds...
+    findings: tuple[str, ...] = ()  # any of these finding kinds (`findings: any`: every registered kind)...
     min_severity: str = "low"  # ...at this severity or above
     has_source: bool | None = None
     has_generate: bool | None = None  # the pipeline runs a generate loop
@@ -127,9 +127,12 @@ class When:
     min_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        unknown = [k for k in self.findings if k not in FINDING_KINDS]
+        kinds = finding_kinds()
+        unknown = [k for k in self.findings if k not in kinds]
         if unknown:
-            raise ValueError(f"unknown finding kind {unknown[0]!r}; valid: {', '.join(FINDING_KINDS)}")
+            raise ValueError(
+                f"unknown finding kind {unknown[0]!r}; valid: {', '.join(kinds)}, or {ANY_FINDING} for all of them"
+            )
         if self.min_severity not in SEVERITIES:
             raise ValueError(f"min_severity must be one of {', '.join(SEVERITIES)}, got {self.min_severity!r}")
 
@@ -178,6 +181,8 @@ RECIPE_KEYS = ("name", "description", "target", "budget_seconds", "keep", "guard
 RULE_KEYS = ("name", "when", "try", "guard")
 CANDIDATE_KEYS = ("optimizer", "params")
 RECOMMENDED = "recommended"
+# `when: {findings: any}`: every registered finding kind.
+ANY_FINDING = "any"
 
 
 def parse_recipe(data: Any, source: str = "<memory>") -> Recipe:
@@ -240,12 +245,7 @@ def _parse_rule(data: Any, index: int, where: str, recipe_guard: Guard) -> Rule:
         raise RecipeError(f"{label}key 'name': expected a string, got {name!r}", "e.g. name: runtimes")
     label = f"{where}rule '{name}': "
     _no_unknown(data, RULE_KEYS, label)
-    when_data = data.get("when") or {}
-    if isinstance(when_data, dict) and isinstance(when_data.get("findings"), str):
-        when_data = {**when_data, "findings": [when_data["findings"]]}
-    if isinstance(when_data, dict) and isinstance(when_data.get("findings"), list):
-        when_data = {**when_data, "findings": tuple(when_data["findings"])}
-    when = _dataclass(When, when_data, f"{label}key 'when'")
+    when = _dataclass(When, _with_finding_kinds(data.get("when") or {}), f"{label}key 'when'")
     tries = data.get("try")
     # A rule's guard changes the recipe's guard only in the keys it names.
     guard = (
@@ -262,6 +262,21 @@ def _parse_rule(data: Any, index: int, where: str, recipe_guard: Guard) -> Rule:
         )
     candidates = tuple(_parse_candidate(c, label) for c in tries)
     return Rule(name=name, candidates=candidates, when=when, guard=guard)
+
+
+def _with_finding_kinds(when_data: Any) -> Any:
+    """`findings: any` stands for every registered finding kind, so a new analyzer's findings reach
+    the rule without an edit here; a single kind may be written without a list."""
+    if not isinstance(when_data, dict):
+        return when_data
+    findings = when_data.get("findings")
+    if findings == ANY_FINDING:
+        findings = finding_kinds()
+    elif isinstance(findings, str):
+        findings = [findings]
+    if isinstance(findings, (list, tuple)):
+        return {**when_data, "findings": tuple(findings)}
+    return when_data
 
 
 def _parse_candidate(data: Any, label: str) -> Candidate:

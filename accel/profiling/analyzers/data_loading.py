@@ -20,13 +20,17 @@ data_loading keeps the rest. The two shares add up to the measured wait share, n
 from __future__ import annotations
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.data import ProfileData
 from accel.profiling.rates import loader_model, rate_evidence, rate_text
 from accel.profiling.report import Finding
 
+# What the loader's rate model (accel.profiling.rates.LoaderModel.cures) predicts a saving for:
+# more DataLoader workers, and decoded samples cached from the second epoch on.
+CURES = ("loader.tune", "cache.decoded")
 
-@ANALYZERS.register("data_loading")
+
+@register("data_loading", Role.OTHER, reads=("stages", "end_to_end"), recommends=CURES)
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     model = loader_model(data, machine)
     if model is None:

@@ -16,11 +16,12 @@ that reads its weights once for the whole batch, runs more sequences at nearly t
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from typing import Any
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.data import GenerationProfile, ProfileData, model_time_share
 from accel.profiling.report import Finding
 
@@ -28,6 +29,10 @@ MIN_STEPS = 4
 # The slope counts as rising when the line climbs this much over the loop against its start:
 # cached steps vary by a few percent with the position, a recomputed prefix by several times.
 MIN_RISE = 0.5
+# Keeping past keys and values removes the recomputed prefix; more sequences per step ride along on
+# the same weight reads.
+KV_CACHE = "generation.kv_cache"
+BATCH = "batch.size"
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -41,11 +46,37 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return intercept, slope
 
 
-@ANALYZERS.register("generation")
-def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
-    generation = data.generation
-    if not isinstance(generation, GenerationProfile) or len(generation.steps) < MIN_STEPS:
-        return []
+@dataclasses.dataclass(frozen=True)
+class StepFit:
+    """The loop's step times read against position (and tokens fed, where the calls showed them)."""
+
+    intercept: float
+    slope: float
+    first: float  # the first and last positions
+    last: float
+    tokens_seen: bool  # the calls were fed token ids, so recomputed tokens were counted
+    recomputes: bool
+    cached_step: float  # what a step fed one token costs
+    recompute_share: float  # the share of step time above a cached step
+
+    @property
+    def start(self) -> float:
+        return self.intercept + self.slope * self.first
+
+    @property
+    def end(self) -> float:
+        return self.intercept + self.slope * self.last
+
+    @property
+    def rise(self) -> float:
+        return self.slope * (self.last - self.first) / self.start if self.start > 0 else 0.0
+
+    @property
+    def rises(self) -> bool:
+        return self.rise >= MIN_RISE
+
+
+def fit_steps(generation: GenerationProfile) -> StepFit:
     steps = generation.steps
     positions = [float(s.position) for s in steps]
     seconds = [s.seconds for s in steps]
@@ -53,7 +84,6 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     first, last = min(positions), max(positions)
     start = intercept + slope * first
     rise = slope * (last - first) / start if start > 0 else 0.0
-    step_total = sum(seconds)
     cached_step = max(intercept + slope, 0.0)
     tokens_seen = generation.computed_tokens > 0
     recomputes = generation.recomputed_tokens > 0 if tokens_seen else rise >= MIN_RISE
@@ -61,26 +91,65 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         # The calls' own evidence: seconds against tokens fed; a cached step is fed one token.
         token_intercept, token_slope = fit_line([float(s.tokens) for s in steps], seconds)
         cached_step = max(token_intercept + token_slope, 0.0)
-    recompute = (
-        sum(max(s - cached_step, 0.0) for s in seconds) if recomputes and (tokens_seen or rise >= MIN_RISE) else 0.0
+    recompute = sum(max(s - cached_step, 0.0) for s in seconds) if recomputes else 0.0
+    step_total = sum(seconds)
+    return StepFit(
+        intercept=intercept,
+        slope=slope,
+        first=first,
+        last=last,
+        tokens_seen=tokens_seen,
+        recomputes=recomputes,
+        cached_step=cached_step,
+        recompute_share=recompute / step_total if step_total > 0 else 0.0,
     )
-    recompute_share = recompute / step_total if step_total > 0 else 0.0
+
+
+@register("generation", Role.CAUSE, reads=("generation", "end_to_end", "stages"), recommends=(KV_CACHE, BATCH))
+def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
+    generation = data.generation
+    if not isinstance(generation, GenerationProfile) or len(generation.steps) < MIN_STEPS:
+        return []
+    fit = fit_steps(generation)
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
+    evidence = _evidence(generation, machine, fit)
+    gain = generation.cache_gain if fit.recomputes else None
+    saving = gain if gain is not None else fit.recompute_share
+    evidence["predicted_saving"] = {KV_CACHE: model_share * saving} if fit.recomputes else {}
+    # The cure first: where the loop recomputes, turning the cache on (generation.kv_cache says why
+    # not when the model takes no cache); then more sequences per step.
+    recommendations = [KV_CACHE, BATCH] if fit.recomputes else [BATCH]
+    impact = model_share * saving if fit.recomputes else 0.0
+    # The share is the model time spent recomputing the prefix, the time this finding explains.
+    return [
+        Finding.from_impact(
+            "generation",
+            share=model_share * (max(fit.recompute_share, gain or 0.0) if fit.recomputes else 0.0),
+            impact=impact,
+            summary=_summary(generation, fit, gain, model_share),
+            evidence=evidence,
+            recommendations=recommendations,
+        )
+    ]
+
+
+def _evidence(generation: GenerationProfile, machine: Machine, fit: StepFit) -> dict[str, Any]:
+    seconds = [s.seconds for s in generation.steps]
     median_step = sorted(seconds)[len(seconds) // 2]
     achieved_gbs = generation.parameter_bytes / median_step / 1e9 if median_step > 0 else 0.0
     bandwidth_fraction = achieved_gbs / machine.peak_bandwidth_gbs if machine.peak_bandwidth_gbs else None
-    evidence: dict[str, Any] = {
+    return {
         "tokens_per_s": generation.tokens_per_s,
-        "steps": len(steps),
+        "steps": len(seconds),
         "first_step_seconds": seconds[0],
         "last_step_seconds": seconds[-1],
         # on the fitted line, which steps slowed by other load do not move
-        "fitted_first_step_seconds": start,
-        "fitted_last_step_seconds": intercept + slope * last,
-        "slope_seconds_per_position": slope,
-        "rise_over_loop": rise,
-        "recompute_share": recompute_share,
-        "cached_step_seconds": cached_step,
+        "fitted_first_step_seconds": fit.start,
+        "fitted_last_step_seconds": fit.end,
+        "slope_seconds_per_position": fit.slope,
+        "rise_over_loop": fit.rise,
+        "recompute_share": fit.recompute_share,
+        "cached_step_seconds": fit.cached_step,
         "computed_tokens": generation.computed_tokens,
         "recomputed_tokens": generation.recomputed_tokens,
         "recomputed_token_share": generation.recomputed_share,
@@ -103,21 +172,21 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         # or compute limit, more sequences ride along on the same weight reads.
         "batch_headroom": (1.0 / bandwidth_fraction) if bandwidth_fraction else None,
     }
-    gain = generation.cache_gain if recomputes else None
-    saving = gain if gain is not None else recompute_share
-    evidence["predicted_saving"] = {"generation.kv_cache": model_share * saving} if recomputes else {}
-    summary = f"generation: {generation.tokens_per_s:.1f} tokens/s over {len(steps)} steps"
-    if tokens_seen and recomputes:
+
+
+def _summary(generation: GenerationProfile, fit: StepFit, gain: float | None, model_share: float) -> str:
+    summary = f"generation: {generation.tokens_per_s:.1f} tokens/s over {len(generation.steps)} steps"
+    if fit.tokens_seen and fit.recomputes:
         summary += (
             f"; each call recomputes the prefix: {generation.recomputed_tokens} of the "
             f"{generation.computed_tokens} token positions computed ({generation.recomputed_share:.0%}) "
             "were computed by the call before"
         )
-    elif tokens_seen:
+    elif fit.tokens_seen:
         summary += "; no call recomputes tokens an earlier call computed (each starts where the last one ended)"
     summary += (
-        f"; step latency {'rises' if rise >= MIN_RISE else 'stays flat'} from {start * 1e3:.2f} ms to "
-        f"{(intercept + slope * last) * 1e3:.2f} ms ({slope * 1e6:.1f} us per position)"
+        f"; step latency {'rises' if fit.rises else 'stays flat'} from {fit.start * 1e3:.2f} ms to "
+        f"{fit.end * 1e3:.2f} ms ({fit.slope * 1e6:.1f} us per position)"
     )
     if gain is not None and generation.cached_total_seconds is not None:
         same = {True: ", same tokens out", False: ", different tokens out", None: ""}[generation.cache_outputs_equal]
@@ -126,23 +195,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             f"{generation.total_seconds * 1e3:.0f} ms (measured{same}): the KV cache saves {gain:.0%} of the loop, "
             f"{model_share * gain:.0%} of end-to-end time"
         )
-    elif recomputes:
+    elif fit.recomputes:
         summary += (
-            f": {recompute_share:.0%} of step time is above a cached step, which a KV cache would save "
+            f": {fit.recompute_share:.0%} of step time is above a cached step, which a KV cache would save "
             "(keep past keys and values and feed one new token per step)"
         )
-    # The cure first: where the loop recomputes, turning the cache on (generation.kv_cache says why
-    # not when the model takes no cache); then more sequences per step.
-    recommendations = ["generation.kv_cache", "batch.size"] if recomputes else ["batch.size"]
-    impact = model_share * saving if recomputes else 0.0
-    # The share is the model time spent recomputing the prefix, the time this finding explains.
-    return [
-        Finding.from_impact(
-            "generation",
-            share=model_share * (max(recompute_share, gain or 0.0) if recomputes else 0.0),
-            impact=impact,
-            summary=summary,
-            evidence=evidence,
-            recommendations=recommendations,
-        )
-    ]
+    return summary

@@ -9,13 +9,17 @@ rest, so the two never count the same time twice. See accel.profiling.analyzers.
 from __future__ import annotations
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.data import ProfileData
 from accel.profiling.rates import loader_model, rate_evidence
 from accel.profiling.report import Finding
 
+# What the loader's rate model (accel.profiling.rates.LoaderModel.cures) predicts a saving for:
+# more DataLoader workers, and decoded samples cached from the second epoch on.
+CURES = ("loader.tune", "cache.decoded")
 
-@ANALYZERS.register("input_decoding")
+
+@register("input_decoding", Role.OTHER, reads=("stages", "end_to_end"), recommends=CURES)
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     model = loader_model(data, machine)
     if model is None or model.decode_fraction <= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from accel.core.dtypes import element_bytes, is_floating
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.costmodel import CostModel, is_dispatch_bound
 from accel.profiling.data import ProfileData, model_time_share, roofline_share
 from accel.profiling.report import Finding
@@ -24,6 +24,12 @@ MIN_MEMORY_SHARE = 0.5
 MIN_BANDWIDTH_FRACTION = 0.15
 INT8_BYTES = 1
 LAYERS_SHOWN = 3
+# Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime (an ONNX model only in the latter).
+INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic")
+ONNX_INT8_CURES = ("onnx.int8_dynamic",)
+# The same weight reads for more samples, and fused ops (not for an ONNX model: its graph runtime fuses).
+OTHER_CURES = ("batch.size", "compile")
+ONNX_OTHER_CURES = ("batch.size",)
 
 
 def int8_saved_bytes(cost: CostModel) -> int:
@@ -36,7 +42,12 @@ def int8_saved_bytes(cost: CostModel) -> int:
     return int(saved)
 
 
-@ANALYZERS.register("memory_bandwidth")
+@register(
+    "memory_bandwidth",
+    Role.OP_CLASS,
+    reads=("ops", "generation", "end_to_end", "stages"),
+    recommends=(*INT8_CURES, *OTHER_CURES),
+)
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     found = roofline_share(data, "memory", machine.peak_bandwidth_gbs, MIN_MEMORY_SHARE)
     if found is None:
@@ -76,13 +87,12 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         f"({machine.ridge_flops_per_byte:.1f} FLOP/byte), moving {split.memory_bytes / 1e6:.1f} MB per call "
         f"({weight_share:.0%} weights) at {achieved_gbs:.1f} GB/s of a {peak_bandwidth_gbs:.1f} GB/s peak"
     )
-    recommendations = []
+    onnx = data.mode == "onnx"
+    recommendations: list[str] = []
     if reduction > 0:
         summary += f"; int8 weights would cut {reduction:.0%} of those bytes"
-        recommendations += (
-            ["onnx.int8_dynamic"] if data.mode == "onnx" else ["quantize.int8_dynamic", "onnx.int8_dynamic"]
-        )
-    recommendations += ["batch.size"] if data.mode == "onnx" else ["batch.size", "compile"]
+        recommendations += ONNX_INT8_CURES if onnx else INT8_CURES
+    recommendations += ONNX_OTHER_CURES if onnx else OTHER_CURES
     return [
         Finding.from_impact(
             "memory_bandwidth",

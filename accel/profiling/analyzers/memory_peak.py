@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
-from accel.profiling.data import MemoryProfile, ProfileData
+from accel.profiling.analyzers import Role, register
+from accel.profiling.data import MemoryProfile, PatchCandidatePlan, PatchPlan, ProfileData
 from accel.profiling.report import HIGH_IMPACT, LOW_IMPACT, MEDIUM_IMPACT, Finding
 
 # Named when patches would cut the activation peak at least this much (MCUNetV2 reports 4-8x on
@@ -24,9 +24,11 @@ MIN_PREDICTED_REDUCTION = 2.0
 # A peak above this fraction of the device's memory risks running out under any other load.
 NEAR_DEVICE_MEMORY = 0.8
 LAYERS_SHOWN = 5
+# Patch-based inference of the leading layers cuts the activation peak.
+CURE = "patch.inference"
 
 
-@ANALYZERS.register("memory_peak")
+@register("memory_peak", Role.OTHER, reads=("memory",), recommends=(CURE,))
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     memory = data.memory
     if not isinstance(memory, MemoryProfile) or not memory.layers:
@@ -38,11 +40,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     near_limit = device_share >= NEAR_DEVICE_MEMORY
     if reduction < MIN_PREDICTED_REDUCTION and not near_limit:
         return []
-    largest = sorted(memory.layers, key=lambda layer: -layer.working_bytes)[:LAYERS_SHOWN]
-    end = plan.first_layer + best.prefix_layers if plan is not None and best is not None else 0
-    stage = memory.layers[plan.first_layer : end] if plan is not None else ()
-    stage_bytes = max((layer.working_bytes for layer in stage), default=0)
-    later_bytes = max((layer.working_bytes for layer in memory.layers[end:]) if stage else (), default=0)
+    stage_bytes, later_bytes = _working_bytes(memory, plan, best)
     predicted_peak_bytes = int(memory.peak_bytes / reduction)
     evidence: dict[str, Any] = {
         "peak_bytes": memory.peak_bytes,
@@ -57,12 +55,12 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "no_patch_plan_reason": memory.no_patch_plan_reason,
         "layers": [
             {"name": layer.name, "input_bytes": layer.input_bytes, "output_bytes": layer.output_bytes}
-            for layer in largest
+            for layer in sorted(memory.layers, key=lambda layer: -layer.working_bytes)[:LAYERS_SHOWN]
         ],
         "prediction": "the planner patch.inference uses; peaks estimated from each layer's input and output bytes",
         # The cure is for memory: it saves no time (its halos cost some).
         "predicted_saving": {},
-        "predicted_peak_ratio": {"patch.inference": 1.0 / reduction},
+        "predicted_peak_ratio": {CURE: 1.0 / reduction},
     }
     summary = f"peak memory {memory.peak_bytes / 2**20:.1f} MiB per forward"
     if plan is not None and best is not None and reduction >= MIN_PREDICTED_REDUCTION:
@@ -75,25 +73,52 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
                 "halo_extra_compute_share": best.halo_extra_compute_share,
             }
         )
-        where = f"{plan.module}'s" if plan.module else "the model's"
-        summary += (
-            f"; the first {best.prefix_layers} of {where} {plan.stage_layers} layers need "
-            f"{stage_bytes / 2**20:.1f} MiB of activations against {later_bytes / 2**20:.1f} MiB for all later "
-            f"ones: patch-based inference of those layers ({best.grid}x{best.grid} tiles, "
-            f"{best.halo_extra_compute_share:.0%} extra compute in halos) is predicted to cut the peak "
-            f"{reduction:.1f}x, to {predicted_peak_bytes / 2**20:.1f} MiB"
-        )
+        summary += _patch_summary(plan, best, (stage_bytes, later_bytes), reduction, predicted_peak_bytes)
     if near_limit:
         summary += f"; the peak is {device_share:.0%} of the device's memory"
-    # The finding is about memory, not time: low unless the peak threatens to run out of memory.
-    impact = HIGH_IMPACT if device_share >= 1.0 else MEDIUM_IMPACT if near_limit else LOW_IMPACT
     return [
         Finding.from_impact(
             "memory_peak",
             share=min(stage_bytes / max(memory.peak_bytes, stage_bytes, 1), 1.0),
-            impact=impact,
+            impact=_impact(device_share),
             summary=summary,
             evidence=evidence,
-            recommendations=["patch.inference"] if reduction >= MIN_PREDICTED_REDUCTION else [],
+            recommendations=[CURE] if reduction >= MIN_PREDICTED_REDUCTION else [],
         )
     ]
+
+
+def _working_bytes(memory: MemoryProfile, plan: PatchPlan | None, best: PatchCandidatePlan | None) -> tuple[int, int]:
+    """The largest working bytes of a layer in the patched leading stage, and of a layer after it."""
+    if plan is None or best is None:
+        return 0, 0
+    end = plan.first_layer + best.prefix_layers
+    stage = memory.layers[plan.first_layer : end]
+    stage_bytes = max((layer.working_bytes for layer in stage), default=0)
+    later_bytes = max((layer.working_bytes for layer in memory.layers[end:]) if stage else (), default=0)
+    return stage_bytes, later_bytes
+
+
+def _patch_summary(
+    plan: PatchPlan,
+    best: PatchCandidatePlan,
+    working_bytes: tuple[int, int],
+    reduction: float,
+    predicted_peak_bytes: int,
+) -> str:
+    stage_bytes, later_bytes = working_bytes
+    where = f"{plan.module}'s" if plan.module else "the model's"
+    return (
+        f"; the first {best.prefix_layers} of {where} {plan.stage_layers} layers need "
+        f"{stage_bytes / 2**20:.1f} MiB of activations against {later_bytes / 2**20:.1f} MiB for all later "
+        f"ones: patch-based inference of those layers ({best.grid}x{best.grid} tiles, "
+        f"{best.halo_extra_compute_share:.0%} extra compute in halos) is predicted to cut the peak "
+        f"{reduction:.1f}x, to {predicted_peak_bytes / 2**20:.1f} MiB"
+    )
+
+
+def _impact(device_share: float) -> float:
+    """The finding is about memory, not time: low unless the peak threatens to run out of memory."""
+    if device_share >= 1.0:
+        return HIGH_IMPACT
+    return MEDIUM_IMPACT if device_share >= NEAR_DEVICE_MEMORY else LOW_IMPACT

@@ -11,16 +11,22 @@ from __future__ import annotations
 import statistics
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.costmodel import SHORT_OP_SECONDS, CostModel, split_roofline
 from accel.profiling.data import ProfileData, model_time_share, share_of_model_time
 from accel.profiling.report import Finding
 
 # Below this share of a model call in overhead, there is nothing a graph runtime would save.
 MIN_OVERHEAD_SHARE = 0.1
+# A graph runtime removes dispatch and Python between ops; a larger batch spreads them over more samples.
+CURES = ("onnx.runtime", "compile", "batch.size")
+# An ONNX model already runs in a graph runtime: batching is what is left.
+ONNX_CURES = ("batch.size",)
 
 
-@ANALYZERS.register("overhead")
+@register(
+    "overhead", Role.OP_CLASS, reads=("ops", "generation", "end_to_end", "stages"), recommends=(*CURES, *ONNX_CURES)
+)
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     cost = data.ops
     if not isinstance(cost, CostModel) or cost.call_seconds <= 0 or not cost.ops:
@@ -52,8 +58,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     )
     if machine.is_cuda:
         summary += "; on a GPU, CUDA graphs (torch.compile mode='reduce-overhead') replay the launches at once"
-    # An ONNX model already runs in a graph runtime: batching is what is left.
-    recommendations = ["batch.size"] if data.mode == "onnx" else ["onnx.runtime", "compile", "batch.size"]
+    recommendations = list(ONNX_CURES if data.mode == "onnx" else CURES)
     return [
         Finding.from_impact(
             "overhead",

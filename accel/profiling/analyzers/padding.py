@@ -14,12 +14,14 @@ the model's time, disjoint from the data-path wait that data_loading and input_d
 from __future__ import annotations
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.data import ProfileData, model_time_share
 from accel.profiling.report import Finding
 
 # Below this padded fraction there is nothing worth reporting (a few ragged tails).
 MIN_PADDING_SHARE = 0.01
+# Sorting samples by length into batches removes the padding.
+CURE = "batch.bucket"
 
 
 def bucketed_elements(lengths: list[int], batch_size: int, elements_per_length: float) -> float:
@@ -43,7 +45,7 @@ def bucketed_elements(lengths: list[int], batch_size: int, elements_per_length: 
     return float(best or 0) * elements_per_length
 
 
-@ANALYZERS.register("padding")
+@register("padding", Role.CAUSE, reads=("padding", "end_to_end", "stages"), recommends=(CURE,))
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if not data.padding:
         return []
@@ -73,7 +75,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "max_length": max(lengths) if lengths else None,
         "bucketed_padding_share": 1.0 - real / bucketed if bucketed > 0 else 0.0,
         "model_time_share": model_share,
-        "predicted_saving": {"batch.bucket": impact},
+        "predicted_saving": {CURE: impact},
         "prediction": "model work proportional to elements fed; bucketing simulated on the measured lengths",
     }
     summary = (
@@ -90,6 +92,6 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             impact=impact,
             summary=summary,
             evidence=evidence,
-            recommendations=["batch.bucket"] if impact > 0 else [],
+            recommendations=[CURE] if impact > 0 else [],
         )
     ]

@@ -12,12 +12,14 @@ it that the padding finding already counts, so shares never count the same time 
 from __future__ import annotations
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import Role, register
 from accel.profiling.data import ProfileData, model_time_share
 from accel.profiling.report import Finding
 
 # With fewer samples a repeat fraction says little about the stream.
 MIN_SAMPLES = 4
+# A per-sample result cache serves every repeat without the model.
+CURE = "cache.results"
 
 
 def _padding_share(data: ProfileData) -> float:
@@ -25,7 +27,7 @@ def _padding_share(data: ProfileData) -> float:
     return 1.0 - sum(p.real_elements for p in data.padding) / padded if padded else 0.0
 
 
-@ANALYZERS.register("repeated_inputs")
+@register("repeated_inputs", Role.CAUSE, reads=("sample_hashes", "padding", "end_to_end", "stages"), recommends=(CURE,))
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     hashes = data.sample_hashes
     if len(hashes) < MIN_SAMPLES:
@@ -47,7 +49,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "repeat_fraction": repeat_fraction,
         "most_repeated_count": max(counts.values()),
         "model_time_share": model_share,
-        "predicted_saving": {"cache.results": impact},
+        "predicted_saving": {CURE: impact},
         "prediction": "a per-sample result cache skips the model on every exact repeat",
     }
     summary = (
@@ -62,6 +64,6 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             impact=impact,
             summary=summary,
             evidence=evidence,
-            recommendations=["cache.results"],
+            recommendations=[CURE],
         )
     ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 
 from accel.core.machine import Machine
-from accel.profiling.analyzers import ANALYZERS
+from accel.profiling.analyzers import ANALYZERS, Role, register
 from accel.profiling.data import ProfileData
 from accel.profiling.ranks import JobTimeline, StepBreakdown, matched_calls, rank_profile_data
 from accel.profiling.report import Finding
@@ -50,7 +50,7 @@ CAUSE_ADVICE = {
 }
 
 
-@ANALYZERS.register("straggler")
+@register("straggler", Role.OTHER, reads=("extra",), recommends=tuple(dict.fromkeys(sum(CAUSE_CURES.values(), []))))
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     job = data.extra.get("multirank")
     if not isinstance(job, JobTimeline) or job.world_size < 2:
@@ -58,9 +58,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     groups = [g for g in matched_calls(job) if _analyzed(job, g)]
     if not groups:
         return []
-    last_count = dict.fromkeys(range(job.world_size), 0)
-    for group in groups:
-        last_count[max(group, key=lambda r: group[r][0].arrival_seconds)] += 1
+    last_count = _arrived_last(job, groups)
     steps = {t.rank: [t.breakdown()[i] for i in t.analyzed_steps()] for t in job.ranks}
     per_step = {r: _per_step(parts) for r, parts in steps.items()}
 
@@ -72,32 +70,17 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     others = [r for r in steps if r != straggler]
     lost_per_step = _mean(waited_for(r, straggler) for r in others)
     others_step_seconds = _mean(per_step[r]["seconds"] for r in others)
-    share = lost_per_step / others_step_seconds if others_step_seconds > 0 else 0.0
+    share = _share(lost_per_step, others_step_seconds)
     cause, cause_shares = _cause(steps, straggler, others, lost_per_step)
     recommendations = _recommendations(job, straggler, cause, data.cores, machine)
     arrived_last_share = last_count[straggler] / len(groups)
-    wait_share_by_rank = {
-        str(r): waited_for(r, straggler) / per_step[r]["seconds"] if per_step[r]["seconds"] > 0 else 0.0
-        for r in per_step
-    }
+    wait_share_by_rank = {str(r): _share(waited_for(r, straggler), per_step[r]["seconds"]) for r in per_step}
     typical = {field: _mean(per_step[r][field] for r in others) for field in per_step[straggler]}
     summary = (
         f"rank {straggler} arrives last at {arrived_last_share:.0%} of {len(groups)} collectives; "
         f"the other ranks lose {share:.0%} of their time waiting for it"
     )
-    if cause == UNATTRIBUTED:
-        summary += (
-            f"; no single cause explains {CAUSE_MIN_SHARE:.0%} of the wait "
-            f"(data wait {cause_shares['data_loading']:.0%}, compute {cause_shares['compute_bound']:.0%}): unattributed"
-        )
-    else:
-        field = CAUSE_FIELDS[cause]
-        summary += (
-            f"; cause {cause}: its {field.removesuffix('_seconds').replace('_', ' ')} is "
-            f"{per_step[straggler][field] * 1e3:.1f} ms per step against {typical[field] * 1e3:.1f} ms on the "
-            f"others, {cause_shares[cause]:.0%} of the wait"
-        )
-    summary += f"; {CAUSE_ADVICE[cause]}"
+    summary += _cause_text(cause, cause_shares, per_step[straggler], typical)
     evidence = {
         "rank": straggler,
         "cause": cause,
@@ -117,6 +100,35 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             "straggler", share=share, impact=share, summary=summary, evidence=evidence, recommendations=recommendations
         )
     ]
+
+
+def _arrived_last(job: JobTimeline, groups: list[dict]) -> dict[int, int]:
+    """Per rank, how many of the matched collectives it arrived at last."""
+    last_count = dict.fromkeys(range(job.world_size), 0)
+    for group in groups:
+        last_count[max(group, key=lambda r: group[r][0].arrival_seconds)] += 1
+    return last_count
+
+
+def _share(seconds: float, of_seconds: float) -> float:
+    return seconds / of_seconds if of_seconds > 0 else 0.0
+
+
+def _cause_text(cause: str, cause_shares: dict[str, float], own: dict[str, float], typical: dict[str, float]) -> str:
+    """The summary's part on the cause: the straggler's own step part against the others', or why none is named."""
+    if cause == UNATTRIBUTED:
+        text = (
+            f"; no single cause explains {CAUSE_MIN_SHARE:.0%} of the wait "
+            f"(data wait {cause_shares['data_loading']:.0%}, compute {cause_shares['compute_bound']:.0%}): unattributed"
+        )
+    else:
+        field = CAUSE_FIELDS[cause]
+        text = (
+            f"; cause {cause}: its {field.removesuffix('_seconds').replace('_', ' ')} is "
+            f"{own[field] * 1e3:.1f} ms per step against {typical[field] * 1e3:.1f} ms on the "
+            f"others, {cause_shares[cause]:.0%} of the wait"
+        )
+    return text + f"; {CAUSE_ADVICE[cause]}"
 
 
 def _per_step(parts: list[StepBreakdown]) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""Tests of accel.profiling, mirroring the package."""

@@ -1,0 +1,1 @@
+"""One test file per analyzer kind (test_<kind>.py), the registry, and shared recorded measurements."""

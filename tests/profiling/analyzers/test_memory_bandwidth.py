@@ -1,0 +1,59 @@
+"""memory_bandwidth: a batch-1 wide MLP streams its weights near peak bandwidth; ops far below it are not named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import accel
+from accel.profiling.data import ProfileData
+from tests.profiling.analyzers.recorded import PLANTED, cost, fake_machine, kinds, op, profile_hardware
+
+
+@pytest.mark.slow
+def test_batch1_wide_mlp_is_memory_bandwidth(machine):
+    report = profile_hardware("wide_mlp", machine)
+    assert report.primary == "memory_bandwidth"
+    finding = report.finding("memory_bandwidth")
+    assert finding.evidence["weight_bytes_per_call"] > 0.9 * finding.evidence["bytes_per_call"]
+    assert "quantize.int8_dynamic" in finding.recommendations
+    assert report.finding("compute_bound") is None
+    layers = {layer["name"] for layer in report.to_dict()["layers"]}
+    assert {"0", "2", "4"} <= layers
+    # the hardware sections survive the JSON round trip
+    from accel.core.io import json_default
+    from accel.profiling.report import Report
+
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict(), default=json_default)))
+    assert again.extra["cost"]["op_count"] == report.extra["cost"]["op_count"] and again.primary == report.primary
+
+
+def test_streaming_weights_near_peak_is_memory_bandwidth_with_int8_saving():
+    machine = fake_machine()
+    data = ProfileData(
+        target="t", ops=cost(op(flops=2 * 10**8, bytes_moved=4 * 10**8, weight_bytes=4 * 10**8, seconds=0.025))
+    )
+    found = kinds(data, machine)
+    assert set(found) == {"memory_bandwidth"}
+    assert found["memory_bandwidth"].impact == pytest.approx(0.75, rel=0.01)  # 3/4 of fp32 weight bytes
+
+
+def test_memory_bound_ops_far_below_peak_bandwidth_are_not_called_bandwidth_bound():
+    data = ProfileData(target="t", ops=cost(op(flops=10**6, bytes_moved=10**7, seconds=0.1)))
+    assert "memory_bandwidth" not in kinds(data, fake_machine())
+
+
+@pytest.mark.gpu
+def test_wide_mlp_on_cuda_is_memory_bandwidth():
+
+    from accel.core.calibration import calibrated_machine
+    from accel.core.machine import describe_machine
+
+    machine = calibrated_machine(describe_machine("cuda"), quick=True)
+    pipeline = accel.load(PLANTED / "hw_wide_mlp.py")
+    pipeline = pipeline.replace(model=pipeline.model.cuda(), inputs=tuple(t.cuda() for t in pipeline.inputs))
+    report = accel.profile_hardware(pipeline, machine=machine, budget_seconds=3.0)
+    assert report.finding("memory_bandwidth") is not None
+    assert torch.cuda.max_memory_allocated() > 0
