@@ -15,7 +15,6 @@ device name, core count, torch thread count and torch version; `accel calibrate`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from accel.core.dtypes import CALIBRATED as DTYPES
+from accel.core.hashing import short_digest
 from accel.core.io import cache_root, write_json_atomic
 from accel.core.machine import Machine, describe_machine
 from accel.core.measure import now
@@ -87,7 +87,7 @@ def cache_dir() -> Path:
 
 def cache_path(machine: Machine) -> Path:
     key = f"{machine.device}|{machine.device_name}|{machine.cores}|{machine.threads}|{machine.torch_version}"
-    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    digest = short_digest(key)
     return cache_dir() / f"calibration-{machine.device.replace(':', '')}-{digest}.json"
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Short name -> torch dtype: the GEMMs calibration times.
@@ -37,6 +38,30 @@ _ELEMENT_BYTES = {
     "uint8": 1,
     "bool": 1,
 }
+
+
+# ONNX tensor type -> the numpy dtype of its arrays (feeds synthesized, or cast to what a session takes).
+ONNX_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def onnx_numpy_dtype(onnx_type: str) -> type | None:
+    """The numpy dtype of an ONNX tensor type, 'tensor(float)' or 'float' alike; None when unknown."""
+    return ONNX_NUMPY.get(onnx_type if onnx_type.startswith("tensor(") else f"tensor({onnx_type})")
+
+
+def onnx_torch_name(onnx_type: str) -> str | None:
+    """torch's name of an ONNX tensor type ('float' -> 'float32'); None when unknown."""
+    found = onnx_numpy_dtype(onnx_type)
+    return np.dtype(found).name if found is not None else None
 
 
 def short_name(dtype: str | torch.dtype) -> str | None:

@@ -6,6 +6,8 @@ Anything else that escapes is a bug in accel and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AccelError(Exception):
     """A problem the user can fix: `message` names it, `hint` says how."""
@@ -58,10 +60,21 @@ class GateError(AccelError):
 
 
 class MissingDependencyError(AccelError):
-    """An optional dependency is not installed; the hint names the pip extra."""
+    """A dependency is not installed; the hint names the pip extra that installs it, or the package
+    itself when it is one of accel's own dependencies (`extra` None: installing accel installs it)."""
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
+    def __init__(self, package: str, purpose: str, extra: str | None = None) -> None:
         super().__init__(
             f"{purpose} needs the package '{package}', which is not installed",
-            f"pip install 'accel[{extra}]'",
+            f"pip install 'accel[{extra}]'" if extra else f"pip install {package} (a dependency of accel)",
         )
+
+
+def require(module: str, purpose: str, extra: str | None = None) -> Any:
+    """The module `module`, imported; a MissingDependencyError naming `purpose` when it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(module, purpose, extra) from exc

@@ -227,12 +227,19 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return []
 
 
-def call_unpacked(fn: Callable[..., Any], batch: Any) -> Any:
+def split_call(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A batch as (args, kwargs), the way Pipeline.call_model unpacks it: tuple -> args,
+    mapping -> kwargs, anything else -> one argument."""
     if isinstance(batch, tuple):
-        return fn(*batch)
+        return batch, {}
     if isinstance(batch, Mapping):
-        return fn(**batch)
-    return fn(batch)
+        return (), dict(batch)
+    return (batch,), {}
+
+
+def call_unpacked(fn: Callable[..., Any], batch: Any) -> Any:
+    args, kwargs = split_call(batch)
+    return fn(*args, **kwargs)
 
 
 def batch_length(batch: Any) -> int:

@@ -18,7 +18,6 @@ import functools
 import statistics
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -27,7 +26,7 @@ from accel.core.counts import Counts, OpCount, count_forward, parameter_bytes
 from accel.core.dtypes import CALIBRATED
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, peak_memory_bytes, time_calls
-from accel.core.pipeline import Pipeline, tensors_in
+from accel.core.pipeline import Pipeline, split_call, tensors_in
 from accel.profiling.costmodel import (
     CALL_MARKER,
     PROFILED_CALLS,
@@ -266,7 +265,7 @@ def hardware_passes(
         return data
     batch = pipeline.example_batch()
     first_call: list[tuple[tuple, dict]] = []
-    args, kwargs = _as_call(batch)
+    args, kwargs = split_call(batch)
     call: Callable[[], Any] = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
     # The lambdas read `call`, `args` and `kwargs` when they run: after the generation pass has
     # replaced them with the loop's first call.
@@ -305,15 +304,6 @@ def hardware_passes(
             call = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
     extra = {**data.extra, "hardware_passes_skipped": skipped} if skipped else data.extra
     return dataclasses.replace(data, extra=extra, **found)
-
-
-def _as_call(batch: Any) -> tuple[tuple, dict]:
-    """The batch as (args, kwargs) the way Pipeline.call_model unpacks it."""
-    if isinstance(batch, tuple):
-        return batch, {}
-    if isinstance(batch, Mapping):
-        return (), dict(batch)
-    return (batch,), {}
 
 
 # The dtype pass runs when compute-bound ops take at least this share of the call: below it, no

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from accel.core.counts import Counts, OpCount
-from accel.core.dtypes import element_bytes
-from accel.core.errors import AccelError, MissingDependencyError, PipelineLoadError
+from accel.core.dtypes import element_bytes, onnx_numpy_dtype, onnx_torch_name
+from accel.core.errors import AccelError, PipelineLoadError, require
 from accel.core.machine import Machine
 from accel.core.measure import time_calls
 from accel.profiling.costmodel import build_cost_model
@@ -34,26 +34,6 @@ from accel.profiling.data import EndToEnd, ProfileData, StageTiming
 PROFILED_RUNS = 5
 TIMING_BUDGET_SECONDS = 5.0
 DEFAULT_DYNAMIC_DIM = 1
-ONNX_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-TORCH_DTYPE_NAMES = {
-    "float": "float32",
-    "double": "float64",
-    "float16": "float16",
-    "int64": "int64",
-    "int32": "int32",
-    "int8": "int8",
-    "uint8": "uint8",
-    "bool": "bool",
-}
 
 
 def parse_dynamic_dims(values: list[str]) -> dict[str, int]:
@@ -70,14 +50,6 @@ def parse_dynamic_dims(values: list[str]) -> dict[str, int]:
     return dims
 
 
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx", "profiling an ONNX model") from exc
-    return onnxruntime
-
-
 def synthesize_inputs(session: Any, dynamic_dims: dict[str, int]) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
     """One array per model input: shape from the signature, ones (ids 0/1 for integer inputs)."""
     rng = np.random.default_rng(0)
@@ -85,7 +57,7 @@ def synthesize_inputs(session: Any, dynamic_dims: dict[str, int]) -> tuple[dict[
     shapes: dict[str, list[int]] = {}
     known = set()
     for arg in session.get_inputs():
-        dtype = ONNX_DTYPES.get(arg.type)
+        dtype = onnx_numpy_dtype(arg.type)
         if dtype is None:
             raise AccelError(
                 f"ONNX input {arg.name!r} has type {arg.type}, which accel cannot synthesize",
@@ -172,7 +144,7 @@ def node_counts(events: list[dict[str, Any]], weights: dict[str, NodeWeights]) -
             else 0
         )
         read = _bytes(inputs) - listed_weights + known.weight_bytes
-        dtype = TORCH_DTYPE_NAMES.get(inputs[0][0], "") if inputs else ""
+        dtype = (onnx_torch_name(inputs[0][0]) or "") if inputs else ""
         count = OpCount(
             op=f"onnx::{op_type}",
             module=node,
@@ -239,7 +211,7 @@ def profile_onnx(
     budget_seconds: float = TIMING_BUDGET_SECONDS,
 ) -> ProfileData:
     """Measure an ONNX model under ONNX Runtime: latency, and the per-node cost model."""
-    ort = _ort()
+    ort = require("onnxruntime", "profiling an ONNX model")
     path = Path(path)
     try:
         session = ort.InferenceSession(str(path), providers=ort.get_available_providers())

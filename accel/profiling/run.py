@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -17,16 +16,11 @@ from accel.core.loading import Script, check_file, find_target
 from accel.core.machine import Machine, describe_machine
 from accel.core.measure import device_sync
 from accel.core.pipeline import Pipeline
+from accel.core.progress import Progress, no_progress
 from accel.profiling.analyzers import analyze
 from accel.profiling.data import ProfileData
 from accel.profiling.report import Report, Stage
 from accel.profiling.stages import measure_pipeline
-
-Progress = Callable[[str], None]
-
-
-def _no_progress(message: str) -> None:
-    return None
 
 
 def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None = None) -> Report:
@@ -105,7 +99,7 @@ def profile_pipeline(
     *,
     machine: Machine | None = None,
     trace_dir: str | os.PathLike | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     budget_seconds: float = 20.0,
 ) -> Report:
     machine = machine or describe_machine()
@@ -136,7 +130,7 @@ def profile_onnx_file(
     *,
     machine: Machine | None = None,
     dynamic_dims: dict[str, int] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     budget_seconds: float = 20.0,
 ) -> Report:
     from accel.profiling.onnx import profile_onnx
@@ -159,7 +153,7 @@ def profile_script(
     *,
     machine: Machine | None = None,
     trace_dir: str | os.PathLike | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     budget_seconds: float | None = None,
 ) -> Report:
     """Run a script under accel (its loop ended past `budget_seconds`) and report where it spends time."""
@@ -188,7 +182,7 @@ def profile(
     args: tuple[str, ...] = (),
     trace_dir: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     budget_seconds: float = 20.0,
     machine: Machine | None = None,
     html_path: str | os.PathLike | None = None,
@@ -256,8 +250,8 @@ def profile_ranks(
     trace_dir: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
     machine: Machine | None = None,
-    progress: Progress = _no_progress,
-    warn: Progress = _no_progress,
+    progress: Progress = no_progress,
+    warn: Progress = no_progress,
     timeout_seconds: float | None = None,
 ) -> Report:
     """Run a script on `nproc` local ranks under torchrun and report per rank, naming any straggler.
@@ -289,7 +283,7 @@ def profile_traces(
     *,
     json_path: str | os.PathLike | None = None,
     machine: Machine | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> Report:
     """Read the per-rank Kineto traces in a folder (one rank at a time) and report as profile_ranks does."""
     from accel.profiling.multirank.merge import multirank_report

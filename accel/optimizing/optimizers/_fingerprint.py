@@ -8,7 +8,6 @@ every library package the code reaches (a new Pillow must not serve records an o
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import sys
 import types
@@ -19,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from accel.core.errors import CacheError
-from accel.core.hashing import content_digest
+from accel.core.hashing import content_digest, new_sha256
 
 _MAX_FINGERPRINT_DEPTH = 6
 
@@ -29,7 +28,7 @@ class CodeFingerprint:
     """A hash of what a callable computes: bytecode, constants, closures and the globals it reads."""
 
     def __init__(self) -> None:
-        self.hash = hashlib.sha256()
+        self.hash = new_sha256()
         self.seen: set[int] = set()
 
     def feed(self, obj: Any, depth: int = 0) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import importlib
 import inspect
 import json
@@ -22,19 +21,11 @@ from typing import Any, Callable
 
 import torch
 
-from accel.core.pipeline import Pipeline
+from accel.core.hashing import text_sha256
+from accel.core.pipeline import Pipeline, split_call
 
 # Batches looked at to find the input dimensions that vary (batch size, padded length).
 SHAPE_PROBE_BATCHES = 8
-
-
-def split_call(batch: Any) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
-    """A batch as (args, kwargs), the way Pipeline.call_model unpacks it."""
-    if isinstance(batch, tuple):
-        return batch, {}
-    if isinstance(batch, Mapping):
-        return (), dict(batch)
-    return (batch,), {}
 
 
 def tensors_only(batch: Any) -> str | None:
@@ -84,7 +75,7 @@ def varying_dims(pipeline: Pipeline) -> list[set[int]]:
 
 def artifact_name(prefix: str, pipeline: Pipeline, config: Any) -> str:
     """A file name that is the same for the same pipeline name and parameters."""
-    digest = hashlib.sha256(json.dumps([pipeline.name, repr(config)], sort_keys=True).encode()).hexdigest()[:10]
+    digest = text_sha256(json.dumps([pipeline.name, repr(config)], sort_keys=True))[:10]
     return f"{pipeline.name}-{prefix}-{digest}"
 
 

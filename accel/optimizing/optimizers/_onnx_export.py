@@ -19,14 +19,8 @@ from typing import Any, Iterator
 
 import torch
 
-from accel.core.pipeline import Pipeline
-from accel.optimizing.optimizers._model_io import (
-    flatten_output,
-    output_structure,
-    positional_parameters,
-    split_call,
-    varying_dims,
-)
+from accel.core.pipeline import Pipeline, split_call
+from accel.optimizing.optimizers._model_io import flatten_output, output_structure, positional_parameters, varying_dims
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 # The dynamo exporter implements opset 18 and up; a lower opset would be converted down after export.

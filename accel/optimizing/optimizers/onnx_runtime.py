@@ -18,14 +18,14 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
-from accel.core.errors import LockError, MissingDependencyError
+from accel.core.dtypes import onnx_numpy_dtype
+from accel.core.errors import LockError, MissingDependencyError, require
 from accel.core.measure import now
-from accel.core.pipeline import Pipeline
+from accel.core.pipeline import Pipeline, split_call
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import artifact_name, rebuild_output, split_call, tensor_count, tensors_only
+from accel.optimizing.optimizers._model_io import artifact_name, rebuild_output, tensor_count, tensors_only
 from accel.optimizing.optimizers._onnx_export import EXPORTERS, export_onnx, input_names_of, quiet
 
 DEFAULT_OPSET = 17
@@ -34,11 +34,7 @@ DEFAULT_CALIBRATION_BATCHES = 8
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx", "the ONNX Runtime optimizers") from exc
-    return onnxruntime
+    return require("onnxruntime", "the ONNX Runtime optimizers")
 
 
 def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
@@ -50,17 +46,6 @@ def session_options_dict(threads: int, allow_spinning: bool) -> dict[str, Any]:
         "session.intra_op.allow_spinning": "1" if allow_spinning else "0",
         "session.inter_op.allow_spinning": "1" if allow_spinning else "0",
     }
-
-
-# ONNX tensor types and the numpy dtype a feed is cast to when the caller's differs (int32 ids, say).
-ONNX_NUMPY_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(bool)": np.bool_,
-}
 
 
 class OrtModel(torch.nn.Module):
@@ -100,7 +85,7 @@ class OrtModel(torch.nn.Module):
         self.session_options = dict(session_options)
         self.output_names = [o.name for o in self.session.get_outputs()]
         # Inputs the exporter pruned (unused by the graph) are dropped from the feed.
-        self._graph_types = {i.name: ONNX_NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+        self._graph_types = {i.name: onnx_numpy_dtype(i.type) for i in self.session.get_inputs()}
         if tensor_count(structure) != len(self.output_names):
             raise ValueError(
                 f"the ONNX graph has {len(self.output_names)} outputs, the model's output "

@@ -24,9 +24,10 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Iterator, TextIO
 
 from accel.core.errors import PipelineLoadError
+from accel.core.progress import Progress, no_progress
 from accel.profiling.ranks import CollectiveCall, JobTimeline, RankStep, RankTimeline, matched_calls
 
 # Read this many characters at a time: memory stays near this plus the per-step numbers.
@@ -38,8 +39,6 @@ STEP_PREFIX = "ProfilerStep#"
 LOADER_PREFIX = "enumerate(DataLoader)"
 CLOCK_ALIGNMENT = "rank 0's host: one clock; other hosts: median gap between their collective completions and rank 0's"
 US = 1e-6
-
-Progress = Callable[[str], None]
 
 
 class _Reader:
@@ -217,7 +216,7 @@ def _rank_of(path: Path, header: dict[str, Any]) -> int:
     )
 
 
-def read_job(folder: Path, progress: Progress = lambda message: None) -> tuple[JobTimeline, dict[str, Any]]:
+def read_job(folder: Path, progress: Progress = no_progress) -> tuple[JobTimeline, dict[str, Any]]:
     """Every rank's traces in `folder` (one file at a time) as one JobTimeline, clocks aligned."""
     ranks: dict[int, RankEvents] = {}
     hosts: dict[int, str] = {}
