@@ -74,6 +74,8 @@ class Optimizer(abc.ABC):
     # A setting that holds for a whole process (malloc's thresholds): one process cannot hold it for
     # one side of an A/B only, so it is timed in fresh processes (accel.optimizing.fresh).
     process_wide: ClassVar[bool] = False
+    # The finding kinds it cures: the analyzers' recommendations are checked against it (accel.optimizing.cures).
+    cures: ClassVar[tuple[str, ...]] = ()
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None

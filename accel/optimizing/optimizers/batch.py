@@ -83,6 +83,7 @@ def _source_length(pipeline: Pipeline) -> int | None:
 @register
 class BatchSize(Optimizer):
     name = "batch.size"
+    cures = ("compute_bound", "memory_bandwidth", "overhead", "generation")
     description = (
         "Scan batch sizes; take the smallest within 5% of the throughput plateau, under memory/latency limits."
     )
@@ -197,6 +198,7 @@ class BucketPlan:
 @register
 class BatchBucket(Optimizer):
     name = "batch.bucket"
+    cures = ("padding",)
     description = "Group samples of similar length into batches to cut padding; results stay in source order."
     target = "throughput"
     slot: ClassVar[str] = "batching"

@@ -217,6 +217,7 @@ def per_sample_seconds(prepare: Callable[[Any], Any], samples: list[Any]) -> flo
 @register
 class CacheDecoded(Optimizer):
     name = "cache.decoded"
+    cures = ("data_loading", "input_decoding", "straggler")
     description = "Store decoded (and deterministically transformed) samples on disk, memory-mapped; decode once."
     target = "throughput"
     Config = CacheDecodedConfig

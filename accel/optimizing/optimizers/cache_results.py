@@ -168,6 +168,7 @@ def _run_seconds(pipeline: Pipeline) -> float:
 @register
 class CacheResults(Optimizer):
     name = "cache.results"
+    cures = ("repeated_inputs",)
     description = "Serve repeated model inputs from an in-memory result cache (content-hashed, LRU, bytes-bounded)."
     target = "throughput"
     Config = CacheResultsConfig

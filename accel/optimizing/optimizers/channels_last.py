@@ -48,6 +48,7 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
 @register
 class ChannelsLast(Optimizer):
     name = "layout.channels_last"
+    cures = ("compute_bound", "memory_bandwidth")
     description = "A CNN's weights and 4-D inputs in channels-last (NHWC): no layout reorders around each convolution."
     target = "latency"
     slot: ClassVar[str] = "layout"

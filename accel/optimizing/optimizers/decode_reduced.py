@@ -159,6 +159,7 @@ def _seconds_per_sample(prepare: Callable[[Any], Any], samples: list[Any]) -> fl
 @register
 class DecodeReduced(Optimizer):
     name = "decode.reduced"
+    cures = ("input_decoding",)
     description = (
         "Decode JPEGs at reduced scale (Pillow draft) when decode resizes them down; kept within a pixel guard."
     )

@@ -28,6 +28,7 @@ class NotThroughGenerate(RuntimeError):
 @register
 class KVCache(Optimizer):
     name = "generation.kv_cache"
+    cures = ("generation",)
     description = "The generate loop with use_cache=True: each step feeds one new token, not the whole prefix."
     target = "latency"
     slot: ClassVar[str] = "generation"

@@ -128,6 +128,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 @register
 class LoaderTune(Optimizer):
     name = "loader.tune"
+    cures = ("data_loading", "input_decoding", "straggler")
     description = "Measure DataLoader settings (workers, prefetch, pinning) end to end; keep the fastest beyond noise."
     target = "throughput"
     Config = LoaderTuneConfig

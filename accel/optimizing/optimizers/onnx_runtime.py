@@ -248,6 +248,7 @@ class _OnnxBase(Optimizer):
 @register
 class OnnxRuntime(_OnnxBase):
     name = "onnx.runtime"
+    cures = ("overhead",)
     description = "Export with torch.onnx and run in ONNX Runtime (fp32, all graph optimizations, threads set)."
     Config = OnnxConfig
 
@@ -255,6 +256,7 @@ class OnnxRuntime(_OnnxBase):
 @register
 class OnnxInt8Dynamic(_OnnxBase):
     name = "onnx.int8_dynamic"
+    cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime with int8 weights and per-call activation quantization (quantize_dynamic)."
     Config = OnnxInt8DynamicConfig
 
@@ -301,6 +303,7 @@ class _SourceReader:
 @register
 class OnnxInt8Static(_OnnxBase):
     name = "onnx.int8_static"
+    cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime int8 (QDQ) with activation ranges calibrated on the pipeline's own source samples."
     Config = OnnxInt8StaticConfig
 

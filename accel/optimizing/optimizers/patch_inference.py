@@ -94,6 +94,7 @@ def _peak(model: Any, batch: Any) -> int:
 @register
 class PatchInference(Optimizer):
     name = "patch.inference"
+    cures = ("memory_peak",)
     description = "Run the CNN's leading stage patch by patch (exact halos) to cut peak activation memory."
     target = "memory"
     Config = PatchConfig

@@ -47,6 +47,7 @@ def _linear_count(model: torch.nn.Module) -> int:
 @register
 class QuantizeInt8Dynamic(Optimizer):
     name = "quantize.int8_dynamic"
+    cures = ("compute_bound", "memory_bandwidth")
     description = (
         "PyTorch int8 dynamic quantization of Linear layers (torchao when installed, else eager fbgemm kernels)."
     )
