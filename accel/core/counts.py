@@ -101,10 +101,6 @@ class OpCount:
         return self.bytes_read + self.bytes_written
 
     @property
-    def activation_bytes(self) -> int:
-        return self.bytes_moved - self.weight_bytes
-
-    @property
     def flops_per_byte(self) -> float:
         return self.flops / self.bytes_moved if self.bytes_moved else 0.0
 

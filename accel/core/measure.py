@@ -151,9 +151,6 @@ class Comparison:
         """True when the whole confidence interval of the speedup lies above `factor`."""
         return self.speedup_ci[0] > factor
 
-    def slower_beyond(self, factor: float) -> bool:
-        return self.speedup_ci[1] < factor
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "speedup": self.speedup,

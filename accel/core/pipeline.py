@@ -27,10 +27,6 @@ from accel.core.errors import PipelineError
 LOADER_OPTIONS = ("prefetch_factor", "persistent_workers", "pin_memory")
 
 
-def _identity(x: Any) -> Any:
-    return x
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Pipeline:
     """A model with the stages that feed it. See the README for the contract."""

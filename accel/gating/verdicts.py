@@ -142,10 +142,6 @@ class MetricVerdict:
     noise: float | None = None  # the noise floor it was decided under, as a fraction
 
     @property
-    def blocking(self) -> bool:
-        return self.verdict is Verdict.FAIL
-
-    @property
     def alarming(self) -> bool:
         """Undecided, but the estimate itself lies beyond the threshold: never silent."""
         return self.verdict is Verdict.WARN and not math.isnan(self.change) and self.change > self.threshold

@@ -65,7 +65,6 @@ class NoConfig:
 class Optimizer(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    target: ClassVar[str] = "latency"
     Config: ClassVar[type] = NoConfig
     # Optimizers sharing a slot are alternatives (say, every way of replacing the model): the engine
     # keeps at most one per slot and composes slots in SLOT_ORDER. "" means a slot of its own name.
@@ -131,10 +130,6 @@ def make_config(optimizer: Optimizer, params: dict[str, Any] | None, where: str 
         return optimizer.Config(**params)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{where}optimizer '{optimizer.name}': {exc}", "fix the parameter's value") from exc
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -43,7 +43,6 @@ from accel.core.io import cache_root, write_bytes_atomic
 MAGIC = b"ACCLREC1"
 ALIGN_BYTES = 64
 RECORD_SUFFIX = ".rec"
-TEMP_SUFFIX = ".tmp"
 # Evict down to this share of the limit, so a full cache does not evict on every single write.
 EVICT_TO_SHARE = 0.9
 # Temporary files older than this belong to a dead writer (a live one renames within milliseconds).

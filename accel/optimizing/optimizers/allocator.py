@@ -38,7 +38,6 @@ class Allocator(Optimizer):
         "glibc malloc's trim and mmap thresholds pinned, so each call's freed memory is reused instead of "
         "faulted in again from the kernel; timed in fresh processes (a process-wide setting)."
     )
-    target = "latency"
     slot: ClassVar[str] = "allocator"
     # Holds for the whole process: timed in fresh processes, never applied to this one.
     process_wide: ClassVar[bool] = True

@@ -87,7 +87,6 @@ class BatchSize(Optimizer):
     description = (
         "Scan batch sizes; take the smallest within 5% of the throughput plateau, under memory/latency limits."
     )
-    target = "throughput"
     slot: ClassVar[str] = "batch.size"
     Config = BatchSizeConfig
 
@@ -200,7 +199,6 @@ class BatchBucket(Optimizer):
     name = "batch.bucket"
     cures = ("padding",)
     description = "Group samples of similar length into batches to cut padding; results stay in source order."
-    target = "throughput"
     slot: ClassVar[str] = "batching"
     Config = BucketConfig
 

@@ -219,7 +219,6 @@ class CacheDecoded(Optimizer):
     name = "cache.decoded"
     cures = ("data_loading", "input_decoding", "straggler")
     description = "Store decoded (and deterministically transformed) samples on disk, memory-mapped; decode once."
-    target = "throughput"
     Config = CacheDecodedConfig
     slot: ClassVar[str] = "data.stage_cache"
 

@@ -170,7 +170,6 @@ class CacheResults(Optimizer):
     name = "cache.results"
     cures = ("repeated_inputs",)
     description = "Serve repeated model inputs from an in-memory result cache (content-hashed, LRU, bytes-bounded)."
-    target = "throughput"
     Config = CacheResultsConfig
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:

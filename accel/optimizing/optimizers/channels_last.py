@@ -50,7 +50,6 @@ class ChannelsLast(Optimizer):
     name = "layout.channels_last"
     cures = ("compute_bound", "memory_bandwidth")
     description = "A CNN's weights and 4-D inputs in channels-last (NHWC): no layout reorders around each convolution."
-    target = "latency"
     slot: ClassVar[str] = "layout"
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:

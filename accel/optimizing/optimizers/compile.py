@@ -48,7 +48,6 @@ class Compile(Optimizer):
     name = "compile"
     cures = ("overhead", "memory_bandwidth", "straggler")
     description = "torch.compile (inductor); the one-time compilation is measured and reported apart."
-    target = "latency"
     slot: ClassVar[str] = "model"
     Config = CompileConfig
 

@@ -163,7 +163,6 @@ class DecodeReduced(Optimizer):
     description = (
         "Decode JPEGs at reduced scale (Pillow draft) when decode resizes them down; kept within a pixel guard."
     )
-    target = "throughput"
     Config = DecodeReducedConfig
     slot = "data.decode"
 

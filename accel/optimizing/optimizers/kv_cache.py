@@ -30,7 +30,6 @@ class KVCache(Optimizer):
     name = "generation.kv_cache"
     cures = ("generation",)
     description = "The generate loop with use_cache=True: each step feeds one new token, not the whole prefix."
-    target = "latency"
     slot: ClassVar[str] = "generation"
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:

@@ -130,7 +130,6 @@ class LoaderTune(Optimizer):
     name = "loader.tune"
     cures = ("data_loading", "input_decoding", "straggler")
     description = "Measure DataLoader settings (workers, prefetch, pinning) end to end; keep the fastest beyond noise."
-    target = "throughput"
     Config = LoaderTuneConfig
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:

@@ -96,7 +96,6 @@ class PatchInference(Optimizer):
     name = "patch.inference"
     cures = ("memory_peak",)
     description = "Run the CNN's leading stage patch by patch (exact halos) to cut peak activation memory."
-    target = "memory"
     Config = PatchConfig
     slot = "model"
 

@@ -98,7 +98,6 @@ class _HalfPrecision(Optimizer):
     dtype_name: ClassVar[str] = "bfloat16"
     slot: ClassVar[str] = "model"
     Config = PrecisionConfig
-    target = "latency"
 
     def fast_ratio(self, context: Context) -> tuple[float, str]:
         ratio = _calibrated_ratio(context, self.dtype_name)

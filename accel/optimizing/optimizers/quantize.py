@@ -51,7 +51,6 @@ class QuantizeInt8Dynamic(Optimizer):
     description = (
         "PyTorch int8 dynamic quantization of Linear layers (torchao when installed, else eager fbgemm kernels)."
     )
-    target = "latency"
     slot: ClassVar[str] = "model"
     Config = QuantizeConfig
 

@@ -149,7 +149,7 @@ def timed_distributed(recorder: Recorder) -> Iterator[None]:
     def gradients_done() -> None:
         recorder.arrival_seconds = recorder.clock()
 
-    def on_output_grad(grad: torch.Tensor) -> None:
+    def on_output_grad(_grad: torch.Tensor) -> None:
         # The first gradient of the backward pass: queue a callback for its end. DDP queues the
         # wait for its all-reduce when its last bucket is ready, later, so this one runs first.
         Variable._execution_engine.queue_callback(gradients_done)
