@@ -121,7 +121,7 @@ def gate_command(
     markdown_path: Optional[Path] = typer.Option(
         None, "--markdown", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."
     ),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write everything as JSON (accel.gate/1)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write everything as JSON (accel.gate/2)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when a measurement is invalid."),
     counts_only: bool = typer.Option(
         False, "--counts-only", help="Gate the machine-independent counts only (fast, stable)."

@@ -3,8 +3,8 @@
 The first pass decodes and stores every sample (the one-time build cost); later passes read the
 memory-mapped record instead of decoding. The key covers the raw sample's content and a fingerprint
 of the cached code (its bytecode, constants, defaults, closure values and the globals it reads,
-recursively through helper functions), so editing a sample or the function misses; see accel/cache.py
-for the store.
+recursively through helper functions), so editing a sample or the function misses; see
+accel/optimizing/optimizers/_store.py for the store.
 
 The versions of the libraries the cached code uses (the package of every module, class and function
 it reaches) are part of the namespace: a new Pillow decodes to a new namespace, not to old records.
