@@ -281,8 +281,8 @@ def _side_values(pairs: list[tuple[Replicate, Replicate]], which: int) -> dict[s
 
 # --- calibration -------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class Calibration:
-    """A file's own noise: A/A process pairs, and what change each timed metric can resolve."""
+class NoiseFloor:
+    """A file's noise floor: its A/A process pairs' noise per timed metric, and the change each can resolve."""
 
     target: str
     pairs: int
@@ -308,7 +308,7 @@ class Calibration:
 
 def calibrate(
     file: str | os.PathLike, config: GateConfig = GateConfig(), pairs: int = 10, *, progress: Progress | None = None
-) -> Calibration:
+) -> NoiseFloor:
     path = check_file(file).resolve()
     side = Side(file=path, cwd=path.parent)
     _report(progress, f"measuring {pairs} A/A process pairs")
@@ -327,7 +327,7 @@ def calibrate(
         for m, n in noise.items()
         if config.thresholds.for_metric(METRICS[m]) < RECOMMENDED_NOISE_MULTIPLE * n
     )
-    return Calibration(
+    return NoiseFloor(
         target=path.name,
         pairs=len(got),
         noise=noise,
