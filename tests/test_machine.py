@@ -34,11 +34,34 @@ def test_calibration_figures_fall_in_plausible_ranges_and_are_cached():
     assert machine.calibrated and machine.ridge_flops_per_byte > 0
     path = cache_path(machine)
     assert path.exists() and str(path).startswith(str(path.parents[1]))
-    assert json.loads(path.read_text())["schema"] == "accel.calibration/1"
-    again = calibrated_machine(describe_machine("cpu"))  # from the cache, not measured again
-    assert again.peak_gflops_by_dtype == machine.peak_gflops_by_dtype
+    assert json.loads(path.read_text())["schema"] == "accel.calibration/2"
+    assert machine.cure_gflops and machine.calibration_noisy == json.loads(path.read_text())["noisy"]
     report = machine.to_dict()
-    assert {"device", "peak_bandwidth_gbs", "peak_gflops", "peak_gflops_by_dtype"} <= set(report)
+    assert {"device", "peak_bandwidth_gbs", "peak_gflops", "peak_gflops_by_dtype", "cpu_class"} <= set(report)
+
+
+def test_a_clean_cached_calibration_is_read_back_when_the_quick_check_agrees(monkeypatch):
+    from accel.core import calibration as calibration_module
+    from accel.core.calibration import Check
+    from accel.core.io import write_json_atomic
+
+    machine = describe_machine("cpu")
+    cached = Calibration(
+        device="cpu",
+        peak_bandwidth_gbs=10.0,
+        peak_gflops_by_dtype={"fp32": 100.0},
+        working_set_bytes=1,
+        seconds=1.0,
+        cure_gflops={"ort_int8": 300.0},
+        check_gflops=50.0,
+        check_gbs=5.0,
+    )
+    write_json_atomic(cache_path(machine), cached.to_dict())
+    check = Check(gflops=52.0, gbs=4.8, cpu_share=1.0, load_average=0.0, cores=machine.cores)
+    monkeypatch.setattr(calibration_module, "quick_check", lambda m: check)
+    monkeypatch.setattr(calibration_module, "calibrate", lambda *a, **k: pytest.fail("measured again"))
+    again = calibrated_machine(machine)  # from the cache, not measured again
+    assert again.peak_gflops == 100.0 and again.cure_gflops == {"ort_int8": 300.0} and not again.calibration_noisy
 
 
 def test_cache_is_keyed_by_torch_version_and_a_corrupt_file_is_measured_again(tmp_path):
@@ -66,6 +89,7 @@ def test_calibrate_command_prints_the_peaks():
     result = CliRunner().invoke(app, ["calibrate", "--quick", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "memory bandwidth" in result.output and "fp32 GEMM" in result.output
+    assert "CPU class" in result.output and "int8_dynamic_fbgemm" in result.output and "noise:" in result.output
 
 
 def test_calibrate_command_rejects_an_unknown_device():

@@ -1,59 +1,100 @@
-"""Machine calibration: what this device can physically do, measured once and cached.
+"""Machine calibration: what this device can physically do and how fast the kernels the cures run
+go on it; measured once, cached while it can be trusted.
 
 - Peak memory bandwidth: a streaming copy (read + write) over a working set several times the
-  last-level cache, so the copy runs from DRAM rather than from cache; the best of a few repeats.
-- Peak FLOP/s per dtype: square GEMMs sized so one call takes tens of milliseconds (large enough to
-  saturate the GEMM kernels, small enough to keep calibration short); fp32, bf16, fp16 and int8
-  (torch._int_mm) where the device runs them. A dtype emulated in software comes out slow, which
-  is the point: lower precision is recommended only where this device has faster units for it.
-- On CUDA the same kernels run on the GPU, timed with CUDA events after a synchronize.
+  last-level cache, so the copy runs from DRAM rather than from cache.
+- Peak FLOP/s per dtype (`peak_gflops_by_dtype`): square GEMMs sized so one call takes tens of
+  milliseconds; fp32, bf16, fp16 and int8 (torch._int_mm) where the device runs them. A dtype
+  emulated in software comes out slow: what the units can do, not what a cure will get.
+- Cure kernels (`cure_gflops`, accel.core.cure_kernels): the kernels the cures really run (fbgemm's
+  dynamic quantized Linear, ONNX Runtime's float32 and int8 MatMul, bf16 and fp16 Linear) at one
+  Linear layer's size. `Machine.best_cure_gflops(dtype)` and `cure_speedup(dtype)` read them.
+- On CUDA the same GEMMs and Linear kernels run on the GPU, timed with CUDA events.
+
+Noise: every figure is timed until its best calls agree (accel.core.steady), under a time cap. A
+calibration is noisy (`noise_reason`) when a figure's calls still disagree by more than
+SPREAD_LIMIT, when its threads ran less than MIN_CPU_SHARE of the time they were runnable (other
+processes held the CPU), or when the 1-minute load average was above the usable cores. A noisy
+calibration is cached flagged `noisy` and never used as if it were clean: the next use measures
+again when the machine is quiet, or marks the machine `calibration_noisy`.
+
+Cache check: before a cached calibration is used, a quick fp32 GEMM and copy (tenths of a second)
+are compared with the same quick figures taken when it was measured; beyond CHECK_TOLERANCE on a
+quiet machine, it is measured again (decide_cached holds the rule).
 
 Results are cached as JSON under accel's cache root (accel.core.io.cache_root), keyed by device,
-device name, core count, torch thread count and torch version; `accel calibrate` redoes it.
+device name, core count, torch thread count, torch version and ISA flags; `accel calibrate` redoes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from accel.core import cure_kernels
 from accel.core.dtypes import CALIBRATED as DTYPES
 from accel.core.hashing import short_digest
 from accel.core.io import cache_root, write_json_atomic
 from accel.core.machine import Machine, describe_machine
 from accel.core.measure import now
+from accel.core.steady import BEST_OF, SPREAD_LIMIT, Steady, sample_until_steady, warmed_seconds
 
 Progress = Callable[[str, float], None]  # (what is being measured, fraction done)
 
-CALIBRATION_SCHEMA = "accel.calibration/1"
+CALIBRATION_SCHEMA = "accel.calibration/2"
 # The streaming copy's working set: at least this many times the last-level cache, so that neither
 # source nor destination stays cached between repeats...
 WORKING_SET_CACHE_MULTIPLE = 4
 # ...and at least this much, for CPUs whose caches sysfs does not report, capped by device memory.
 MIN_WORKING_SET_BYTES = 512 * 1024**2
 QUICK_WORKING_SET_BYTES = 128 * 1024**2
-BANDWIDTH_REPEATS = 5
 # One GEMM call should take about this long: long enough that launch and threading costs vanish
-# against it, short enough that five dtypes calibrate in seconds.
-GEMM_TARGET_SECONDS = 0.05
-GEMM_REPEATS = 6
-GEMM_MIN_SIDE, GEMM_MAX_SIDE = 512, 8192
+# against it, short enough that four dtypes calibrate in a couple of seconds.
+GEMM_TARGET_SECONDS = 0.03
+GEMM_MIN_SIDE, GEMM_MAX_SIDE = 256, 8192
+# Time caps per phase (seconds of timed calls; every figure still gets BEST_OF calls): together
+# with building the kernels a calibration stays under ten seconds on a loaded 2-core machine.
+BANDWIDTH_CAP_SECONDS = 0.5
+GEMM_CAP_SECONDS = 1.5
+KERNEL_CAP_SECONDS = 1.5
+QUICK_CAP_FACTOR = 0.4  # --quick: shorter caps, a smaller working set
+# Below this share of its runnable time actually run, a measurement shared the CPU with other
+# processes: its figure is what was left over, not what the machine can do.
+MIN_CPU_SHARE = 0.8
+# The cache check: a GEMM and a copy small enough to take tenths of a second...
+CHECK_GEMM_SIDE = 1024
+CHECK_COPY_BYTES = 64 * 1024**2
+CHECK_CAP_SECONDS = 0.3
+# ...whose figures must agree with those taken at calibration within this fraction; a real change
+# (another host behind the same CPU name, a power cap) moves them by more.
+CHECK_TOLERANCE = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """Measured peaks of one device."""
+    """Measured peaks and cure-kernel rates of one device, and how noisy their measurement was."""
 
     device: str
     peak_bandwidth_gbs: float
     peak_gflops_by_dtype: dict[str, float]
     working_set_bytes: int
     seconds: float
+    cure_gflops: dict[str, float] = dataclasses.field(default_factory=dict)
+    cure_rows: dict[str, int] = dataclasses.field(default_factory=dict)  # rows each kernel ran at
+    cure_unavailable: dict[str, str] = dataclasses.field(default_factory=dict)  # kernel -> why not
+    spreads: dict[str, float] = dataclasses.field(default_factory=dict)  # figure -> spread of its best calls
+    cpu_shares: dict[str, float] = dataclasses.field(default_factory=dict)  # figure -> share of runnable time run
+    load_average: float | None = None  # 1-minute, when calibration began
+    cores: int = 0
+    threads: int = 0
+    check_gflops: float | None = None  # the cache check's figures, taken right after calibrating
+    check_gbs: float | None = None
+    noise_reason: str | None = None
 
     def __post_init__(self) -> None:
         if not self.peak_bandwidth_gbs > 0:
@@ -61,8 +102,22 @@ class Calibration:
         if "fp32" not in self.peak_gflops_by_dtype:
             raise ValueError("a calibration needs at least the fp32 peak")
 
+    @property
+    def noisy(self) -> bool:
+        return self.noise_reason is not None
+
+    @property
+    def spread(self) -> float:
+        """The largest spread of any figure's best calls."""
+        return max(self.spreads.values(), default=0.0)
+
+    @property
+    def cpu_share(self) -> float | None:
+        """The smallest share of its runnable time any figure's measurement ran."""
+        return min(self.cpu_shares.values(), default=None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": CALIBRATION_SCHEMA, **dataclasses.asdict(self)}
+        return {"schema": CALIBRATION_SCHEMA, **dataclasses.asdict(self), "noisy": self.noisy}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
@@ -77,8 +132,35 @@ class Calibration:
             peak_bandwidth_gbs=self.peak_bandwidth_gbs,
             peak_gflops=self.peak_gflops_by_dtype["fp32"],
             peak_gflops_by_dtype=dict(self.peak_gflops_by_dtype),
+            cure_gflops=dict(self.cure_gflops),
             calibrated=True,
+            calibration_noisy=self.noisy,
         )
+
+
+def noise_reason(
+    spreads: dict[str, float], cpu_shares: dict[str, float], load_average: float | None, cores: int
+) -> str | None:
+    """Why figures measured this way cannot be trusted for good; None when they can."""
+    worst = max(spreads, key=lambda name: spreads[name], default=None)
+    if worst is not None and spreads[worst] > SPREAD_LIMIT:
+        return f"{worst} varied {spreads[worst]:.0%} over its best {BEST_OF} calls (limit {SPREAD_LIMIT:.0%})"
+    least = min(cpu_shares, key=lambda name: cpu_shares[name], default=None)
+    if least is not None and cpu_shares[least] < MIN_CPU_SHARE:
+        return (
+            f"other processes held the CPU: {least} ran {cpu_shares[least]:.0%} of the time it was "
+            f"runnable (needs {MIN_CPU_SHARE:.0%})"
+        )
+    if load_average is not None and cores and load_average > cores:
+        return f"the 1-minute load average was {load_average:.1f} on {cores} usable cores"
+    return None
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def cache_dir() -> Path:
@@ -86,35 +168,12 @@ def cache_dir() -> Path:
 
 
 def cache_path(machine: Machine) -> Path:
-    key = f"{machine.device}|{machine.device_name}|{machine.cores}|{machine.threads}|{machine.torch_version}"
+    key = (
+        f"{machine.device}|{machine.device_name}|{machine.cores}|{machine.threads}|{machine.torch_version}"
+        f"|{','.join(machine.isa_flags)}"
+    )
     digest = short_digest(key)
     return cache_dir() / f"calibration-{machine.device.replace(':', '')}-{digest}.json"
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def _best_seconds(fn: Callable[[], Any], device: str, repeats: int) -> float:
-    """Best wall time of `fn` over `repeats` calls after one warm-up; CUDA events on a GPU."""
-    fn()
-    _sync(device)
-    best = math.inf
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            seconds = start.elapsed_time(end) / 1000.0
-        else:
-            t0 = now()
-            fn()
-            seconds = now() - t0
-        best = min(best, seconds)
-    return best
 
 
 def working_set_bytes(machine: Machine, quick: bool = False) -> int:
@@ -127,89 +186,184 @@ def working_set_bytes(machine: Machine, quick: bool = False) -> int:
     return int(wanted)
 
 
-def measure_bandwidth_gbs(device: str, size_bytes: int, repeats: int = BANDWIDTH_REPEATS) -> float:
-    """Streaming copy: bytes read plus bytes written per second, best of `repeats`."""
-    elements = size_bytes // 2 // 4  # source and destination together fill the working set
+def _copy(device: str, size_bytes: int) -> tuple[Callable[[], Any], int]:
+    """A streaming copy over `size_bytes` (source and destination together), and the bytes it moves."""
+    elements = size_bytes // 2 // 4
     source = torch.ones(elements, dtype=torch.float32, device=device)
     destination = torch.empty_like(source)
-    seconds = _best_seconds(lambda: destination.copy_(source), device, repeats)
-    return 2 * elements * 4 / seconds / 1e9
+    return (lambda: destination.copy_(source)), 2 * elements * 4
 
 
 def _gemm(dtype: torch.dtype, side: int, device: str) -> Callable[[], Any]:
+    generator = torch.Generator().manual_seed(0)
     if dtype == torch.int8:
-        a = torch.randint(-64, 64, (side, side), dtype=torch.int8, device=device)
-        b = torch.randint(-64, 64, (side, side), dtype=torch.int8, device=device)
+        a = torch.randint(-64, 64, (side, side), dtype=torch.int8, generator=generator).to(device)
+        b = torch.randint(-64, 64, (side, side), dtype=torch.int8, generator=generator).to(device)
         return lambda: torch._int_mm(a, b)
-    a = torch.randn(side, side, device=device).to(dtype)
-    b = torch.randn(side, side, device=device).to(dtype)
+    a = torch.randn(side, side, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(side, side, generator=generator).to(device=device, dtype=dtype)
     return lambda: torch.mm(a, b)
 
 
-def gemm_side(dtype: torch.dtype, device: str, target_seconds: float = GEMM_TARGET_SECONDS) -> int | None:
-    """The GEMM side at which one call takes about `target_seconds`, or None where the device
-    does not run `dtype`. The side doubles from GEMM_MIN_SIDE: small GEMMs are latency-bound and
-    under-report, and a slow (emulated) dtype stops early, keeping calibration short."""
+def sized_gemm(
+    dtype: torch.dtype, device: str, target_seconds: float = GEMM_TARGET_SECONDS
+) -> tuple[Callable[[], Any], int] | None:
+    """A warmed-up GEMM call whose side makes it take about `target_seconds`, and that side; None
+    where the device does not run `dtype`. The side doubles from GEMM_MIN_SIDE: small GEMMs are
+    latency-bound and under-report, and a slow (emulated) dtype stops early, keeping calibration short."""
     side = GEMM_MIN_SIDE
-    while side < GEMM_MAX_SIDE:
+    while True:
         try:
-            seconds = _best_seconds(_gemm(dtype, side, device), device, 1)
+            call = _gemm(dtype, side, device)
+            seconds = warmed_seconds(call, device)
         except (RuntimeError, NotImplementedError):
             return None
-        if seconds >= target_seconds:
-            break
+        if seconds >= target_seconds or side * 2 > GEMM_MAX_SIDE:
+            return call, side
         side *= 2
-    return side
 
 
-def measure_gemm_gflops(
-    dtypes: dict[str, torch.dtype],
-    device: str,
-    rounds: int = GEMM_REPEATS,
-    target_seconds: float = GEMM_TARGET_SECONDS,
-    progress: Callable[[str], None] = lambda name: None,
-) -> dict[str, float]:
-    """Peak GFLOP/s per dtype. The dtypes take turns over `rounds` rounds and each keeps its best
-    call, so a burst of load from other processes cannot favour one dtype over another."""
-    calls: dict[str, tuple[Callable[[], Any], int]] = {}
-    for name, dtype in dtypes.items():
-        progress(name)
-        side = gemm_side(dtype, device, target_seconds)
-        if side is not None:
-            calls[name] = (_gemm(dtype, side, device), side)
-    best = {name: 0.0 for name in calls}
-    for _ in range(rounds):
-        for name, (call, side) in calls.items():
-            seconds = _best_seconds(call, device, 1)
-            best[name] = max(best[name], 2 * side**3 / seconds / 1e9)
-    return best
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How long each phase may time its calls."""
+
+    working_set_bytes: int
+    bandwidth_cap: float
+    gemm_cap: float
+    kernel_cap: float
+    gemm_target: float
+    kernel_rows: int
+
+
+def _plan(machine: Machine, quick: bool) -> _Plan:
+    factor = QUICK_CAP_FACTOR if quick else 1.0
+    return _Plan(
+        working_set_bytes=working_set_bytes(machine, quick),
+        bandwidth_cap=BANDWIDTH_CAP_SECONDS * factor,
+        gemm_cap=GEMM_CAP_SECONDS * factor,
+        kernel_cap=KERNEL_CAP_SECONDS * factor,
+        gemm_target=GEMM_TARGET_SECONDS * factor,
+        kernel_rows=cure_kernels.QUICK_ROWS if quick else cure_kernels.FULL_ROWS,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """The cache check's figures: a small fp32 GEMM and copy, and how busy the machine was."""
+
+    gflops: float
+    gbs: float
+    cpu_share: float | None
+    load_average: float | None
+    cores: int
+
+
+def quick_check(machine: Machine) -> Check:
+    """A small fp32 GEMM and copy, timed until steady under CHECK_CAP_SECONDS."""
+    device = machine.device
+    gemm = _gemm(torch.float32, CHECK_GEMM_SIDE, device)
+    copy, moved = _copy(device, CHECK_COPY_BYTES)
+    for call in (gemm, copy):
+        warmed_seconds(call, device)
+    got = sample_until_steady(
+        {"gemm": gemm, "copy": copy}, cap_seconds=CHECK_CAP_SECONDS, device=device, threads=machine.threads
+    )
+    shares = [s.cpu_share for s in got.values() if s.cpu_share is not None]
+    on_cpu = device == "cpu"
+    return Check(
+        gflops=2 * CHECK_GEMM_SIDE**3 / got["gemm"].best_seconds / 1e9,
+        gbs=moved / got["copy"].best_seconds / 1e9,
+        cpu_share=min(shares) if shares and on_cpu else None,
+        load_average=load_average() if on_cpu else None,
+        cores=machine.cores,
+    )
+
+
+def _measure_bandwidth(device: str, plan: _Plan, threads: int) -> tuple[float, dict[str, Steady]]:
+    copy, moved = _copy(device, plan.working_set_bytes)
+    warmed_seconds(copy, device)
+    got = sample_until_steady({"bandwidth": copy}, cap_seconds=plan.bandwidth_cap, device=device, threads=threads)
+    return moved / got["bandwidth"].best_seconds / 1e9, got
+
+
+def _measure_gemms(
+    device: str, plan: _Plan, threads: int, report: Callable[[str], None]
+) -> tuple[dict[str, float], dict[str, Steady]]:
+    """Peak GFLOP/s per dtype (square GEMMs, timed in turns) and each one's calls, as 'fp32 GEMM'..."""
+    gemms: dict[str, tuple[Callable[[], Any], int]] = {}
+    for name, dtype in DTYPES.items():
+        report(name)
+        sized = sized_gemm(dtype, device, plan.gemm_target)
+        if sized is not None:
+            gemms[name] = sized
+    got = sample_until_steady(
+        {f"{name} GEMM": call for name, (call, _) in gemms.items()},
+        cap_seconds=plan.gemm_cap,
+        device=device,
+        threads=threads,
+    )
+    peaks = {name: 2 * side**3 / got[f"{name} GEMM"].best_seconds / 1e9 for name, (_, side) in gemms.items()}
+    return peaks, got
+
+
+def _measure_cure_kernels(
+    device: str, plan: _Plan, threads: int
+) -> tuple[dict[str, float], dict[str, int], dict[str, str], dict[str, Steady]]:
+    """GFLOP/s of each cure kernel, the rows it ran at, why any could not run, and its calls."""
+    kernels, unavailable = cure_kernels.prepare(
+        device, threads, lambda call: warmed_seconds(call, device), plan.kernel_rows
+    )
+    got = sample_until_steady(
+        {name: call for name, (call, _) in kernels.items()}, cap_seconds=plan.kernel_cap, device=device, threads=threads
+    )
+    rows = {name: count for name, (_, count) in kernels.items()}
+    rates = {name: cure_kernels.flops(rows[name]) / got[name].best_seconds / 1e9 for name in kernels}
+    return rates, rows, unavailable, got
 
 
 def calibrate(machine: Machine | None = None, *, quick: bool = False, progress: Progress | None = None) -> Calibration:
-    """Measure peak bandwidth and peak FLOP/s per dtype on `machine`'s device."""
+    """Measure peak bandwidth, peak FLOP/s per dtype and the cure kernels' rates on `machine`'s device."""
     machine = machine or describe_machine()
     report = progress or (lambda message, fraction: None)
-    device = machine.device
+    device, threads, on_cpu = machine.device, machine.threads, machine.device == "cpu"
+    load = load_average()
     began = now()
-    size = working_set_bytes(machine, quick)
-    steps = 1 + len(DTYPES)
-    report(f"memory bandwidth ({size / 1024**2:.0f} MiB streaming copy)", 0.0)
-    bandwidth = measure_bandwidth_gbs(device, size, repeats=3 if quick else BANDWIDTH_REPEATS)
+    plan = _plan(machine, quick)
+    report(f"memory bandwidth ({plan.working_set_bytes / 1024**2:.0f} MiB streaming copy)", 0.0)
+    bandwidth, steadies = _measure_bandwidth(device, plan, threads)
     names = list(DTYPES)
-    peaks = measure_gemm_gflops(
-        DTYPES,
+    peaks, got = _measure_gemms(
         device,
-        rounds=2 if quick else GEMM_REPEATS,
-        target_seconds=GEMM_TARGET_SECONDS / (4 if quick else 1),
-        progress=lambda name: report(f"peak GFLOP/s, {name} GEMM", (1 + names.index(name)) / steps),
+        plan,
+        threads,
+        lambda name: report(f"peak GFLOP/s, {name} GEMM", 0.1 + 0.4 * names.index(name) / len(names)),
     )
+    steadies.update(got)
+    report("the cures' kernels (int8 fbgemm and ONNX Runtime, bf16/fp16 Linear)", 0.5)
+    rates, rows, unavailable, got = _measure_cure_kernels(device, plan, threads)
+    steadies.update(got)
+    report("cache check figures", 0.95)
+    check = quick_check(machine)
+    spreads = {name: steady.spread for name, steady in steadies.items()}
+    shares = {name: s.cpu_share for name, s in steadies.items() if s.cpu_share is not None and on_cpu}
     report("done", 1.0)
     return Calibration(
         device=device,
         peak_bandwidth_gbs=bandwidth,
         peak_gflops_by_dtype=peaks,
-        working_set_bytes=size,
+        working_set_bytes=plan.working_set_bytes,
         seconds=now() - began,
+        cure_gflops=rates,
+        cure_rows=rows,
+        cure_unavailable=unavailable,
+        spreads=spreads,
+        cpu_shares=shares,
+        load_average=load,
+        cores=machine.cores,
+        threads=threads,
+        check_gflops=check.gflops,
+        check_gbs=check.gbs,
+        noise_reason=noise_reason(spreads, shares, load if on_cpu else None, machine.cores),
     )
 
 
@@ -221,13 +375,57 @@ def load_cached(machine: Machine) -> Calibration | None:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheDecision:
+    """Whether a cached calibration is used as it is, and why."""
+
+    use_cached: bool
+    reason: str
+
+
+def decide_cached(cached: Calibration, check: Check) -> CacheDecision:
+    """Use the cached calibration, or measure again? Measuring again on a busy machine would be no
+    better than the cache, so it is only done on a quiet one: when the cache is noisy, lacks the
+    check figures, or the check now disagrees with them beyond CHECK_TOLERANCE."""
+    shares = {"the cache check": check.cpu_share} if check.cpu_share is not None else {}
+    busy = noise_reason({}, shares, check.load_average, check.cores)
+    if busy is not None:
+        return CacheDecision(True, f"cached calibration kept: the machine is busy now ({busy})")
+    if cached.noisy:
+        return CacheDecision(
+            False, f"the cached calibration was noisy ({cached.noise_reason}); the machine is quiet now"
+        )
+    if not cached.check_gflops or not cached.check_gbs:
+        return CacheDecision(False, "the cached calibration has no check figures")
+    for what, measured, then in (
+        ("fp32 GEMM", check.gflops, cached.check_gflops),
+        ("copy", check.gbs, cached.check_gbs),
+    ):
+        if abs(measured / then - 1) > CHECK_TOLERANCE:
+            return CacheDecision(
+                False, f"the cache check's {what} now runs at {measured / then:.2f}x the cached figure"
+            )
+    return CacheDecision(True, "the cache check agrees with the cached calibration")
+
+
 def calibrated_machine(
     machine: Machine | None = None, *, recalibrate: bool = False, quick: bool = False, progress: Progress | None = None
 ) -> Machine:
-    """`machine` with its peaks filled in: from the cache, or measured now and cached."""
+    """`machine` with its peaks filled in: from the cache when decide_cached keeps it, else measured
+    now and cached (a noisy calibration cached flagged, see the module docstring)."""
     machine = machine or describe_machine()
-    calibration = None if recalibrate else load_cached(machine)
-    if calibration is None:
-        calibration = calibrate(machine, quick=quick, progress=progress)
-        write_json_atomic(cache_path(machine), calibration.to_dict())
-    return calibration.apply(machine)
+    cached = None if recalibrate else load_cached(machine)
+    if cached is not None:
+        decision = decide_cached(cached, quick_check(machine))
+        if decision.use_cached:
+            return cached.apply(machine)
+        if progress is not None:
+            progress(f"calibrating again: {decision.reason}", 0.0)
+    return calibrate_and_cache(machine, quick=quick, progress=progress).apply(machine)
+
+
+def calibrate_and_cache(machine: Machine, *, quick: bool = False, progress: Progress | None = None) -> Calibration:
+    """Measure `machine` now and cache the result (flagged when noisy); what `accel calibrate` runs."""
+    calibration = calibrate(machine, quick=quick, progress=progress)
+    write_json_atomic(cache_path(machine), calibration.to_dict())
+    return calibration
