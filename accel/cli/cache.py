@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from accel.cli.common import console
-from accel.cli.render import format_bytes
+from accel.cli.units import format_bytes
 
 cache_app = typer.Typer(help="Inspect or empty the decoded-sample cache (cache.decoded).", no_args_is_help=True)
 

@@ -75,7 +75,7 @@ def bench_command(
 
 
 def bench_table(result) -> Table:
-    from accel.cli.render import format_bytes, format_seconds
+    from accel.cli.units import format_bytes, format_seconds
 
     measured = f"{len(result.replicates)} fresh processes" if result.replicates else "counts only"
     table = Table(title=f"accel bench {result.target}  ({measured})", title_justify="left")

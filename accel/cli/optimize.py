@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from accel.cli.common import console, err_console
-from accel.cli.render import format_bytes, format_seconds
+from accel.cli.units import format_bytes, format_seconds
 
 VERDICT_STYLES = {"accepted": "good", "reverted": "bad", "failed": "bad", "not applicable": "muted", "skipped": "muted"}
 VERDICT_LABELS = {"not applicable": "n/a"}

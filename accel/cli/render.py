@@ -1,4 +1,4 @@
-"""Rendering reports for the terminal with Rich. Units are chosen here, nowhere else."""
+"""Rendering a profile report for the terminal with Rich (units from accel.cli.units)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from accel.cli.units import format_seconds, format_share
 from accel.profiling.report import Report
 
 BAR_WIDTH = 40
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds is None:
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.1f} us"
-
-
-def format_bytes(count: float) -> str:
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(count) >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count:.0f} B"
-
-
-def format_share(share: float) -> str:
-    return f"{share * 100:.1f}%"
 
 
 def stage_table(report: Report) -> Table:
