@@ -1,10 +1,12 @@
 """`quantize.int8_dynamic`: int8 weights, activations quantized per call, in PyTorch.
 
-torch.ao.quantization is deprecated; torchao's `quantize_` with
-`Int8DynamicActivationInt8WeightConfig` is the maintained path and is used when torchao is
-installed. Without it, accel falls back to the eager dynamic-quantized Linear kernels (fbgemm on
-x86) that still ship with torch, which are what run fast on a CPU today. Which backend ran is
-recorded, and the engine's measurement decides whether it is kept.
+Backend "auto" (the default) runs the eager dynamic-quantized Linear kernels that ship with torch
+(fbgemm on x86): the kernel calibration times as this cure's (accel.core.cure_kernels), and the one
+that runs fast on a CPU today. torchao's `quantize_` with `Int8DynamicActivationInt8WeightConfig`
+(the maintained path; torch.ao.quantization is deprecated) runs only when asked for with
+`backend: torchao`: being installed is no reason, since on an AVX2 CPU its int8 path
+(torch._int_mm) runs several times slower than eager fbgemm. Which backend ran is recorded, and
+the engine's measurement decides whether it is kept.
 """
 
 from __future__ import annotations
@@ -48,9 +50,7 @@ def _linear_count(model: torch.nn.Module) -> int:
 class QuantizeInt8Dynamic(Optimizer):
     name = "quantize.int8_dynamic"
     cures = ("compute_bound", "memory_bandwidth")
-    description = (
-        "PyTorch int8 dynamic quantization of Linear layers (torchao when installed, else eager fbgemm kernels)."
-    )
+    description = "PyTorch int8 dynamic quantization of Linear layers (eager fbgemm kernels; torchao when asked for)."
     slot: ClassVar[str] = "model"
     Config = QuantizeConfig
 
@@ -70,7 +70,7 @@ class QuantizeInt8Dynamic(Optimizer):
         started = now()
         backend = config.backend
         if backend == "auto":
-            backend = "torchao" if _has_torchao() else "eager"
+            backend = "eager"  # the kernel calibrated as this cure's; torchao only when asked for
         model = copy.deepcopy(pipeline.model).eval()
         if backend == "torchao":
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
