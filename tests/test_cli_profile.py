@@ -92,7 +92,7 @@ def test_minimal_form_figures_agree_per_sample(tmp_path):
     from rich.console import Console
 
     import accel
-    from accel.cli.render import render_profile
+    from accel.cli.render_profile import render_profile
 
     path = tmp_path / "minimal16.py"
     path.write_text(MINIMAL_BATCH_16)

@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 import accel
-from accel.cli.render import render_profile
+from accel.cli.render_profile import render_profile
 from accel.core.machine import describe_machine
 from accel.gating.bench import BenchConfig, Side, run_replicate
 from accel.optimizing.optimizers import OPTIMIZERS, Context

@@ -131,7 +131,7 @@ def test_rendered_profile_shows_the_note(tmp_path):
 
     from rich.console import Console
 
-    from accel.cli.render import render_profile
+    from accel.cli.render_profile import render_profile
 
     path = write(tmp_path, "train.py", TRAINING_SCRIPT.format(extra=""))
     report = accel.profile(path, args=(str(tmp_path / "runs.log"),), budget_seconds=30.0)

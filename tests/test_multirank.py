@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from accel.cli.render import rank_table
+from accel.cli.render_profile import rank_table
 from accel.core.errors import PipelineError, PipelineLoadError
 from accel.profiling.multirank import launch as launch_module
 from accel.profiling.multirank import traces

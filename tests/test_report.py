@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 import accel
-from accel.cli.render import render_profile
+from accel.cli.render_profile import render_profile
 from accel.profiling.report import Finding, Report, Stage, finding_kinds, severity_for
 
 PLANTED = Path(__file__).parent / "planted"

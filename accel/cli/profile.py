@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from accel.cli.common import console, err_console, escape
-from accel.cli.render import render_profile
+from accel.cli.render_profile import render_profile
 from accel.core.errors import PipelineLoadError
 
 
