@@ -15,6 +15,9 @@ A recipe file (read with `yaml.safe_load` only) looks like
           - onnx.runtime
           - {optimizer: onnx.int8_dynamic, params: {per_channel: true}}
         guard: {min_cosine: 0.995}   # optional, overrides the recipe's guard for this rule
+      - name: recommended
+        when: {findings: any}      # any: every registered finding kind
+        try: recommended           # the registered optimizers the matching findings recommend
 
 Every problem is a RecipeError whose message names the file, the rule and the key, and says
 what was expected.
