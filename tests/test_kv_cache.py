@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import accel
-from accel.core.generate import accepts_cache, is_cached
+from accel.core.kv_cache import accepts_cache, is_cached
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.kv_cache import NotThroughGenerate

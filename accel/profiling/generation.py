@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from accel.core.counts import parameter_bytes
-from accel.core.generate import accepts_cache, generate_calls, with_cache
+from accel.core.kv_cache import accepts_cache, generate_calls, with_cache
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, now
 from accel.core.pipeline import Pipeline, batch_length, tensors_in

@@ -4,7 +4,7 @@ The generation finding's cure. A loop written with `use_cache=False` (or against
 turned the cache off) feeds the whole sequence at every step, so step time grows with the
 position; with the cache each step feeds one token and reads the past keys and values. The
 pipeline's own generate function is left unchanged: the model it is handed is a shallow copy
-(same weights) whose `generate` gets `use_cache=True` (accel.core.generate). Greedy decoding gives
+(same weights) whose `generate` gets `use_cache=True` (accel.core.kv_cache). Greedy decoding gives
 the same tokens either way up to float rounding; the guard compares the tokens out, so a model
 whose cached path decodes differently is reverted, not kept.
 """
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from accel.core.generate import accepts_cache, generate_calls, is_cached, with_cache
+from accel.core.kv_cache import accepts_cache, generate_calls, is_cached, with_cache
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
