@@ -17,6 +17,7 @@ import accel
 from accel.cli import app
 from accel.cli.optimize import render_optimize
 from accel.core.errors import LockError
+from accel.optimizing.decision import KeepTest
 from accel.optimizing.lock import Lock, LockEntry, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.optimizing.script import ACCEPTED, REVERTED, ScriptSetting, candidates, judge
@@ -98,9 +99,9 @@ def test_loader_bound_script_keeps_workers_and_accel_run_applies_them(tmp_path):
     assert DataLoader.__init__ is original_init and script.read_bytes() == before
     assert seen.read_text().split()[0].isdigit()
     assert result.chosen is not None and result.chosen.num_workers > 0, result.to_dict()
-    kept = [s for s in result.steps if s["verdict"] == ACCEPTED]
-    assert len(kept) == 1 and kept[0]["speedup_ci"][0] > 1.03 and kept[0]["fidelity"] == {"batches": "same batches"}
-    assert all(s["setup_seconds"] > 0 for s in result.steps)  # worker start-up, apart from the rate
+    kept = [s for s in result.steps if s.verdict == ACCEPTED]
+    assert len(kept) == 1 and kept[0].speedup_ci[0] > 1.03 and kept[0].fidelity == {"batches": "same batches"}
+    assert all(s.setup_seconds > 0 for s in result.steps)  # worker start-up, apart from the rate
     lock = read_lock(result.lock_path)
     assert lock.kind == "script" and lock.entries[0].state["num_workers"] == result.chosen.num_workers
     assert lock.entries[0].params == {"threads": result.chosen_threads}  # accel run applies it again
@@ -116,18 +117,18 @@ def test_loader_bound_script_keeps_workers_and_accel_run_applies_them(tmp_path):
 def test_model_bound_script_keeps_nothing_and_no_loader_says_so(tmp_path):
     result = accel.optimize(_write(tmp_path, "heavy.py", MODEL_BOUND), budget_seconds=3)
     assert result.chosen is None and result.steps, result.to_dict()
-    assert all(s["verdict"] == REVERTED for s in result.steps)
+    assert all(s.verdict == REVERTED for s in result.steps)
     plain = accel.optimize(_write(tmp_path, "plain.py", "import torch\nx = torch.ones(3) * 2\n"))
     assert plain.chosen is None and plain.message.startswith("no loader to tune")
 
 
 def test_guard_reverts_a_setting_whose_workers_change_the_batches(tmp_path):
     result = accel.optimize(_write(tmp_path, "noisy.py", GLOBAL_RNG), budget_seconds=3, out_dir=tmp_path / "out")
-    with_workers = [s for s in result.steps if s["params"]["num_workers"] > 0]
+    with_workers = [s for s in result.steps if s.params["num_workers"] > 0]
     assert with_workers and result.chosen is None
     for step in with_workers:
-        assert step["verdict"] == REVERTED and step["fidelity"] == {"batches": "batches differ"}
-        assert "pass 1, batch 1 differs" in step["reason"] and "global RNG" in step["reason"]
+        assert step.verdict == REVERTED and step.fidelity == {"batches": "batches differ"}
+        assert "pass 1, batch 1 differs" in step.reason and "global RNG" in step.reason
     assert read_lock(tmp_path / "out").entries == ()
 
 
@@ -146,7 +147,7 @@ def test_script_flag_runs_a_pipeline_file_as_a_script_and_the_table_renders(tmp_
     )
     result = accel.optimize(pipeline_file, as_script=True, budget_seconds=1)
     assert result.message.startswith("no loader to tune")
-    data = {**result.to_dict(), "rounds": 3, "steps": [judge_step()], "lock_path": "out/accel.lock.yaml"}
+    data = {**result.to_dict(), "rounds": 3, "steps": [judge_step().to_dict()], "lock_path": "out/accel.lock.yaml"}
     data |= {
         "baseline": {"samples_per_s": 100.0},
         "final": {"samples_per_s": 200.0},
@@ -160,11 +161,13 @@ def test_script_flag_runs_a_pipeline_file_as_a_script_and_the_table_renders(tmp_
     assert "accel run model.py --lock out/accel.lock.yaml" in text
 
 
-def judge_step() -> dict:
+def judge_step():
     same = {"pass 1, batch 1": "a"}
     trials = [[_trial(1.0, same)] * 3, [_trial(0.5, same)] * 3]
     settings = [ScriptSetting(None, 2), ScriptSetting(Setting(2), 2)]
-    (step,) = judge(settings, ["as written", "num_workers=2"], trials, {}, _trial(1.0, same), 1.03)
+    (step,) = judge(
+        settings, ["as written", "num_workers=2"], trials, {}, _trial(1.0, same), KeepTest("throughput", 1.03)
+    )
     return step
 
 
@@ -203,10 +206,10 @@ def test_each_trial_runs_at_its_own_thread_count(tmp_path):
     script, seen = _write(tmp_path, "train.py", RECORDS_RUNS), tmp_path / "seen.txt"
     result = accel.optimize(script, budget_seconds=1, threads=2, args=(str(seen),))
     runs = {tuple(int(v) for v in line.split()) for line in seen.read_text().splitlines()}
-    searched = {(s["params"]["num_workers"], s["params"]["threads"]) for s in result.steps}
+    searched = {(s.params["num_workers"], s.params["threads"]) for s in result.steps}
     assert (1, 1) in searched and (1, 2) in searched, result.steps  # one worker, beside 1 and 2 threads
     assert runs == searched | {(0, 2)}  # every candidate ran at its count; the script as written at 2
-    names = [s["optimizer"] for s in result.steps]
+    names = [s.optimizer for s in result.steps]
     assert "num_workers=1, threads=1" in names and "num_workers=1" in names
 
 
@@ -220,9 +223,9 @@ def test_judge_keeps_only_the_fastest_faithful_setting_beyond_noise():
         [_trial(0.25, other)] * 3,  # 4x, other batches
         [_trial(0.99, same)] * 3,  # not beyond 1.03
     ]
-    steps = judge(settings, names, trials, {}, _trial(1.0, same), 1.03)
-    assert [s["verdict"] for s in steps] == [ACCEPTED, REVERTED, REVERTED]
-    assert steps[1]["fidelity"] == {"batches": "batches differ"} and "not faster" in steps[2]["reason"]
+    steps = judge(settings, names, trials, {}, _trial(1.0, same), KeepTest("throughput", 1.03))
+    assert [s.verdict for s in steps] == [ACCEPTED, REVERTED, REVERTED]
+    assert steps[1].fidelity == {"batches": "batches differ"} and "not faster" in steps[2].reason
 
 
 def test_steady_state_leaves_out_each_pass_first_batch_and_accel_digesting():

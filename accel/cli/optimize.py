@@ -13,9 +13,21 @@ from rich.text import Text
 
 from accel.cli.common import console, err_console
 from accel.cli.units import format_bytes, format_seconds
+from accel.optimizing.decision import Verdict
 
-VERDICT_STYLES = {"accepted": "good", "reverted": "bad", "failed": "bad", "not applicable": "muted", "skipped": "muted"}
-VERDICT_LABELS = {"not applicable": "n/a"}
+VERDICT_STYLES = {
+    Verdict.ACCEPTED: "good",
+    Verdict.REVERTED: "bad",
+    Verdict.FAILED: "bad",
+    Verdict.NOT_APPLICABLE: "muted",
+    Verdict.SKIPPED: "muted",
+}
+VERDICT_LABELS = {Verdict.NOT_APPLICABLE: "n/a"}
+
+
+def _verdict(value: str) -> Text:
+    verdict = Verdict(value)
+    return Text(VERDICT_LABELS.get(verdict, verdict.value), style=VERDICT_STYLES[verdict])
 
 
 def _speedup(step: dict) -> str:
@@ -86,7 +98,7 @@ def steps_table(data: dict) -> Table:
         row += [_fidelity(step), one_time]
         table.add_row(
             *row,
-            Text(VERDICT_LABELS.get(step["verdict"], step["verdict"]), style=VERDICT_STYLES.get(step["verdict"], "")),
+            _verdict(step["verdict"]),
             escape(step["reason"]),
         )
     return table

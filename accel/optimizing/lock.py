@@ -12,9 +12,15 @@ A lock written for a training script (`accel optimize SCRIPT`) has `kind: script
 without `kind` is a pipeline lock, so locks written before scripts could be optimized read as before.
 
 Loading checks all of it and says what changed: a changed file, a changed artifact, or changed
-weights when an artifact holds a copy of them, is refused (it was built from the old ones); a different torch or ONNX
-Runtime than the lock was measured with is refused too, with `accel verify` as the way to check
-whether the optimizations still pay on the new one. `force` loads anyway.
+weights when an artifact holds a copy of them, is refused (it was built from the old ones); a different torch, or
+another version of a runtime an entry's optimizer declares (`Optimizer.runtime_packages`: ONNX
+Runtime and onnx for the onnx.* optimizers), than the lock was measured with is refused too, with
+`accel verify` as the way to check whether the optimizations still pay on the new one. `force`
+loads anyway.
+
+The lock also records the keep thresholds its optimizations were kept at, so `accel verify` holds
+them to the same test (accel.optimizing.decision). Both searches (a pipeline's recipe engine, a
+script's DataLoader search) build their lock with accel.optimizing.locking.build_lock.
 """
 
 from __future__ import annotations
@@ -22,19 +28,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from accel._version import __version__
 from accel.core.errors import AccelError, LockError
 from accel.core.hashing import content_digest
 from accel.core.io import write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
+from accel.optimizing.runtimes import runtime_changes
 
 LOCK_SCHEMA = "accel.lock/1"
 LOCK_NAME = "accel.lock.yaml"
@@ -65,6 +70,9 @@ class Lock:
     pipeline_path: str = ""  # where the pipeline file was, for `accel verify`
     min_speedup: float | None = None  # the recipe's keep threshold, for `accel verify`
     kind: str = PIPELINE_LOCK  # what the lock is re-applied to: a pipeline (accel.load) or a script (accel run)
+    # The memory target's keep thresholds, for `accel verify`; None in older locks (the defaults).
+    min_memory_saving: float | None = None
+    max_slowdown: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in LOCK_KINDS:
@@ -84,6 +92,8 @@ class Lock:
             "target": self.target,
             "speedup": self.speedup,
             "min_speedup": self.min_speedup,
+            "min_memory_saving": self.min_memory_saving,
+            "max_slowdown": self.max_slowdown,
             "versions": dict(self.versions),
             "artifacts": dict(self.artifacts),
             "optimizations": [dataclasses.asdict(e) for e in self.entries],
@@ -142,6 +152,8 @@ class Lock:
             pipeline_path=str(pipeline.get("path") or ""),
             min_speedup=data.get("min_speedup"),
             kind=kind,
+            min_memory_saving=data.get("min_memory_saving"),
+            max_slowdown=data.get("max_slowdown"),
         )
 
 
@@ -192,36 +204,10 @@ def artifact_digests(folder: str | Path, entries: tuple[LockEntry, ...]) -> dict
     return {name: file_sha256(Path(folder) / name) for name in artifact_files(folder, entries)}
 
 
-# Versions whose change can change what an optimization does or whether it pays.
-CHECKED_VERSIONS = ("torch", "onnxruntime")
-
-
 def changed_versions(lock: Lock) -> list[str]:
-    """'torch 2.13.0 -> 2.14.0' for each runtime that differs from what the lock was measured with
-    (ONNX Runtime only when an entry uses it)."""
-    if not lock.entries:
-        return []
-    now_versions = current_versions()
-    uses_ort = any(e.optimizer.startswith("onnx.") for e in lock.entries)
-    changes = []
-    for name in CHECKED_VERSIONS:
-        if name == "onnxruntime" and not uses_ort:
-            continue
-        was, now_version = lock.versions.get(name), now_versions.get(name)
-        if was is not None and was != now_version:
-            changes.append(f"{name} {was} -> {now_version or 'not installed'}")
-    return changes
-
-
-def current_versions() -> dict[str, str]:
-    versions = {"accel": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return versions
+    """'torch 2.13.0 -> 2.14.0' for each runtime the lock's entries depend on (torch, and what their
+    optimizers declare in runtime_packages) whose version differs from what the lock was measured with."""
+    return runtime_changes(lock.versions, lock.entries) if lock.entries else []
 
 
 def lock_file(path: str | Path) -> Path:

@@ -21,17 +21,8 @@ from accel.core.loading import Script, check_file, is_plain_script
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock import (
-    LOCK_NAME,
-    Lock,
-    LockEntry,
-    artifact_digests,
-    artifact_files,
-    current_versions,
-    file_sha256,
-    weights_sha256,
-    write_lock,
-)
+from accel.optimizing.lock import LOCK_NAME, artifact_files, write_lock
+from accel.optimizing.locking import build_lock
 from accel.optimizing.recipes import Recipe, get_recipe
 
 if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
@@ -161,25 +152,7 @@ def optimize(
         )
         lock_path = None
         if out_dir is not None and path is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            entries = tuple(LockEntry(c.optimizer, c.params, c.state) for c in result.choices)
-            for name in artifact_files(workdir, entries):  # an ONNX file's external weights too
-                shutil.copy2(Path(workdir) / name, out / name)
-            lock = Lock(
-                pipeline_file=path.name,
-                pipeline_sha256=file_sha256(path),
-                pipeline_path=str(path.resolve()),
-                weights_sha256=weights_sha256(pipeline),
-                artifacts=artifact_digests(out, entries),
-                min_speedup=recipe.keep.min_speedup,
-                entries=entries,
-                recipe=recipe.name,
-                target=result.target,
-                speedup=round(result.speedup, 4),
-                versions=current_versions(),
-            )
-            lock_path = write_lock(out / LOCK_NAME, lock)
+            lock_path = _write_lock(path, pipeline, result, Path(workdir), Path(out_dir))
     outcome = OptimizeResult(
         name=pipeline.name,
         recipe=recipe.name,
@@ -192,6 +165,14 @@ def optimize(
     if json_path is not None:
         write_json_atomic(json_path, outcome.to_dict())
     return outcome
+
+
+def _write_lock(path: Path, pipeline: Pipeline, result: "EngineResult", workdir: Path, out: Path) -> Path:
+    """The lock in `out`, with the artifacts its entries need copied there from `workdir`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in artifact_files(workdir, result.lock_entries()):  # an ONNX file's external weights too
+        shutil.copy2(workdir / name, out / name)
+    return write_lock(out / LOCK_NAME, build_lock(path, result, pipeline=pipeline, folder=out))
 
 
 def script_target(path: Path, args: tuple[str, ...], as_script: bool) -> Script | None:

@@ -9,11 +9,12 @@ since OpenMP threads that spin between steps take the cores the workers need (on
 workers beside 2 threads gained 1.05x on the corpus script, beside 1 thread 1.65x). What is
 compared is seconds per sample over a pass as long as the script's first one, its one-time costs
 included (worker start-up, shutdown), so a setting whose start-up eats its steady gain on short
-epochs is not kept. A candidate is kept when the 95%
-interval of its speedup (ratio of medians, whole rounds resampled: accel.core.stats.paired_ratio_ci)
-lies above the recipe's keep.min_speedup, and the batches it yields are the script's own: the
-digests of the first batches of each pass must match the as-written run's (a Dataset that draws
-from the global RNG in __getitem__ gives other samples in worker processes).
+epochs is not kept. A candidate is kept by the engine's keep test (accel.optimizing.decision):
+when the 95% interval of its speedup (ratio of medians, whole rounds resampled:
+accel.core.stats.paired_ratio_ci) lies above the recipe's keep.min_speedup, and the batches it
+yields are the script's own (its guard): the digests of the first batches of each pass must match
+the as-written run's (a Dataset that draws from the global RNG in __getitem__ gives other samples
+in worker processes). Its steps, verdicts and lock are the engine's kinds too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -31,11 +32,14 @@ from accel.core.loading import Script
 from accel.core.machine import usable_cores
 from accel.core.measure import now, thread_count
 from accel.core.stats import paired_ratio_ci
-from accel.optimizing.lock import LOCK_NAME, SCRIPT_LOCK, Lock, LockEntry, current_versions, file_sha256, write_lock
+from accel.optimizing.decision import KeepTest, Verdict, decide
+from accel.optimizing.lock import LOCK_NAME, SCRIPT_LOCK, LockEntry, write_lock
+from accel.optimizing.locking import build_lock
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.optimizing.recipes.schema import Recipe
 from accel.optimizing.script_loader import SCRIPT_LOADER_ENTRY
 from accel.optimizing.script_trial import MIN_STEADY_BATCHES, Trial, batches_differ, run_trial
+from accel.optimizing.steps import Step
 
 OPTIMIZE_SCRIPT_SCHEMA = "accel.optimize/1"
 # Fewer rounds than this cannot put a 95% interval on a ratio of medians.
@@ -45,7 +49,8 @@ MAX_ROUNDS = 7
 # second; nor shorter than MIN_TRIAL_BATCHES batches at the as-written rate (a median needs a few).
 MIN_LOOP_SECONDS = 3.0
 MIN_TRIAL_BATCHES = 8
-ACCEPTED, REVERTED, FAILED = "accepted", "reverted", "failed"
+ACCEPTED, REVERTED, FAILED = Verdict.ACCEPTED, Verdict.REVERTED, Verdict.FAILED
+THROUGHPUT = "throughput"  # what a script's setting is measured and locked for
 
 Progress = Callable[[str], None]
 
@@ -103,11 +108,13 @@ def label(setting: ScriptSetting | None, asked: dict[str, Any], threads: int) ->
 
 @dataclasses.dataclass(frozen=True)
 class ScriptOptimizeResult:
+    """The script search's result: what the JSON, the CLI and the lock (lock.Searched) read."""
+
     name: str
     recipe: str
     threads: int
     cores: int
-    steps: tuple[dict[str, Any], ...]
+    steps: tuple[Step, ...]
     chosen: Setting | None
     chosen_threads: int | None
     baseline_samples_per_s: float | None
@@ -118,6 +125,14 @@ class ScriptOptimizeResult:
     rounds: int
     elapsed_seconds: float
     lock_path: Path | None = None
+    keep: KeepTest = KeepTest(target=THROUGHPUT)
+    lock_kind: ClassVar[str] = SCRIPT_LOCK
+
+    def lock_entries(self) -> tuple[LockEntry, ...]:
+        # The thread count is part of what was measured: workers and intra-op threads share the cores.
+        if self.chosen is None:
+            return ()
+        return (LockEntry(SCRIPT_LOADER_ENTRY, {"threads": self.chosen_threads}, dataclasses.asdict(self.chosen)),)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,7 +140,7 @@ class ScriptOptimizeResult:
             "mode": "script",
             "target": self.name,
             "recipe": self.recipe,
-            "objective": "throughput",
+            "objective": THROUGHPUT,
             "threads": self.threads,
             "cores": self.cores,
             "rounds": self.rounds,
@@ -137,25 +152,23 @@ class ScriptOptimizeResult:
             "kept": [SCRIPT_LOADER_ENTRY] if self.chosen else [],
             "chosen": dataclasses.asdict(self.chosen) if self.chosen else None,
             "chosen_threads": self.chosen_threads,
-            "steps": list(self.steps),
+            "steps": [step.to_dict() for step in self.steps],
             "lock_path": str(self.lock_path) if self.lock_path else None,
             "elapsed_seconds": self.elapsed_seconds,
         }
 
 
-def _step(setting: ScriptSetting, name: str, verdict: str, reason: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "optimizer": name,
-        "params": setting.params(),
-        "verdict": verdict,
-        "reason": reason,
-        "speedup": fields.get("speedup"),
-        "speedup_ci": fields.get("speedup_ci"),
-        "fidelity": fields.get("fidelity"),
-        "setup_seconds": fields.get("startup_seconds", 0.0),
-        "first_call_seconds": None,
-        "notes": fields.get("notes", {}),
-    }
+@dataclasses.dataclass(frozen=True)
+class _Found:
+    """What the search found: its steps, the setting kept (None: the script's own stay)."""
+
+    steps: tuple[Step, ...] = ()
+    chosen: ScriptSetting | None = None
+    rounds: int = 0
+    base_rate: float | None = None
+    speedup: float = 1.0
+    speedup_ci: tuple[float, float] = (1.0, 1.0)
+    message: str = ""
 
 
 def optimize_script(
@@ -171,59 +184,76 @@ def optimize_script(
     workers); with `out_dir`, write the lock."""
     budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
     began = now()
+    test = KeepTest.of(recipe, THROUGHPUT)
     with thread_count(threads) as n_threads:
         progress(f"running {script.path.name} as written")
         reference = run_trial(script, None)
         cores = usable_cores()
-        asked = reference.loaders[0].asked if reference.loaders else {}
-        steps: list[dict[str, Any]] = []
-        chosen, rounds, base_rate = None, 0, None
-        speedup, ci = 1.0, (1.0, 1.0)
-        as_written = label(None, asked, n_threads)
-        if not reference.loaders or reference.samples == 0:
-            message = "no loader to tune: the script took no batch from a DataLoader"
-        elif reference.seconds_per_sample is None:
-            message = f"no loader to tune: the script's loop ran fewer than {MIN_STEADY_BATCHES + 1} batches per pass"
+        why_not = _nothing_to_tune(reference)
+        if why_not is not None:
+            found = _Found(message=why_not)
         else:
+            asked = reference.loaders[0].asked
             settings = [ScriptSetting(None, n_threads), *candidates(asked, cores, n_threads)]
-            spent = now() - began
-            per_round = reference.run_seconds * len(settings)
-            rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, (budget - spent) // max(per_round, 1e-9))))
-            share = (budget - spent) / (rounds * len(settings)) - reference.setup_seconds
-            loop_seconds = max(MIN_LOOP_SECONDS, share, MIN_TRIAL_BATCHES * reference.batch_seconds)
-            names = [label(s, asked, n_threads) for s in settings]
-            trials, failed = measure_settings(script, settings, rounds, loop_seconds, names, progress)
-            steps = judge(settings, names, trials, failed, reference, recipe.keep.min_speedup)
-            base = [r for t in trials[0] if (r := t.pass_seconds_per_sample(reference.first_pass_batches))]
-            base_rate = 1.0 / float(np.median(base)) if base else None
-            best = next((i for i, step in enumerate(steps, start=1) if step["verdict"] == ACCEPTED), None)
-            if best is not None:
-                chosen = settings[best]
-                step = steps[best - 1]
-                speedup, ci = step["speedup"], (step["speedup_ci"][0], step["speedup_ci"][1])
-            message = (
-                f"kept {names[best]}: {speedup:.2f}x samples/s over {as_written}, same batches"
-                if best is not None
-                else f"nothing kept: {as_written} stays (no setting was faster beyond noise with the same batches)"
-            )
-    lock_path = _write_lock(script, recipe, out_dir, chosen, speedup) if out_dir is not None else None
-    return ScriptOptimizeResult(
+            found = search_settings(script, reference, settings, test, budget - (now() - began), progress)
+    result = ScriptOptimizeResult(
         name=script.path.stem,
         recipe=recipe.name,
         threads=n_threads,
         cores=cores,
-        steps=tuple(steps),
-        chosen=chosen.loader if chosen else None,
-        chosen_threads=chosen.threads if chosen else None,
-        baseline_samples_per_s=base_rate,
-        final_samples_per_s=base_rate * speedup if base_rate is not None else None,
-        speedup=speedup,
-        speedup_ci=ci,
-        message=message,
-        rounds=rounds,
+        steps=found.steps,
+        chosen=found.chosen.loader if found.chosen else None,
+        chosen_threads=found.chosen.threads if found.chosen else None,
+        baseline_samples_per_s=found.base_rate,
+        final_samples_per_s=found.base_rate * found.speedup if found.base_rate is not None else None,
+        speedup=found.speedup,
+        speedup_ci=found.speedup_ci,
+        message=found.message,
+        rounds=found.rounds,
         elapsed_seconds=now() - began,
-        lock_path=lock_path,
+        keep=test,
     )
+    if out_dir is None:
+        return result
+    return dataclasses.replace(result, lock_path=write_lock(Path(out_dir) / LOCK_NAME, build_lock(script.path, result)))
+
+
+def _nothing_to_tune(reference: Trial) -> str | None:
+    if not reference.loaders or reference.samples == 0:
+        return "no loader to tune: the script took no batch from a DataLoader"
+    if reference.seconds_per_sample is None:
+        return f"no loader to tune: the script's loop ran fewer than {MIN_STEADY_BATCHES + 1} batches per pass"
+    return None
+
+
+def search_settings(
+    script: Script,
+    reference: Trial,
+    settings: list[ScriptSetting],
+    test: KeepTest,
+    seconds: float,
+    progress: Progress,
+) -> _Found:
+    """Run the settings (the as-written one first) in interleaved rounds over `seconds`, judge
+    each candidate against the as-written one, and keep the best."""
+    asked, threads = reference.loaders[0].asked, settings[0].threads
+    per_round = reference.run_seconds * len(settings)
+    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, seconds // max(per_round, 1e-9))))
+    share = seconds / (rounds * len(settings)) - reference.setup_seconds
+    loop_seconds = max(MIN_LOOP_SECONDS, share, MIN_TRIAL_BATCHES * reference.batch_seconds)
+    names = [label(s, asked, threads) for s in settings]
+    trials, failed = measure_settings(script, settings, rounds, loop_seconds, names, progress)
+    steps = judge(settings, names, trials, failed, reference, test)
+    base = [r for t in trials[0] if (r := t.pass_seconds_per_sample(reference.first_pass_batches))]
+    base_rate = 1.0 / float(np.median(base)) if base else None
+    best = next((i for i, step in enumerate(steps, start=1) if step.verdict == ACCEPTED), None)
+    if best is None:
+        message = f"nothing kept: {names[0]} stays (no setting was faster beyond noise with the same batches)"
+        return _Found(tuple(steps), None, rounds, base_rate, message=message)
+    kept = steps[best - 1]
+    speedup, ci = kept.speedup or 1.0, kept.speedup_ci or (1.0, 1.0)
+    message = f"kept {names[best]}: {speedup:.2f}x samples/s over {names[0]}, same batches"
+    return _Found(tuple(steps), settings[best], rounds, base_rate, speedup, (ci[0], ci[1]), message)
 
 
 def measure_settings(
@@ -254,81 +284,84 @@ def measure_settings(
     return trials, failed
 
 
+@dataclasses.dataclass(frozen=True)
+class _Judge:
+    """Each candidate's trials against the as-written ones (`base`: its per-round seconds per
+    sample over a pass as long as the reference's first)."""
+
+    reference: Trial
+    base: list[float | None]
+    own_differs: str | None  # the as-written runs' batches differ from one another
+    test: KeepTest
+
+    def step(self, setting: ScriptSetting, name: str, trials: list[Trial]) -> Step:
+        batches = self.reference.first_pass_batches
+        startup = float(np.median([t.startup_seconds / max(t.passes, 1) for t in trials])) if trials else 0.0
+        pairs = [(b, c) for b, t in zip(self.base, trials) if b and (c := t.pass_seconds_per_sample(batches))]
+        if len(pairs) < MIN_ROUNDS:
+            reason = f"fewer than {MIN_ROUNDS} rounds gave a steady-state rate"
+            return Step(name, setting.params(), SCRIPT_LOADER_ENTRY, REVERTED, reason, setup_seconds=startup)
+        speedup, ci = paired_ratio_ci([b for b, _ in pairs], [c for _, c in pairs])
+        guard, fidelity = self.guard(trials)
+        decision = decide(self.test, speedup, (ci[0], ci[1]), guard_failure=guard)
+        return Step(
+            name,
+            setting.params(),
+            SCRIPT_LOADER_ENTRY,
+            decision.verdict,
+            decision.reason + ("; same batches" if decision.kept else ""),
+            speedup=speedup,
+            speedup_ci=(ci[0], ci[1]),
+            fidelity={"batches": fidelity},
+            setup_seconds=startup,
+            notes={"as_written_samples_per_s": [1 / b for b, _ in pairs], "samples_per_s": [1 / c for _, c in pairs]},
+        )
+
+    def guard(self, trials: list[Trial]) -> tuple[str | None, str]:
+        """Why the candidate's batches cannot be called the script's own (None: they are), and the
+        fidelity the table shows."""
+        if self.own_differs:
+            return (
+                f"the script's own batches change from run to run ({self.own_differs}): seed its randomness "
+                "so accel can check that a setting keeps them",
+                "not comparable",
+            )
+        differs = next((d for t in trials if (d := batches_differ(self.reference, t))), None)
+        if differs:
+            return (
+                f"the batches differ from the script's own ({differs}): its Dataset likely draws from a "
+                "global RNG, which each worker process seeds apart",
+                "batches differ",
+            )
+        return None, "same batches"
+
+
 def judge(
     settings: list[ScriptSetting],
     names: list[str],
     trials: list[list[Trial]],
     failed: dict[int, str],
     reference: Trial,
-    min_speedup: float,
-) -> list[dict[str, Any]]:
-    """One step per candidate (settings[1:]) against the as-written settings[0]; at most one is
-    accepted, the fastest of those faster beyond `min_speedup` with the same batches. Pure."""
-    batches = reference.first_pass_batches
-    base = [t.pass_seconds_per_sample(batches) for t in trials[0]]
+    test: KeepTest,
+) -> list[Step]:
+    """One step per candidate (settings[1:]) against the as-written settings[0], each held to the
+    keep test; at most one is accepted, the fastest of those kept. Pure."""
+    base = [t.pass_seconds_per_sample(reference.first_pass_batches) for t in trials[0]]
     own_differs = next((d for t in trials[0] if (d := batches_differ(reference, t))), None)
-    steps = []
-    for i, (setting, name) in enumerate(zip(settings[1:], names[1:]), start=1):
-        if i in failed:
-            steps.append(_step(setting, name, FAILED, f"the script failed with it: {failed[i]}"))
-            continue
-        startup = float(np.median([t.startup_seconds / max(t.passes, 1) for t in trials[i]])) if trials[i] else 0.0
-        pairs = [(b, c) for b, t in zip(base, trials[i]) if b and (c := t.pass_seconds_per_sample(batches))]
-        if len(pairs) < MIN_ROUNDS:
-            reason = f"fewer than {MIN_ROUNDS} rounds gave a steady-state rate"
-            steps.append(_step(setting, name, REVERTED, reason, startup_seconds=startup))
-            continue
-        speedup, ci = paired_ratio_ci([b for b, _ in pairs], [c for _, c in pairs])
-        rates = {"as_written_samples_per_s": [1 / b for b, _ in pairs], "samples_per_s": [1 / c for _, c in pairs]}
-        fields = {"speedup": speedup, "speedup_ci": list(ci), "startup_seconds": startup, "notes": rates}
-        differs = next((d for t in trials[i] if (d := batches_differ(reference, t))), None)
-        if own_differs:
-            reason = (
-                f"the script's own batches change from run to run ({own_differs}): seed its randomness "
-                "so accel can check that a setting keeps them"
-            )
-            steps.append(_step(setting, name, REVERTED, reason, fidelity={"batches": "not comparable"}, **fields))
-        elif differs:
-            reason = (
-                f"the batches differ from the script's own ({differs}): its Dataset likely draws from a "
-                "global RNG, which each worker process seeds apart"
-            )
-            steps.append(_step(setting, name, REVERTED, reason, fidelity={"batches": "batches differ"}, **fields))
-        elif ci[0] <= min_speedup:
-            reason = f"not faster beyond noise: its interval reaches {ci[0]:.2f}x, keeping needs > {min_speedup:.2f}x"
-            steps.append(_step(setting, name, REVERTED, reason, fidelity={"batches": "same batches"}, **fields))
-        else:
-            reason = f"faster than {names[0]} beyond noise, same batches"
-            steps.append(_step(setting, name, ACCEPTED, reason, fidelity={"batches": "same batches"}, **fields))
-    accepted = [step for step in steps if step["verdict"] == ACCEPTED]
-    best = max(accepted, key=lambda step: step["speedup"]) if accepted else None
-    for step in accepted:
-        if step is not best and best is not None:
-            step["verdict"] = REVERTED
-            step["reason"] = f"faster, but {best['optimizer']} was more so ({best['speedup']:.2f}x)"
-    return steps
-
-
-def _write_lock(
-    script: Script, recipe: Recipe, out_dir: str | os.PathLike, chosen: ScriptSetting | None, speedup: float
-) -> Path:
-    # The thread count is part of what was measured: workers and intra-op threads share the cores.
-    # A candidate's loader is always explicit (only the as-written run has none, and it is never kept).
-    entries = (
-        (LockEntry(SCRIPT_LOADER_ENTRY, {"threads": chosen.threads}, dataclasses.asdict(chosen.loader)),)
-        if chosen is not None and chosen.loader is not None
-        else ()
-    )
-    lock = Lock(
-        pipeline_file=script.path.name,
-        pipeline_sha256=file_sha256(script.path),
-        pipeline_path=str(script.path.resolve()),
-        entries=entries,
-        recipe=recipe.name,
-        target="throughput",
-        speedup=round(speedup, 4),
-        versions=current_versions(),
-        min_speedup=recipe.keep.min_speedup,
-        kind=SCRIPT_LOCK,
-    )
-    return write_lock(Path(out_dir) / LOCK_NAME, lock)
+    judged = _Judge(reference, base, own_differs, test)
+    steps = [
+        Step(name, setting.params(), SCRIPT_LOADER_ENTRY, FAILED, f"the script failed with it: {failed[i]}")
+        if i in failed
+        else judged.step(setting, name, trials[i])
+        for i, (setting, name) in enumerate(zip(settings[1:], names[1:]), start=1)
+    ]
+    accepted = [step for step in steps if step.verdict == ACCEPTED]
+    best = max(accepted, key=lambda step: step.speedup or 0.0) if accepted else None
+    return [
+        dataclasses.replace(
+            step, verdict=REVERTED, reason=f"faster, but {best.optimizer} was more so ({best.speedup or 0.0:.2f}x)"
+        )
+        if best is not None and step.verdict == ACCEPTED and step is not best
+        else step
+        for step in steps
+    ]

@@ -75,6 +75,9 @@ class Optimizer(abc.ABC):
     process_wide: ClassVar[bool] = False
     # The finding kinds it cures: the analyzers' recommendations are checked against it (accel.optimizing.cures).
     cures: ClassVar[tuple[str, ...]] = ()
+    # The distributions (pip names) whose version its lock entries depend on: a lock made under
+    # another version of one says so when loaded (torch's is always checked).
+    runtime_packages: ClassVar[tuple[str, ...]] = ()
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None

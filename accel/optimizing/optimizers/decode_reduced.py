@@ -165,6 +165,7 @@ class DecodeReduced(Optimizer):
     )
     Config = DecodeReducedConfig
     slot = "data.decode"
+    runtime_packages = ("Pillow",)
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         if pipeline.decode is None:

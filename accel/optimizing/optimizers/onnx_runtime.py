@@ -177,6 +177,7 @@ def ort_model(path: Path, state: dict[str, Any], options: dict[str, Any]) -> Ort
 
 class _OnnxBase(Optimizer):
     slot: ClassVar[str] = "model"
+    runtime_packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx")
     suffix: ClassVar[str] = "fp32"
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:

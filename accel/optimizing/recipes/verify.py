@@ -3,7 +3,8 @@
 Each kept optimization is re-applied alone to the plain pipeline and timed against it, then the
 whole lock is, with the engine's own measurement (interleaved A/B, the same warm-up and rounds)
 and its keep test: an optimization still pays when its speedup's whole 95% interval lies above
-the threshold the lock was kept at. The lock as a whole no longer pays when its interval does not.
+the threshold the lock was kept at (accel.optimizing.decision, with the thresholds the lock
+recorded). The lock as a whole no longer pays when its interval does not.
 This is the check to run after upgrading torch or ONNX Runtime, or on another CPU.
 
 The lock must still describe the pipeline (the file, its weights, the artifacts): verifying an
@@ -24,6 +25,7 @@ from accel.core.errors import AccelError, LockError
 from accel.core.loading import load_pipeline
 from accel.core.measure import Comparison, device_sync, peak_memory_pair, thread_count
 from accel.core.pipeline import Pipeline
+from accel.optimizing.decision import KeepTest, decide
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import (
     SCRIPT_LOCK,
@@ -37,7 +39,7 @@ from accel.optimizing.lock import (
 )
 from accel.optimizing.optimizers import process_wide_among
 from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
-from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
+from accel.optimizing.recipes.schema import DEFAULT_MAX_SLOWDOWN, DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
 
 VERIFY_SCHEMA = "accel.verify/1"
 DEFAULT_VERIFY_SECONDS = 30.0
@@ -47,7 +49,9 @@ Progress = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
-class Verdict:
+class Recheck:
+    """Whether one kept optimization (or the whole lock) still pays here."""
+
     optimizer: str
     pays: bool
     reason: str
@@ -65,8 +69,8 @@ class Verification:
     min_speedup: float
     recorded_speedup: float | None
     changed_versions: tuple[str, ...]
-    entries: tuple[Verdict, ...]
-    whole: Verdict
+    entries: tuple[Recheck, ...]
+    whole: Recheck
 
     @property
     def still_pays(self) -> bool:
@@ -114,95 +118,98 @@ def verify_lock(
     file = find_pipeline_file(lock, target, pipeline_path)
     plain = load_pipeline(file)
     check_lock(lock, target, plain, file, versions=False)
-    min_speedup = float(lock.min_speedup or DEFAULT_MIN_SPEEDUP)
-    objective = lock.target or "latency"
+    test = keep_test(lock)
     with thread_count(threads):
-        measurer = Measurer(plain, objective, device_sync(None))
+        measurer = Measurer(plain, test.target, device_sync(None))
         # A process-wide setting (malloc's thresholds) is timed in fresh processes, never applied here.
-        fresh = FreshTimer(file, target, measurer.target)
-        share = budget_seconds / (len(lock.entries) + 1)
-        verdicts = []
+        retimer = _Retimer(
+            plain,
+            target,
+            measurer,
+            FreshTimer(file, target, measurer.target),
+            test,
+            budget_seconds / (len(lock.entries) + 1),
+        )
+        rechecks = []
         if len(lock.entries) > 1:  # one entry alone is the whole lock: timed once, below
             for entry in lock.entries:
                 progress(f"timing {entry.optimizer} alone")
-
-                def alone(entry: LockEntry = entry) -> Pipeline:
-                    return apply_entries(plain, (entry,), target)
-
-                verdicts.append(
-                    _time(entry.optimizer, alone, plain, measurer, share, min_speedup, objective, fresh, (entry,))
-                )
+                rechecks.append(retimer.time(entry.optimizer, (entry,)))
         progress("timing the whole lock")
-        name = WHOLE_LOCK if lock.entries else "(empty lock)"
         whole = (
-            _time(
-                name,
-                lambda: apply_entries(plain, lock.entries, target),
-                plain,
-                measurer,
-                share,
-                min_speedup,
-                objective,
-                fresh,
-                lock.entries,
-            )
+            retimer.time(WHOLE_LOCK, lock.entries)
             if lock.entries
-            else Verdict(name, True, "the lock keeps nothing: nothing to verify")
+            else Recheck("(empty lock)", True, "the lock keeps nothing: nothing to verify")
         )
         if len(lock.entries) == 1:
-            verdicts.append(dataclasses.replace(whole, optimizer=lock.entries[0].optimizer))
+            rechecks.append(dataclasses.replace(whole, optimizer=lock.entries[0].optimizer))
         threads_used = torch.get_num_threads()
     return Verification(
         lock_path=str(target),
         pipeline_path=str(file),
         target=measurer.target,
         threads=threads_used,
-        min_speedup=min_speedup,
+        min_speedup=test.min_speedup,
         recorded_speedup=lock.speedup,
         changed_versions=tuple(changed_versions(lock)),
-        entries=tuple(verdicts),
+        entries=tuple(rechecks),
         whole=whole,
     )
 
 
-def _time(
-    name: str,
-    build: Callable[[], Pipeline],
-    plain: Pipeline,
-    measurer: Measurer,
-    budget_seconds: float,
-    min_speedup: float,
-    objective: str,
-    fresh: FreshTimer,
-    entries: tuple[LockEntry, ...],
-) -> Verdict:
-    try:
-        if process_wide_among(e.optimizer for e in entries):
-            return _verdict(name, fresh.compare((), entries, budget_seconds).comparison, None, min_speedup)
-        candidate = build()
-        comparison = compare_pipelines(measurer, plain, candidate, budget_seconds)
-        memory_ratio = None
-        if objective == "memory":
-            base_peak, peak = peak_memory_pair(measurer.call(plain), measurer.call(candidate))
-            memory_ratio = peak / base_peak if base_peak > 0 else 1.0
-    except AccelError as exc:
-        return Verdict(name, False, f"cannot be re-applied here: {exc.message}")
-    except Exception as exc:  # noqa: BLE001 - an optimization that breaks here no longer pays
-        return Verdict(name, False, f"cannot be re-applied here: {type(exc).__name__}: {str(exc)[:120]}")
-    return _verdict(name, comparison, memory_ratio, min_speedup)
+def keep_test(lock: Lock) -> KeepTest:
+    """The keep test the lock's optimizations were kept by: the thresholds it recorded (the
+    defaults for what an older lock did not record)."""
+    return KeepTest(
+        target=lock.target or "latency",
+        min_speedup=float(lock.min_speedup or DEFAULT_MIN_SPEEDUP),
+        min_memory_saving=float(
+            lock.min_memory_saving if lock.min_memory_saving is not None else DEFAULT_MIN_MEMORY_SAVING
+        ),
+        max_slowdown=float(lock.max_slowdown or DEFAULT_MAX_SLOWDOWN),
+    )
 
 
-def _verdict(name: str, comparison: Comparison, memory_ratio: float | None, min_speedup: float) -> Verdict:
-    low, high = comparison.speedup_ci
-    if memory_ratio is not None:
-        pays = memory_ratio <= 1 - DEFAULT_MIN_MEMORY_SAVING
-        why = f"peak memory x{memory_ratio:.2f}" + ("" if pays else f", needs x{1 - DEFAULT_MIN_MEMORY_SAVING:.2f}")
-        reason = ("still pays: " if pays else "no longer pays: ") + why
-    elif comparison.faster_beyond(min_speedup):
-        pays, reason = True, f"still pays: interval above {min_speedup}x"
-    elif high < 1.0:
-        pays, reason = False, "no longer pays: slower than the plain pipeline"
-    else:
-        pays = False
-        reason = f"no longer pays: not faster beyond noise (interval reaches {low:.2f}x, needs > {min_speedup}x)"
-    return Verdict(name, pays, reason, comparison.speedup, (low, high), memory_ratio)
+@dataclasses.dataclass(frozen=True)
+class _Retimer:
+    """Times lock entries re-applied to the plain pipeline against it, and holds them to the lock's
+    keep test."""
+
+    plain: Pipeline
+    lock_target: Path
+    measurer: Measurer
+    fresh: FreshTimer
+    test: KeepTest
+    budget_seconds: float
+
+    def time(self, name: str, entries: tuple[LockEntry, ...]) -> Recheck:
+        try:
+            if process_wide_among(e.optimizer for e in entries):
+                return self.recheck(name, self.fresh.compare((), entries, self.budget_seconds).comparison, None)
+            candidate = apply_entries(self.plain, entries, self.lock_target)
+            comparison = compare_pipelines(self.measurer, self.plain, candidate, self.budget_seconds)
+            memory_ratio = None
+            if self.test.target == "memory":
+                call = self.measurer.call
+                base_peak, peak = peak_memory_pair(call(self.plain), call(candidate))
+                memory_ratio = peak / base_peak if base_peak > 0 else 1.0
+        except LockError:  # the lock is broken (exit 2), not an optimization that stopped paying
+            raise
+        except AccelError as exc:
+            return Recheck(name, False, f"cannot be re-applied here: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - an optimization that breaks here no longer pays
+            return Recheck(name, False, f"cannot be re-applied here: {type(exc).__name__}: {str(exc)[:120]}")
+        return self.recheck(name, comparison, memory_ratio)
+
+    def recheck(self, name: str, comparison: Comparison, memory_ratio: float | None) -> Recheck:
+        return recheck(name, self.test, comparison, memory_ratio)
+
+
+def recheck(name: str, test: KeepTest, comparison: Comparison, memory_ratio: float | None) -> Recheck:
+    """Whether an optimization timed here still passes the lock's keep test (accel.optimizing.decision)."""
+    # Without a memory reading (a process-wide setting, timed in fresh processes) speed decides.
+    held_to = test if memory_ratio is not None else dataclasses.replace(test, target="latency")
+    decision = decide(held_to, comparison.speedup, comparison.speedup_ci, memory_ratio=memory_ratio)
+    why = decision.describe(against="the plain pipeline")
+    reason = f"still pays: {why}" if decision.kept else f"no longer pays: {why}"
+    return Recheck(name, decision.kept, reason, comparison.speedup, decision.speedup_ci, memory_ratio)

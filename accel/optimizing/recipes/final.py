@@ -1,0 +1,149 @@
+"""The engine's last check: the final composition re-measured against the baseline.
+
+The composition is held to the same keep test as each candidate (accel.optimizing.decision):
+its whole interval, with every one-time cost spread over the declared passes, above the keep
+threshold (for the memory target, its peak low enough). If it fails, the search's previous best
+is re-measured once; if that fails too, the baseline is kept and the lock is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from accel.core.measure import Comparison
+from accel.core.pipeline import Pipeline
+from accel.optimizing.decision import Decision, KeepTest, decide
+from accel.optimizing.fresh import FreshTimer
+from accel.optimizing.optimizers import process_wide_among
+from accel.optimizing.recipes.composer import Choice, Chosen, Composer, names
+from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
+from accel.optimizing.recipes.memory import MemoryMeter
+
+# No comparison gets less than this, however small the remaining budget: fewer rounds than this
+# cannot separate a 3% effect from noise.
+MIN_COMPARE_SECONDS = 0.5
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How the engine times and weighs one pipeline against another."""
+
+    measurer: Measurer
+    fresh: FreshTimer
+    meter: MemoryMeter
+    test: KeepTest
+
+    def compare(
+        self, best: tuple[Pipeline, tuple[Choice, ...]], trial: tuple[Pipeline, tuple[Choice, ...]], seconds: float
+    ) -> tuple[Comparison, dict[str, Any]]:
+        """Interleaved in this process; in fresh processes rebuilt from the lock entries where the
+        two sides differ in a process-wide setting, which one process cannot hold for one side only."""
+        if process_wide_among(c.optimizer for c in best[1]) == process_wide_among(c.optimizer for c in trial[1]):
+            return compare_pipelines(self.measurer, best[0], trial[0], seconds), {}
+        timed = self.fresh.compare(best[1], trial[1], seconds)
+        return timed.comparison, timed.notes()
+
+    def peaks(
+        self, best: tuple[Pipeline, tuple[Choice, ...]], trial: tuple[Pipeline, tuple[Choice, ...]]
+    ) -> tuple[int, int]:
+        call = self.measurer.call
+        return self.meter.pair((call(best[0]), best[1]), (call(trial[0]), trial[1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Final:
+    """One composition re-measured against the baseline."""
+
+    pipeline: Pipeline
+    choices: tuple[Choice, ...]
+    comparison: Comparison
+    peaks: tuple[int | None, int | None]
+    decision: Decision
+    timed_in: str  # "this process", or "fresh processes, N a side" where a process-wide setting differs
+
+    @property
+    def memory_ratio(self) -> float | None:
+        return self.decision.memory_ratio
+
+    @property
+    def slower(self) -> bool:
+        return not self.decision.kept
+
+    @property
+    def measured(self) -> str:
+        decision = self.decision
+        if decision.test.target == "memory" and decision.memory_ratio is not None:
+            return f"peak memory x{decision.memory_ratio:.2f}"
+        low, high = decision.speedup_ci or (0.0, 0.0)
+        return (
+            f"{decision.speedup:.2f}x (interval {low:.2f}-{high:.2f}x over {decision.test.passes} passes, "
+            f"needs above {decision.test.min_speedup}x)"
+        )
+
+
+def final_check(timing: Timing, composer: Composer, chosen: Chosen, seconds: float) -> Final:
+    baseline = composer.baseline
+    pipeline, choices, _ = composer.build(chosen)
+    comparison, notes = timing.compare((baseline, ()), (pipeline, choices), max(MIN_COMPARE_SECONDS, seconds))
+    memory_ratio: float | None = None
+    peaks: tuple[int | None, int | None] = (None, None)
+    if timing.test.target == "memory" or chosen:
+        peaks = timing.peaks((baseline, ()), (pipeline, choices))
+        memory_ratio = peaks[1] / peaks[0] if peaks[0] else None
+    counted = amortized(comparison, sum(c.recurring_seconds for c in choices), timing.test.passes)
+    decision = decide(timing.test, counted.speedup, counted.speedup_ci, memory_ratio=memory_ratio)
+    return Final(pipeline, choices, comparison, peaks, decision, notes.get("timed_in", "this process"))
+
+
+def settle(
+    timing: Timing,
+    composer: Composer,
+    bests: list[Chosen],
+    remaining: Callable[[], float],
+    final_seconds: float,
+    progress: Progress,
+) -> tuple[Final, str]:
+    """The final composition (`bests[-1]`; the search's earlier bests before it) re-measured for at
+    most `final_seconds`, the previous best when it does not hold up (on what budget remains), else
+    the baseline; and the message saying which."""
+    progress("re-measuring the final pipeline against the baseline")
+    final = final_check(timing, composer, bests[-1], min(remaining(), final_seconds))
+    if not final.choices:
+        return as_baseline(final, composer.baseline), "no candidate helped: the lock is empty"
+    if not final.slower:
+        return final, f"kept {names(final.choices)}"
+    # The composition is reverted whole. Two wins can lose together, and a re-measure can land on
+    # the wrong side of the threshold: the search's previous best (the composition before its last
+    # acceptance, itself measured a win) is re-measured once, on what budget is left.
+    message = f"the combination of {names(final.choices)} measured {final.measured} against the baseline"
+    previous = bests[-2] if len(bests) > 1 else {}
+    if previous:
+        progress("re-measuring the search's previous best against the baseline")
+        fallback = final_check(timing, composer, previous, remaining())
+        if not fallback.slower:
+            return (
+                fallback,
+                f"{message}; kept {names(fallback.choices)} (the search's previous best: {fallback.measured})",
+            )
+        message += f"; {names(fallback.choices)} (the previous best) measured {fallback.measured}"
+    return as_baseline(final, composer.baseline), message + ": keeping the baseline, the lock is empty"
+
+
+def as_baseline(final: Final, baseline: Pipeline) -> Final:
+    """The baseline in the place of a composition that was reverted (or of no choice at all: then
+    what was measured stays, at a speedup of 1)."""
+    comparison = dataclasses.replace(final.comparison, speedup=1.0, speedup_ci=(1.0, 1.0))
+    if not final.choices:
+        return dataclasses.replace(final, pipeline=baseline, comparison=comparison)
+    memory_ratio = 1.0 if final.memory_ratio is not None else None
+    return dataclasses.replace(
+        final,
+        pipeline=baseline,
+        choices=(),
+        comparison=dataclasses.replace(comparison, candidate=comparison.baseline),
+        decision=dataclasses.replace(final.decision, memory_ratio=memory_ratio),
+        peaks=(final.peaks[0], final.peaks[0]),
+    )
