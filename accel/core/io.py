@@ -7,12 +7,19 @@ Calibrations live at the root, decoded samples under `decoded/`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
+
+# Bytes copied at a time (an ONNX file's weights can be gigabytes).
+COPY_BLOCK_BYTES = 1 << 20
+# Not every platform has O_NOFOLLOW; O_EXCL alone already refuses an existing symlink.
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def cache_root() -> Path:
@@ -25,15 +32,43 @@ def cache_root() -> Path:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
     """Write `data` to a temporary file unique to this writer, then rename it into place."""
+    with _atomic_target(path, durable=durable) as handle:
+        handle.write(data)
+
+
+def copy_file_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy `src` to `dst` (its bytes, then its mode and times), as the atomic writer writes: a
+    symlink at `dst` is replaced, never written through."""
+    with open(src, "rb") as source, _atomic_target(dst, stat_from=src) as handle:
+        shutil.copyfileobj(source, handle, COPY_BLOCK_BYTES)
+
+
+@contextlib.contextmanager
+def _atomic_target(
+    path: str | os.PathLike, *, durable: bool = True, stat_from: str | os.PathLike | None = None
+) -> Iterator[BinaryIO]:
+    """A new temporary file beside `path` to write, renamed over `path` when the block ends.
+
+    The temporary file is created, never opened if it exists (O_CREAT | O_EXCL | O_NOFOLLOW), and
+    the rename replaces whatever `path` is, a symlink included: a file planted in an output folder
+    (a symlink to a user's file) is never written through."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    while True:
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
+            break
+        except FileExistsError:  # another writer's name (odds 2**-64): draw again
+            continue
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+        if stat_from is not None:
+            shutil.copystat(stat_from, tmp, follow_symlinks=False)
         os.replace(tmp, target)
     except BaseException:
         unlink_quietly(tmp)

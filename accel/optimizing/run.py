@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from accel.core.calibration import calibrated_machine
 from accel.core.errors import PipelineLoadError, RecipeError
-from accel.core.io import write_json_atomic
+from accel.core.io import copy_file_atomic, write_json_atomic
 from accel.core.loading import Script, check_file, is_plain_script
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
@@ -171,7 +170,7 @@ def _write_lock(path: Path, pipeline: Pipeline, result: "EngineResult", workdir:
     """The lock in `out`, with the artifacts its entries need copied there from `workdir`."""
     out.mkdir(parents=True, exist_ok=True)
     for name in artifact_files(workdir, result.lock_entries()):  # an ONNX file's external weights too
-        shutil.copy2(workdir / name, out / name)
+        copy_file_atomic(workdir / name, out / name)  # a symlink planted in out/ is replaced, not written through
     return write_lock(out / LOCK_NAME, build_lock(path, result, pipeline=pipeline, folder=out))
 
 
