@@ -9,9 +9,12 @@ A namespace is the hash of the cached code (decode, and transform when it is cac
 version; a key is the hash of the namespace and of the raw sample's content. A changed sample or a
 changed function therefore looks up a different key: a stale record is never found.
 
-A record is a small JSON header (the structure of the sample and, for each array in it, dtype, shape
-and byte offset) followed by the raw array bytes, each aligned to 64 bytes, so the arrays are read
-back with `numpy.memmap` without copying or unpickling anything. Records are written to a temporary
+A record is a fixed prefix (magic, the header's length, the sha256 of the header and the array
+bytes), a small JSON header (the structure of the sample and, for each array in it, dtype, shape
+and byte offset) and the raw array bytes, each aligned to 64 bytes, so the arrays are read back
+with `numpy.memmap` without copying or unpickling anything. A record is data, never trusted: a
+dtype outside a fixed set of numbers (an object dtype would be pointers), a checksum that does not
+match (a flipped byte), a truncated file or a garbled header make it a miss, and it is removed. Records are written to a temporary
 file, flushed to disk, then renamed into place: the rename is the index update, so a build killed at
 any point leaves either a whole record or none (stray temporary files are swept on open). A record's
 header also lists the files decode read to build it (path, size, mtime_ns, inode), so a hit can be
@@ -27,20 +30,44 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import re
 import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from accel.core.errors import CacheError
-from accel.core.io import cache_root, write_bytes_atomic
+from accel.core.hashing import digest
+from accel.core.io import cache_root, unlink_quietly, write_bytes_atomic
 
-MAGIC = b"ACCLREC1"
+# Version 2 added the checksum: a version-1 record reads as not the store's (a miss).
+MAGIC = b"ACCLREC2"
+DIGEST_BYTES = 32  # sha256 (core.hashing.digest) of the header and the array bytes
+PREFIX_BYTES = len(MAGIC) + 8 + DIGEST_BYTES
+# The dtypes a record may hold (flatten_sample stores only numbers); any other in a header is corrupt.
+RECORD_DTYPES = frozenset(
+    np.dtype(t).str
+    for t in (
+        np.bool_,
+        np.int8,
+        np.uint8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.uint32,
+        np.int64,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    )
+)
 ALIGN_BYTES = 64
 RECORD_SUFFIX = ".rec"
 # Evict down to this share of the limit, so a full cache does not evict on every single write.
@@ -53,6 +80,10 @@ SHARD_NAME = re.compile(r"^[0-9a-f]{2}$")
 RECORD_NAME = re.compile(r"^[0-9a-f]{64}\.rec$")
 TEMP_NAME = re.compile(r"^\.[0-9a-f]{64}\.rec\..+\.tmp$")
 META_NAME = "meta.json"
+
+
+class CorruptRecord(CacheError):
+    """A record that is not whole, or not what the store writes: read as a miss."""
 
 
 def default_cache_dir() -> Path:
@@ -158,6 +189,9 @@ class DecodedStore:
             return read_record_with_reads(path)
         except FileNotFoundError:
             return None
+        except CorruptRecord:  # decoded again and stored whole on the miss
+            unlink_quietly(path)
+            return None
 
     def put(self, key: str, sample: Any, reads: list[dict[str, Any]] | None = None) -> int:
         """Store a sample (atomically), with the files read to build it; returns the record's bytes."""
@@ -185,13 +219,14 @@ def write_record(
         layout.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset})
         offset += _aligned(array.nbytes)
     header_bytes = json.dumps(header, sort_keys=True).encode()
-    data_start = _aligned(len(MAGIC) + 8 + len(header_bytes))
+    data_start = _aligned(PREFIX_BYTES + len(header_bytes))
     buffer = bytearray(data_start + offset)
-    head = MAGIC + struct.pack("<Q", len(header_bytes)) + header_bytes
-    buffer[: len(head)] = head
     for array, entry in zip(arrays, layout):
         start = data_start + entry["offset"]
         buffer[start : start + array.nbytes] = np.ascontiguousarray(array).tobytes()
+    checksum = bytes.fromhex(digest(header_bytes, _buffer(buffer)[data_start:]))
+    head = MAGIC + struct.pack("<Q", len(header_bytes)) + checksum + header_bytes
+    buffer[: len(head)] = head
     write_bytes_atomic(path, bytes(buffer))
     return len(buffer)
 
@@ -201,23 +236,54 @@ def read_record(path: Path) -> Any:
 
 
 def read_record_with_reads(path: Path) -> tuple[Any, list[dict[str, Any]]]:
+    """The sample in a record and the files read to build it; CorruptRecord when the record is not
+    whole (truncated, a byte changed) or not the store's (a dtype it never writes, a bad header)."""
     with open(path, "rb") as handle:
-        head = handle.read(len(MAGIC) + 8)
-        if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
-            raise CacheError(f"cache record {path} is not an accel record", "run `accel cache clear`")
-        (length,) = struct.unpack("<Q", head[len(MAGIC) :])
-        header = json.loads(handle.read(length))
-    data_start = _aligned(len(MAGIC) + 8 + length)
-    arrays = []
-    for entry in header["arrays"]:
-        shape = tuple(entry["shape"])
-        dtype = np.dtype(entry["dtype"])
-        if dtype.itemsize * int(np.prod(shape)) == 0:
-            arrays.append(np.zeros(shape, dtype))
-            continue
-        # Copy-on-write map: pages are read lazily and the tensor built on it is writable.
-        arrays.append(np.memmap(path, dtype=dtype, mode="c", offset=data_start + entry["offset"], shape=shape))
-    return unflatten_sample(header["structure"], arrays), list(header.get("reads", []))
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(PREFIX_BYTES)
+        if len(head) < PREFIX_BYTES or head[: len(MAGIC)] != MAGIC:
+            raise CorruptRecord(f"cache record {path} is not an accel record", "run `accel cache clear`")
+        (length,) = struct.unpack("<Q", head[len(MAGIC) : len(MAGIC) + 8])
+        data_start = _aligned(PREFIX_BYTES + length)
+        if data_start > size:
+            raise CorruptRecord(f"cache record {path} is truncated", "run `accel cache clear`")
+        header_bytes = handle.read(length)
+    # Copy-on-write map: pages are read lazily and the tensors built on it are writable.
+    region = (
+        np.memmap(path, dtype=np.uint8, mode="c", offset=data_start, shape=(size - data_start,))
+        if size > data_start
+        else np.zeros(0, np.uint8)
+    )
+    if bytes.fromhex(digest(header_bytes, _buffer(region))) != head[len(MAGIC) + 8 :]:
+        raise CorruptRecord(f"cache record {path} does not match its checksum", "run `accel cache clear`")
+    try:
+        header = json.loads(header_bytes)
+        arrays = [_record_array(region, entry) for entry in header["arrays"]]
+        return unflatten_sample(header["structure"], arrays), list(header.get("reads", []))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+        raise CorruptRecord(f"cache record {path} has a bad header: {exc}", "run `accel cache clear`") from exc
+
+
+def _buffer(data: Any) -> bytes:
+    """The bytes of a bytearray or array as the hasher takes them, without copying them."""
+    return cast(bytes, memoryview(data).cast("B"))
+
+
+def _record_array(region: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+    """One array of a record: a view of its bytes, of a dtype and shape the header must get right."""
+    if entry["dtype"] not in RECORD_DTYPES:
+        raise ValueError(f"dtype {entry['dtype']!r} is not one the store writes")
+    shape = tuple(entry["shape"])
+    offset = entry["offset"]
+    if not all(type(d) is int and d >= 0 for d in (*shape, offset)):
+        raise ValueError(f"shape {shape} or offset {offset} is not made of counts")
+    dtype = np.dtype(entry["dtype"])
+    nbytes = dtype.itemsize * math.prod(shape)
+    if offset + nbytes > len(region):
+        raise ValueError(f"an array of {nbytes} bytes at {offset} ends past the record")
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    return region[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def _aligned(nbytes: int) -> int:
