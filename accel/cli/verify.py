@@ -19,6 +19,7 @@ NO_LONGER_PAYS_EXIT = 1
 
 def render_verify(data: dict, out: Console) -> None:
     out.print(Text.assemble(("accel verify ", "title"), (data["lock_path"], "bold"), f"  [{data['target']}]"))
+    out.print(Text.assemble("pipeline loaded from ", (data["pipeline_path"], "bold")))
     if data["changed_versions"]:
         out.print(f"[warn]measured then with other versions: {escape('; '.join(data['changed_versions']))}[/]")
     table = Table(
@@ -48,7 +49,7 @@ def render_verify(data: dict, out: Console) -> None:
 def verify_command(
     lock: Path = typer.Argument(..., help="accel.lock.yaml (or the folder that holds it)."),
     pipeline: Optional[Path] = typer.Option(
-        None, "--pipeline", help="The pipeline file [default: where the lock was written from, or beside it]."
+        None, "--pipeline", help="The pipeline file [default: the lock's file name, beside it or its folder]."
     ),
     budget: float = typer.Option(30.0, "--budget", min=1.0, help="Seconds to spend on all the timing."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch/ORT threads on both sides."),

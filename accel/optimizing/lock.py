@@ -26,7 +26,6 @@ script's DataLoader search) build their lock with accel.optimizing.locking.build
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from accel.core.hashing import content_digest
 from accel.core.io import write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
+from accel.optimizing.lock_files import file_sha256, resolve_lock_file
 from accel.optimizing.runtimes import runtime_changes
 
 LOCK_SCHEMA = "accel.lock/1"
@@ -157,10 +157,6 @@ class Lock:
         )
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def weights_sha256(pipeline: Pipeline) -> str | None:
     """A digest of the model's weights (parameters and buffers); None for a model that is not a
     torch module."""
@@ -262,13 +258,7 @@ def check_lock(
     """Refuse, saying what changed, when the lock no longer describes what is loaded (`pipeline`
     None: a script, whose weights the lock does not record)."""
     rerun = "run accel optimize again, or force it (force=True, --force)"
-    actual = file_sha256(pipeline_path)
-    if actual != lock.pipeline_sha256:
-        raise LockError(
-            f"{pipeline_path} changed since {target} was written (sha256 {actual[:12]}, lock has "
-            f"{lock.pipeline_sha256[:12]})",
-            rerun,
-        )
+    check_pipeline_file(lock, target, pipeline_path)
     # Artifacts (an exported ONNX file) hold a copy of the weights; optimizations without one are
     # re-applied to whatever weights the file loads now.
     if pipeline is not None and lock.weights_sha256 is not None and lock.artifacts:
@@ -279,15 +269,7 @@ def check_lock(
                 f"{lock.weights_sha256[:12]}): {', '.join(sorted(lock.artifacts))} was built from the old weights",
                 rerun,
             )
-    for name, recorded in lock.artifacts.items():
-        path = target.parent / name
-        if not path.is_file():
-            raise LockError(f"{path} is missing: {target} needs it", "copy the whole folder accel optimize wrote")
-        if file_sha256(path) != recorded:
-            raise LockError(
-                f"{path} changed since {target} was written (sha256 {file_sha256(path)[:12]}, lock has {recorded[:12]})",
-                rerun,
-            )
+    check_artifacts(lock, target)
     changes = changed_versions(lock) if versions else []
     if changes:
         raise LockError(
@@ -305,6 +287,8 @@ def apply_lock(
     refuse_script_lock(lock, target)
     if not force:
         check_lock(lock, target, pipeline, pipeline_path, versions=check_versions)
+    else:  # forced past changed files, never past files the lock does not list
+        check_entry_files(target, lock.entries, lock.artifacts, check_digest=False)
     return apply_entries(pipeline, lock.entries, target)
 
 
@@ -318,8 +302,61 @@ def apply_entries(pipeline: Pipeline, entries: tuple[LockEntry, ...], target: Pa
             config = make_config(optimizer, entry.params, where=f"{target}: ")
         except AccelError as exc:
             raise LockError(f"{target}: {exc.message}", exc.hint) from exc
+        check_entry_files(target, (entry,), None, external_data=False)  # the lock's own check parsed them
         pipeline = optimizer.restore(pipeline, config, entry.state, target.parent)
     return pipeline
+
+
+def check_pipeline_file(lock: Lock, target: Path, pipeline_path: Path) -> None:
+    """Refuse a pipeline file other than the one the lock was written for (by its sha256)."""
+    actual = file_sha256(pipeline_path)
+    if actual != lock.pipeline_sha256:
+        raise LockError(
+            f"{pipeline_path} changed since {target} was written (sha256 {actual[:12]}, lock has "
+            f"{lock.pipeline_sha256[:12]})",
+            "run accel optimize again, or force it (force=True, --force)",
+        )
+
+
+def check_artifacts(lock: Lock, target: Path) -> None:
+    """Each file the lock lists is inside its folder with the sha256 recorded, and each file its
+    entries name is one of them (lock_files.resolve_lock_file)."""
+    for name in lock.artifacts:
+        resolve_lock_file(target.parent, name, f"artifacts entry {name!r}", lock.artifacts)
+    check_entry_files(target, lock.entries, lock.artifacts, check_digest=False)  # hashed just above
+
+
+def check_entry_files(
+    target: Path,
+    entries: tuple[LockEntry, ...],
+    artifacts: dict[str, str] | None,
+    *,
+    check_digest: bool = True,
+    external_data: bool = True,
+) -> None:
+    """Resolve every file the entries name (their state's `*_file` keys, and with `external_data`
+    the files an ONNX file's initializers point to) as lock_files does: inside the lock's folder,
+    and listed in `artifacts` (None: entries an optimize run made, whose files are not hashed yet)."""
+    for number, entry in enumerate(entries, start=1):
+        for key, value in entry.state.items():
+            if not key.endswith("_file"):
+                continue
+            field = f"optimization {number} ({entry.optimizer}) state.{key}"
+            path = resolve_lock_file(target.parent, value, field, artifacts, check_digest=check_digest)
+            for location in _lock_external_data(path, field) if external_data else []:
+                resolve_lock_file(
+                    target.parent, location, f"{field}'s external data", artifacts, check_digest=check_digest
+                )
+
+
+def _lock_external_data(path: Path, field: str) -> list[str]:
+    """_external_data of a file a lock names: one that does not parse is the lock's error."""
+    try:
+        return _external_data(path)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own: the file is not ONNX
+        raise LockError(
+            f"{path} (the lock's {field}) is not an ONNX file: {type(exc).__name__}", "run accel optimize again"
+        ) from exc
 
 
 def _plain(value: Any) -> Any:

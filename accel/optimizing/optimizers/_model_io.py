@@ -6,6 +6,12 @@ arguments, optional ones left at their defaults) and returning the same structur
 `ModelOutput`, a dict, a tuple or a tensor) with the same keys. `output_structure` records that
 structure as JSON (it goes in the lock), `flatten_output` lists its tensors in the order
 torch.export flattens them, and `rebuild_output` puts tensors back into it.
+
+A lock is data that travels, so the class a structure names is never imported on its say-so: it is
+looked up only in packages the process has already imported (transformers' ModelOutput classes,
+collections' OrderedDict, torch), or in the pipeline file's own module while it is loaded;
+`check_output_structure` refuses a lock naming any other (accel.optimizing.lock_files checks the files
+a lock names).
 """
 
 from __future__ import annotations
@@ -21,11 +27,22 @@ from typing import Any, Callable
 
 import torch
 
+from accel.core.errors import LockError
 from accel.core.hashing import text_sha256
 from accel.core.pipeline import Pipeline, split_call
 
 # Batches looked at to find the input dimensions that vary (batch size, padded length).
 SHAPE_PROBE_BATCHES = 8
+# Packages whose mapping classes a structure may name (ModelOutput subclasses, OrderedDict), found
+# only once the process has imported the package: naming one never imports a module from sys.path.
+OUTPUT_CLASS_PACKAGES = ("transformers", "torch", "collections")
+# accel.core.loading imports a pipeline file as a module named so: its classes are the user's own
+# (the file whose sha256 the lock checks), found while that module is loaded, else a plain dict.
+PIPELINE_MODULE_PREFIX = "accel_user_"
+# Deeper than any model's output; a crafted structure nested deeper is refused, not recursed into.
+MAX_STRUCTURE_DEPTH = 64
+STRUCTURE_KINDS = ("tensor", "none", "tuple", "list", "mapping")
+REWRITE_HINT = "run accel optimize again to write a fresh lock"
 
 
 def tensors_only(batch: Any) -> str | None:
@@ -140,7 +157,7 @@ def output_structure(output: Any) -> dict[str, Any]:
         cls = type(output)
         return {
             "kind": "mapping",
-            "class": None if cls is dict else f"{cls.__module__}:{cls.__qualname__}",
+            "class": output_class_name(cls),
             "keys": [str(k) for k in output],
             "items": [output_structure(v) for v in output.values()],
         }
@@ -191,21 +208,75 @@ def rebuild_output(structure: dict[str, Any], tensors: list[torch.Tensor]) -> An
     return build(structure)
 
 
-def _mapping_class(name: str | None) -> type | None:
-    """The class a structure names, from the modules already imported (the user's model imported
-    it); None (a plain dict) when it cannot be found."""
-    if not name:
+def output_class_name(cls: type) -> str | None:
+    """How a structure records a mapping's class: None (a plain dict) for dict, and for a class a
+    lock could not name back (see _mapping_class), so a lock never records one it would refuse."""
+    if cls is dict:
         return None
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        return name if _mapping_class(name) is cls else None
+    except LockError:
+        return None
+
+
+def check_output_structure(structure: Any, field: str = "output_structure", depth: int = 0) -> None:
+    """Refuse (LockError naming the field) a structure from a lock that is not one output_structure
+    writes, or that names a class accel does not rebuild outputs with."""
+    if depth > MAX_STRUCTURE_DEPTH:
+        raise LockError(f"the lock's {field} is nested deeper than {MAX_STRUCTURE_DEPTH} levels", REWRITE_HINT)
+    kind = structure.get("kind") if isinstance(structure, dict) else None
+    if kind not in STRUCTURE_KINDS:
+        raise LockError(f"the lock's {field} is not an output structure (kind {kind!r})", REWRITE_HINT)
+    if kind in ("tensor", "none"):
+        return
+    items = structure.get("items")
+    if not isinstance(items, list):
+        raise LockError(f"the lock's {field}.items is not a list", REWRITE_HINT)
+    if kind == "mapping":
+        keys = structure.get("keys")
+        if not isinstance(keys, list) or len(keys) != len(items) or not all(isinstance(k, str) for k in keys):
+            raise LockError(f"the lock's {field}.keys is not one name per item", REWRITE_HINT)
+        _mapping_class(structure.get("class"), f"{field}.class")
+    for i, item in enumerate(items):
+        check_output_structure(item, f"{field}.items[{i}]", depth + 1)
+
+
+def _mapping_class(name: Any, field: str = "output_structure.class") -> type | None:
+    """The mapping class a structure names; None (a plain dict) for none, or for a class of a
+    pipeline module no longer loaded. A class outside OUTPUT_CLASS_PACKAGES, or in one of them not
+    imported yet, is a LockError: a lock never makes accel import a module."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or ":" not in name:
+        raise LockError(f"the lock's {field} is {name!r}, not 'module:Class'", REWRITE_HINT)
     module_name, _, qualname = name.partition(":")
-    module = sys.modules.get(module_name)
-    if module is None:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
+    package = module_name.split(".")[0]
+    if module_name.startswith(PIPELINE_MODULE_PREFIX):
+        module = sys.modules.get(module_name)
+        if module is None:  # the pipeline module of the process that wrote the lock
             return None
+        found = _attribute(module, qualname)
+        return found if isinstance(found, type) and issubclass(found, Mapping) else None
+    if package not in OUTPUT_CLASS_PACKAGES or package not in sys.modules:
+        raise LockError(
+            f"the lock's {field} names the class {name!r}: accel rebuilds a model's output only with "
+            f"classes of {', '.join(OUTPUT_CLASS_PACKAGES)} already imported, and never imports a module a lock names",
+            REWRITE_HINT,
+        )
+    try:  # a submodule of a package already imported: found through the package, not sys.path
+        found = _attribute(importlib.import_module(module_name), qualname)
+    except ImportError:
+        found = None
+    if not (isinstance(found, type) and issubclass(found, Mapping)):
+        raise LockError(f"the lock's {field} names {name!r}, which is not a mapping class here", REWRITE_HINT)
+    return found
+
+
+def _attribute(module: Any, qualname: str) -> Any:
     found: Any = module
     for part in qualname.split("."):
         found = getattr(found, part, None)
         if found is None:
             return None
-    return found if isinstance(found, type) else None
+    return found

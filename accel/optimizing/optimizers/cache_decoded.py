@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from accel._version import __version__
-from accel.core.errors import CacheError
+from accel.core.errors import CacheError, LockError
 from accel.core.hashing import content_digest, digest
+from accel.core.io import cache_root
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
+from accel.optimizing.lock_files import resolve_lock_folder
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 from accel.optimizing.optimizers._fingerprint import code_digest
 from accel.optimizing.optimizers._reads import changed_file, draws_randomness, file_facts, recording_reads
@@ -298,6 +300,10 @@ class CacheDecoded(Optimizer):
         An edited function hashes to a new namespace, so it starts empty rather than stale."""
         if not state.get("stages"):
             return pipeline
+        if config.cache_dir is not None:  # a lock chooses no folder for accel to write in
+            resolve_lock_folder(config.cache_dir, "params.cache_dir", (cache_root(), Path(lock_dir)))
         stages = tuple(state["stages"])
+        if not all(stage in ("decode", "transform") for stage in stages):
+            raise LockError(f"the lock's cache.decoded state.stages is {state['stages']!r}", "run accel optimize again")
         plan = CachePlan(stages, "from the lock")
         return cached_pipeline(pipeline, config, plan)[0]

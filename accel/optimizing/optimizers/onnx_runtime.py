@@ -24,8 +24,15 @@ from accel.core.dtypes import onnx_numpy_dtype
 from accel.core.errors import LockError, MissingDependencyError, require
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline, split_call
+from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import artifact_name, rebuild_output, tensor_count, tensors_only
+from accel.optimizing.optimizers._model_io import (
+    artifact_name,
+    check_output_structure,
+    rebuild_output,
+    tensor_count,
+    tensors_only,
+)
 from accel.optimizing.optimizers._onnx_export import EXPORTERS, export_onnx, input_names_of, quiet
 
 DEFAULT_OPSET = 17
@@ -235,14 +242,21 @@ class _OnnxBase(Optimizer):
         return out_path, {}
 
     def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Path) -> Pipeline:
-        path = Path(lock_dir) / state.get("onnx_file", "")
-        if not state.get("onnx_file") or not path.is_file():
-            raise LockError(
-                f"the lock names the ONNX file {path}, which is missing",
-                "keep the lock's folder together, or run accel optimize again",
-            )
+        """The ONNX file the lock names, in an ORT session; the state is data from a lock that may
+        have travelled, so anything in it that does not build a session refuses the lock."""
+        path = resolve_lock_file(Path(lock_dir), state.get("onnx_file"), "onnx_file")
+        if path.suffix != ".onnx":
+            raise LockError(f"the lock's onnx_file {path.name!r} is not an .onnx file", "run accel optimize again")
+        check_output_structure(state.get("output_structure") or _legacy_structure(state))
         options = state.get("session_options") or session_options_dict(torch.get_num_threads(), False)
-        model = ort_model(path, state, options)
+        try:
+            model = ort_model(path, state, options)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # ORT's Fail is a RuntimeError
+            raise LockError(
+                f"the lock's {self.name} state does not build an ONNX Runtime session: {type(exc).__name__}: "
+                f"{str(exc)[:200]}",
+                "run accel optimize again",
+            ) from exc
         return pipeline.replace(model=model)
 
 

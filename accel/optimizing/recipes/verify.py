@@ -34,6 +34,7 @@ from accel.optimizing.lock import (
     apply_entries,
     changed_versions,
     check_lock,
+    check_pipeline_file,
     lock_file,
     read_lock,
 )
@@ -84,17 +85,21 @@ class Verification:
 
 
 def find_pipeline_file(lock: Lock, target: Path, given: str | os.PathLike | None) -> Path:
-    """The pipeline file: the one given, else where the lock was written from, else beside the lock."""
+    """The pipeline file: the one given, else the file of the lock's recorded name (its name only:
+    a lock is data that travels, and never points accel at a file to run) beside the lock, or
+    beside the lock's folder (`accel optimize FILE --out DIR`); refused before it runs unless it
+    is the file the lock was written for (its sha256)."""
+    name = Path(lock.pipeline_file).name
     if given is not None:
         candidates = [Path(given)]
     else:
-        candidates = [Path(p) for p in (lock.pipeline_path, target.parent / lock.pipeline_file) if str(p)]
-        candidates.append(Path.cwd() / lock.pipeline_file)
+        candidates = [target.parent / name, target.parent.parent / name] if name else []
     for path in candidates:
         if path.is_file():
+            check_pipeline_file(lock, target, path)
             return path
     raise LockError(
-        f"cannot find the pipeline file {lock.pipeline_file} that {target} was written for",
+        f"cannot find the pipeline file {lock.pipeline_file!r} that {target} was written for beside it",
         "pass it: accel verify LOCK --pipeline FILE",
     )
 
