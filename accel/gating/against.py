@@ -25,8 +25,9 @@ from typing import Iterator
 
 from accel.core.errors import GateError
 from accel.core.loading import check_file
+from accel.core.progress import Progress
 from accel.gating.bench import Side
-from accel.gating.run import GateConfig, GateResult, Progress, gate_sides
+from accel.gating.run import GateConfig, GateResult, gate_sides
 
 
 def _git(args: list[str], cwd: Path) -> str:

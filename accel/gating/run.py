@@ -21,7 +21,8 @@ import numpy as np
 from accel.core.errors import AccelError
 from accel.core.loading import check_file
 from accel.core.measure import now
-from accel.gating.baseline import counts_fingerprint, load_baseline, proposed_path, save_baseline, with_counts
+from accel.core.progress import Progress
+from accel.gating.baseline import Baseline, counts_fingerprint, load_baseline, proposed_path, save_baseline, with_counts
 from accel.gating.bench import BenchConfig, Side, run_replicate
 from accel.gating.estimates import MAX_PAIRS, START_PAIRS, planned_looks, spread
 from accel.gating.live import lockstep_pair
@@ -44,7 +45,6 @@ GATE_SCHEMA = "accel.gate/2"
 CALIBRATION_SCHEMA = "accel.gating.verdicts-calibration/1"
 TIMED_METRICS = ("latency_seconds", "peak_memory_bytes")
 RECOMMENDED_NOISE_MULTIPLE = 3.0
-Progress = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,66 +151,83 @@ def gate_baseline(
     _report(progress, "counting")
     first = run_replicate(side, config.bench, timing=False, counts=True)
     env, counts = first["environment"], first.get("counts")
-    verdicts: list[MetricVerdict] = []
-    if baseline.counts:
-        here = counts_fingerprint(env)
-        if baseline.counts_fingerprint and baseline.counts_fingerprint != here:
-            verdicts.append(rebaseline(baseline.counts_fingerprint, here))
-        else:
-            verdicts += _count_verdicts(baseline.counts, counts, config.thresholds)
+    verdicts = _count_verdicts_against(baseline, counts, env, config.thresholds)
     replicates: list[Replicate] = []
-    base_samples = {m: baseline.values(m) for m in TIMED_METRICS}
-    if config.timing and baseline.replicates:
-        mismatch = environment_mismatch(baseline.environment, env)
-        if mismatch:
-            reason = "environment differs from the baseline's: " + "; ".join(mismatch)
-            verdicts += [
-                invalid(m, config.thresholds.for_metric(METRICS[m]), reason) for m in TIMED_METRICS if base_samples[m]
-            ]
-        else:
-            # One run, as long as the baseline's runs, judged against the spread between them.
-            size = max(len(run) for run in baseline.runs)
-            _report(progress, f"measuring: {size} replicates")
-            replicates = [Replicate.from_dict(run_replicate(side, config.bench)["replicate"]) for _ in range(size)]
-            for name in TIMED_METRICS:
-                runs = baseline.run_values(name)
-                now_values = _values(replicates, name)
-                if any(runs) and now_values:
-                    metric = METRICS[name]
-                    verdicts.append(judge_runs(metric, runs, now_values, config.thresholds.for_metric(metric)))
-    elif config.timing and not baseline.replicates:
-        verdicts.append(
-            invalid(
-                "latency_seconds",
-                config.thresholds.max_slowdown,
-                "the baseline holds no timings (it was saved with counts only)",
-            )
-        )
-    proposed = None
+    if config.timing:
+        timed, replicates = _timed_verdicts_against(baseline, side, env, config, progress)
+        verdicts += timed
     result_verdicts = tuple(verdicts)
-    if (
-        counts
-        and any(v.verdict is Verdict.IMPROVED for v in result_verdicts)
-        and overall(result_verdicts) in (Verdict.IMPROVED, Verdict.PASS)
-    ):
-        proposed = str(save_baseline(proposed_path(baseline_path), with_counts(baseline, counts, env)))
     return GateResult(
         target=path.name,
         mode="baseline",
         reference=str(baseline_path),
         verdicts=result_verdicts,
         thresholds=config.thresholds,
-        baseline_samples=base_samples,
+        baseline_samples={m: baseline.values(m) for m in TIMED_METRICS},
         candidate_samples={m: _values(replicates, m) for m in TIMED_METRICS},
         pairs=len(replicates),
         baseline_environment=baseline.environment,
         candidate_environment=env,
         baseline_counts=baseline.counts,
         candidate_counts=counts,
-        proposed_baseline=proposed,
+        proposed_baseline=_proposed_baseline(baseline_path, baseline, counts, env, result_verdicts),
         elapsed_seconds=now() - started,
         modules={"candidate": first.get("modules", {})},
     )
+
+
+def _count_verdicts_against(
+    baseline: Baseline, counts: dict[str, Any] | None, env: dict[str, Any], thresholds: Thresholds
+) -> list[MetricVerdict]:
+    """The counted metrics against the baseline's; one rebaseline verdict where they were counted
+    under another counting setup."""
+    if not baseline.counts:
+        return []
+    here = counts_fingerprint(env)
+    if baseline.counts_fingerprint and baseline.counts_fingerprint != here:
+        return [rebaseline(baseline.counts_fingerprint, here)]
+    return _count_verdicts(baseline.counts, counts, thresholds)
+
+
+def _timed_verdicts_against(
+    baseline: Baseline, side: Side, env: dict[str, Any], config: GateConfig, progress: Progress | None
+) -> tuple[list[MetricVerdict], list[Replicate]]:
+    """The timed metrics: one run as long as the baseline's runs, judged against the spread between
+    them; INVALID where the baseline holds no timings or was measured in another environment."""
+    thresholds = config.thresholds
+    if not baseline.replicates:
+        reason = "the baseline holds no timings (it was saved with counts only)"
+        return [invalid("latency_seconds", thresholds.max_slowdown, reason)], []
+    mismatch = environment_mismatch(baseline.environment, env)
+    if mismatch:
+        reason = "environment differs from the baseline's: " + "; ".join(mismatch)
+        invalids = [invalid(m, thresholds.for_metric(METRICS[m]), reason) for m in TIMED_METRICS if baseline.values(m)]
+        return invalids, []
+    size = max(len(run) for run in baseline.runs)
+    _report(progress, f"measuring: {size} replicates")
+    replicates = [Replicate.from_dict(run_replicate(side, config.bench)["replicate"]) for _ in range(size)]
+    verdicts = []
+    for name in TIMED_METRICS:
+        runs = baseline.run_values(name)
+        now_values = _values(replicates, name)
+        if any(runs) and now_values:
+            metric = METRICS[name]
+            verdicts.append(judge_runs(metric, runs, now_values, thresholds.for_metric(metric)))
+    return verdicts, replicates
+
+
+def _proposed_baseline(
+    baseline_path: str | os.PathLike,
+    baseline: Baseline,
+    counts: dict[str, Any] | None,
+    env: dict[str, Any],
+    verdicts: tuple[MetricVerdict, ...],
+) -> str | None:
+    """Where a gate that improved and passed writes the baseline it proposes (with the new counts)."""
+    improved = any(v.verdict is Verdict.IMPROVED for v in verdicts)
+    if counts and improved and overall(verdicts) in (Verdict.IMPROVED, Verdict.PASS):
+        return str(save_baseline(proposed_path(baseline_path), with_counts(baseline, counts, env)))
+    return None
 
 
 def gate_sides(

@@ -14,8 +14,9 @@ interleaved with the loop as written, so the gain of turning the cache on is mea
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -122,6 +123,9 @@ def _median_steps(loops: list[list[GenerationStep]]) -> list[GenerationStep]:
     ]
 
 
+Loop = tuple[float, list[GenerationStep], Any]  # (seconds, its model calls, its output)
+
+
 def generation_pass(
     pipeline: Pipeline,
     batch: Any,
@@ -138,39 +142,58 @@ def generation_pass(
     sync = device_sync(machine.device)
     recorder = _Recorder(sync, clock, first_call if first_call is not None else [])
 
-    def timed_loop(run: Pipeline) -> tuple[float, list[GenerationStep], Any]:
+    def timed_loop(run: Pipeline) -> Loop:
         recorder.reset()
         began = clock()
         output = run.forward(batch)
         sync()
         return clock() - began, list(recorder.steps), output
 
+    plain: list[Loop] = []
+    cached: list[Loop] = []
+    with _hooked(model, recorder), torch.inference_mode():
+        _, warm_steps, _ = timed_loop(pipeline)
+        cached_pipeline, cache_note = _with_cache_forced(pipeline, warm_steps, timed_loop)
+        for _ in range(GENERATION_LOOPS):
+            plain.append(timed_loop(pipeline))
+            if cached_pipeline is not None:
+                cached.append(timed_loop(cached_pipeline))
+    return _generation_profile(plain, cached, model, batch, cache_note)
+
+
+@contextlib.contextmanager
+def _hooked(model: torch.nn.Module, recorder: _Recorder) -> Iterator[None]:
+    """The recorder sees every call of the model while the block runs."""
     pre = model.register_forward_pre_hook(recorder.before, with_kwargs=True)
     post = model.register_forward_hook(recorder.after, with_kwargs=True)
-    plain: list[tuple[float, list[GenerationStep], Any]] = []
-    cached: list[tuple[float, list[GenerationStep], Any]] = []
-    cache_note = None
     try:
-        with torch.inference_mode():
-            _, warm_steps, _ = timed_loop(pipeline)
-            recomputes = any(s.recomputed_tokens for s in warm_steps)
-            measure_cache = recomputes and accepts_cache(model)
-            if recomputes and not measure_cache:
-                cache_note = "the model takes no use_cache/past_key_values: the cache's gain was not measured"
-            # The forced copy shares the model's parameters and hooks: the recorder sees its calls.
-            cached_pipeline = pipeline.replace(model=with_cache(model)) if measure_cache else None
-            if cached_pipeline is not None:
-                timed_loop(cached_pipeline)  # warm-up with the cache on
-                if not generate_calls(cached_pipeline.model):
-                    cached_pipeline = None
-                    cache_note = "the pipeline's generate does not call model.generate: the cache was not forced"
-            for _ in range(GENERATION_LOOPS):
-                plain.append(timed_loop(pipeline))
-                if cached_pipeline is not None:
-                    cached.append(timed_loop(cached_pipeline))
+        yield
     finally:
         pre.remove()
         post.remove()
+
+
+def _with_cache_forced(
+    pipeline: Pipeline, warm_steps: list[GenerationStep], timed_loop: Callable[[Pipeline], Loop]
+) -> tuple[Pipeline | None, str | None]:
+    """The pipeline with the KV cache forced on (warmed up), where the loop recomputes and the cache
+    can be forced; else None and, where the loop recomputes, why the cache's gain is not measured."""
+    model = pipeline.model
+    if not any(s.recomputed_tokens for s in warm_steps):
+        return None, None
+    if not accepts_cache(model):
+        return None, "the model takes no use_cache/past_key_values: the cache's gain was not measured"
+    # The forced copy shares the model's parameters and hooks: the recorder sees its calls.
+    cached_pipeline = pipeline.replace(model=with_cache(model))
+    timed_loop(cached_pipeline)  # warm-up with the cache on
+    if not generate_calls(cached_pipeline.model):
+        return None, "the pipeline's generate does not call model.generate: the cache was not forced"
+    return cached_pipeline, None
+
+
+def _generation_profile(
+    plain: list[Loop], cached: list[Loop], model: torch.nn.Module, batch: Any, cache_note: str | None
+) -> GenerationProfile | None:
     steps = _median_steps([loop for _, loop, _ in plain])
     if not steps:
         return None

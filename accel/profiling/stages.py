@@ -14,6 +14,7 @@ The result, `ProfileData`, is plain data that analyzers read.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ import torch
 
 from accel.core.errors import PipelineError
 from accel.core.hashing import content_hash
-from accel.core.measure import Clock, now
+from accel.core.measure import Clock, PassBudget, now
 from accel.core.pipeline import Pipeline, batch_length, split_batch, tensors_in
 from accel.profiling.data import BatchPadding, EndToEnd, ProfileData, StageTiming
 
@@ -80,8 +81,15 @@ def measure_pipeline(
     clock: Clock = now,
     cores: int = 1,
     sync: Callable[[], None] = lambda: None,
+    budget: PassBudget | None = None,
 ) -> ProfileData:
-    """Measure each stage on its own, then the whole pipeline as it runs."""
+    """Measure each stage on its own, then the whole pipeline as it runs.
+
+    With `budget` (a Deadline's share), its seconds replace `budget_seconds` and its calls are
+    counted; a model called without a source is timed as the budget allows (at least one call).
+    """
+    if budget is not None:
+        budget_seconds = budget.seconds
     data = ProfileData(
         target=pipeline.name,
         batch_size=pipeline.batch_size,
@@ -96,25 +104,31 @@ def measure_pipeline(
         )
     with torch.inference_mode():
         if not pipeline.has_source:
-            _measure_inputs_only(pipeline, data, clock, budget_seconds, sync)
+            _measure_inputs_only(pipeline, data, clock, budget_seconds, sync, budget)
             return data
         samples_measured = _stage_pass(pipeline, data, max_samples, budget_seconds / 2, clock, sync)
         data.end_to_end = _end_to_end_passes(pipeline, samples_measured, budget_seconds / 2, clock, sync)
+    if budget is not None:  # the stage pass's batches, its warm-up batch and the end-to-end batches
+        budget.calls += -(-samples_measured // max(pipeline.batch_size, 1)) + 1 + data.end_to_end.batches
     return data
 
 
 def _measure_inputs_only(
-    pipeline: Pipeline, data: ProfileData, clock: Clock, budget: float, sync: Callable[[], None]
+    pipeline: Pipeline,
+    data: ProfileData,
+    clock: Clock,
+    budget: float,
+    sync: Callable[[], None],
+    shared: PassBudget | None = None,
 ) -> None:
-    from accel.core.measure import time_calls
+    from accel.core.measure import time_calls, time_calls_within
 
     batch = pipeline.inputs
-    measurement = time_calls(
-        lambda: _run_stage("model", lambda: pipeline.forward(batch)),
-        budget_seconds=min(budget, 5.0),
-        clock=clock,
-        sync=sync,
-    )
+    call = lambda: _run_stage("model", lambda: pipeline.forward(batch))  # noqa: E731
+    if shared is not None:
+        measurement = time_calls_within(call, shared, sync=sync)
+    else:
+        measurement = time_calls(call, budget_seconds=min(budget, 5.0), clock=clock, sync=sync)
     size = batch_length(batch)
     data.model_latency = measurement
     # One batch of `size` samples takes the median: per sample that is median / size, the same
@@ -138,57 +152,74 @@ def _source_head(pipeline: Pipeline, limit: int) -> list[Any]:
     return list(itertools.islice(iter(pipeline.source), limit))
 
 
+@dataclasses.dataclass
+class _StageTimes:
+    """The seconds each stage took so far in the stage pass, and what the pass records on the way."""
+
+    pipeline: Pipeline
+    data: ProfileData
+    clock: Clock
+    sync: Callable[[], None]
+    collate: Callable[[list[Any]], Any]
+    totals: dict[str, float] = dataclasses.field(default_factory=lambda: {name: 0.0 for name in STAGE_NAMES})
+
+    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        value, seconds = _timed(self.clock, fn)
+        self.totals[stage] += seconds
+        return value
+
+    def prepare(self, raw: Any) -> Any:
+        """One raw sample decoded and transformed (a stage the pipeline lacks passes it on)."""
+        decode, transform = self.pipeline.decode, self.pipeline.transform
+        decoded = self.timed("decode", lambda: _run_stage("decode", lambda: decode(raw)) if decode else raw)
+        sample = self.timed(
+            "transform", lambda: _run_stage("transform", lambda: transform(decoded)) if transform else decoded
+        )
+        self.data.sample_hashes.append(content_hash(sample))
+        return sample
+
+    def run_batch(self, prepared: list[Any]) -> None:
+        """Collate, model (waited for) and postprocess of one batch of prepared samples."""
+        batch = self.timed("collate", lambda: _run_stage("collate", lambda: self.collate(prepared)))
+        padding = measure_padding(prepared, batch)
+        if padding is not None:
+            self.data.padding.append(padding)
+        t0 = self.clock()
+        output = _run_stage("model", lambda: self.pipeline.forward(batch))
+        self.sync()
+        self.totals["model"] += self.clock() - t0
+        postprocess = self.pipeline.postprocess
+        if postprocess is not None:
+            items = split_batch(output, len(prepared))
+            self.timed("postprocess", lambda: [_run_stage("postprocess", lambda: postprocess(x)) for x in items])
+
+
+def _batch_plan(pipeline: Pipeline, samples: int) -> list[list[int]]:
+    """The sample indices of each batch: the pipeline's own batching, else consecutive batches."""
+    plan = pipeline.batch_indices() if pipeline.is_sequence else None
+    if plan is None:
+        plan = [list(range(i, min(i + pipeline.batch_size, samples))) for i in range(0, samples, pipeline.batch_size)]
+    return plan
+
+
 def _stage_pass(
     pipeline: Pipeline, data: ProfileData, max_samples: int, budget: float, clock: Clock, sync: Callable[[], None]
 ) -> int:
-    totals = {name: 0.0 for name in STAGE_NAMES}
     raw_samples = _source_head(pipeline, max_samples)
     if not raw_samples:
         raise PipelineError("the pipeline's source yielded no samples", "give the source at least one sample")
-    plan = pipeline.batch_indices() if pipeline.is_sequence else None
-    if plan is None:
-        plan = [
-            list(range(i, min(i + pipeline.batch_size, len(raw_samples))))
-            for i in range(0, len(raw_samples), pipeline.batch_size)
-        ]
-    collate = pipeline.collate_fn()
+    plan = _batch_plan(pipeline, len(raw_samples))
+    times = _StageTimes(pipeline, data, clock, sync, pipeline.collate_fn())
     # Warm-up: one batch through every stage, untimed (first calls allocate and pick kernels).
     first = [pipeline.prepare(raw_samples[i]) for i in plan[0] if i < len(raw_samples)]
-    _run_stage("model", lambda: pipeline.forward(collate(first)))
+    _run_stage("model", lambda: pipeline.forward(times.collate(first)))
     began = clock()
     counted = 0
     for indices in plan:
         indices = [i for i in indices if i < len(raw_samples)]
         if not indices:
             continue
-        prepared = []
-        decode, transform, postprocess = pipeline.decode, pipeline.transform, pipeline.postprocess
-        for i in indices:
-            decoded, seconds = _timed(
-                clock,
-                lambda: _run_stage("decode", lambda: decode(raw_samples[i])) if decode else raw_samples[i],
-            )
-            totals["decode"] += seconds
-            sample, seconds = _timed(
-                clock,
-                lambda: _run_stage("transform", lambda: transform(decoded)) if transform else decoded,
-            )
-            totals["transform"] += seconds
-            prepared.append(sample)
-            data.sample_hashes.append(content_hash(sample))
-        batch, seconds = _timed(clock, lambda: _run_stage("collate", lambda: collate(prepared)))
-        totals["collate"] += seconds
-        padding = measure_padding(prepared, batch)
-        if padding is not None:
-            data.padding.append(padding)
-        t0 = clock()
-        output = _run_stage("model", lambda: pipeline.forward(batch))
-        sync()
-        totals["model"] += clock() - t0
-        if postprocess is not None:
-            items = split_batch(output, len(indices))
-            _, seconds = _timed(clock, lambda: [_run_stage("postprocess", lambda: postprocess(x)) for x in items])
-            totals["postprocess"] += seconds
+        times.run_batch([times.prepare(raw_samples[i]) for i in indices])
         counted += len(indices)
         if clock() - began > budget and counted >= pipeline.batch_size * 2:
             break
@@ -199,7 +230,7 @@ def _stage_pass(
         "model": True,
         "postprocess": pipeline.postprocess,
     }
-    data.stages = [StageTiming(name, totals[name], counted) for name in STAGE_NAMES if present[name]]
+    data.stages = [StageTiming(name, times.totals[name], counted) for name in STAGE_NAMES if present[name]]
     return counted
 
 
