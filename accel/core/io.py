@@ -102,3 +102,20 @@ def json_default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def plain_data(value: Any) -> Any:
+    """`value` as plain data (str-keyed dicts, lists, strings, numbers), json_default applied all the
+    way down, for writers without a default hook (yaml.safe_dump); what it cannot convert is left as it is."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    if value is None or isinstance(value, bytes) or type(value) in (bool, int, float):
+        return value
+    try:
+        return plain_data(json_default(value))
+    except TypeError:
+        return value

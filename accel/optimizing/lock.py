@@ -35,7 +35,7 @@ import yaml
 
 from accel.core.errors import AccelError, LockError
 from accel.core.hashing import content_digest
-from accel.core.io import write_text_atomic
+from accel.core.io import plain_data, write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import file_sha256, resolve_lock_file
@@ -216,7 +216,7 @@ def write_lock(path: str | Path, lock: Lock) -> Path:
     target = lock_file(path)
     how = "accel run SCRIPT --lock LOCK" if lock.kind == SCRIPT_LOCK else "accel.load(FILE, lock=...)"
     text = f"# written by accel optimize; re-applied by {how}\n"
-    text += yaml.safe_dump(_plain(lock.to_dict()), sort_keys=False)
+    text += yaml.safe_dump(plain_data(lock.to_dict()), sort_keys=False)
     write_text_atomic(target, text)
     return target
 
@@ -357,18 +357,3 @@ def _lock_external_data(path: Path, field: str) -> list[str]:
         raise LockError(
             f"{path} (the lock's {field}) is not an ONNX file: {type(exc).__name__}", "run accel optimize again"
         ) from exc
-
-
-def _plain(value: Any) -> Any:
-    """Data safe_dump can write: tuples become lists, numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    if hasattr(value, "item") and not isinstance(value, bytes):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
