@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from accel.core.errors import AccelError
 from accel.core.stats import bootstrap_ci
 from accel.gating.reports import json_text, junit_xml, markdown
-from accel.gating.run import GateResult, parse_percent, resolve_thresholds
+from accel.gating.run import GateResult
+from accel.gating.thresholds import parse_percent, resolve_thresholds
 from accel.gating.verdicts import (
     METRICS,
     Metric,

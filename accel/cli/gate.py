@@ -138,7 +138,8 @@ def gate_command(
 ) -> None:
     """Fail CI on a performance regression: paired fresh-process statistics and exact counts."""
     from accel.gating.bench import BenchConfig
-    from accel.gating.run import GateConfig, resolve_thresholds
+    from accel.gating.run import GateConfig
+    from accel.gating.thresholds import resolve_thresholds
 
     if len(targets) == 2 and targets[0] == "calibrate":
         mode, file = "calibrate", Path(targets[1])
