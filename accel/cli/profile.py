@@ -20,7 +20,13 @@ def profile_command(
         None, "--trace-dir", help="TensorBoard logdir for the trace [default: ./accel-runs/<name>/]."
     ),
     no_trace: bool = typer.Option(False, "--no-trace", help="Skip the torch.profiler trace."),
-    budget: float = typer.Option(20.0, "--budget", min=1.0, help="Seconds to spend measuring."),
+    budget: float = typer.Option(
+        20.0,
+        "--budget",
+        min=1.0,
+        help="Seconds to spend measuring (start-up and calibration aside); each pass gets a share, "
+        "at least one model call, and the report says which passes were cut short.",
+    ),
     html_path: Optional[Path] = typer.Option(
         None, "--html", help="Write a self-contained HTML report (roofline chart)."
     ),

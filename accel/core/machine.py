@@ -135,9 +135,19 @@ def parse_isa_flags(cpuinfo: str) -> tuple[str, ...]:
     return ()
 
 
+# Classes torch's CPU capability caps x86 at, whatever /proc/cpuinfo lists: ATEN_CPU_CAPABILITY
+# (with ONEDNN_MAX_CPU_ISA for oneDNN) restricts the kernels torch runs, which is the class a cure gets.
+CAPABILITY_CAPS = {"AVX2": "avx2", "DEFAULT": "generic"}
+X86_FLAGS = ("avx2", "avx512f")
+
+
 def classify_cpu(isa_flags: tuple[str, ...], capability: str = "") -> str:
-    """The CPU's class in a word ("avx2", "avx512_bf16", "amx"...): from its flags, else from
-    torch's CPU capability (other OSes), else "generic"."""
+    """The CPU's effective class in a word ("avx2", "avx512_bf16", "amx"...): on x86 capped by
+    torch's CPU capability (AVX2 under ATEN_CPU_CAPABILITY=avx2, even on an AVX-512 CPU), else from
+    its flags, else from that capability (other OSes), else "generic"."""
+    cap = CAPABILITY_CAPS.get(capability.upper()) if capability else None
+    if cap is not None and any(flag in isa_flags for flag in X86_FLAGS):
+        return cap
     for name, any_of in CPU_CLASSES:
         if any(flag in isa_flags for flag in any_of):
             return name

@@ -12,44 +12,30 @@ Each pass returns plain data stored in ProfileData (ops, memory, generation); an
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
 import statistics
-import warnings
 from collections import defaultdict
 from typing import Any, Callable
 
 import torch
 
-from accel.core.counts import Counts, OpCount, count_forward, parameter_bytes
-from accel.core.dtypes import CALIBRATED
+from accel.core.budget import Deadline, PassBudget
+from accel.core.counts import Counts, OpCount, parameter_bytes
 from accel.core.machine import Machine
-from accel.core.measure import device_sync, peak_memory_bytes, time_calls
+from accel.core.measure import device_sync, now, peak_memory_bytes
 from accel.core.pipeline import Pipeline, split_call, tensors_in
-from accel.profiling.costmodel import (
-    CALL_MARKER,
-    PROFILED_CALLS,
-    CostModel,
-    build_cost_model,
-    faster_dtypes,
-    split_roofline,
-)
-from accel.profiling.data import (
-    DtypeTiming,
-    LayerActivation,
-    MemoryProfile,
-    PatchPlan,
-    ProfileData,
-)
+from accel.profiling.costmodel import CALL_MARKER, PROFILED_CALLS, CostModel, build_cost_model
+from accel.profiling.count_cache import cached_counts
+from accel.profiling.data import LayerActivation, MemoryProfile, PatchPlan, ProfileData
+from accel.profiling.dtype_pass import dtype_pass, dtypes_worth_timing
 from accel.profiling.generation import generation_pass
 from accel.profiling.patch_plan import plan_patches
 
-CALL_TIMING_BUDGET_SECONDS = 1.0
-# The dtype pass times fp32 and each faster dtype in turn, this many rounds: interleaved, so a
-# burst of other load on a shared machine falls on both sides rather than on one.
-DTYPE_ROUNDS = 3
-DTYPE_CALLS_PER_ROUND = 3
+# Plain (unprofiled) calls the cost pass wants beside its profiled ones, where the budget holds them.
+PLAIN_CALLS = 5
+# The passes' weights in a profile's budget (accel.core.measure.Deadline): the stage timing is what
+# every finding reads; the cost pass holds the op times; the dtype pass times two or three variants.
+PASS_WEIGHTS = {"stages": 0.3, "generation": 0.2, "cost": 0.25, "memory": 0.1, "dtypes": 0.25, "trace": 0.05}
 
 
 def _bytes(value: Any) -> int:
@@ -64,16 +50,27 @@ def _outermost_matches(event: Any, names: set[str], found: list[Any]) -> None:
             _outermost_matches(child, names, found)
 
 
-def profile_op_seconds(
-    fn: Callable[[], Any], counts: Counts, *, device: str = "cpu", calls: int = PROFILED_CALLS
-) -> list[float]:
-    """Seconds of each counted op (in the order of `counts.ops`), median over `calls` profiled calls."""
+@dataclasses.dataclass(frozen=True)
+class ProfiledOps:
+    """Op times of profiled calls, and per profiled call its own seconds and its ops' total."""
+
+    op_seconds: list[float]  # per counted op, median over the profiled calls
+    call_seconds: tuple[float, ...]  # each profiled call, start to end
+    ops_seconds: tuple[float, ...]  # each profiled call, its counted ops' seconds summed
+
+
+def profile_ops(
+    fn: Callable[[], Any], counts: Counts, *, device: str = "cpu", calls: int = PROFILED_CALLS, warmup: bool = True
+) -> ProfiledOps:
+    """Profile `calls` calls of `fn` (after a warm-up call unless `warmup` is False): each counted
+    op's seconds, and each call's own seconds beside its ops' (the same calls measure both)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     names = {o.op for o in counts.ops}
-    fn()  # warm-up: first calls allocate and choose kernels
+    if warmup:
+        fn()  # first calls allocate and choose kernels
     if cuda:
         torch.cuda.synchronize()
     with profile(activities=activities) as prof:
@@ -83,11 +80,23 @@ def profile_op_seconds(
             if cuda:
                 torch.cuda.synchronize()
     per_call = []
-    for marker in (e for e in prof.events() if e.name == CALL_MARKER):
+    markers = [e for e in prof.events() if e.name == CALL_MARKER]
+    for marker in markers:
         found: list[Any] = []
         _outermost_matches(marker, names, found)
         per_call.append(found)
-    return _join(counts.ops, per_call, cuda)
+    return ProfiledOps(
+        op_seconds=_join(counts.ops, per_call, cuda),
+        call_seconds=tuple(m.cpu_time_total / 1e6 for m in markers),
+        ops_seconds=tuple(sum(_event_seconds(e, cuda) for e in events) for events in per_call),
+    )
+
+
+def profile_op_seconds(
+    fn: Callable[[], Any], counts: Counts, *, device: str = "cpu", calls: int = PROFILED_CALLS
+) -> list[float]:
+    """Seconds of each counted op (in the order of `counts.ops`), median over `calls` profiled calls."""
+    return profile_ops(fn, counts, device=device, calls=calls).op_seconds
 
 
 def _event_seconds(event: Any, cuda: bool) -> float:
@@ -117,15 +126,49 @@ def _join(ops: tuple[OpCount, ...], per_call: list[list[Any]], cuda: bool) -> li
     return result
 
 
-def cost_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -> CostModel:
-    """Counts, op times and the plain time of `call`, one model call."""
-    model = pipeline.model
+def cost_pass(
+    pipeline: Pipeline,
+    call: Callable[[], Any],
+    machine: Machine,
+    call_args: tuple[tuple, dict] = ((), {}),
+    budget: PassBudget | None = None,
+) -> CostModel:
+    """Counts (cached, accel.profiling.count_cache), op times and the plain time of `call`, one
+    model call with `call_args`: one plain call, then as many profiled and plain calls as `budget`
+    holds (PROFILED_CALLS and PLAIN_CALLS wanted, one profiled call at least)."""
+    budget = budget or PassBudget("cost", float("inf"))
     sync = device_sync(machine.device)
     with torch.inference_mode():
-        counts = count_forward(call, model if isinstance(model, torch.nn.Module) else None)
-        op_seconds = profile_op_seconds(call, counts, device=machine.device)
-        call_seconds = time_calls(call, budget_seconds=CALL_TIMING_BUDGET_SECONDS, max_repeats=50, sync=sync).median
-    return build_cost_model(counts, op_seconds, machine, call_seconds)
+        counts, cached = cached_counts(call, pipeline.model, *call_args)
+        budget.calls += 0 if cached else 1
+        plain: list[float] = []
+        # The model is warm (earlier passes called it): where one more call does not fit beside the
+        # profiled one, the call time an earlier pass measured stands in for a plain call.
+        first = budget.call_seconds or 0.0
+        if not first or budget.fit(first, 2, minimum=1) >= 2:
+            plain.append(_timed_call(call, sync))  # warm-up, timed: it sizes the calls below
+            first = plain[0]
+        profiled_calls = budget.fit(first, PROFILED_CALLS, minimum=1)
+        profiled = profile_ops(call, counts, device=machine.device, calls=profiled_calls, warmup=False)
+        plain += [_timed_call(call, sync) for _ in range(budget.fit(first, PLAIN_CALLS - len(plain), minimum=0))]
+        budget.calls += profiled_calls + len(plain)
+        plain = plain or [first]
+    return build_cost_model(
+        counts,
+        profiled.op_seconds,
+        machine,
+        statistics.median(plain),
+        profiled_call_seconds=profiled.call_seconds,
+        profiled_ops_seconds=profiled.ops_seconds,
+        call_samples=tuple(plain),
+    )
+
+
+def _timed_call(call: Callable[[], Any], sync: Callable[[], None]) -> float:
+    began = now()
+    call()
+    sync()
+    return now() - began
 
 
 def _activation(name: str, inputs: Any, output: Any) -> LayerActivation:
@@ -134,84 +177,15 @@ def _activation(name: str, inputs: Any, output: Any) -> LayerActivation:
     return LayerActivation(name=name, input_bytes=_bytes(inputs), output_bytes=_bytes(output), input_shape=shape)
 
 
-def _cast_floating(value: Any, dtype: torch.dtype) -> Any:
-    """Floating tensors in `value` cast to `dtype`, containers (ModelOutputs too) rebuilt as they were."""
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype) if value.is_floating_point() else value
-    if isinstance(value, tuple):
-        return (
-            type(value)(*(_cast_floating(v, dtype) for v in value))
-            if hasattr(value, "_fields")
-            else tuple(_cast_floating(v, dtype) for v in value)
-        )
-    if isinstance(value, list):
-        return [_cast_floating(v, dtype) for v in value]
-    if isinstance(value, dict):
-        items = {k: _cast_floating(v, dtype) for k, v in value.items()}
-        try:
-            return type(value)(**items)
-        except TypeError:
-            return items
-    return value
+def memory_pass(
+    pipeline: Pipeline, call: Callable[[], Any], machine: Machine, budget: PassBudget | None = None
+) -> MemoryProfile:
+    """Peak memory of `call` (one model call), every leaf layer's activation, and the patch plan.
 
-
-def dtype_pass(
-    pipeline: Pipeline, args: tuple, kwargs: dict, machine: Machine, dtypes: list[str]
-) -> tuple[DtypeTiming, ...]:
-    """The call the cost pass measured, on the model as it is (fp32) and as each dtype's cure runs
-    it, timed in DTYPE_ROUNDS interleaved rounds of DTYPE_CALLS_PER_ROUND calls each (no profiler
-    attached); per dtype, the median."""
-    if not dtypes:
-        return ()
-    calls = {}
-    for name in ["fp32", *dtypes]:
-        try:
-            calls[name] = _variant_call(pipeline.model, name, args, kwargs)
-            with torch.inference_mode():
-                calls[name]()  # warm-up, and a dtype the model cannot run in fails here
-        except Exception:  # noqa: BLE001 - a dtype the model cannot run in is left to the peak-ratio fallback
-            calls.pop(name, None)
-            if name == "fp32":
-                raise
-    if len(calls) < 2:
-        return ()
-    sync = device_sync(machine.device)
-    samples: dict[str, list[float]] = defaultdict(list)
-    with torch.inference_mode():
-        for _ in range(DTYPE_ROUNDS):
-            for name, call in calls.items():
-                measured = time_calls(
-                    call, warmup=1, min_repeats=DTYPE_CALLS_PER_ROUND, max_repeats=DTYPE_CALLS_PER_ROUND, sync=sync
-                )
-                samples[name].extend(measured.samples)
-    return tuple(DtypeTiming(dtype=name, call_seconds=statistics.median(values)) for name, values in samples.items())
-
-
-def _call(model: Any, args: tuple, kwargs: dict) -> Any:
-    return model(*args, **kwargs)
-
-
-def _variant_call(model: torch.nn.Module, name: str, args: tuple, kwargs: dict) -> Callable[[], Any]:
-    """The model as the cure for `name` runs it, and the call on it: cast whole for bf16/fp16
-    (precision.*, cast mode), Linear layers dynamically quantized for int8 (quantize.int8_dynamic's
-    eager backend)."""
-    if name == "fp32":
-        return functools.partial(_call, model, args, kwargs)
-    if name == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
-
-            variant = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-        return functools.partial(_call, variant, args, kwargs)
-    dtype = CALIBRATED[name]
-    variant = copy.deepcopy(model).to(dtype)
-    return functools.partial(_call, variant, _cast_floating(args, dtype), _cast_floating(kwargs, dtype))
-
-
-def memory_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -> MemoryProfile:
-    """Peak memory of `call` (one model call), every leaf layer's activation, and the patch plan."""
+    Two calls where `budget` holds them (the layers recorded in a warm-up call, the peak taken in
+    the next); one where it does not (layers and peak in the same, already warm, call)."""
     model = pipeline.model
+    budget = budget or PassBudget("memory", float("inf"))
     layers: list[LayerActivation] = []
     modules: list[torch.nn.Module] = []
     handles = []
@@ -226,14 +200,18 @@ def memory_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -
                 handles.append(
                     module.register_forward_hook(lambda m, inputs, output, name=name: record(m, name, inputs, output))
                 )
+    call_seconds = budget.call_seconds or 0.0
     try:
         with torch.inference_mode():
-            call()  # records layers; also warms up before the peak is taken
+            if budget.fit(call_seconds, 2, minimum=1) >= 2:
+                call()  # records layers; also warms up before the peak is taken
+                budget.calls += 1
+                for handle in handles:
+                    handle.remove()
+                handles = []
+            peak = peak_memory_bytes(call, machine.device)  # with the hooks still on where it is the only call
+            budget.calls += 1
             recorded = tuple(layers)
-            for handle in handles:
-                handle.remove()
-            handles = []
-            peak = peak_memory_bytes(call, machine.device)
     finally:
         for handle in handles:
             handle.remove()
@@ -250,7 +228,11 @@ def memory_pass(pipeline: Pipeline, call: Callable[[], Any], machine: Machine) -
 
 
 def hardware_passes(
-    pipeline: Pipeline, data: ProfileData, machine: Machine, progress: Callable[[str], None] = lambda message: None
+    pipeline: Pipeline,
+    data: ProfileData,
+    machine: Machine,
+    progress: Callable[[str], None] = lambda message: None,
+    deadline: Deadline | None = None,
 ) -> ProfileData:
     """`data` with ops, memory and generation measured, for a pipeline whose model is a torch module.
 
@@ -259,63 +241,63 @@ def hardware_passes(
     arguments and all); otherwise one call with the example batch. A pass that fails on an unusual
     model (an op the dispatch mode or the profiler cannot follow) is left out and named in
     data.extra["hardware_passes_skipped"]; the stage measurements and the other passes still make
-    a report.
+    a report. Each pass runs within its share of `deadline` (none: no limit); the dtypes not timed
+    and why are in data.extra["dtypes_not_timed"].
     """
     if not isinstance(pipeline.model, torch.nn.Module):
         return data
+    deadline = deadline or Deadline(float("inf"), PASS_WEIGHTS)
     batch = pipeline.example_batch()
     first_call: list[tuple[tuple, dict]] = []
     args, kwargs = split_call(batch)
     call: Callable[[], Any] = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
+    not_timed: dict[str, str] = {}
+
+    def time_dtypes(budget: PassBudget) -> Any:
+        dtypes, why_not = dtypes_worth_timing(found.get("ops"), machine, pipeline.model)
+        not_timed.update(why_not)
+        return dtype_pass(pipeline, args, kwargs, machine, dtypes, budget)
+
     # The lambdas read `call`, `args` and `kwargs` when they run: after the generation pass has
     # replaced them with the loop's first call.
-    passes: list[tuple[str, str, Callable[[], Any]]] = []
+    passes: list[tuple[str, str, Callable[[PassBudget], Any]]] = []
     if pipeline.generate is not None:
         passes.append(
             (
                 "generation",
                 "timing generation steps",
-                lambda: generation_pass(pipeline, batch, machine, first_call=first_call),
+                lambda budget: generation_pass(pipeline, batch, machine, first_call=first_call),
             )
         )
     passes += [
-        ("cost", "counting FLOPs and bytes per op", lambda: cost_pass(pipeline, call, machine)),
-        ("memory", "measuring peak memory", lambda: memory_pass(pipeline, call, machine)),
         (
-            "dtypes",
-            "timing the model's layers in faster dtypes",
-            lambda: dtype_pass(
-                pipeline, args, kwargs, machine, _dtypes_worth_timing(found.get("ops"), machine, pipeline.model)
-            ),
+            "cost",
+            "counting FLOPs and bytes per op",
+            lambda budget: cost_pass(pipeline, call, machine, (args, kwargs), budget),
         ),
+        ("memory", "measuring peak memory", lambda budget: memory_pass(pipeline, call, machine, budget)),
+        ("dtypes", "timing the model's layers in faster dtypes", time_dtypes),
     ]
     skipped = {}
     found: dict[str, Any] = {}
     for name, message, run in passes:
         progress(message)
         try:
-            result = run()
+            with deadline.run(name) as budget:
+                budget.call_seconds = deadline.call_seconds
+                result = run(budget)
         except Exception as exc:  # noqa: BLE001 - a user model's failure in one pass must not lose the profile
             skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             continue
         found[{"cost": "ops", "dtypes": "dtype_timings"}.get(name, name)] = result
+        if name == "cost" and isinstance(result, CostModel) and result.call_seconds > 0:
+            deadline.call_seconds = result.call_seconds
         if name == "generation" and first_call:
             args, kwargs = first_call[0]
             call = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
-    extra = {**data.extra, "hardware_passes_skipped": skipped} if skipped else data.extra
+    extra = dict(data.extra)
+    if skipped:
+        extra["hardware_passes_skipped"] = skipped
+    if not_timed:
+        extra["dtypes_not_timed"] = not_timed
     return dataclasses.replace(data, extra=extra, **found)
-
-
-# The dtype pass runs when compute-bound ops take at least this share of the call: below it, no
-# faster unit can save much and compute_bound reports nothing.
-MIN_COMPUTE_SHARE_TO_TIME = 0.3
-
-
-def _dtypes_worth_timing(cost: CostModel | None, machine: Machine, model: Any) -> list[str]:
-    if not isinstance(cost, CostModel) or cost.call_seconds <= 0:
-        return []
-    split = split_roofline(cost)
-    if split.share(split.compute_seconds) < MIN_COMPUTE_SHARE_TO_TIME:
-        return []
-    has_linear = any(isinstance(m, torch.nn.Linear) for m in model.modules())
-    return [name for name in faster_dtypes(machine) if name != "int8" or (has_linear and not machine.is_cuda)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from accel.core.budget import Deadline
 from accel.core.errors import PipelineLoadError
 from accel.core.io import json_default, write_json_atomic, write_text_atomic
 from accel.core.loading import Script, check_file, find_target
@@ -20,7 +21,7 @@ from accel.core.progress import Progress, no_progress
 from accel.profiling.analyzers import analyze
 from accel.profiling.data import ProfileData
 from accel.profiling.report import Report, Stage
-from accel.profiling.stages import measure_pipeline
+from accel.profiling.stages import DEFAULT_BUDGET_SECONDS, measure_pipeline
 
 
 def build_report(data: ProfileData, machine: Machine, *, trace_dir: str | None = None) -> Report:
@@ -100,29 +101,61 @@ def profile_pipeline(
     machine: Machine | None = None,
     trace_dir: str | os.PathLike | None = None,
     progress: Progress = no_progress,
-    budget_seconds: float = 20.0,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
 ) -> Report:
+    """Measure a pipeline within `budget_seconds` (calibration aside), shared by its passes through
+    one Deadline; the report's extra["budget"] says what each pass got and which were cut short."""
     machine = machine or describe_machine()
     if not machine.calibrated:
         from accel.core.calibration import calibrated_machine
 
         progress("calibrating the machine (once per machine and torch version)")
         machine = calibrated_machine(machine)
-    progress("measuring stages")
-    data = measure_pipeline(
-        pipeline, cores=machine.cores, budget_seconds=budget_seconds, sync=device_sync(machine.device)
-    )
-    from accel.profiling.hardware import hardware_passes
+    from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes
 
-    data = hardware_passes(pipeline, data, machine, progress)
+    weights = {name: weight for name, weight in PASS_WEIGHTS.items() if name != "generation" or pipeline.generate}
+    if trace_dir is None:
+        weights.pop("trace")
+    deadline = Deadline(budget_seconds, weights)
+    progress("measuring stages")
+    with deadline.run("stages") as budget:
+        data = measure_pipeline(pipeline, cores=machine.cores, sync=device_sync(machine.device), budget=budget)
+    deadline.call_seconds = model_call_seconds(data)
+    data = hardware_passes(pipeline, data, machine, progress, deadline)
     trace = None
     if trace_dir is not None:
-        from accel.profiling.trace import trace_pipeline
+        from accel.profiling.trace import TRACED_BATCHES, trace_pipeline
 
         progress("tracing with torch.profiler")
-        trace = str(trace_pipeline(pipeline, Path(trace_dir)))
+        with deadline.run("trace") as budget:
+            batches = budget.fit(deadline.call_seconds or 0.0, TRACED_BATCHES)
+            trace = str(trace_pipeline(pipeline, Path(trace_dir), batches))
+            budget.calls += batches
+    data.extra["budget"] = deadline.to_dict()
+    data.extra["notes"] = [*data.extra.get("notes", []), budget_note(deadline)]
     progress("analyzing")
     return build_report(data, machine, trace_dir=trace)
+
+
+def model_call_seconds(data: ProfileData) -> float | None:
+    """Seconds of one model call as the stage pass measured it (its median, or its mean per batch)."""
+    if data.model_latency is not None and data.model_latency.count:
+        return data.model_latency.median
+    model = next((s for s in data.stages if s.name == "model"), None)
+    if model is None or not model.samples or not data.batch_size:
+        return None
+    return model.seconds / max(-(-model.samples // data.batch_size), 1)
+
+
+def budget_note(deadline: Deadline) -> str:
+    """One line: the budget, what was spent, and each pass cut short with the calls it made."""
+    spent = deadline.to_dict()["spent_seconds"]
+    line = f"budget {deadline.budget_seconds:g} s, measured for {spent:.1f} s"
+    cut = [p for p in deadline.passes if p.cut_short]
+    if cut:
+        line += "; cut short: " + ", ".join(f"{p.name} ({p.calls} call{'s' if p.calls != 1 else ''})" for p in cut)
+        line += " (a larger --budget measures more calls)"
+    return line
 
 
 def profile_onnx_file(
@@ -131,7 +164,7 @@ def profile_onnx_file(
     machine: Machine | None = None,
     dynamic_dims: dict[str, int] | None = None,
     progress: Progress = no_progress,
-    budget_seconds: float = 20.0,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
 ) -> Report:
     from accel.profiling.onnx import profile_onnx
 
@@ -183,7 +216,7 @@ def profile(
     trace_dir: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
     progress: Progress = no_progress,
-    budget_seconds: float = 20.0,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
     machine: Machine | None = None,
     html_path: str | os.PathLike | None = None,
     dynamic_dims: dict[str, int] | None = None,

@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 import torch
 
+from accel.core.budget import PassBudget
 from accel.core.errors import PipelineError
 from accel.core.hashing import content_hash
-from accel.core.measure import Clock, PassBudget, now
+from accel.core.measure import Clock, now
 from accel.core.pipeline import Pipeline, batch_length, split_batch, tensors_in
 from accel.profiling.data import BatchPadding, EndToEnd, ProfileData, StageTiming
 
@@ -121,7 +122,8 @@ def _measure_inputs_only(
     sync: Callable[[], None],
     shared: PassBudget | None = None,
 ) -> None:
-    from accel.core.measure import time_calls, time_calls_within
+    from accel.core.budget import time_calls_within
+    from accel.core.measure import time_calls
 
     batch = pipeline.inputs
     call = lambda: _run_stage("model", lambda: pipeline.forward(batch))  # noqa: E731

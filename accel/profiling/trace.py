@@ -25,8 +25,9 @@ def record_steps(count: int) -> Callable[[int], ProfilerAction]:
     return schedule
 
 
-def trace_pipeline(pipeline: Pipeline, trace_dir: Path) -> Path:
-    """Trace a few batches as the pipeline runs them; returns the logdir."""
+def trace_pipeline(pipeline: Pipeline, trace_dir: Path, batches: int = TRACED_BATCHES) -> Path:
+    """Trace `batches` batches (at least one) as the pipeline runs them; returns the logdir."""
+    batches = max(batches, 1)
     trace_dir.mkdir(parents=True, exist_ok=True)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with (
@@ -35,11 +36,11 @@ def trace_pipeline(pipeline: Pipeline, trace_dir: Path) -> Path:
             activities=activities,
             record_shapes=True,
             profile_memory=True,
-            schedule=record_steps(TRACED_BATCHES + 1),
+            schedule=record_steps(batches + 1),
             on_trace_ready=tensorboard_trace_handler(str(trace_dir)),
         ) as prof,
     ):
-        for batch in pipeline.iter_batches(limit_batches=TRACED_BATCHES):
+        for batch in pipeline.iter_batches(limit_batches=batches):
             pipeline.forward(batch)
             prof.step()
     return trace_dir

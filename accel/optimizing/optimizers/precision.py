@@ -65,9 +65,16 @@ def half_precision(model: torch.nn.Module, dtype: torch.dtype, mode: str, device
 
 
 def _calibrated_ratio(context: Context, dtype_name: str) -> float | None:
-    """Half-precision GEMM peak over float32's, from the context's calibrated machine if it is one."""
-    peaks = dict(context.machine.peak_gflops_by_dtype or {})
-    half = peaks.get(dtype_name) or peaks.get(short_name(dtype_name) or dtype_name)
+    """How many times faster than eager float32 this cure's kernel ran in the context machine's
+    calibration (Machine.cure_speedup: a half-precision Linear, what the cure runs); on an older
+    calibration without cure kernels, the half-precision GEMM peak over float32's."""
+    machine = context.machine
+    short = short_name(dtype_name) or dtype_name
+    speedup = machine.cure_speedup(short)
+    if speedup is not None:
+        return speedup[0]
+    peaks = dict(machine.peak_gflops_by_dtype or {})
+    half = peaks.get(dtype_name) or peaks.get(short)
     single = peaks.get("float32") or peaks.get("fp32")
     if half and single:
         return half / single

@@ -1,16 +1,22 @@
 """compute_bound: the model's time goes to ops above the ridge point, limited by arithmetic units.
 
 A faster dtype helps only as much as the model's own layers run faster in it. Where calibration
-says a dtype's GEMM peak is well above fp32's (accel.profiling.costmodel.faster_dtypes), the
-dtype pass ran the model as that dtype's cure runs it (cast whole to bf16/fp16, Linear layers
-quantized for int8) and profiled the same call, interleaved with fp32 (accel.profiling.hardware):
-the same call timed on the model as it is and as the cure runs it gives the measured speed-up at the
-model's real shapes, conversions and ops no faster unit helps included. A padded conv stream whose
-convolutions gain 1.3x in bf16 is predicted 1.3x, not the 4.8x a square GEMM calibrates at.
-Impact: the call's share of model time x (1 - 1/measured speed-up) of the best dtype. Where nothing was timed (an ONNX
-model, a dtype the model cannot run in, a pass that failed), the calibrated peak ratio is the fallback,
-capped at MAX_PREDICTED_SPEEDUP, and the evidence says which prediction was used. With no faster
-unit, the model runs at the machine's limit: the finding stays low.
+timed a dtype's cure kernel faster than fp32's (accel.profiling.costmodel.faster_dtypes: fbgemm's
+int8 Linear, a bf16 Linear...), the dtype pass ran the model as that dtype's cure runs it (cast
+whole to bf16/fp16, Linear layers quantized for int8) interleaved with fp32
+(accel.profiling.dtype_pass): the same call timed on the model as it is and as the cure runs it
+gives the measured speed-up at the model's real shapes. Impact: the call's share of model time x
+(1 - 1/measured speed-up) of the best dtype. Where nothing was timed (an ONNX model, a dtype the
+model cannot run in, a pass cut by the budget), the calibrated kernel ratio is the fallback
+(the square-GEMM peak ratio on an older calibration), capped at MAX_PREDICTED_SPEEDUP, and the
+evidence says which prediction was used.
+
+Headroom: the model "runs at the machine's limit" only when its compute-bound ops achieve
+AT_LIMIT_FRACTION of the fastest unit a cure can use (costmodel.fastest_unit). Otherwise the
+finding names the layers and ops holding the time, their achieved GFLOP/s and their roof, and
+where the gap is. When that claim would rest on a noisy calibration, on op and call times that
+disagree (CostModel.timing_disagreement), or on a rate above the calibrated peak, the finding is
+"too noisy to decide" (severity info) instead.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
-from accel.profiling.costmodel import FASTER_UNIT_MIN_SPEEDUP
+from accel.profiling.costmodel import CostGroup, dtype_kernel_speedups, faster_dtypes, fastest_unit
 from accel.profiling.data import ProfileData, RooflineShare, model_time_share, roofline_share, share_of_model_time
 from accel.profiling.report import LOW_IMPACT, Finding
 
@@ -31,6 +37,10 @@ MAX_PREDICTED_SPEEDUP = 4.0
 # A dtype whose call measured less than this much faster than fp32 is no cure: run-to-run noise on
 # a shared machine reaches 10%, and precision.* applies only from the same 1.2x.
 MIN_MEASURED_SPEEDUP = 1.2
+# A whole call measured faster in a dtype than this many times its cure kernel's calibrated ratio is
+# not believed beyond it: the model's other ops only dilute a kernel's gain, so more means a burst
+# of other load fell on the fp32 calls (once measured 16x for int8 under load).
+MEASURED_OVER_CALIBRATED = 1.5
 # Which optimizer turns the model to each dtype; int8 dynamic quantization covers Linear layers.
 CURES = {"bf16": "precision.bf16", "fp16": "precision.fp16", "int8": "quantize.int8_dynamic"}
 # An ONNX model is cured inside ONNX Runtime: int8 dynamic quantization of its MatMuls only.
@@ -39,21 +49,24 @@ ONNX_CURES = {"int8": "onnx.int8_dynamic"}
 NO_FASTER_UNIT_CURE = "batch.size"
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul", "onnx::MatMul", "onnx::Gemm")
 LAYERS_SHOWN = 3
+# "At the machine's limit" needs the achieved rate at this fraction of the fastest unit a cure can
+# use or more: a tuned GEMM library reaches 70-90% of its peak on Linear-sized shapes, so below it
+# the time is lost in the ops themselves (shapes, layout, threads), not in the unit.
+AT_LIMIT_FRACTION = 0.7
+# Up to this factor above the calibrated peak (a calibration taken under load reads low) the finding
+# stands and says the peak is suspect; beyond it, "too noisy to decide".
+SUSPECT_OVER_PEAK = 1.2
 
 
 def faster_units(machine: Machine, linear_share: float) -> dict[str, float]:
-    """Calibrated GEMM peak ratio over fp32 per faster dtype; int8 only for the Linear share."""
-    fp32 = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
-    if fp32 <= 0:
-        return {}
-    units = {}
-    for name, peak in machine.peak_gflops_by_dtype.items():
-        if name == "fp32" or peak < FASTER_UNIT_MIN_SPEEDUP * fp32:
-            continue
-        if name == "int8" and linear_share <= 0:
-            continue
-        units[name] = min(peak / fp32, MAX_PREDICTED_SPEEDUP)
-    return units
+    """Calibrated speed-up over fp32 per faster dtype (its cure kernel's, or its GEMM peak's on an
+    older calibration), capped at MAX_PREDICTED_SPEEDUP; int8 only for the Linear share."""
+    ratios = dtype_kernel_speedups(machine)
+    return {
+        name: min(ratios[name][0], MAX_PREDICTED_SPEEDUP)
+        for name in faster_dtypes(machine)
+        if name != "int8" or linear_share > 0
+    }
 
 
 def measured_speedups(data: ProfileData) -> dict[str, float]:
@@ -88,11 +101,8 @@ class DtypeSpeedups:
 
 
 def calibrated_peak_ratios(machine: Machine) -> dict[str, float]:
-    """Each dtype's calibrated GEMM peak over fp32's, uncapped."""
-    fp32_peak = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
-    return {
-        name: peak / fp32_peak for name, peak in machine.peak_gflops_by_dtype.items() if fp32_peak and name != "fp32"
-    }
+    """Each cure dtype's calibrated ratio over fp32 (its cure kernel's, else its GEMM peak's), uncapped."""
+    return {name: ratio for name, (ratio, _) in dtype_kernel_speedups(machine).items()}
 
 
 def dtype_speedups(data: ProfileData, machine: Machine, found: RooflineShare, cures: dict[str, str]) -> DtypeSpeedups:
@@ -102,10 +112,51 @@ def dtype_speedups(data: ProfileData, machine: Machine, found: RooflineShare, cu
     peak_ratios = {name: ratio for name, ratio in faster_units(machine, linear_share).items() if name in cures}
     raw_ratios = calibrated_peak_ratios(machine)
     measured = measured_speedups(data)
-    # A measured dtype replaces its peak ratio; the peak ratio stays only for what was not timed.
+    # A measured dtype replaces its calibrated ratio, which stays only for what was not timed; a
+    # whole call cannot run much faster than the cure's own kernel did, so a measurement beyond
+    # that (a burst of load on the fp32 side) is held to it.
     units = {name: ratio for name, ratio in peak_ratios.items() if name not in measured}
-    units.update({name: ratio for name, ratio in measured.items() if name in cures and ratio >= MIN_MEASURED_SPEEDUP})
+    for name, ratio in measured.items():
+        if name in cures and ratio >= MIN_MEASURED_SPEEDUP:
+            units[name] = min(ratio, MEASURED_OVER_CALIBRATED * max(raw_ratios.get(name, 1.0), 1.0))
     return DtypeSpeedups(units=units, measured=measured, raw_ratios=raw_ratios, linear_share=linear_share)
+
+
+@dataclasses.dataclass(frozen=True)
+class Headroom:
+    """How far the compute-bound ops are from the fastest unit a cure can use, and whether the
+    measurements can say so."""
+
+    achieved_gflops: float
+    fastest_gflops: float
+    fastest_unit: str
+    noise: str | None  # why at-the-limit cannot be decided, or None
+
+    @property
+    def fraction(self) -> float:
+        return self.achieved_gflops / self.fastest_gflops if self.fastest_gflops > 0 else 0.0
+
+    @property
+    def at_limit(self) -> bool:
+        return self.noise is None and self.fraction >= AT_LIMIT_FRACTION
+
+
+def headroom(found: RooflineShare, machine: Machine) -> Headroom:
+    split = found.split
+    achieved = split.compute_flops / split.compute_seconds / 1e9
+    fastest, unit = fastest_unit(machine)
+    fastest = fastest or found.peak
+    noise = None
+    if machine.calibration_noisy:
+        noise = "the machine's calibration was noisy (accel calibrate on a quieter machine measures it again)"
+    elif found.cost.timing_disagreement:
+        noise = f"op and call times disagree: {found.cost.timing_disagreement}"
+    elif achieved > SUSPECT_OVER_PEAK * max(found.peak, fastest):
+        noise = (
+            f"the ops ran at {achieved:.0f} GFLOP/s, above the calibrated {max(found.peak, fastest):.0f} "
+            f"GFLOP/s: the peak measurement is suspect (accel calibrate measures it again)"
+        )
+    return Headroom(achieved, fastest, unit or "fp32 GEMM peak", noise)
 
 
 @register(
@@ -124,10 +175,18 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     savings = {name: speedups.saving(name, call_share, found.share) for name in speedups.units}
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
     best = max(savings, key=lambda name: savings[name]) if savings else None
-    impact = model_share * savings[best] if best else min(model_share * found.share, LOW_IMPACT)
+    room = headroom(found, machine)
     predicted = {cures[name]: model_share * saving for name, saving in savings.items()}
-    evidence = _evidence(found, machine, speedups, model_share, predicted)
-    summary = _summary(found, evidence["achieved_gflops"], speedups, best, impact)
+    evidence = _evidence(found, machine, speedups, model_share, predicted, room)
+    share = min(max(model_share * found.share, 0.0), 1.0)
+    if best is None and room.noise is not None:
+        summary = (
+            f"compute-bound: {found.share:.0%} of the model's time is in ops above the ridge point; "
+            f"too noisy to decide how close it is to the machine's limit: {room.noise}"
+        )
+        return [Finding("compute_bound", "info", share, 0.0, summary, evidence, [])]
+    impact = model_share * savings[best] if best else min(model_share * found.share, LOW_IMPACT)
+    summary = _summary(found, room, speedups, best, impact, evidence)
     if best:
         recommendations = [cures[name] for name in sorted(savings, key=lambda name: -savings[name])]
     else:
@@ -135,7 +194,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     return [
         Finding.from_impact(
             "compute_bound",
-            share=model_share * found.share,
+            share=share,
             impact=impact,
             summary=summary,
             evidence=evidence,
@@ -144,18 +203,41 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     ]
 
 
+def _group(group: CostGroup, call_seconds: float) -> dict[str, Any]:
+    """A layer or op's share of the call, achieved GFLOP/s and roof (its FLOPs over its roofline time)."""
+    return {
+        "name": group.name,
+        "seconds": group.seconds,
+        "share": group.seconds / call_seconds if call_seconds > 0 else 0.0,
+        "flops": group.flops,
+        "achieved_gflops": group.achieved_gflops,
+        "roof_gflops": group.flops / group.roofline_seconds / 1e9 if group.roofline_seconds > 0 else 0.0,
+    }
+
+
 def _evidence(
-    found: RooflineShare, machine: Machine, speedups: DtypeSpeedups, model_share: float, predicted: dict[str, float]
+    found: RooflineShare,
+    machine: Machine,
+    speedups: DtypeSpeedups,
+    model_share: float,
+    predicted: dict[str, float],
+    room: Headroom,
 ) -> dict[str, Any]:
     split = found.split
-    achieved_gflops = split.compute_flops / split.compute_seconds / 1e9
+    call = found.cost.call_seconds
     layers = [g for g in found.cost.by_layer() if g.seconds > g.memory_bound_seconds][:LAYERS_SHOWN]
+    ops = [g for g in found.cost.by_op() if g.seconds > g.memory_bound_seconds][:LAYERS_SHOWN]
     return {
         "compute_bound_share_of_model": found.share,
         "model_time_share": model_share,
-        "achieved_gflops": achieved_gflops,
+        "achieved_gflops": room.achieved_gflops,
         "peak_gflops": found.peak,
-        "compute_fraction": achieved_gflops / found.peak,
+        "compute_fraction": room.achieved_gflops / found.peak,
+        "fastest_unit": room.fastest_unit,
+        "fastest_unit_gflops": room.fastest_gflops,
+        "fraction_of_fastest_unit": room.fraction,
+        "at_limit": room.at_limit,
+        "too_noisy": room.noise,
         "flops_per_call": split.compute_flops,
         "ridge_flops_per_byte": machine.ridge_flops_per_byte,
         "faster_units_speedup": speedups.units,
@@ -164,28 +246,42 @@ def _evidence(
         "prediction": {
             name: "the model's call timed in this dtype (interleaved with fp32)"
             if name in speedups.measured
+            else "calibrated cure kernel ratio"
+            if machine.cure_gflops
             else "calibrated GEMM peak ratio"
             for name in speedups.units
         },
         "predicted_saving": predicted,
-        "layers": [
-            {"name": g.name, "seconds": g.seconds, "flops": g.flops, "achieved_gflops": g.achieved_gflops}
-            for g in layers
-        ],
+        "layers": [_group(g, call) for g in layers],
+        "ops": [_group(g, call) for g in ops],
     }
 
 
 def _summary(
-    found: RooflineShare, achieved_gflops: float, speedups: DtypeSpeedups, best: str | None, impact: float
+    found: RooflineShare,
+    room: Headroom,
+    speedups: DtypeSpeedups,
+    best: str | None,
+    impact: float,
+    evidence: dict[str, Any],
 ) -> str:
     summary = (
         f"compute-bound: {found.share:.0%} of the model's time is in ops above the ridge point, "
-        f"at {achieved_gflops:.0f} GFLOP/s of a {found.peak:.0f} GFLOP/s fp32 peak"
+        f"at {room.achieved_gflops:.0f} GFLOP/s, {room.fraction:.0%} of the fastest unit a cure can use "
+        f"({room.fastest_unit}, {room.fastest_gflops:.0f} GFLOP/s)"
     )
+    if room.noise is not None:
+        summary += f" (the rate is uncertain: {room.noise})"
+    elif room.achieved_gflops > max(found.peak, room.fastest_gflops):
+        summary += " (above the calibrated peak: the peak measurement is suspect; accel calibrate measures it again)"
     if best:
         summary += f"; {_why_faster(speedups, best)}, predicted to save {impact:.0%} of end-to-end time"
-    else:
+    elif room.at_limit:
         summary += "; no faster unit on this device: the model runs at the machine's limit"
+    else:
+        summary += "; not at the machine's limit and no faster unit: the gap is in the ops themselves"
+    if not room.at_limit:
+        summary += "; the time is in " + _where(evidence["layers"], evidence["ops"])
     measured = speedups.measured
     slower = [name for name, ratio in measured.items() if ratio < MIN_MEASURED_SPEEDUP]
     if slower:
@@ -195,12 +291,25 @@ def _summary(
     return summary
 
 
+def _where(layers: list[dict[str, Any]], ops: list[dict[str, Any]]) -> str:
+    """The top layers and ops in words: share of the call, achieved GFLOP/s, roof."""
+
+    def say(group: dict[str, Any]) -> str:
+        return (
+            f"{group['name'] or '(model)'} {group['share']:.0%} at {group['achieved_gflops']:.0f} "
+            f"of {group['roof_gflops']:.0f} GFLOP/s"
+        )
+
+    parts = [say(g) for g in layers[:2]] + [say(g) for g in ops[:1]]
+    return ", ".join(parts) if parts else "no single layer"
+
+
 def _why_faster(speedups: DtypeSpeedups, best: str) -> str:
     """Where the best dtype's predicted speed-up comes from, in words."""
     speedup = speedups.units[best]
     if best not in speedups.measured:
-        return f"this device runs {best} GEMMs {speedup:.1f}x faster (calibrated peak)"
+        return f"this device runs {best} {speedup:.1f}x faster than fp32 (calibrated)"
     said = speedups.raw_ratios.get(best)
     return f"this model's call ran {speedup:.1f}x faster in {best} at its own shapes" + (
-        f" (the GEMM peak ratio says {said:.1f}x)" if said is not None else ""
+        f" (the calibrated peak ratio says {said:.1f}x)" if said is not None else ""
     )

@@ -5,6 +5,11 @@ point (peak FLOP/s over peak bandwidth, from calibration): no compute unit can m
 only moving fewer bytes can. Impact: the memory-bound time times the byte reduction of the best
 cure. Weight quantization to int8 removes three quarters of fp32 weight traffic (a half of bf16),
 so the saving is memory-bound time x weight share of its bytes x that reduction.
+
+When the op times and the call time of the cost pass disagree (CostModel.timing_disagreement: other
+processes took the CPU during some calls), or the ops streamed faster than the calibrated peak (the
+peak measurement is suspect), the memory-bound share cannot be trusted: the finding says "too noisy
+to decide" at severity info instead of a verdict.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ MIN_MEMORY_SHARE = 0.5
 # dispatch, not by bandwidth, and moving fewer bytes would not make them faster.
 MIN_BANDWIDTH_FRACTION = 0.15
 INT8_BYTES = 1
+# Ops that read more than they write can stream faster than the calibrated copy (read + write): up
+# to this factor above its peak the finding stands and says the peak is suspect; beyond it, the
+# measurement cannot be trusted and the finding is "too noisy to decide".
+SUSPECT_OVER_PEAK = 1.5
 LAYERS_SHOWN = 3
 # Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime (an ONNX model only in the latter).
 INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic")
@@ -54,9 +63,24 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         return []
     cost, split, memory_share, peak_bandwidth_gbs = found.cost, found.split, found.share, found.peak
     achieved_gbs = split.memory_bytes / split.memory_seconds / 1e9
+    model_share = model_time_share(data) if data.end_to_end is not None else 1.0
+    noise = cost.timing_disagreement
+    above_peak = (
+        f"the ops streamed {achieved_gbs:.1f} GB/s, above the calibrated {peak_bandwidth_gbs:.1f} GB/s: "
+        f"the peak measurement is suspect (accel calibrate measures it again)"
+    )
+    if noise is None and achieved_gbs > SUSPECT_OVER_PEAK * peak_bandwidth_gbs:
+        noise = above_peak
+    if noise is not None:
+        summary = (
+            f"memory-bound ops hold {memory_share:.0%} of the model's time by this profile, but it is "
+            f"too noisy to decide: {noise}"
+        )
+        evidence = {"memory_bound_share_of_model": memory_share, "achieved_gbs": achieved_gbs, "too_noisy": noise}
+        share = min(max(model_share * memory_share, 0.0), 1.0)
+        return [Finding("memory_bandwidth", "info", share, 0.0, summary, evidence, [])]
     if achieved_gbs < MIN_BANDWIDTH_FRACTION * peak_bandwidth_gbs:
         return []
-    model_share = model_time_share(data) if data.end_to_end is not None else 1.0
     weight_share = split.memory_weight_bytes / split.memory_bytes if split.memory_bytes else 0.0
     reduction = int8_saved_bytes(cost) / split.memory_bytes if split.memory_bytes else 0.0
     impact = model_share * memory_share * reduction
@@ -87,6 +111,8 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         f"({machine.ridge_flops_per_byte:.1f} FLOP/byte), moving {split.memory_bytes / 1e6:.1f} MB per call "
         f"({weight_share:.0%} weights) at {achieved_gbs:.1f} GB/s of a {peak_bandwidth_gbs:.1f} GB/s peak"
     )
+    if achieved_gbs > peak_bandwidth_gbs:
+        summary += f" ({above_peak})"
     onnx = data.mode == "onnx"
     recommendations: list[str] = []
     if reduction > 0:

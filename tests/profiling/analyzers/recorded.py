@@ -56,6 +56,16 @@ def fake_machine(bandwidth_gbs=20.0, gflops=200.0, **by_dtype) -> Machine:
     )
 
 
+def cure_machine(fp32=100.0, bandwidth_gbs=20.0, noisy=False, **kernels) -> Machine:
+    """A calibrated machine with cure-kernel rates (accel.core.cure_kernels names, GFLOP/s): fp32
+    eager Linear at `fp32`, which is also its square fp32 GEMM peak."""
+    return dataclasses.replace(
+        fake_machine(bandwidth_gbs=bandwidth_gbs, gflops=fp32),
+        cure_gflops={"fp32_linear": fp32, **kernels},
+        calibration_noisy=noisy,
+    )
+
+
 def cost(*ops, call_seconds=None) -> CostModel:
     ops = tuple(ops)
     return CostModel(

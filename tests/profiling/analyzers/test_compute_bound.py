@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from accel.profiling.analyzers import analyze
 from accel.profiling.data import DtypeTiming, ProfileData
-from tests.profiling.analyzers.recorded import HARDWARE_KINDS, cost, fake_machine, kinds, op, profile_hardware
+from tests.profiling.analyzers.recorded import (
+    HARDWARE_KINDS,
+    cost,
+    cure_machine,
+    fake_machine,
+    kinds,
+    op,
+    profile_hardware,
+)
 
 
 @pytest.mark.slow
@@ -60,3 +70,67 @@ def test_compute_bound_predicts_from_the_measured_call_not_the_peak_ratio():
     data = ProfileData(target="t", ops=cost(op(machine=amx, **conv)), dtype_timings=slow)
     found = kinds(data, amx)["compute_bound"]
     assert found.severity == "low" and found.recommendations == ["batch.size"]
+
+
+# --- headroom: "at the machine's limit" only near the fastest unit a cure can use ------------------
+
+
+def gemm_model(gflops: float, machine) -> ProfileData:
+    """One second of Linear GEMMs at `gflops`, in two layers (60% and 40% of the time)."""
+    big = op(name="aten::addmm", flops=int(0.6e9 * gflops), bytes_moved=10**7, seconds=0.6, machine=machine)
+    small = op(name="aten::addmm", flops=int(0.4e9 * gflops), bytes_moved=10**7, seconds=0.4, machine=machine)
+    big = dataclasses.replace(big, count=dataclasses.replace(big.count, module="encoder.ffn"))
+    small = dataclasses.replace(small, count=dataclasses.replace(small.count, module="encoder.attention"))
+    return ProfileData(target="t", ops=cost(big, small))
+
+
+def test_a_model_at_80_of_a_300_gflops_int8_cure_is_not_at_the_limit_and_names_int8():
+    machine = cure_machine(fp32=100.0, int8_dynamic_fbgemm=300.0)
+    found = kinds(gemm_model(80.0, machine), machine)["compute_bound"]
+    assert "machine's limit" not in found.summary.replace("not at the machine's limit", "")
+    assert found.evidence["at_limit"] is False
+    assert found.evidence["fastest_unit"] == "int8_dynamic_fbgemm"
+    assert found.evidence["fraction_of_fastest_unit"] == pytest.approx(80 / 300, rel=0.01)
+    assert found.recommendations[0] == "quantize.int8_dynamic"
+    assert "int8" in found.summary
+    assert "encoder.ffn" in found.summary  # the top layer holding the time
+    assert found.evidence["layers"][0]["name"] == "encoder.ffn"
+    assert found.evidence["layers"][0]["share"] == pytest.approx(0.6)
+    assert found.evidence["layers"][0]["roof_gflops"] == pytest.approx(100.0, rel=0.01)
+
+
+def test_a_model_at_90_with_no_faster_cure_kernel_runs_at_the_limit():
+    machine = cure_machine(fp32=100.0, int8_dynamic_fbgemm=60.0, bf16_linear=1.0)
+    found = kinds(gemm_model(90.0, machine), machine)["compute_bound"]
+    assert found.evidence["at_limit"] is True
+    assert "runs at the machine's limit" in found.summary
+    assert found.recommendations == ["batch.size"] and found.severity == "low"
+
+
+def test_a_model_far_below_its_roof_with_no_faster_unit_names_where_the_time_is():
+    machine = cure_machine(fp32=100.0)
+    found = kinds(gemm_model(30.0, machine), machine)["compute_bound"]
+    assert found.evidence["at_limit"] is False
+    assert "not at the machine's limit" in found.summary and "encoder.ffn 60% at 30 of 100 GFLOP/s" in found.summary
+
+
+def test_a_noisy_calibration_is_too_noisy_to_decide_not_a_verdict():
+    machine = cure_machine(fp32=100.0, noisy=True)
+    found = kinds(gemm_model(90.0, machine), machine)["compute_bound"]
+    assert found.severity == "info" and found.recommendations == []
+    assert "too noisy to decide" in found.summary and "the model runs at the machine's limit" not in found.summary
+    assert found.evidence["too_noisy"]
+
+
+def test_op_and_call_times_that_disagree_are_too_noisy_to_decide():
+    machine = cure_machine(fp32=100.0)
+    data = gemm_model(90.0, machine)
+    data = dataclasses.replace(data, ops=dataclasses.replace(data.ops, profiled_ops_seconds=(0.4, 1.0, 0.9)))
+    found = kinds(data, machine)["compute_bound"]
+    assert found.severity == "info" and "too noisy to decide" in found.summary
+
+
+def test_a_rate_above_the_calibrated_peak_says_the_peak_is_suspect():
+    machine = cure_machine(fp32=100.0)
+    found = kinds(gemm_model(150.0, machine), machine)["compute_bound"]  # 1.5x the 100 GFLOP/s peak
+    assert found.severity == "info" and "peak measurement is suspect" in found.summary
