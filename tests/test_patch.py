@@ -15,7 +15,7 @@ from accel.core.machine import describe_machine
 from accel.core.measure import peak_memory_bytes
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.optimizers._patch import patch_sequential
-from accel.profiling.patch_plan import AxisOp, describe_layer
+from accel.profiling.patch_layers import AxisOp, describe_layer
 
 PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("patch.inference")

@@ -21,11 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accel.profiling.patch_layers import LocalLayer, describe_layer, flatten_layers
 from accel.profiling.patch_plan import (
-    LocalLayer,
     TilePlan,
-    describe_layer,
-    flatten_layers,
     halo_extra_compute_share,
     plan_tile,
     split_ranges,
