@@ -129,10 +129,17 @@ class Pipeline:
             return self.forward_wrapper(batch, self._forward)
         return self._forward(batch)
 
+    @property
+    def forward_stage(self) -> str:
+        """The stage a batch is handed to: "generate" when the pipeline has a generate loop (the
+        model is called from inside it, if at all), else "model"."""
+        return "model" if self.generate is None else "generate"
+
     def _forward(self, batch: Any) -> Any:
         if self.generate is not None:
-            args = batch if isinstance(batch, tuple) else (batch,)
-            return self.generate(self.model, *args)
+            # Unpacked as the model's call is: generate(model, *tuple), generate(model, **dict).
+            args, kwargs = split_call(batch)
+            return self.generate(self.model, *args, **kwargs)
         return self.call_model(batch)
 
     def example_batch(self) -> Any:

@@ -126,7 +126,7 @@ def _measure_inputs_only(
     from accel.core.measure import time_calls
 
     batch = pipeline.inputs
-    call = lambda: _run_stage("model", lambda: pipeline.forward(batch))  # noqa: E731
+    call = lambda: _run_stage(pipeline.forward_stage, lambda: pipeline.forward(batch))  # noqa: E731
     if shared is not None:
         measurement = time_calls_within(call, shared, sync=sync)
     else:
@@ -187,7 +187,7 @@ class _StageTimes:
         if padding is not None:
             self.data.padding.append(padding)
         t0 = self.clock()
-        output = _run_stage("model", lambda: self.pipeline.forward(batch))
+        output = _run_stage(self.pipeline.forward_stage, lambda: self.pipeline.forward(batch))
         self.sync()
         self.totals["model"] += self.clock() - t0
         postprocess = self.pipeline.postprocess
@@ -214,7 +214,7 @@ def _stage_pass(
     times = _StageTimes(pipeline, data, clock, sync, pipeline.collate_fn())
     # Warm-up: one batch through every stage, untimed (first calls allocate and pick kernels).
     first = [pipeline.prepare(raw_samples[i]) for i in plan[0] if i < len(raw_samples)]
-    _run_stage("model", lambda: pipeline.forward(times.collate(first)))
+    _run_stage(pipeline.forward_stage, lambda: pipeline.forward(times.collate(first)))
     began = clock()
     counted = 0
     for indices in plan:
@@ -287,7 +287,7 @@ def _end_to_end_pass(
             began = t1
         else:
             wait += t1 - t0
-        output = _run_stage("model", lambda: pipeline.forward(batch))
+        output = _run_stage(pipeline.forward_stage, lambda: pipeline.forward(batch))
         sync()
         if pipeline.postprocess is not None:
             for item in split_batch(output, batch_length(batch)):
