@@ -6,6 +6,8 @@ the batch axis, and every axis of integer inputs (padded token ids and masks), a
 dynamic, so the drop-in takes other batch sizes and sequence lengths. `auto` picks the exporter:
 torch.export (dynamo) for keyword calls and structured outputs, the faster TorchScript tracer for
 positional calls returning tensors, falling back to dynamo when the tracer cannot follow the model.
+The tracer, when asked for on a keyword call or a structured output (ORT's transformer fusions match
+its graphs only), traces the model through `_FlatCall`: every input positional, the output a tuple.
 """
 
 from __future__ import annotations
@@ -48,12 +50,33 @@ def choose_exporter(requested: str, kwargs: dict[str, Any], sample_output: Any) 
     which it exports with the real call signature; the faster TorchScript exporter otherwise."""
     if requested != "auto":
         return requested
-    plain = isinstance(sample_output, torch.Tensor) or (
+    return "torchscript" if _plain_output(sample_output) and not kwargs else "dynamo"
+
+
+def _plain_output(sample_output: Any) -> bool:
+    """A tensor or a plain tuple of tensors: what the TorchScript tracer returns as it is."""
+    return isinstance(sample_output, torch.Tensor) or (
         isinstance(sample_output, tuple)
         and not hasattr(sample_output, "_fields")
         and all(isinstance(t, torch.Tensor) for t in sample_output)
     )
-    return "torchscript" if plain and not kwargs else "dynamo"
+
+
+class _FlatCall(torch.nn.Module):
+    """The model called with its keyword inputs as keywords and its output flattened to a tuple:
+    the TorchScript tracer feeds every input positionally and follows tensors and tuples only."""
+
+    def __init__(self, model: torch.nn.Module, keywords: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.keywords = keywords
+        # The exporter puts the traced module back in its own mode afterwards, through the model too.
+        self.training = model.training
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        positional = len(inputs) - len(self.keywords)
+        output = self.model(*inputs[:positional], **dict(zip(self.keywords, inputs[positional:])))
+        return tuple(flatten_output(output))
 
 
 def _dynamo_shapes(parameters: list[str], args: tuple, kwargs: dict, dims: list[set[int]]) -> Any:
@@ -115,11 +138,24 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
             dynamic_axes: dict[str, dict[int, str]] = {
                 name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
             }
+            flat = not kwargs and _plain_output(sample_output)
             for name, out in zip(output_names, flatten_output(sample_output)):
+                # through _FlatCall every output axis may follow the inputs' (a padded length)
+                axes = [0] if flat else range(out.dim())
                 if out.dim() > 0:
-                    dynamic_axes[name] = {0: f"{name}_dim0"}
+                    dynamic_axes[name] = {d: f"{name}_dim{d}" for d in axes}
+            traced = export
+            if not flat:
+                traced = functools.partial(
+                    torch.onnx.export,
+                    _FlatCall(pipeline.model, list(kwargs)),
+                    (*args, *kwargs.values()),
+                    str(path),
+                    input_names=input_names,
+                    output_names=output_names,
+                )
             try:
-                export(dynamo=False, opset_version=opset, dynamic_axes=dynamic_axes or None)
+                traced(dynamo=False, opset_version=opset, dynamic_axes=dynamic_axes or None)
             except Exception:
                 if requested != "auto":
                     raise
