@@ -1,0 +1,122 @@
+"""`runtime.threads`: the model call runs at the chosen intra-op thread count, the process's count is
+put back after, and the lock re-applies the count it measured."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import accel
+from accel.core.errors import AccelError, LockError
+from accel.core.machine import describe_machine
+from accel.optimizing.lock import Lock, LockEntry, apply_lock, file_sha256, write_lock
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing.optimizers.runtime_threads import ThreadCount
+
+# The count the process runs at in these tests: above the candidates (1 and half of it).
+PROCESS_THREADS = 4
+
+
+class ThreadsSeen(torch.nn.Module):
+    """Records torch's intra-op thread count inside each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 4)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return self.linear(x)
+
+
+@pytest.fixture
+def pipeline() -> accel.Pipeline:
+    torch.set_num_threads(PROCESS_THREADS)  # the autouse fixture puts the count back
+    torch.manual_seed(0)
+    return accel.Pipeline(model=ThreadsSeen().eval(), source=[torch.randn(8) for _ in range(6)], batch_size=2)
+
+
+def context(tmp_path) -> Context:
+    return Context(machine=describe_machine("cpu"), workdir=tmp_path)
+
+
+@pytest.mark.parametrize("params, expected", [({"threads": 1}, 1), ({}, PROCESS_THREADS // 2)])
+def test_the_call_runs_at_the_count_and_the_count_is_restored_after(pipeline, tmp_path, params, expected):
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    assert optimizer.applicable(pipeline, context(tmp_path)) is None
+    applied = optimizer.apply(pipeline, make_config(optimizer, params), context(tmp_path))
+    assert applied.state == {"threads": expected, "threads_before": PROCESS_THREADS}
+    assert pipeline.forward_wrapper is None  # the input pipeline is not changed
+    results = applied.pipeline.run()
+    assert pipeline.model.seen == [expected] * 3 and torch.get_num_threads() == PROCESS_THREADS
+    assert all(torch.equal(a, b) for a, b in zip(results, pipeline.run()))
+
+
+def test_the_count_is_restored_when_the_call_raises(pipeline, tmp_path):
+    def broken(batch):
+        raise RuntimeError("model failed")
+
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    applied = optimizer.apply(pipeline.replace(model=broken), make_config(optimizer, {"threads": 1}), context(tmp_path))
+    with pytest.raises(RuntimeError, match="model failed"):
+        applied.pipeline.forward(torch.randn(2, 8))
+    assert torch.get_num_threads() == PROCESS_THREADS
+
+
+def test_a_forward_wrapper_already_there_runs_inside_and_is_reset_through_it(pipeline, tmp_path):
+    class Counting:
+        calls = resets = 0
+
+        def __call__(self, batch, forward):
+            self.calls += 1
+            return forward(batch)
+
+        def reset_state(self):
+            self.resets += 1
+
+    inner = Counting()
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    applied = optimizer.apply(
+        pipeline.replace(forward_wrapper=inner), make_config(optimizer, {"threads": 1}), context(tmp_path)
+    )
+    applied.pipeline.run()
+    applied.pipeline.forward_wrapper.reset_state()
+    assert inner.calls == 3 and inner.resets == 1 and pipeline.model.seen == [1, 1, 1]
+
+
+def test_not_applicable_where_torch_threads_do_not_reach_the_model(pipeline, tmp_path):
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    session_like = torch.nn.Module()  # no torch weights: another runtime's session
+    session_like.forward = lambda x: x
+    assert "no torch weights" in optimizer.applicable(pipeline.replace(model=session_like), context(tmp_path))
+    torch.set_num_threads(1)
+    assert "one intra-op thread already" in optimizer.applicable(pipeline, context(tmp_path))
+    wrapped = pipeline.replace(forward_wrapper=ThreadCount(2))
+    torch.set_num_threads(PROCESS_THREADS)
+    assert "already runs at 2 thread" in optimizer.applicable(wrapped, context(tmp_path))
+
+
+def test_a_count_that_is_not_fewer_is_refused(pipeline, tmp_path):
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    with pytest.raises(AccelError, match="is not fewer"):
+        optimizer.apply(pipeline, make_config(optimizer, {"threads": PROCESS_THREADS}), context(tmp_path))
+    with pytest.raises(AccelError, match="threads must be an int"):
+        make_config(optimizer, {"threads": 0})
+
+
+def test_the_lock_restores_the_measured_count(pipeline, tmp_path):
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    applied = optimizer.apply(pipeline, make_config(optimizer, {}), context(tmp_path))
+    file = tmp_path / "pipeline.py"
+    file.write_text("# the pipeline file the lock is for\n")
+    entry = LockEntry("runtime.threads", {}, applied.state)
+    write_lock(tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file), entries=(entry,)))
+    torch.set_num_threads(3)  # another process, another count: the lock keeps the measured one
+    restored = apply_lock(pipeline, tmp_path, file)
+    restored.forward(torch.randn(2, 8))
+    assert pipeline.model.seen == [PROCESS_THREADS // 2] and torch.get_num_threads() == 3
+    bad = LockEntry("runtime.threads", {}, {"threads": "all"})
+    write_lock(tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file), entries=(bad,)))
+    with pytest.raises(LockError, match="not an int"):
+        apply_lock(pipeline, tmp_path, file)
