@@ -7,17 +7,23 @@ that runs fast on a CPU today. torchao's `quantize_` with `Int8DynamicActivation
 `backend: torchao`: being installed is no reason, since on an AVX2 CPU its int8 path
 (torch._int_mm) runs several times slower than eager fbgemm. Which backend ran is recorded, and
 the engine's measurement decides whether it is kept.
+
+transformers' GPT-2 family computes its projections with `Conv1D` (y = x @ W + b, W of shape
+(in, out)), not `nn.Linear`: on the copy that is quantized, each Conv1D becomes the nn.Linear it is
+(weight W.T, the same bias) first, so those layers are quantized too, not only the lm_head.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import warnings
 from typing import Any, ClassVar
 
 import torch
 
+from accel.core.machine import Machine
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
@@ -28,6 +34,9 @@ BACKENDS = ("auto", "torchao", "eager")
 @dataclasses.dataclass(frozen=True)
 class QuantizeConfig:
     backend: str = "auto"
+    # Per-output-channel weight scales (eager backend): the safer variant when one scale per
+    # tensor loses too much (activations already use a 7-bit range: fbgemm's reduce_range is on).
+    per_channel: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -43,7 +52,41 @@ def _has_torchao() -> bool:
 
 
 def _linear_count(model: torch.nn.Module) -> int:
-    return sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    conv1d = _conv1d_class()
+    return sum(
+        isinstance(m, torch.nn.Linear) or (conv1d is not None and isinstance(m, conv1d)) for m in model.modules()
+    )
+
+
+def _conv1d_class() -> type | None:
+    """transformers' Conv1D, when the process has imported it (a model that holds one has)."""
+    found = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return found if isinstance(found, type) else None
+
+
+def conv1d_as_linear_(model: torch.nn.Module) -> int:
+    """Replace, in `model` (a copy: this mutates it), each transformers Conv1D by the nn.Linear it
+    computes (weight W.T, the same bias); how many were replaced. A Conv1D used in two places
+    becomes one Linear used in both."""
+    conv1d = _conv1d_class()
+    if conv1d is None:
+        return 0
+    replaced: dict[int, torch.nn.Linear] = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, conv1d):
+                continue
+            if id(child) not in replaced:
+                weight = child.weight.detach()
+                bias = getattr(child, "bias", None)
+                linear = torch.nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None)
+                with torch.no_grad():
+                    linear.weight.copy_(weight.t())
+                    if bias is not None:
+                        linear.bias.copy_(bias.detach())
+                replaced[id(child)] = linear.train(child.training)
+            setattr(parent, name, replaced[id(child)])
+    return len(replaced)
 
 
 @register
@@ -61,7 +104,7 @@ class QuantizeInt8Dynamic(Optimizer):
         if context.machine.is_cuda:
             return "dynamic int8 quantization here targets CPU kernels; the model is on a GPU"
         if _linear_count(model) == 0:
-            return "the model has no nn.Linear layers to quantize"
+            return "the model has no nn.Linear (or transformers Conv1D) layers to quantize"
         if any(p.dtype != torch.float32 for p in model.parameters()):
             return "the model's weights are not float32"
         return None
@@ -72,6 +115,7 @@ class QuantizeInt8Dynamic(Optimizer):
         if backend == "auto":
             backend = "eager"  # the kernel calibrated as this cure's; torchao only when asked for
         model = copy.deepcopy(pipeline.model).eval()
+        conv1d_layers = conv1d_as_linear_(model)
         if backend == "torchao":
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
@@ -79,15 +123,22 @@ class QuantizeInt8Dynamic(Optimizer):
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                from torch.ao.quantization import quantize_dynamic
+                from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                spec: Any = {torch.nn.Linear: per_channel_dynamic_qconfig} if config.per_channel else {torch.nn.Linear}
+                model = quantize_dynamic(model, spec, dtype=torch.qint8)
         return Applied(
             pipeline=pipeline.replace(model=model),
-            state={"backend": backend, "linear_layers": _linear_count(pipeline.model)},
+            state={"backend": backend, "linear_layers": _linear_count(pipeline.model), "conv1d_layers": conv1d_layers},
             setup_seconds=now() - started,
-            notes={"backend": backend},
+            notes={"backend": backend, "conv1d_layers": conv1d_layers},
         )
+
+    def safer_variants(self, config: QuantizeConfig, machine: Machine) -> list[Any]:
+        """Per-channel weight scales on the eager kernels (torchao's int8 path has them already)."""
+        if config.backend == "torchao" or config.per_channel:
+            return []
+        return [dataclasses.replace(config, per_channel=True)]
 
     def restore(self, pipeline: Pipeline, config: QuantizeConfig, state: dict[str, Any], lock_dir: Any) -> Pipeline:
         backend = state.get("backend", config.backend)
