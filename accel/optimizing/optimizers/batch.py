@@ -12,6 +12,7 @@ and latency (the reasoning of the Batching Configuration Advisor).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sized
 from typing import Any, ClassVar
 
@@ -96,6 +97,20 @@ class BatchSize(Optimizer):
         length = _source_length(pipeline)
         if length is not None and length < 2:
             return "the source holds fewer than 2 samples"
+        if pipeline.collate is None:
+            # A few samples are enough to see that torch's default collate cannot stack them.
+            probe = 8
+            if pipeline.is_sequence:
+                raw = [pipeline.source[i] for i in range(min(probe, len(pipeline.source)))]
+            else:
+                raw = list(itertools.islice(iter(pipeline.source), probe))
+            try:
+                pipeline.collate_fn()([pipeline.prepare(r) for r in raw])
+            except (RuntimeError, TypeError) as exc:
+                return (
+                    f"the samples cannot be batched by torch's default collate ({str(exc).splitlines()[0]}): "
+                    "variable-length samples need a collate that pads them before a larger batch can be tried"
+                )
         return None
 
     def sizes(self, pipeline: Pipeline, config: BatchSizeConfig) -> list[int]:
