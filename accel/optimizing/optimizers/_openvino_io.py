@@ -1,0 +1,254 @@
+"""Converting a pipeline's model to OpenVINO and running it behind the model's own call.
+
+The model is converted from PyTorch directly (openvino.convert_model traces it) through a wrapper
+that takes the example batch's tensors flat (positional inputs, then keyword ones) and returns the
+output's tensors flat (_model_io.flatten_output order); the graph's inputs are then renamed to
+accel's graph input names (`input_i`, or the keyword's own name) and its outputs to `output_i`, so
+`OvModel` feeds them by name and rebuilds the original structure (a ModelOutput comes back as the
+same class). The dimensions that vary between batches (_model_io.varying_dims: the batch axis, and
+every axis of integer inputs such as padded token ids) are left dynamic; the others keep the
+example's sizes, which lets OpenVINO plan for them.
+
+The saved IR (an .xml graph and its .bin weights) is what the lock lists, with their digests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from accel.core.errors import require
+from accel.core.pipeline import Pipeline, split_call
+from accel.optimizing.optimizers._model_io import (
+    flatten_output,
+    output_structure,
+    positional_parameters,
+    rebuild_output,
+    tensor_count,
+    varying_dims,
+)
+from accel.optimizing.optimizers._onnx_export import input_names_of, quiet
+
+EXTRA = "openvino"
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
+# OpenVINO's names for the precision its CPU plugin computes in. f32 is asked for explicitly: on a
+# CPU with AVX-512 BF16 or AMX the plugin's default is bf16, which is a different optimization.
+INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+
+
+def openvino_module() -> Any:
+    """The openvino package; a MissingDependencyError naming the extra when it is not installed."""
+    return require("openvino", "the OpenVINO optimizers", EXTRA)
+
+
+def compile_properties(threads: int, hint: str, precision: str) -> dict[str, Any]:
+    """The CPU plugin's settings, as the lock records them."""
+    return {
+        "INFERENCE_NUM_THREADS": int(threads),
+        "PERFORMANCE_HINT": hint,
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+
+
+def check_compile_properties(properties: Any) -> dict[str, Any]:
+    """The properties a lock records, refused (ValueError) unless they are ones accel writes."""
+    if not isinstance(properties, dict) or set(properties) != set(compile_properties(1, "LATENCY", "f32")):
+        raise ValueError(f"compile properties {properties!r} are not the ones accel records")
+    threads = properties["INFERENCE_NUM_THREADS"]
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"INFERENCE_NUM_THREADS must be a positive integer, got {threads!r}")
+    if properties["PERFORMANCE_HINT"] not in PERFORMANCE_HINTS:
+        raise ValueError(f"PERFORMANCE_HINT must be one of {', '.join(PERFORMANCE_HINTS)}")
+    if properties["INFERENCE_PRECISION_HINT"] not in INFERENCE_PRECISIONS:
+        raise ValueError(f"INFERENCE_PRECISION_HINT must be one of {', '.join(INFERENCE_PRECISIONS)}")
+    return dict(properties)
+
+
+class _FlatCall(torch.nn.Module):
+    """The model called with flat tensors (positional inputs, then keyword ones), returning its
+    output's tensors flat: what a tracer can follow whatever the model's signature and output."""
+
+    def __init__(self, model: torch.nn.Module, positional_count: int, keywords: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.positional_count = positional_count
+        self.keywords = keywords
+
+    def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        args = flat[: self.positional_count]
+        kwargs = dict(zip(self.keywords, flat[self.positional_count :]))
+        return tuple(flatten_output(self.model(*args, **kwargs)))
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """The tracer's warnings (shape checks it records as constants), the converters' advice and
+    NNCF's progress bars (printed to stdout): accel reports what matters itself."""
+    with warnings.catch_warnings(), quiet(), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+
+
+def convert(pipeline: Pipeline) -> tuple[Any, dict[str, Any]]:
+    """The pipeline's model as an openvino.Model with accel's input and output names, and what the
+    lock must record to call it as the original (names, structure, dynamic axes)."""
+    ov = openvino_module()
+    example = pipeline.example_batch()
+    args, kwargs = split_call(example)
+    flat = [*args, *kwargs.values()]
+    input_names = input_names_of(example)
+    parameters = positional_parameters(pipeline.model)
+    input_for = {
+        (parameters[i] if i < len(parameters) else name): name for i, name in enumerate(input_names[: len(args)])
+    }
+    input_for.update({name: name for name in kwargs})
+    dims = varying_dims(pipeline)
+    shapes = [
+        ov.PartialShape([-1 if d in dims[i] else size for d, size in enumerate(tensor.shape)])
+        for i, tensor in enumerate(flat)
+    ]
+    with torch.inference_mode(False), torch.no_grad():
+        sample_output = pipeline.call_model(example)
+        structure = output_structure(sample_output)
+        wrapper = _FlatCall(pipeline.model, len(args), list(kwargs))
+        with silenced():
+            model = ov.convert_model(wrapper, example_input=tuple(flat), input=shapes)
+    if len(model.inputs) != len(flat):
+        raise ValueError(f"the converted graph has {len(model.inputs)} inputs, the model's call {len(flat)}")
+    if len(model.outputs) != tensor_count(structure):
+        raise ValueError(
+            f"the converted graph has {len(model.outputs)} outputs, the model's output {tensor_count(structure)} tensors"
+        )
+    for port, name in zip(model.inputs, input_names):
+        port.get_tensor().set_names({name})
+    output_names = [f"output_{i}" for i in range(len(model.outputs))]
+    for port, name in zip(model.outputs, output_names):
+        port.get_tensor().set_names({name})
+    return model, {
+        "input_names": input_names,
+        "output_names": output_names,
+        "output_structure": structure,
+        "positional_parameters": parameters,
+        "input_for": input_for,
+        "dynamic_axes": {name: sorted(dims[i]) for i, name in enumerate(input_names) if dims[i]},
+    }
+
+
+def save_ir(model: Any, xml_path: Path) -> Path:
+    """Write the IR (xml_path and its .bin beside it) with the weights as they are: OpenVINO's
+    save_model would otherwise compress float32 weights to float16."""
+    ov = openvino_module()
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return xml_path.with_suffix(".bin")
+
+
+def has_attention(model: torch.nn.Module) -> bool:
+    """Whether the model holds an attention layer (what NNCF's transformer scheme is for)."""
+    return any(
+        isinstance(m, torch.nn.MultiheadAttention) or "attention" in type(m).__name__.lower() for m in model.modules()
+    )
+
+
+def calibration_feeds(pipeline: Pipeline, input_names: list[str], batches: int) -> list[dict[str, Any]]:
+    """The pipeline's own first batches (its example batch without a source), as graph feeds."""
+    source = (
+        pipeline.iter_batches(limit_batches=batches, num_workers=0)
+        if pipeline.has_source
+        else [pipeline.example_batch()]
+    )
+    feeds = []
+    for batch in source:
+        args, kwargs = split_call(batch)
+        values = [*args, *kwargs.values()]
+        feeds.append({n: v.detach().cpu().contiguous().numpy() for n, v in zip(input_names, values)})
+    return feeds
+
+
+class OvModel(torch.nn.Module):
+    """An OpenVINO compiled model behind the model's call signature: torch tensors in, the original
+    output structure out. Inputs are taken positionally or by keyword, as the original took them
+    (`positional` names its positional parameters in order, `input_for` maps a parameter to its
+    graph input)."""
+
+    def __init__(
+        self,
+        xml_path: Path,
+        call: dict[str, Any],
+        properties: Any,
+    ) -> None:
+        super().__init__()
+        ov = openvino_module()
+        self.xml_path = Path(xml_path)
+        self.properties = check_compile_properties(properties)
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(xml_path)), "CPU", self.properties)
+        self.input_names = list(call["input_names"])
+        self.structure = call["output_structure"]
+        self.positional = list(call.get("positional_parameters") or [])
+        self.input_for = dict(call.get("input_for") or {})
+        # Compiling may give a port more names (a tensor it merged with); accel's is among them.
+        self._graph_types = {
+            name: port.get_element_type().to_dtype()
+            for port in self.compiled.inputs
+            for name in port.get_names()
+            if name in self.input_names
+        }
+        self._output_count = len(self.compiled.outputs)
+        if tensor_count(self.structure) != self._output_count:
+            raise ValueError(
+                f"the OpenVINO graph has {self._output_count} outputs, the model's output "
+                f"{tensor_count(self.structure)} tensors"
+            )
+        self._request = self.compiled.create_infer_request()
+
+    def _feeds(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        named = [(self.positional[i] if i < len(self.positional) else f"input_{i}", v) for i, v in enumerate(args)]
+        feeds = {}
+        for parameter, value in [*named, *kwargs.items()]:
+            if value is None:
+                continue  # left at its default, as the conversion did
+            name = self.input_for.get(parameter, parameter)
+            if name not in self._graph_types:
+                raise TypeError(
+                    f"the converted model has no input {parameter!r} (it was converted with "
+                    f"{', '.join(self.input_names)}); optimize again with it in the example batch"
+                )
+            array = value.detach().cpu().contiguous().numpy()
+            wanted = self._graph_types[name]
+            feeds[name] = array if array.dtype == wanted else array.astype(wanted)
+        return feeds
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        results = self._request.infer(self._feeds(args, kwargs))  # outputs copied out of the request
+        return rebuild_output(self.structure, [torch.from_numpy(results[i]) for i in range(self._output_count)])
+
+    def runtime_op_types(self) -> set[str]:
+        """The layer types of the compiled (runtime) graph: how int8 shows (FakeQuantize folded into
+        int8 convolutions and matmuls, their precision u8/i8)."""
+        found = set()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            found.add(str(info["layerType"].astype(str)) if "layerType" in info else op.get_type_name())
+        return found
+
+    def runtime_precisions(self) -> set[str]:
+        """The precisions the compiled graph's layers run in (u8/i8 where int8 kernels run)."""
+        found = set()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "runtimePrecision" in info:
+                found.add(str(info["runtimePrecision"].astype(str)))
+        return found
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.xml_path.name}, threads={self.properties['INFERENCE_NUM_THREADS']}, "
+            f"precision={self.properties['INFERENCE_PRECISION_HINT']}"
+        )
