@@ -219,6 +219,15 @@ class BatchPadding:
     real_elements: int
     padded_elements: int
     sample_lengths: tuple[int, ...] = ()
+    # "shapes" (the collated tensor against the samples'), "attention_mask" or "pad_runs"
+    # (accel.profiling.padding_measure says how each is read).
+    measured_from: str = "shapes"
+    # Padding in columns that are padding in every sample of the batch (past its longest sample).
+    trimmable_elements: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.trimmable_elements <= self.padded_elements - self.real_elements:
+            raise ValueError(f"BatchPadding: trimmable_elements {self.trimmable_elements} is not padding")
 
     @property
     def padding_share(self) -> float:

@@ -24,8 +24,9 @@ from accel.core.budget import PassBudget
 from accel.core.errors import PipelineError
 from accel.core.hashing import content_hash
 from accel.core.measure import Clock, now
-from accel.core.pipeline import Pipeline, batch_length, split_batch, tensors_in
-from accel.profiling.data import BatchPadding, EndToEnd, ProfileData, StageTiming
+from accel.core.pipeline import Pipeline, batch_length, split_batch
+from accel.profiling.data import EndToEnd, ProfileData, StageTiming
+from accel.profiling.padding_measure import measure_padding
 
 STAGE_NAMES = ("decode", "transform", "collate", "model", "postprocess")
 DEFAULT_MAX_SAMPLES = 256
@@ -34,28 +35,6 @@ DEFAULT_BUDGET_SECONDS = 20.0
 # hiccup on a busy machine is several milliseconds, which would be a large share of a 30 ms pass.
 MIN_END_TO_END_SECONDS = 0.5
 MAX_END_TO_END_PASSES = 8
-
-
-def _largest_tensor(value: Any) -> torch.Tensor | None:
-    tensors = tensors_in(value)
-    return max(tensors, key=lambda t: t.numel()) if tensors else None
-
-
-def measure_padding(samples: list[Any], batch: Any) -> BatchPadding | None:
-    """Padding of one batch: the batch's largest tensor against the same tensor in each sample."""
-    collated = _largest_tensor(batch)
-    if collated is None or collated.dim() < 2:
-        return None
-    found = [_largest_tensor(s) for s in samples]
-    per_sample = [t for t in found if t is not None]
-    if len(per_sample) < len(found):
-        return None
-    real = sum(int(t.numel()) for t in per_sample)
-    padded = int(collated.numel())
-    if real > padded:
-        return None
-    lengths = tuple(int(t.shape[0]) if t.dim() else 1 for t in per_sample)
-    return BatchPadding(real_elements=real, padded_elements=padded, sample_lengths=lengths)
 
 
 def _timed(clock: Clock, fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -86,7 +86,7 @@ def test_every_recommendation_is_an_optimizer_that_declares_it_cures_the_kind():
     for kind, spec in ANALYZERS.items():
         assert spec.recommends, kind
         assert set(spec.recommends) <= set(cures_for(kind)), kind
-    assert cures_for("padding") == ["batch.bucket"]
+    assert cures_for("padding") == ["batch.bucket", "batch.trim_padding"]
 
 
 def test_a_wrong_name_in_a_declaration_fails(restore_analyzers):
