@@ -66,6 +66,8 @@ def profile_ops(
     op's seconds, and each call's own seconds beside its ops' (the same calls measure both)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    from accel.core.profiler_notes import quiet_profiler
+
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     names = {o.op for o in counts.ops}
@@ -73,7 +75,7 @@ def profile_ops(
         fn()  # first calls allocate and choose kernels
     if cuda:
         torch.cuda.synchronize()
-    with profile(activities=activities) as prof:
+    with quiet_profiler(profile(activities=activities)) as prof:
         for _ in range(calls):
             with record_function(CALL_MARKER):
                 fn()
@@ -90,6 +92,17 @@ def profile_ops(
         call_seconds=tuple(m.cpu_time_total / 1e6 for m in markers),
         ops_seconds=tuple(sum(_event_seconds(e, cuda) for e in events) for events in per_call),
     )
+
+
+def start_profiler() -> None:
+    """Start torch.profiler once, on nothing: its first start in a process (Kineto's set-up) takes
+    seconds on a loaded machine, a start-up cost like an import, kept out of the passes' budget."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from accel.core.profiler_notes import quiet_profiler
+
+    with quiet_profiler(profile(activities=[ProfilerActivity.CPU])):
+        pass
 
 
 def profile_op_seconds(

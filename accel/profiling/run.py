@@ -111,8 +111,9 @@ def profile_pipeline(
 
         progress("calibrating the machine (once per machine and torch version)")
         machine = calibrated_machine(machine)
-    from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes
+    from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes, start_profiler
 
+    start_profiler()
     weights = {name: weight for name, weight in PASS_WEIGHTS.items() if name != "generation" or pipeline.generate}
     if trace_dir is None:
         weights.pop("trace")
@@ -128,7 +129,7 @@ def profile_pipeline(
 
         progress("tracing with torch.profiler")
         with deadline.run("trace") as budget:
-            batches = budget.fit(deadline.call_seconds or 0.0, TRACED_BATCHES)
+            batches = budget.fit(deadline.call_seconds or 0.0, TRACED_BATCHES) if pipeline.has_source else 1
             trace = str(trace_pipeline(pipeline, Path(trace_dir), batches))
             budget.calls += batches
     data.extra["budget"] = deadline.to_dict()

@@ -70,8 +70,9 @@ example_inputs = (torch.randn(64, 256),)
 """
 
 BUDGET_SECONDS = 4.0
-# Interpreter start-up, imports and loading the pipeline are outside the budget: generous on a
-# loaded 2-core machine.
+# Beyond the interpreter's start-up and imports (measured in the test, they grow with the load),
+# loading the pipeline, the calibration's cache check and torch.profiler's first start are outside
+# the budget: a few seconds on a loaded 2-core machine.
 STARTUP_SECONDS = 6.0
 
 
@@ -83,6 +84,9 @@ def test_a_slow_model_profiles_within_its_budget(tmp_path, fresh_cache):
     report_path = tmp_path / "report.json"
     # Calibrate first (its own cap, outside the budget), so the timed run measures the profile only.
     subprocess.run([sys.executable, "-m", "accel", "calibrate", "--quick"], check=True, capture_output=True)
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import accel.profiling.run, accel.cli"], check=True)
+    imports = time.perf_counter() - began
     began = time.perf_counter()
     done = subprocess.run(
         [
@@ -106,7 +110,7 @@ def test_a_slow_model_profiles_within_its_budget(tmp_path, fresh_cache):
     report = json.loads(report_path.read_text())
     budget = report["budget"]
     assert budget["spent_seconds"] <= BUDGET_SECONDS * 1.1 + 0.5, budget
-    assert elapsed < BUDGET_SECONDS * 1.1 + STARTUP_SECONDS, (elapsed, budget)
+    assert elapsed < BUDGET_SECONDS * 1.1 + imports + STARTUP_SECONDS, (elapsed, imports, budget)
     assert {p["name"] for p in budget["passes"]} >= {"stages", "cost", "memory", "trace"}
     assert all(p["calls"] >= 1 for p in budget["passes"] if p["name"] != "dtypes")
     assert budget["cut_short"]  # ten calls do not fit in four seconds
