@@ -5,7 +5,9 @@ its input and output tensors. FLOPs come from torch.utils.flop_counter's formula
 convolution, attention, ...); an elementwise op (tagged pointwise) counts one FLOP per output
 element, a reduction or normalization one per input element, and data movement (copies, views,
 gathers) none. Bytes are the sizes of the distinct input tensors read and the outputs written;
-views move nothing. Inputs that are the module's parameters or buffers are counted apart as
+views move nothing. A lookup (embedding, embedding_bag, index_select, gather, take) reads only
+what its indices pick of its table: indices x row bytes (x element bytes for gather and take),
+at most the table, not the whole table. Inputs that are the module's parameters or buffers are counted apart as
 `weight_bytes`, which is what weight quantization shrinks.
 
 Counting does no timing: op times come from a separate profiler pass (accel.profiling.costmodel).
@@ -78,6 +80,18 @@ _PER_INPUT_ELEMENT_OPS = {
     "sort",
 }
 ROOT_MODULE = "<root>"
+# Lookups read only the rows (or elements) their indices pick, not the whole table: op name ->
+# (position of the table, position of the dim or None for dim 0, position of the indices, whether
+# single elements rather than rows are picked).
+_LOOKUP_OPS = {
+    "embedding": (0, None, 1, False),
+    "embedding_bag": (0, None, 1, False),
+    "_embedding_bag": (0, None, 1, False),
+    "_embedding_bag_forward_only": (0, None, 1, False),
+    "index_select": (0, 1, 2, False),
+    "gather": (0, 1, 2, True),
+    "take": (0, None, 1, True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +189,23 @@ def _distinct_tensors(values: Any) -> list[torch.Tensor]:
     return tensors
 
 
+def _lookup_table_read(name: str, args: tuple) -> tuple[torch.Tensor, int] | None:
+    """(table, bytes the lookup reads of it) for a lookup op: the rows its indices pick (elements,
+    for gather and take), each index counted, capped by the table's size; None for any other op."""
+    spec = _LOOKUP_OPS.get(name)
+    if spec is None:
+        return None
+    table_at, dim_at, index_at, elements = spec
+    if len(args) <= index_at:
+        return None
+    table, index = args[table_at], args[index_at]
+    if not isinstance(table, torch.Tensor) or not isinstance(index, torch.Tensor) or table.dim() == 0:
+        return None
+    dim = int(args[dim_at]) % table.dim() if dim_at is not None else 0
+    picked_bytes = table.element_size() if elements else _tensor_bytes(table) // max(table.shape[dim], 1)
+    return table, min(index.numel() * picked_bytes, _tensor_bytes(table))
+
+
 def _flops(
     func: Any, args: tuple, kwargs: dict, out: Any, inputs: list[torch.Tensor], outputs: list[torch.Tensor]
 ) -> int:
@@ -200,6 +231,22 @@ class _CountingMode(TorchDispatchMode):
         self.module_stack = module_stack
         self.ops: list[OpCount] = []
 
+    def _bytes(
+        self, func: Any, args: tuple, inputs: list[torch.Tensor], outputs: list[torch.Tensor]
+    ) -> tuple[int, int, int]:
+        """Bytes read, written, and read of the module's weights, by one op that is not a view."""
+        read_bytes = {id(t): _tensor_bytes(t) for t in inputs}
+        lookup = _lookup_table_read(func._overloadpacket.__name__, args)
+        if lookup is not None and id(lookup[0]) in read_bytes:
+            read_bytes[id(lookup[0])] = lookup[1]
+        written = sum(_tensor_bytes(t) for t in outputs)
+        if func._schema.is_mutable:
+            # An in-place or out= op writes into one of its inputs: count the write once.
+            input_keys = {_storage_key(t) for t in inputs}
+            written = sum(_tensor_bytes(t) for t in outputs if _storage_key(t) in input_keys) or written
+        weights = sum(read_bytes[id(t)] for t in inputs if _storage_key(t) in self.weight_keys)
+        return sum(read_bytes.values()), written, weights
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func._overloadpacket.__name__
@@ -219,13 +266,7 @@ class _CountingMode(TorchDispatchMode):
             read = written = weights = 0
         else:
             outputs = _distinct_tensors(out)
-            # An in-place or out= op writes into one of its inputs: count the write once.
-            input_keys = {_storage_key(t) for t in inputs}
-            read = sum(_tensor_bytes(t) for t in inputs)
-            written = sum(_tensor_bytes(t) for t in outputs)
-            if func._schema.is_mutable:
-                written = sum(_tensor_bytes(t) for t in outputs if _storage_key(t) in input_keys) or written
-            weights = sum(_tensor_bytes(t) for t in inputs if _storage_key(t) in self.weight_keys)
+            read, written, weights = self._bytes(func, args, inputs, outputs)
         flops = _flops(func, args, kwargs, out, inputs, outputs) if not func.is_view else 0
         largest = max(inputs, key=lambda t: t.numel(), default=None)
         dtype = str(largest.dtype).removeprefix("torch.") if largest is not None else ""

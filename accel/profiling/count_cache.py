@@ -22,7 +22,7 @@ from accel.core.hashing import short_digest
 from accel.core.io import cache_root, write_json_atomic
 from accel.core.pipeline import tensors_in
 
-COUNTS_SCHEMA = "accel.counts/1"
+COUNTS_SCHEMA = "accel.counts/2"  # 2: lookups count the rows they gather, not their table
 
 
 def _class_source(cls: type) -> str:

@@ -14,6 +14,8 @@ to decide" at severity info instead of a verdict.
 
 from __future__ import annotations
 
+from typing import Any
+
 from accel.core.dtypes import element_bytes, is_floating
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
@@ -33,12 +35,45 @@ INT8_BYTES = 1
 # measurement cannot be trusted and the finding is "too noisy to decide".
 SUSPECT_OVER_PEAK = 1.5
 LAYERS_SHOWN = 3
+ABOVE_PEAK_NOTE = "above the calibrated peak: its bytes or time are miscounted"
 # Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime (an ONNX model only in the latter).
 INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic")
 ONNX_INT8_CURES = ("onnx.int8_dynamic",)
 # The same weight reads for more samples, and fused ops (not for an ONNX model: its graph runtime fuses).
 OTHER_CURES = ("batch.size", "compile")
 ONNX_OTHER_CURES = ("batch.size",)
+
+
+def ops_above_peak(cost: CostModel, peak_gbs: float, cache_bytes: int) -> list[dict[str, Any]]:
+    """Memory-bound ops (by name and layer) measured streaming faster than the calibrated peak while
+    moving more than the largest cache holds per call: no cache serves them, so their bytes or their
+    time are miscounted. Never capped at the peak: the rate measured is the evidence."""
+    moved: dict[tuple[str, str], list[float]] = {}
+    for op in cost.ops:
+        if op.memory_bound and op.seconds > 0 and op.bytes_moved > cache_bytes:
+            totals = moved.setdefault((op.op, op.module), [0.0, 0.0])
+            totals[0] += op.bytes_moved
+            totals[1] += op.seconds
+    above = [
+        {
+            "op": name,
+            "layer": module,
+            "bytes": int(total),
+            "achieved_gbs": total / seconds / 1e9,
+            "bandwidth_fraction": total / seconds / 1e9 / peak_gbs,
+            "note": ABOVE_PEAK_NOTE,
+        }
+        for (name, module), (total, seconds) in moved.items()
+        if peak_gbs > 0 and total / seconds / 1e9 > peak_gbs
+    ]
+    return sorted(above, key=lambda o: -o["bytes"])[:LAYERS_SHOWN]
+
+
+def _suspect_clause(suspect: list[dict[str, Any]]) -> str:
+    if not suspect:
+        return ""
+    fastest = max(o["achieved_gbs"] for o in suspect)
+    return f"; {', '.join(o['op'] for o in suspect)} measured at up to {fastest:.1f} GB/s, {ABOVE_PEAK_NOTE}"
 
 
 def int8_saved_bytes(cost: CostModel) -> int:
@@ -65,6 +100,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     achieved_gbs = split.memory_bytes / split.memory_seconds / 1e9
     model_share = model_time_share(data) if data.end_to_end is not None else 1.0
     noise = cost.timing_disagreement
+    suspect = ops_above_peak(cost, peak_bandwidth_gbs, max(machine.cache_bytes.values(), default=0))
     above_peak = (
         f"the ops streamed {achieved_gbs:.1f} GB/s, above the calibrated {peak_bandwidth_gbs:.1f} GB/s: "
         f"the peak measurement is suspect (accel calibrate measures it again)"
@@ -76,7 +112,12 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             f"memory-bound ops hold {memory_share:.0%} of the model's time by this profile, but it is "
             f"too noisy to decide: {noise}"
         )
-        evidence = {"memory_bound_share_of_model": memory_share, "achieved_gbs": achieved_gbs, "too_noisy": noise}
+        evidence = {
+            "memory_bound_share_of_model": memory_share,
+            "achieved_gbs": achieved_gbs,
+            "too_noisy": noise,
+            "ops_above_peak": suspect,
+        }
         share = min(max(model_share * memory_share, 0.0), 1.0)
         return [Finding("memory_bandwidth", "info", share, 0.0, summary, evidence, [])]
     if achieved_gbs < MIN_BANDWIDTH_FRACTION * peak_bandwidth_gbs:
@@ -95,6 +136,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "weight_bytes_per_call": split.memory_weight_bytes,
         "activation_bytes_per_call": split.memory_bytes - split.memory_weight_bytes,
         "ridge_flops_per_byte": machine.ridge_flops_per_byte,
+        "ops_above_peak": suspect,
         "layers": [
             {
                 "name": g.name,
@@ -102,6 +144,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
                 "bytes": g.bytes_moved,
                 "weight_bytes": g.weight_bytes,
                 "achieved_gbs": g.achieved_gbs,
+                "bandwidth_fraction": g.achieved_gbs / peak_bandwidth_gbs,
             }
             for g in layers
         ],
@@ -113,6 +156,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     )
     if achieved_gbs > peak_bandwidth_gbs:
         summary += f" ({above_peak})"
+    summary += _suspect_clause(suspect)
     onnx = data.mode == "onnx"
     recommendations: list[str] = []
     if reduction > 0:
