@@ -155,3 +155,18 @@ def test_tight_padding_gives_no_padding_finding(corpus, machine):
     report = accel.profile(corpus.tight_pipeline(), machine=machine, budget_seconds=3.0)
     assert "padding" not in [f.kind for f in report.findings]
     assert OPTIMIZERS.get("batch.trim_padding").applicable(corpus.tight_pipeline(), None) is not None
+
+
+@pytest.mark.slow
+def test_the_default_recipe_reaches_the_cure_with_outputs_intact(tmp_path):
+    from accel.optimizing.recipes.engine import ACCEPTED
+    from accel.optimizing.run import optimize
+
+    pytest.importorskip("transformers")
+    file = tmp_path / "bert_maxlen_tokenizer.py"
+    file.write_text((REAL / "bert_maxlen_tokenizer.py").read_text())
+    result = optimize(file, "default", out_dir=tmp_path / "out", budget_seconds=120)
+    kept = [s.optimizer for s in result.steps if s.verdict == ACCEPTED]
+    assert {"batch.trim_padding", "batch.bucket"} & set(kept), [(s.optimizer, s.reason) for s in result.steps]
+    baseline, locked = accel.load(file), accel.load(file, lock=result.lock_path)
+    assert compare_outputs(baseline.run(), locked.run()).cosine > 0.9999
