@@ -12,7 +12,9 @@ from rich.table import Table
 from accel.cli.common import console
 from accel.cli.units import format_bytes
 
-cache_app = typer.Typer(help="Inspect or empty the decoded-sample cache (cache.decoded).", no_args_is_help=True)
+cache_app = typer.Typer(
+    help="Inspect or empty the decoded-sample cache (cache.decoded).", no_args_is_help=True, rich_markup_mode=None
+)
 
 DIR_OPTION = typer.Option(
     None, "--dir", help="Cache directory (default: decoded/ under $ACCEL_CACHE_DIR, else under $XDG_CACHE_HOME/accel)."

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from accel.cli.common import console, err_console
+from accel.cli.paths import check_output_paths
 
 if TYPE_CHECKING:
     from accel.core.calibration import Calibration
@@ -22,7 +23,10 @@ def calibrate_command(
     """Measure peak memory bandwidth, peak GFLOP/s per dtype and the cures' kernels; cached for `accel profile`."""
     from accel.core.calibration import cache_path, calibrate_and_cache
     from accel.core.errors import AccelError
+    from accel.core.io import cache_root
     from accel.core.machine import describe_machine
+
+    check_output_paths({"the calibration cache": cache_root()})
 
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         raise AccelError(f"unknown device {device!r}", "use --device cpu or --device cuda[:N]")

@@ -1,16 +1,23 @@
-"""What every command shares: the consoles, the theme, the --debug state and error handling."""
+"""What every command shares: the consoles, the theme, the --debug state, error handling, `--json -`
+and the watchdog over the user's code (every command runs through `runs_command`)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
 from rich.theme import Theme
 
+from accel.core import watchdog
 from accel.core.errors import AccelError
 
 THEME = Theme(
@@ -37,6 +44,8 @@ err_console = Console(theme=THEME, stderr=True, highlight=False)
 @dataclasses.dataclass
 class _State:
     debug: bool = False
+    signal_name: str = ""  # the signal that interrupted the run (SIGTERM), empty for Ctrl-C
+    json_to_stdout: bool = False  # `--json -`: the JSON goes to stdout, no "written to" line
 
 
 state = _State()
@@ -57,15 +66,87 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command so that an AccelError it raises becomes one line and exit code 2."""
+def runs_command(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command: an AccelError becomes one line and exit code 2, `--json -` goes to stdout, a
+    `--budget` arms the watchdog over the user's code, and user code may not end the process."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with cli_errors():
+        with interruptible(), cli_errors(), watched(kwargs), watchdog.user_exit_refused(), json_to_stdout(kwargs):
             return command(*args, **kwargs)
 
     return wrapper
+
+
+INTERRUPTED_EXIT = 130
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C or SIGTERM (raised as KeyboardInterrupt, see accel.cli.main): the `finally` blocks on the
+    way out have removed temporary folders and worktrees; end what is left of the processes accel
+    started, print one line, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for handled in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(handled, signal.SIG_IGN)
+        watchdog.end_children()
+        by = state.signal_name or "Ctrl-C"
+        err_console.print(f"[error]interrupted:[/] stopped by {by}; the processes accel started were ended")
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+
+
+# optimize without --budget runs the recipe's: the watchdog then assumes the longest built-in recipe's.
+UNSET_BUDGET_SECONDS = 240.0
+
+
+@contextlib.contextmanager
+def watched(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Arm the watchdog for a command that takes `--budget`: a hung stage call ends the run (exit 2)."""
+    if "budget" not in kwargs:
+        yield
+        return
+    budget = kwargs["budget"] if kwargs["budget"] is not None else UNSET_BUDGET_SECONDS
+    watchdog.arm(budget, lambda hang: report_hang(hang, budget))
+    try:
+        yield
+    finally:
+        watchdog.disarm()
+
+
+def report_hang(hang: watchdog.Hang, budget_seconds: float) -> None:
+    """One error line naming the hung stage, then the stack of the call that hung."""
+    err_console.print(
+        f"[error]error:[/] the pipeline's {escape(hang.stage)} stage has not returned after {hang.seconds:.0f} s "
+        f"(--budget {budget_seconds:g} s): taken as hung, the processes accel started were ended "
+        f"[hint](fix the {escape(hang.stage)}, or raise --budget if one call truly takes this long)[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stderr.write(f"stack of the hung {hang.stage} call (most recent call last):\n{hang.stack}")
+
+
+@contextlib.contextmanager
+def json_to_stdout(kwargs: dict[str, Any]) -> Iterator[None]:
+    """`--json -`: the command writes its JSON to a temporary file, copied to stdout when it succeeds;
+    meanwhile the human output goes to stderr, so that stdout is the JSON alone."""
+    if str(kwargs.get("json_path")) != "-":
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="accel-json-"))
+    kwargs["json_path"] = folder / "stdout.json"
+    console.stderr = True
+    state.json_to_stdout = True
+    try:
+        yield
+        if kwargs["json_path"].exists():
+            sys.stdout.write(kwargs["json_path"].read_text())
+            sys.stdout.flush()
+    finally:
+        console.stderr = False
+        state.json_to_stdout = False
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def escape(text: str) -> str:

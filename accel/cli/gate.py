@@ -17,7 +17,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from accel.cli.common import console, err_console
+from accel.cli.common import console, err_console, escape, state
+from accel.cli.paths import check_output_paths
 from accel.core.errors import AccelError
 
 VERDICT_STYLE = {
@@ -33,7 +34,9 @@ VERDICT_STYLE = {
 def bench_command(
     file: Path = typer.Argument(..., help="Pipeline file (.py)."),
     lock: Optional[Path] = typer.Option(None, "--lock", help="Re-apply the optimizations of this accel.lock.yaml."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON (accel.bench/1)."),
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", help="Write the result as JSON (accel.bench/1); - writes it to stdout."
+    ),
     save_baseline: Optional[Path] = typer.Option(None, "--save-baseline", help="Save the result as a gate baseline."),
     runs: int = typer.Option(
         1, "--runs", min=1, help="Bench runs to take one after another (a baseline's between-run spread)."
@@ -53,6 +56,7 @@ def bench_command(
 
     if (runs > 1 or merge) and save_baseline is None:
         raise AccelError("--runs and --merge shape a baseline", "add --save-baseline PATH")
+    check_output_paths({"--json": json_path, "--save-baseline": save_baseline})
     config = BenchConfig(replicates=replicates, threads=threads)
     results = []
     with err_console.status("benchmarking") as status:
@@ -65,7 +69,8 @@ def bench_command(
     console.print(bench_table(result))
     if json_path:
         write_json_atomic(json_path, result.to_dict())
-        err_console.print(f"[muted]result written to {json_path}[/]")
+        if not state.json_to_stdout:
+            err_console.print(f"[muted]result written to {escape(str(json_path))}[/]")
     if save_baseline:
         baseline = from_bench(*results)
         if merge and save_baseline.exists():
@@ -121,7 +126,9 @@ def gate_command(
     markdown_path: Optional[Path] = typer.Option(
         None, "--markdown", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."
     ),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write everything as JSON (accel.gate/2)."),
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", help="Write everything as JSON (accel.gate/2); - writes it to stdout."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when a measurement is invalid."),
     counts_only: bool = typer.Option(
         False, "--counts-only", help="Gate the machine-independent counts only (fast, stable)."
@@ -141,6 +148,7 @@ def gate_command(
     from accel.gating.run import GateConfig
     from accel.gating.thresholds import resolve_thresholds
 
+    check_output_paths({"--junit": junit, "--markdown": markdown_path, "--json": json_path})
     if len(targets) == 2 and targets[0] == "calibrate":
         mode, file = "calibrate", Path(targets[1])
     elif len(targets) == 1:

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from accel.cli.common import console, err_console
+from accel.cli.paths import check_output_paths
 from accel.cli.units import format_bytes, format_seconds
 from accel.optimizing.decision import Verdict
 
@@ -184,6 +185,7 @@ def optimize_command(
     from accel.optimizing.run import optimize
 
     out_dir = out or Path("accel-runs") / file.stem / "optimize"
+    check_output_paths({"--out": out_dir, "--json": json_path})
     with err_console.status("optimizing") as status:
         result = optimize(
             file,

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from accel.cli.common import console, err_console, escape
+from accel.cli.common import console, err_console, escape, state
+from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
 from accel.core.errors import PipelineLoadError
 
@@ -15,7 +16,9 @@ from accel.core.errors import PipelineLoadError
 def profile_command(
     file: Optional[Path] = typer.Argument(None, help="Pipeline file (.py) or ONNX model (.onnx)."),
     args: Optional[List[str]] = typer.Argument(None, help="Arguments for a script, after --."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (accel.profile/1)."),
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", help="Write the report as JSON (accel.profile/1); - writes it to stdout."
+    ),
     trace_dir: Optional[Path] = typer.Option(
         None, "--trace-dir", help="TensorBoard logdir for the trace [default: ./accel-runs/<name>/]."
     ),
@@ -44,6 +47,8 @@ def profile_command(
     ),
 ) -> None:
     """Measure each stage and the machine, and name the bottleneck with evidence."""
+    trace = None if no_trace else (trace_dir or Path("accel-runs") / (file.stem if file else "traces"))
+    check_output_paths({"--json": json_path, "--html": html_path, "--trace-dir": trace, **calibration_cache()})
     if traces is not None or nproc_per_node is not None:
         profile_ranks_command(file, args, json_path, html_path, trace_dir, no_trace, nproc_per_node, traces)
         return
@@ -53,7 +58,6 @@ def profile_command(
     from accel.profiling.run import profile
 
     dims = parse_dynamic_dims(dynamic_dim or [])
-    trace = None if no_trace else (trace_dir or Path("accel-runs") / file.stem)
     with err_console.status("profiling") as status:
         report = profile(
             file,
@@ -67,10 +71,22 @@ def profile_command(
             as_script=as_script,
         )
     render_profile(report, console)
-    if json_path:
-        err_console.print(f"[muted]report written to {json_path}[/]")
+    print_written(json_path, html_path)
+
+
+def calibration_cache() -> dict[str, Path]:
+    """The calibration cache folder, to check before a run that will calibrate (none cached yet)."""
+    from accel.core.io import cache_root
+
+    root = cache_root()
+    return {} if any(root.glob("calibration-*.json")) else {"the calibration cache": root}
+
+
+def print_written(json_path: Optional[Path], html_path: Optional[Path]) -> None:
+    if json_path and not state.json_to_stdout:
+        err_console.print(f"[muted]report written to {escape(str(json_path))}[/]")
     if html_path:
-        err_console.print(f"[muted]HTML report written to {html_path}[/]")
+        err_console.print(f"[muted]HTML report written to {escape(str(html_path))}[/]")
 
 
 def profile_ranks_command(
@@ -112,10 +128,7 @@ def profile_ranks_command(
     if html_path is not None:
         write_html(report, html_path)
     render_profile(report, console)
-    if json_path:
-        err_console.print(f"[muted]report written to {json_path}[/]")
-    if html_path:
-        err_console.print(f"[muted]HTML report written to {html_path}[/]")
+    print_written(json_path, html_path)
 
 
 def register(app: typer.Typer) -> None:

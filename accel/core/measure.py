@@ -234,7 +234,9 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str | None =
         return max(int(torch.cuda.max_memory_allocated() - before), 0)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from accel.core.profiler_notes import quiet_profiler
+
+    with quiet_profiler(profile(activities=[ProfilerActivity.CPU], profile_memory=True)) as prof:
         fn()
     # An allocation is charged to the innermost op that made it (its self memory); frees outside
     # any op appear as "[memory]" events. Walked in time order, they give the live bytes over time.

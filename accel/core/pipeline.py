@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from torch.utils.data._utils.collate import default_collate
 
 from accel.core.errors import PipelineError
+from accel.core.watchdog import watching
 
 # DataLoader options a pipeline may carry beyond num_workers (set by loader tuning).
 LOADER_OPTIONS = ("prefetch_factor", "persistent_workers", "pin_memory")
@@ -113,8 +114,10 @@ class Pipeline:
 
     def prepare(self, raw: Any) -> Any:
         """decode then transform one raw sample."""
-        sample = self.decode(raw) if self.decode is not None else raw
-        return self.transform(sample) if self.transform is not None else sample
+        with watching("decode"):
+            sample = self.decode(raw) if self.decode is not None else raw
+        with watching("transform"):
+            return self.transform(sample) if self.transform is not None else sample
 
     def collate_fn(self) -> Callable[[list], Any]:
         return self.collate if self.collate is not None else default_collate
@@ -125,9 +128,10 @@ class Pipeline:
 
     def forward(self, batch: Any) -> Any:
         """What one batch costs the model: the generate loop if there is one, else one call."""
-        if self.forward_wrapper is not None:
-            return self.forward_wrapper(batch, self._forward)
-        return self._forward(batch)
+        with watching("model"):
+            if self.forward_wrapper is not None:
+                return self.forward_wrapper(batch, self._forward)
+            return self._forward(batch)
 
     @property
     def forward_stage(self) -> str:

@@ -25,6 +25,7 @@ from accel.core.errors import PipelineError
 from accel.core.hashing import content_hash
 from accel.core.measure import Clock, now
 from accel.core.pipeline import Pipeline, batch_length, split_batch
+from accel.core.watchdog import watching
 from accel.profiling.data import EndToEnd, ProfileData, StageTiming
 from accel.profiling.padding_measure import measure_padding
 
@@ -45,7 +46,8 @@ def _timed(clock: Clock, fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def _run_stage(name: str, fn: Callable[[], Any]) -> Any:
     try:
-        return fn()
+        with watching(name):
+            return fn()
     except Exception as exc:
         raise PipelineError(
             f"the pipeline's {name} stage raised {type(exc).__name__}: {exc}",

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from accel.core import watchdog
 from accel.core.errors import PipelineError, PipelineLoadError
 from accel.core.io import cache_root
 from accel.core.loading import Script
@@ -88,6 +89,7 @@ def launch(
             process = subprocess.Popen(
                 torchrun_command(script, nproc), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+            watchdog.started_group(process.pid)  # its own session: a hang or a signal ends it from there too
             try:
                 code = process.wait(timeout=timeout_seconds)
             except subprocess.TimeoutExpired as exc:
@@ -98,6 +100,7 @@ def launch(
             finally:
                 stop(process)
                 stop_ranks(out_dir)
+                watchdog.finished_group(process.pid)
         results = read_results(out_dir)
     failed = [r for r in results if r.get("error")]
     if failed:
