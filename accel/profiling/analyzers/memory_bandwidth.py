@@ -54,7 +54,7 @@ def ops_above_peak(cost: CostModel, peak_gbs: float, cache_bytes: int) -> list[d
             totals = moved.setdefault((op.op, op.module), [0.0, 0.0])
             totals[0] += op.bytes_moved
             totals[1] += op.seconds
-    above = [
+    above: list[dict[str, Any]] = [
         {
             "op": name,
             "layer": module,
