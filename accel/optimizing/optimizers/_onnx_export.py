@@ -89,6 +89,18 @@ def _dynamo_shapes(parameters: list[str], args: tuple, kwargs: dict, dims: list[
     return tuple(specs) if not kwargs else None
 
 
+def _tracer_axes(
+    input_names: list[str], dims: list[set[int]], output_names: list[str], outputs: list[torch.Tensor], flat: bool
+) -> dict[str, dict[int, str]]:
+    """The TorchScript exporter's dynamic_axes: each input's varying dimensions; each output's batch
+    axis, or (traced through _FlatCall) every output axis, which may follow the inputs' (a padded length)."""
+    axes = {name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]}
+    for name, out in zip(output_names, outputs):
+        if out.dim() > 0:
+            axes[name] = {d: f"{name}_dim{d}" for d in ([0] if flat else range(out.dim()))}
+    return axes
+
+
 def _exported_dynamic_axes(path: Path) -> dict[str, list[int]]:
     """Per graph input, the dimensions the exported graph left symbolic (what other shapes may vary)."""
     import onnx
@@ -135,15 +147,8 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
     with warnings.catch_warnings(), quiet(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            dynamic_axes: dict[str, dict[int, str]] = {
-                name: {d: f"{name}_dim{d}" for d in sorted(dims[i])} for i, name in enumerate(input_names) if dims[i]
-            }
             flat = not kwargs and _plain_output(sample_output)
-            for name, out in zip(output_names, flatten_output(sample_output)):
-                # through _FlatCall every output axis may follow the inputs' (a padded length)
-                axes = [0] if flat else range(out.dim())
-                if out.dim() > 0:
-                    dynamic_axes[name] = {d: f"{name}_dim{d}" for d in axes}
+            dynamic_axes = _tracer_axes(input_names, dims, output_names, flatten_output(sample_output), flat)
             traced = export
             if not flat:
                 traced = functools.partial(

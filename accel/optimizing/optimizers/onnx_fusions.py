@@ -157,7 +157,7 @@ def fuse(pipeline: Pipeline, fp32_path: Path, out_path: Path, config: FusionsCon
 class _FusionsBase(_OnnxBase):
     """`onnx.runtime`'s export, session and lock, with the fusions as the graph transform."""
 
-    def apply(self, pipeline: Pipeline, config: FusionsConfig, context: Context) -> Applied:
+    def apply(self, pipeline: Pipeline, config: OnnxConfig, context: Context) -> Applied:
         exported, switched_from = eager_attention(pipeline.model)
         applied = super().apply(pipeline.replace(model=exported), config, context)
         state = {**applied.state, **({"attention_switched_from": switched_from} if switched_from else {})}

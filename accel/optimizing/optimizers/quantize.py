@@ -77,8 +77,8 @@ def conv1d_as_linear_(model: torch.nn.Module) -> int:
             if not isinstance(child, conv1d):
                 continue
             if id(child) not in replaced:
-                weight = child.weight.detach()
-                bias = getattr(child, "bias", None)
+                weight: torch.Tensor = getattr(child, "weight").detach()
+                bias: torch.Tensor | None = getattr(child, "bias", None)
                 linear = torch.nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None)
                 with torch.no_grad():
                     linear.weight.copy_(weight.t())
