@@ -53,6 +53,8 @@ CASES = {
         "source is a one-shot generator",
         "fresh pass",
     ),
+    "empty_file": ("", "defines no pipeline and runs nothing", "model and example_inputs"),
+    "docstring_only": ('"""Nothing here yet."""\n# a comment\n', "defines no pipeline and runs nothing", "pipeline ="),
     "inputs_not_tensors": (
         "import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = [1, 2]\n",
         "must be a tuple of tensors",
@@ -101,6 +103,15 @@ def test_unknown_guard_key_in_a_recipe_names_the_valid_ones(tmp_path):
     (tmp_path / "r.yaml").write_text("name: r\nguard: {min_cosin: 0.9}\nrules: [{name: a, try: [onnx.runtime]}]\n")
     result = run_console(tmp_path, "optimize", "model.py", "--recipe", "r.yaml")
     assert_one_line_exit_2(result, "unknown key 'min_cosin'", "min_top1_agreement", "validation_batches")
+
+
+def test_a_recipe_that_is_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "model.py").write_text(
+        "import torch\nmodel = torch.nn.Linear(2, 2)\nexample_inputs = (torch.ones(1, 2),)\n"
+    )
+    (tmp_path / "r.yaml").write_bytes(b"name: r\n# \xff\xfe latin-1 text\nrules: []\n")
+    result = run_console(tmp_path, "optimize", "model.py", "--recipe", "r.yaml")
+    assert_one_line_exit_2(result, "r.yaml is not UTF-8 text", "save it as UTF-8")
 
 
 @pytest.mark.parametrize("text, problem", [(None, "no such lock file"), ("schema: other/1\n", "not an accel lock")])

@@ -5,6 +5,7 @@ comparison itself on outputs built to fool a flattened cosine."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,10 @@ def test_onnx_int8_static_is_validated_after_its_calibration_batches(tmp_path):
     assert step.fidelity["samples"] == 4 * opt_guarded.BATCH_SIZE  # batches 1-4
     every = _step(_run(tmp_path, ["onnx.int8_static"]), "onnx.int8_static")
     assert every.verdict == REVERTED and "calibrated on all 8 batches" in every.reason, every.reason
+
+
+@pytest.mark.parametrize("output", [None, "a label", float("nan"), torch.full((2, 3), float("nan"))])
+def test_outputs_with_no_number_are_never_a_cosine_of_one(output):
+    fidelity = compare_outputs(output, output)
+    assert math.isnan(fidelity.cosine)
+    assert "no number to compare" in fidelity.failure(Guard())

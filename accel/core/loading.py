@@ -204,12 +204,23 @@ def _names_in_tree(file: Path) -> set[str]:
     return _bound_names(ast.parse(file.read_bytes(), filename=str(file)).body)
 
 
+def _runs_nothing(file: Path) -> bool:
+    """True for a file with nothing to run: no statement, or a docstring alone."""
+    body = ast.parse(file.read_bytes(), filename=str(file)).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
 def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline | Script:
     """The pipeline a file defines, or a Script when it defines none (see the module docstring)."""
     file = check_file(path)
     if file.suffix == ".onnx":
         raise PipelineLoadError(f"{file} is an ONNX model, not a pipeline file", "use accel profile for ONNX models")
     form = declared_form(file)
+    if form == "script" and _runs_nothing(file):
+        raise PipelineLoadError(
+            f"{file} defines no pipeline and runs nothing (it has no statement but comments or a docstring)",
+            "define pipeline = accel.Pipeline(...), or model and example_inputs, or give a script that runs",
+        )
     if form == "script":
         names = _names_in_tree(file)
         incomplete = _incomplete_form("model" in names, "example_inputs" in names)

@@ -31,6 +31,11 @@ import torch
 
 from accel.optimizing.recipes.schema import Guard
 
+# Why a candidate cannot be judged when the baseline's outputs hold no number to compare.
+NOTHING_NUMERIC = (
+    "the model's outputs hold no number to compare (None, a string, or only NaN/inf): "
+    "the guard cannot check a candidate; return the model's tensors"
+)
 # Below this norm a vector counts as zero (cosine of two zero vectors is 1).
 ZERO_NORM = 1e-30
 # A per-sample 1-D float output of 2..MAX_CLASSES values is taken as class scores (ImageNet has 1000).
@@ -179,6 +184,7 @@ class _Worst:
         self.top1: dict[str, list[int]] = {}  # leaf path -> [agreeing, total]
         self.nonfinite: str | None = None
         self.exact: str | None = None
+        self.numbers = 0  # the baseline's values to compare: exact ones, and finite floats
 
     def fidelity(self, samples: int) -> Fidelity:
         top1, top1_at = None, None
@@ -186,6 +192,8 @@ class _Worst:
             share = agree / total if total else 1.0
             if top1 is None or share < top1:
                 top1, top1_at = share, path
+        if samples and not self.numbers:  # None, a string, only NaN: a cosine of 1 would claim a match
+            return Fidelity(samples=samples, cosine=math.nan, nonfinite=self.nonfinite, note=NOTHING_NUMERIC)
         return Fidelity(
             samples=samples,
             cosine=self.cosine,
@@ -236,6 +244,7 @@ def _structure_difference(ref: dict[str, Leaf], cand: dict[str, Leaf]) -> str | 
 
 def _compare_leaf(where: str, path: str, ref: Leaf, cand: Leaf, worst: _Worst) -> None:
     if ref.kind == "exact":
+        worst.numbers += ref.value.size
         if worst.exact is None and not np.array_equal(ref.value, cand.value):
             changed = int(np.sum(ref.value != cand.value))
             worst.exact = f"{where}: {changed} of {ref.value.size} values changed"
@@ -251,6 +260,7 @@ def _compare_leaf(where: str, path: str, ref: Leaf, cand: Leaf, worst: _Worst) -
     if worst.nonfinite is None and (np.any(broken) or not _same_nonfinite(a[~a_finite], b[~a_finite])):
         worst.nonfinite = f"{where}: {int(np.sum(broken))} of {a.size} values NaN/inf"
     finite = a_finite & b_finite
+    worst.numbers += int(np.sum(a_finite))
     a, b = a[finite], b[finite]
     if a.size == 0:
         return

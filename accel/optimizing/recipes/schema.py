@@ -350,6 +350,10 @@ def read_recipe(path: str | Path) -> Recipe:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {file}: {exc.strerror}", "check the path of the recipe") from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"recipe {file} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})", "save it as UTF-8"
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
