@@ -173,8 +173,11 @@ def compare_interleaved(
     target_relative_half_width: float = TARGET_RELATIVE_HALF_WIDTH,
     clock: Clock = now,
     sync: Callable[[], None] = _no_sync,
+    deadline: float | None = None,
 ) -> Comparison:
     """Time two callables in alternating rounds (A B, B A, ...) so drift hits both alike.
+    Past `deadline` (a `clock()` time) the rounds stop at the next round's end, min_rounds or not
+    (two rounds at least: an interval needs pairs).
 
     Before each timed call the callable runs `settle_calls` untimed calls: runtimes keep worker
     threads spinning after a call, which distorts whatever is timed right after another runtime.
@@ -204,6 +207,8 @@ def compare_interleaved(
             fns[side]()
             sync()
             times[side].append(clock() - t0)
+        if deadline is not None and round_index >= 1 and clock() >= deadline:
+            break
         if round_index + 1 >= min_rounds:
             if clock() - began >= budget_seconds:
                 break

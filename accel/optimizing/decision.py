@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 
 from accel.optimizing.recipes.schema import (
     DEFAULT_MAX_SLOWDOWN,
@@ -20,6 +21,31 @@ from accel.optimizing.recipes.schema import (
 )
 
 MEMORY = "memory"
+# A machine whose 1-minute load average is above this many times its cores runs other work on
+# every core: the timings of both sides carry it, and a wide interval there is noise, not the model.
+BUSY_LOAD_PER_CORE = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """The machine's 1-minute load average and its cores, when a measurement was taken."""
+
+    average: float
+    cores: int
+
+    @classmethod
+    def now(cls) -> Load | None:
+        try:
+            return cls(os.getloadavg()[0], os.cpu_count() or 1)
+        except OSError:  # no load average on this OS
+            return None
+
+    @property
+    def busy(self) -> bool:
+        return self.average > BUSY_LOAD_PER_CORE * self.cores
+
+    def describe(self) -> str:
+        return f"load average {self.average:.1f} on {self.cores} cores"
 
 
 class Verdict(str, enum.Enum):
@@ -43,6 +69,7 @@ class Cause(str, enum.Enum):
     GUARD = "guard"  # its outputs (or a script's batches) are not the baseline's
     SLOWER = "slower"  # the whole interval lies below 1
     WITHIN_NOISE = "within noise"  # the interval reaches down to min_speedup or below
+    TOO_NOISY = "too noisy to decide"  # the interval spans a loss and a win: it resolves nothing
     TOO_LITTLE_SAVED = "too little memory saved"
     TOO_SLOW = "too slow for its memory saving"
 
@@ -82,6 +109,7 @@ class Decision:
     memory_ratio: float | None = None
     guard_failure: str | None = None
     spread_one_time: bool = False  # a one-time cost was spread over test.passes
+    load: Load | None = None  # the machine's load when it was measured
 
     @property
     def verdict(self) -> Verdict:
@@ -106,9 +134,23 @@ class Decision:
             Cause.SLOWER: f"slower{' than ' + against if against else ''}{counted}",
             Cause.WITHIN_NOISE: f"not faster beyond noise (interval reaches {low:.2f}x, needs > {test.min_speedup}x"
             f"{counted})",
+            Cause.TOO_NOISY: self._too_noisy(),
             Cause.TOO_LITTLE_SAVED: f"saves too little memory ({ratio}, needs x{test.max_memory_ratio:.2f} or less)",
             Cause.TOO_SLOW: f"saves memory but {slowdown:.2f}x slower, beyond the {test.max_slowdown}x allowed",
         }[self.cause]
+
+    def _too_noisy(self) -> str:
+        low, high = self.speedup_ci or (0.0, 0.0)
+        busy = f"; the machine was busy ({self.load.describe()})" if self.load is not None and self.load.busy else ""
+        return f"too noisy to decide: the interval {low:.2f}-{high:.2f}x cannot resolve {self.test.min_speedup}x{busy}"
+
+
+def too_noisy(test: KeepTest, low: float, high: float, load: Load | None) -> bool:
+    """An interval too wide for the keep threshold to decide on: it spans both a loss and a win
+    beyond min_speedup, or it is wider than min_speedup itself on a busy machine."""
+    spans_both = low < 1 / test.min_speedup and high > test.min_speedup
+    wide = low > 0 and high / low > test.min_speedup
+    return spans_both or (wide and load is not None and load.busy)
 
 
 def decide(
@@ -119,10 +161,14 @@ def decide(
     memory_ratio: float | None = None,
     guard_failure: str | None = None,
     spread_one_time: bool = False,
+    load: Load | None = None,
 ) -> Decision:
     """Keep a candidate when it passed the guard and, for the memory target, its peak shrank by
     min_memory_saving at most max_slowdown slower; for the others, when its speedup's whole
-    interval (one-time costs already spread, see measuring.amortized) lies above min_speedup."""
+    interval (one-time costs already spread, see measuring.amortized) lies above min_speedup.
+    An interval that is neither above min_speedup nor below 1, and too wide to resolve min_speedup
+    (see too_noisy; `load`: the machine's when measured), is "too noisy to decide": reverted,
+    never kept by noise."""
     low, high = speedup_ci
     if guard_failure:
         cause = Cause.GUARD
@@ -137,6 +183,8 @@ def decide(
         cause = Cause.FASTER
     elif high < 1.0:
         cause = Cause.SLOWER
+    elif too_noisy(test, low, high, load):
+        cause = Cause.TOO_NOISY
     else:
         cause = Cause.WITHIN_NOISE
     return Decision(
@@ -148,4 +196,5 @@ def decide(
         memory_ratio=memory_ratio,
         guard_failure=guard_failure,
         spread_one_time=spread_one_time,
+        load=load,
     )
