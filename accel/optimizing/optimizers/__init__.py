@@ -39,6 +39,8 @@ class Context:
     workdir: Path
     report: Any = None  # accel.profiling.report.Report of the baseline, when one was made
     pipeline_path: Path | None = None
+    # Seconds the pipeline file took to load (build its model): what each fresh process pays again.
+    load_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,11 @@ class Optimizer(abc.ABC):
     # The distributions (pip names) whose version its lock entries depend on: a lock made under
     # another version of one says so when loaded (torch's is always checked).
     runtime_packages: ClassVar[tuple[str, ...]] = ()
+    # Its one-time cost (apply: an export, a quantization pass, a compile), as the engine predicts
+    # it before trying: predicted_setup_calls calls of the baseline plus predicted_setup_seconds. A
+    # candidate whose predicted trial does not fit the budget left is skipped (recipes.budgeting).
+    predicted_setup_calls: ClassVar[float] = 1.0
+    predicted_setup_seconds: ClassVar[float] = 0.0
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None
@@ -89,6 +96,12 @@ class Optimizer(abc.ABC):
     def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Path) -> Pipeline:
         context = Context(machine=_machine(), workdir=lock_dir)
         return self.apply(pipeline, config, context).pipeline
+
+    def safer_variants(self, config: Any, machine: Machine) -> list[Any]:
+        """Configs to try, in order, when `config` failed the guard (never for speed): a quantizer's
+        reduced range, per-channel weights... Each is a measured, guarded candidate of its own.
+        Default: none."""
+        return []
 
 
 def _machine() -> Machine:

@@ -22,6 +22,7 @@ import torch
 
 from accel.core.dtypes import onnx_numpy_dtype
 from accel.core.errors import LockError, MissingDependencyError, require
+from accel.core.machine import Machine
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline, split_call
 from accel.optimizing.lock_files import resolve_lock_file
@@ -38,6 +39,11 @@ from accel.optimizing.optimizers._onnx_export import EXPORTERS, export_onnx, inp
 DEFAULT_OPSET = 17
 # Batches of the source used to calibrate activation ranges for static int8.
 DEFAULT_CALIBRATION_BATCHES = 8
+# Weight types quantize_dynamic takes: QInt8 (U8S8 kernels) or QUInt8 (U8U8). Without VNNI, U8S8's
+# 16-bit intermediate sums can saturate (ORT's quantization docs); U8U8 does not.
+WEIGHT_TYPES = ("QInt8", "QUInt8")
+# ISA flags (accel.core.machine.ISA_FLAGS) with int8 dot-product instructions, where U8S8 does not saturate.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def _ort() -> Any:
@@ -146,11 +152,18 @@ class OnnxConfig:
 class OnnxInt8DynamicConfig(OnnxConfig):
     per_channel: bool = False
     reduce_range: bool = False
+    weight_type: str = "QInt8"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight_type not in WEIGHT_TYPES:
+            raise ValueError(f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {self.weight_type!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class OnnxInt8StaticConfig(OnnxConfig):
     per_channel: bool = True
+    reduce_range: bool = False
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES
     calibration_method: str = "MinMax"
 
@@ -186,6 +199,9 @@ class _OnnxBase(Optimizer):
     slot: ClassVar[str] = "model"
     runtime_packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx")
     suffix: ClassVar[str] = "fp32"
+    # An export traces the model (a few calls' worth) and builds a session; imports cost seconds.
+    predicted_setup_calls: ClassVar[float] = 6.0
+    predicted_setup_seconds: ClassVar[float] = 2.0
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         try:
@@ -274,6 +290,7 @@ class OnnxInt8Dynamic(_OnnxBase):
     cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime with int8 weights and per-call activation quantization (quantize_dynamic)."
     Config = OnnxInt8DynamicConfig
+    predicted_setup_calls: ClassVar[float] = 8.0  # the export, then a pass over its weights
 
     def transform(
         self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: OnnxInt8DynamicConfig
@@ -284,12 +301,20 @@ class OnnxInt8Dynamic(_OnnxBase):
             quantize_dynamic(
                 str(fp32_path),
                 str(out_path),
-                weight_type=QuantType.QInt8,
+                weight_type=getattr(QuantType, config.weight_type),
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
             )
         fp32_path.unlink(missing_ok=True)
         return out_path, {}
+
+    def safer_variants(self, config: OnnxInt8DynamicConfig, machine: Machine) -> list[Any]:
+        """Per-channel weights, then a 7-bit range, then (without VNNI) U8U8 weights: each on top
+        of the one before, as ORT's quantization docs advise where int8 loses accuracy."""
+        steps: list[dict[str, Any]] = [{"per_channel": True}, {"reduce_range": True}]
+        if "avx2" in machine.isa_flags and not any(flag in machine.isa_flags for flag in VNNI_FLAGS):
+            steps.append({"weight_type": "QUInt8"})
+        return _ladder(config, steps)
 
 
 class _SourceReader:
@@ -321,6 +346,7 @@ class OnnxInt8Static(_OnnxBase):
     cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime int8 (QDQ) with activation ranges calibrated on the pipeline's own source samples."
     Config = OnnxInt8StaticConfig
+    predicted_setup_calls: ClassVar[float] = 6.0 + DEFAULT_CALIBRATION_BATCHES  # and a calibration call a batch
 
     def transform(
         self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: OnnxInt8StaticConfig
@@ -344,6 +370,7 @@ class OnnxInt8Static(_OnnxBase):
                 per_channel=config.per_channel,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                reduce_range=config.reduce_range,
                 calibrate_method=getattr(CalibrationMethod, config.calibration_method),
             )
         fp32_path.unlink(missing_ok=True)
@@ -351,3 +378,19 @@ class OnnxInt8Static(_OnnxBase):
             "calibration_batches": len(reader.feeds),
             "calibrated_on": "source" if pipeline.has_source else "example inputs",
         }
+
+    def safer_variants(self, config: OnnxInt8StaticConfig, machine: Machine) -> list[Any]:
+        """Per-channel weights, then a 7-bit range (U8S8 without VNNI can saturate)."""
+        return _ladder(config, [{"per_channel": True}, {"reduce_range": True}])
+
+
+def _ladder(config: Any, steps: list[dict[str, Any]]) -> list[Any]:
+    """Configs, each with one more of `steps`' changes than the one before; those equal to
+    `config` or to an earlier rung left out."""
+    rungs: list[Any] = []
+    current = config
+    for change in steps:
+        current = dataclasses.replace(current, **change)
+        if current != config and current not in rungs:
+            rungs.append(current)
+    return rungs
