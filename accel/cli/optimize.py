@@ -76,7 +76,10 @@ def steps_table(data: dict) -> Table:
     show_memory = any(step.get("memory_ratio") is not None for step in data["steps"])
     table.add_column("optimizer", no_wrap=True)
     table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
-    predicted = data.get("predicted_speedup") or {}
+    predicted = {
+        **(data.get("predicted_speedup") or {}),
+        **{s["optimizer"]: s["predicted_speedup"] for s in data["steps"] if s.get("predicted_speedup") is not None},
+    }
     if predicted:
         table.add_column("predicted", justify="right", no_wrap=True)
     if show_memory:
@@ -180,6 +183,12 @@ def optimize_command(
         "--script",
         help="Run the file as a training script (tune its DataLoaders) even if it defines a pipeline.",
     ),
+    only: Optional[List[str]] = typer.Option(
+        None, "--only", help="Try only these optimizers of the recipe's (NAME[,NAME]; see accel recipes)."
+    ),
+    skip: Optional[List[str]] = typer.Option(
+        None, "--skip", help="Leave these optimizers out of the recipe's (NAME[,NAME])."
+    ),
 ) -> None:
     """Try the recipe's optimizations, keep what is faster beyond noise and faithful, write a lock."""
     from accel.optimizing.run import optimize
@@ -198,6 +207,8 @@ def optimize_command(
             progress=lambda message: status.update(message),
             args=tuple(args or ()),
             as_script=as_script,
+            only=only,
+            skip=skip,
         )
     render_optimize(result.to_dict(), console)
     if json_path:

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from accel.core.calibration import calibrated_machine
 from accel.core.errors import PipelineLoadError, RecipeError
@@ -32,6 +32,10 @@ OPTIMIZE_SCHEMA = "accel.optimize/1"
 # Share of the budget the diagnosis may take when a recipe's rules need findings.
 PROFILE_SHARE = 0.15
 MAX_PROFILE_SECONDS = 20.0
+# The smallest budget at which a recipe whose rules need no findings is profiled anyway, to order
+# its candidates by the savings the profile predicts (the primary finding's cure first): below it,
+# the diagnosis would take the time of a candidate.
+MIN_BUDGET_TO_PROFILE_FOR_ORDER = 60.0
 
 Progress = Callable[[str], None]
 
@@ -95,59 +99,67 @@ def optimize(
     progress: Progress = lambda message: None,
     args: tuple[str, ...] = (),
     as_script: bool = False,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] | None = None,
 ) -> "OptimizeResult | ScriptOptimizeResult":
     """Make a pipeline faster by measurement; with `out_dir`, write accel.lock.yaml and artifacts there.
     `passes`: how many passes the optimized pipeline will run, over which one-time costs (export,
-    compile, cache prebuild) are counted [default: the recipe's keep.passes].
+    compile, cache prebuild) are counted [default: the recipe's keep.passes]. `only`, `skip`:
+    optimizer names (each item may hold several, comma-separated) to try alone, or to leave out,
+    of the recipe's candidates; an unknown name is an error listing the valid ones.
+
+    The search ends within `budget_seconds` (the recipe's by default) plus a little: calibration,
+    the diagnosis and every trial are inside it (see accel.optimizing.recipes.budgeting).
 
     A training script (a file that defines no pipeline, or any .py file with `as_script`) runs as
     `__main__` with `args`, and its DataLoader settings are searched (a ScriptOptimizeResult)."""
     from accel.optimizing.lock import load
     from accel.optimizing.optimizers import Context
-    from accel.optimizing.recipes.engine import run_engine
+    from accel.optimizing.recipes.engine import Selection, run_engine
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
-    if not isinstance(target, Pipeline):
-        script = script_target(Path(target), tuple(args), as_script)
-        if script is not None:
-            from accel.optimizing.script import optimize_script
-
-            found = optimize_script(
-                script, recipe, out_dir=out_dir, budget_seconds=budget_seconds, threads=threads, progress=progress
+    selection = Selection.of(only, skip)
+    script = None if isinstance(target, Pipeline) else script_target(Path(target), tuple(args), as_script)
+    if script is not None:
+        if selection.only or selection.skip:
+            raise RecipeError(
+                "--only and --skip pick a pipeline's optimizers; a training script's search tries DataLoader settings",
+                "drop --only/--skip for a script",
             )
-            if json_path is not None:
-                write_json_atomic(json_path, found.to_dict())
-            return found
-    if passes is not None:
-        if passes < 1:
-            raise RecipeError(f"passes must be >= 1, got {passes}", "pass the number of runs the pipeline will serve")
-        recipe = dataclasses.replace(recipe, keep=dataclasses.replace(recipe.keep, passes=passes))
+        from accel.optimizing.script import optimize_script
+
+        found = optimize_script(
+            script, recipe, out_dir=out_dir, budget_seconds=budget_seconds, threads=threads, progress=progress
+        )
+        if json_path is not None:
+            write_json_atomic(json_path, found.to_dict())
+        return found
+    recipe = with_passes(recipe, passes)
     path = None if isinstance(target, Pipeline) else Path(target)
+    loading = now()
     pipeline = target if isinstance(target, Pipeline) else load(Path(target))
+    load_seconds = now() - loading
     budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
+    started = now()  # loading the pipeline is start-up; calibration and the diagnosis are in the budget
     with thread_count(threads), tempfile.TemporaryDirectory(prefix="accel-optimize-") as workdir:
         # Calibrated at the thread count the candidates are timed at; the optimizers read it from the context.
         progress("calibrating the machine (once per machine and torch version)")
         machine = calibrated_machine(describe_machine())
-        report, primary, profile_seconds = None, None, 0.0
-        if recipe.needs_profile:
-            from accel.profiling.run import profile_pipeline
-
-            progress("diagnosing (accel profile)")
-            began = now()
-            report = profile_pipeline(
-                pipeline, machine=machine, budget_seconds=min(MAX_PROFILE_SECONDS, budget * PROFILE_SHARE)
-            )
-            profile_seconds = now() - began
-            primary = report.primary
-        context = Context(machine=machine, workdir=Path(workdir), report=report, pipeline_path=path)
+        report, profile_seconds = (
+            diagnose(pipeline, machine, budget, progress) if profiles(recipe, budget, selection) else (None, 0.0)
+        )
+        primary = report.primary if report is not None else None
+        context = Context(
+            machine=machine, workdir=Path(workdir), report=report, pipeline_path=path, load_seconds=load_seconds
+        )
         result = run_engine(
             pipeline,
             recipe,
             context,
-            budget_seconds=max(budget - profile_seconds, 1.0),
+            budget_seconds=max(budget - (now() - started), 1.0),
             progress=progress,
             report=report,
+            selection=selection,
         )
         lock_path = None
         if out_dir is not None and path is not None:
@@ -189,10 +201,40 @@ def script_target(path: Path, args: tuple[str, ...], as_script: bool) -> Script 
     return None
 
 
+def with_passes(recipe: Recipe, passes: int | None) -> Recipe:
+    """The recipe with its one-time costs spread over `passes` passes, when given."""
+    if passes is None:
+        return recipe
+    if passes < 1:
+        raise RecipeError(f"passes must be >= 1, got {passes}", "pass the number of runs the pipeline will serve")
+    return dataclasses.replace(recipe, keep=dataclasses.replace(recipe.keep, passes=passes))
+
+
+def diagnose(pipeline: Pipeline, machine: Any, budget: float, progress: Progress) -> tuple[Any, float]:
+    """The baseline's profile, within its share of the budget, and the seconds it took."""
+    from accel.profiling.run import profile_pipeline
+
+    progress("diagnosing (accel profile)")
+    began = now()
+    report = profile_pipeline(
+        pipeline, machine=machine, budget_seconds=min(MAX_PROFILE_SECONDS, budget * PROFILE_SHARE)
+    )
+    return report, now() - began
+
+
+def profiles(recipe: Recipe, budget: float, selection: Any) -> bool:
+    """Whether the search starts with a diagnosis: when a rule needs findings, or (unless the recipe
+    keeps its own order or --only names a single candidate) to order the candidates by what the
+    profile predicts, where the budget is large enough for both."""
+    if recipe.needs_profile:
+        return True
+    if recipe.order != "by_prediction" or len(selection.only) == 1:
+        return False
+    return budget >= MIN_BUDGET_TO_PROFILE_FOR_ORDER
+
+
 def predicted_speedups(report: Any) -> dict[str, float]:
     """Per optimizer, the largest speed-up a finding predicts for it: 1 / (1 - predicted saving)."""
-    speedups: dict[str, float] = {}
-    for finding in report.findings if report is not None else []:
-        for cure, saving in finding.evidence.get("predicted_saving", {}).items():
-            speedups[cure] = max(speedups.get(cure, 1.0), 1.0 / max(1.0 - saving, 1e-9))
-    return speedups
+    from accel.optimizing.recipes.budgeting import predicted_savings
+
+    return {cure: 1.0 / max(1.0 - saving, 1e-9) for cure, saving in predicted_savings(report).items()}

@@ -59,8 +59,8 @@ def test_an_optimizer_registered_by_its_decorator_is_tried_and_judged(tmp_path):
 
 def _recommending(*names: str) -> types.SimpleNamespace:
     """A profile with one finding recommending `names` (what an analyzer writes)."""
-    finding = types.SimpleNamespace(kind="overhead", severity="high", recommendations=list(names))
-    return types.SimpleNamespace(findings=[finding])
+    finding = types.SimpleNamespace(kind="overhead", severity="high", recommendations=list(names), evidence={})
+    return types.SimpleNamespace(findings=[finding], primary="overhead", finding=lambda kind: finding)
 
 
 def _recommended_recipe() -> Recipe:
@@ -74,7 +74,8 @@ def test_an_unregistered_recommendation_is_a_skipped_step_not_dropped():
     assert [c.optimizer for _, c in planned] == ["compile"]
     (step,) = skipped
     assert step.optimizer == "no.such_cure" and step.verdict is Verdict.SKIPPED and step.rule == "cures"
-    assert step.reason == "a overhead finding recommends it, but no optimizer 'no.such_cure' is registered"
+    assert step.reason.startswith("a overhead finding recommends 'no.such_cure', but no optimizer 'no.such_cure' is")
+    assert "optimizers that cure overhead: " in step.reason and "onnx.runtime" in step.reason
 
 
 def test_the_engine_reports_an_unregistered_recommendation(tmp_path):

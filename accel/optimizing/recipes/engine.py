@@ -6,7 +6,16 @@
         speed: trial against the current best, interleaved A/B/A/B, same thread count
         keep when the guard passes and the gain is beyond noise, else revert with the reason
     -> the final composition re-measured against the baseline; if it is not faster, the search's
-       previous best re-measured once; if that is not faster either, the baseline.
+       previous best re-measured once; if that is not faster either, the baseline. Nothing kept:
+       nothing re-measured.
+
+The recipe's candidates are a set: the engine tries them in the order accel.optimizing.recipes.budgeting
+decides (the primary finding's best cure first, then by predicted saving per second of trial cost,
+fresh-process candidates last), unless the recipe says `order: as_written`. Every trial has a
+deadline from what is left of the budget: a candidate predicted not to fit is skipped with the
+budget it needs, a comparison past its slot is cut at the next round's end. A candidate that fails
+the guard (not the speed test) is followed by its optimizer's safer variants (`safer_variants`),
+each a measured, guarded candidate of its own, until one passes the guard.
 
 Candidates in one slot are alternatives (every way of replacing the model is one slot), so a trial
 replaces that slot's current choice; every trial contains the other accepted optimizations, so
@@ -21,22 +30,38 @@ candidate (and the final composition) is held to, accel.optimizing.decision.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import torch
 
 from accel.core.errors import AccelError
-from accel.core.measure import Comparison, device_sync, now
+from accel.core.measure import Comparison, Measurement, device_sync, now
 from accel.core.pipeline import Pipeline
-from accel.optimizing.decision import KeepTest, Verdict, decide
+from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.fresh import FreshTimer
-from accel.optimizing.lock import PIPELINE_LOCK, LockEntry
 from accel.optimizing.optimizers import OPTIMIZERS, Context, Optimizer, make_config, slot_of
+from accel.optimizing.recipes.budgeting import (
+    PROCESS_WIDE_SHARE,
+    Costs,
+    Planned,
+    by_prediction,
+    predicted_savings,
+    primary_cure,
+    shortfall,
+)
 from accel.optimizing.recipes.composer import Choice, Chosen, Composer
 from accel.optimizing.recipes.final import MIN_COMPARE_SECONDS, Timing, settle
-from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
+from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines, min_rounds
 from accel.optimizing.recipes.memory import MemoryMeter
-from accel.optimizing.recipes.planning import matching_findings, plan, rule_candidates, rule_matches
+from accel.optimizing.recipes.outcome import EngineResult, changed_fields, noise_note, params_text
+from accel.optimizing.recipes.planning import (
+    Selection,
+    matching_findings,
+    plan,
+    rule_candidates,
+    rule_matches,
+    select,
+)
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
 from accel.optimizing.recipes.validation import Validator, calibrated_batches
 from accel.optimizing.steps import Step
@@ -50,6 +75,7 @@ __all__ = [
     "REVERTED",
     "SKIPPED",
     "Choice",
+    "Selection",
     "Composer",
     "EngineResult",
     "Measurer",
@@ -68,6 +94,13 @@ Progress = Callable[[str], None]
 
 # Share of the budget kept for re-measuring the final composition against the baseline.
 FINAL_SHARE = 0.15
+# Timed calls of the baseline before the search (after a warm-up): its per-call time, from which
+# each trial's cost is predicted, the fastest of them counted. At least BASELINE_CALLS, more (up
+# to MAX_BASELINE_CALLS) until BASELINE_SECONDS have passed: on a loaded machine most calls of a
+# small model are stretched, and the fastest of many is the model's own time.
+BASELINE_CALLS = 3
+BASELINE_SECONDS = 0.3
+MAX_BASELINE_CALLS = 30
 ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = (
     Verdict.ACCEPTED,
     Verdict.REVERTED,
@@ -75,28 +108,6 @@ ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = (
     Verdict.FAILED,
     Verdict.SKIPPED,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineResult:
-    pipeline: Pipeline
-    target: str
-    choices: tuple[Choice, ...]
-    steps: tuple[Step, ...]
-    baseline: dict[str, Any]
-    final: dict[str, Any]
-    speedup: float
-    speedup_ci: tuple[float, float]
-    memory_ratio: float | None
-    threads: int
-    message: str
-    elapsed_seconds: float
-    recipe: str = ""
-    keep: KeepTest = KeepTest()
-    lock_kind: ClassVar[str] = PIPELINE_LOCK
-
-    def lock_entries(self) -> tuple[LockEntry, ...]:
-        return tuple(LockEntry(c.optimizer, c.params, c.state) for c in self.choices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +122,7 @@ class _Trial:
     comparison: Comparison  # against the current best
     fresh_notes: dict[str, Any]
     memory_ratio: float | None
+    cut: bool = False  # its comparison ran out of its budget slot before the usual rounds
 
 
 class Search:
@@ -127,16 +139,19 @@ class Search:
         budget_seconds: float | None = None,
         progress: Progress = lambda message: None,
         report: Any = None,
+        selection: Selection = Selection(),
     ) -> None:
         self.started = now()
         self.budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
         self.recipe, self.context, self.report, self.progress = recipe, context, report, progress
+        self.selection = selection
         measurer = Measurer(baseline, recipe.target, device_sync(context.machine.device))
+        # A fresh process per side costs seconds: only where memory is the target.
+        peaks_path = context.pipeline_path if measurer.target == "memory" else None
         self.timing = Timing(
             measurer,
             FreshTimer(context.pipeline_path, context.workdir / "accel.lock.yaml", measurer.target),
-            # A fresh process per side costs seconds: only where memory is the target.
-            MemoryMeter(context.pipeline_path if measurer.target == "memory" else None, context.workdir),
+            MemoryMeter(peaks_path, context.workdir),
             KeepTest.of(recipe, measurer.target),
         )
         self.validator = Validator(baseline, per_sample_results=measurer.target == "throughput")
@@ -146,43 +161,71 @@ class Search:
         self.bests: list[Chosen] = [{}]
         self.steps: list[Step] = []
         self.tried: dict[tuple[str, str], str] = {}  # (optimizer, config) -> the rule that tried it
-        self.per_candidate = MIN_COMPARE_SECONDS
+        self.predicted = predicted_savings(report)
+        self.baseline_time = self._time_baseline()
+        self.costs = Costs(
+            # The fastest call: on a loaded machine one call in a few is stretched many times over,
+            # and a prediction from it would skip what fits (a trial past its slot is cut anyway).
+            call_seconds=min(self.baseline_time.samples),
+            load_seconds=context.load_seconds or 0.0,
+            target=measurer.target,
+            peak_processes=2 if peaks_path is not None else 0,
+        )
+        self.left = 0  # planned candidates not yet tried
 
     def remaining(self) -> float:
         return self.budget - (now() - self.started)
 
+    def reserve(self) -> float:
+        """Seconds kept for re-measuring the final composition against the baseline: its share,
+        or what a full comparison at the baseline's speed takes (half the budget at most)."""
+        return min(max(self.budget * FINAL_SHARE, self.costs.comparison_seconds()), self.budget / 2)
+
     def plan(self) -> list[tuple[Rule, Candidate]]:
         """The candidates to try, in order; what will not be tried is recorded as a step."""
-        planned, skipped = plan(self.recipe, self.composer.baseline, self.report)
-        self.steps.extend(skipped)
-        self.per_candidate = max(MIN_COMPARE_SECONDS, self.budget * (1 - FINAL_SHARE) / max(len(planned), 1))
-        return planned
+        found, skipped = plan(self.recipe, self.composer.baseline, self.report)
+        found, unselected = select(found, self.selection)
+        self.steps.extend(skipped + unselected)
+        planned = [
+            Planned(
+                rule,
+                candidate,
+                OPTIMIZERS.get(candidate.optimizer),
+                self.predicted.get(candidate.optimizer),
+                self.costs.trial_seconds(OPTIMIZERS.get(candidate.optimizer), rule.guard or self.recipe.guard),
+            )
+            for rule, candidate in found
+        ]
+        if self.recipe.order == "by_prediction":
+            planned = by_prediction(planned, primary_cure(self.report, {p.optimizer.name for p in planned}))
+        self.left = len(planned)
+        return [(p.rule, p.candidate) for p in planned]
 
     def try_candidate(self, rule: Rule, candidate: Candidate) -> Step:
-        """Try one candidate in its slot on top of the accepted ones; keep it or not; its step."""
-        optimizer = OPTIMIZERS.get(candidate.optimizer)
-        config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
-        head = (optimizer.name, dict(candidate.params), rule.name)
-        not_tried = self._not_tried(optimizer, config, rule.name)
-        if not_tried is not None:
-            return self._record(Step(*head, *not_tried))
-        slot = slot_of(optimizer)
-        trial_choice = {**self.chosen, slot: (optimizer, config, candidate)}
-        others = tuple(c[0].name for s, c in self.chosen.items() if s != slot)
-        self.progress(f"trying {optimizer.name}")
-        try:
-            trial = self._measure(trial_choice, slot, rule.guard or self.recipe.guard)
-        except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
-            return self._record(Step(*head, FAILED, _failure_message(exc), composed_with=others))
-        if trial is None:
-            reason = f"not applicable in the composition: {'; '.join(self.composer.left_out(trial_choice))}"
-            return self._record(Step(*head, NOT_APPLICABLE, reason, composed_with=others))
-        return self._record(self._judge(head, slot, trial_choice, trial))
+        """Try one candidate in its slot on top of the accepted ones; keep it or not; its step.
+        One that fails the guard is followed by its safer variants until one passes it."""
+        sharing = max(self.left, 1)
+        self.left = max(self.left - 1, 0)
+        step, config = self._try(rule, candidate, sharing)
+        if step.cause is Cause.GUARD and config is not None:
+            optimizer = OPTIMIZERS.get(candidate.optimizer)
+            for variant in optimizer.safer_variants(config, self.context.machine):
+                params = {**candidate.params, **changed_fields(config, variant)}
+                tried, _ = self._try(rule, Candidate(candidate.optimizer, params), sharing, safer=True)
+                if tried.cause is not Cause.GUARD:
+                    break
+        return step
 
     def finish(self) -> EngineResult:
         """The final composition re-measured against the baseline (see .final), as the result."""
         final, message = settle(
-            self.timing, self.composer, self.bests, self.remaining, self.budget * FINAL_SHARE, self.progress
+            self.timing,
+            self.composer,
+            self.bests,
+            self.remaining,
+            self.reserve(),
+            self.progress,
+            self.baseline_time,
         )
         comparison, peaks, measurer = final.comparison, final.peaks, self.timing.measurer
         final_seconds = comparison.candidate.median if final.choices else comparison.baseline.median
@@ -200,32 +243,96 @@ class Search:
             speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
             memory_ratio=final.memory_ratio,
             threads=torch.get_num_threads(),
-            message=message,
+            message=message + noise_note(self.steps, Load.now()),
             elapsed_seconds=now() - self.started,
             recipe=self.recipe.name,
             keep=self.timing.test,
         )
 
+    def _time_baseline(self) -> Measurement:
+        """The baseline's timed call, a few times: what the trials' costs are predicted from (and
+        the baseline's time when nothing is kept). A throughput pass already ran in the validator."""
+        call, sync = self.timing.measurer.call(self.composer.baseline), self.timing.measurer.sync
+        warm = self.validator.results is None
+        if warm:
+            call()
+            sync()
+        samples: list[float] = []
+        began = now()
+        while len(samples) < MAX_BASELINE_CALLS:
+            started = now()
+            call()
+            sync()
+            samples.append(now() - started)
+            if self.timing.measurer.target == "throughput":
+                break  # a pass can take seconds: one timed pass is enough to predict from
+            if len(samples) >= BASELINE_CALLS and now() - began >= BASELINE_SECONDS:
+                break
+        return Measurement(tuple(samples), warmup_calls=int(warm))
+
     def _record(self, step: Step) -> Step:
+        saving = self.predicted.get(step.optimizer)
+        if saving is not None and step.predicted_speedup is None:
+            step = dataclasses.replace(step, predicted_speedup=1.0 / max(1.0 - saving, 1e-9))
         self.steps.append(step)
         return step
 
-    def _not_tried(self, optimizer: Optimizer, config: Any, rule: str) -> tuple[Verdict, str] | None:
-        """Why the candidate is not tried (already tried, no budget left, not applicable), or None."""
+    def _try(self, rule: Rule, candidate: Candidate, sharing: int, safer: bool = False) -> tuple[Step, Any]:
+        """One candidate (a safer variant too) tried: its step, and its config (None when the
+        recipe's parameters do not make one)."""
+        optimizer = OPTIMIZERS.get(candidate.optimizer)
+        config = make_config(optimizer, candidate.params, where=f"rule '{rule.name}': ")
+        said = f"safer variant ({params_text(candidate.params)}): " if safer else ""
+        head = (optimizer.name, dict(candidate.params), rule.name)
+        guard = rule.guard or self.recipe.guard
+        not_tried = self._not_tried(optimizer, config, rule.name, guard)
+        if not_tried is not None:
+            return self._record(Step(*head, not_tried[0], said + not_tried[1])), config
+        slot = slot_of(optimizer)
+        trial_choice = {**self.chosen, slot: (optimizer, config, candidate)}
+        others = tuple(c[0].name for s, c in self.chosen.items() if s != slot)
+        self.progress(f"trying {optimizer.name}" + (f" ({params_text(candidate.params)})" if safer else ""))
+        slot_seconds = max(self.costs.trial_seconds(optimizer, guard), self._available() / sharing)
+        deadline = min(now() + slot_seconds, self.started + self.budget - self.reserve())
+        try:
+            trial = self._measure(trial_choice, slot, guard, deadline)
+        except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
+            step = Step(*head, FAILED, said + _failure_message(exc), composed_with=others)
+            return self._record(step), config
+        if trial is None:
+            reason = f"not applicable in the composition: {'; '.join(self.composer.left_out(trial_choice))}"
+            return self._record(Step(*head, NOT_APPLICABLE, said + reason, composed_with=others)), config
+        step = self._judge(head, slot, trial_choice, trial)
+        return self._record(dataclasses.replace(step, reason=said + step.reason)), config
+
+    def _available(self) -> float:
+        """Seconds left for candidates: what remains less the final re-measure's reserve."""
+        return self.remaining() - self.reserve()
+
+    def _not_tried(self, optimizer: Optimizer, config: Any, rule: str, guard: Guard) -> tuple[Verdict, str] | None:
+        """Why the candidate is not tried (already tried, its trial does not fit the budget left,
+        not applicable), or None."""
         key = (optimizer.name, repr(config))
         if key in self.tried:
             return SKIPPED, f"already tried (rule '{self.tried[key]}')"
         self.tried[key] = rule
-        if self.remaining() < MIN_COMPARE_SECONDS + self.budget * FINAL_SHARE * 0.5:
-            return SKIPPED, "budget spent"
+        predicted, available = self.costs.trial_seconds(optimizer, guard), self._available()
+        cap = PROCESS_WIDE_SHARE * self.budget if optimizer.process_wide else None
+        needs = shortfall(predicted, available, cap, self.budget)
+        if needs is not None:
+            fresh = f", at most {PROCESS_WIDE_SHARE:.0%} of the budget in fresh processes" if cap is not None else ""
+            return SKIPPED, (
+                f"needs ~{needs} s more budget: its trial is predicted at ~{predicted:.0f} s, "
+                f"{max(available, 0.0):.0f} s were left{fresh}"
+            )
         slot = slot_of(optimizer)
         base_for_check = self.composer.build({s: c for s, c in self.chosen.items() if s != slot})[0]
         reason = optimizer.applicable(base_for_check, self.context)
         return (NOT_APPLICABLE, reason) if reason else None
 
-    def _measure(self, trial_choice: Chosen, slot: str, guard: Guard) -> _Trial | None:
-        """The trial composed, guarded and timed against the current best; None when the candidate
-        was left out of the composition."""
+    def _measure(self, trial_choice: Chosen, slot: str, guard: Guard, deadline: float) -> _Trial | None:
+        """The trial composed, guarded and timed against the current best until `deadline` at
+        most; None when the candidate was left out of the composition."""
         pipeline, choices, setup = self.composer.build(trial_choice)
         if slot not in {c.slot for c in choices}:
             return None
@@ -233,17 +340,14 @@ class Search:
         fidelity = self.validator.check(pipeline, guard, skip_batches=skip)
         failure = fidelity.failure(guard)
         # A candidate that broke the outputs is timed only briefly: the table still shows its speed.
-        share = (
-            MIN_COMPARE_SECONDS
-            if failure
-            else min(self.per_candidate, max(self.remaining() - self.budget * FINAL_SHARE, MIN_COMPARE_SECONDS))
-        )
-        comparison, notes = self.timing.compare(self.best, (pipeline, choices), share)
+        seconds = MIN_COMPARE_SECONDS if failure else max(deadline - now(), MIN_COMPARE_SECONDS)
+        comparison, notes = self.timing.compare(self.best, (pipeline, choices), seconds, deadline=deadline)
         memory_ratio = None
         if self.timing.test.target == "memory":
             base_peak, trial_peak = self.timing.peaks(self.best, (pipeline, choices))
             memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
-        return _Trial(pipeline, choices, setup, fidelity, failure, comparison, notes, memory_ratio)
+        cut = not notes and len(comparison.candidate.samples) < min_rounds(self.timing.test.target)
+        return _Trial(pipeline, choices, setup, fidelity, failure, comparison, notes, memory_ratio, cut)
 
     def _judge(self, head: tuple[str, dict[str, Any], str], slot: str, trial_choice: Chosen, trial: _Trial) -> Step:
         """The keep test on a measured trial; a kept trial becomes the current best."""
@@ -257,6 +361,7 @@ class Search:
             memory_ratio=trial.memory_ratio,
             guard_failure=trial.failure,
             spread_one_time=own_setup > 0,
+            load=Load.now(),
         )
         if decision.kept:
             applied = {c.slot for c in trial.choices}
@@ -275,10 +380,12 @@ class Search:
             first_call_seconds=trial.comparison.candidate.first_call_seconds,
             composed_with=tuple(c.optimizer for c in trial.choices if c.slot != slot),
             notes={**(own.notes if own is not None else {}), **trial.fresh_notes},
+            cause=decision.cause,
         )
 
     def _said_beside(self, trial: _Trial, trial_choice: Chosen) -> str:
-        """What the reason adds to the decision: where it was timed, what the composition left out."""
+        """What the reason adds to the decision: where it was timed, that its slot ran out, what
+        the composition left out."""
         said = ""
         if trial.fresh_notes:
             faults = trial.fresh_notes["faults_per_call"]
@@ -286,6 +393,8 @@ class Search:
                 f"; {trial.fresh_notes['timed_in']}, page faults per call "
                 f"{faults['before']:.0f} -> {faults['after']:.0f}"
             )
+        if trial.cut:
+            said += f"; cut at the end of its budget slot after {len(trial.comparison.candidate.samples)} rounds"
         left_out = self.composer.left_out(trial_choice)
         return said + (f"; without {', '.join(left_out)}" if left_out else "")
 
@@ -298,9 +407,18 @@ def run_engine(
     budget_seconds: float | None = None,
     progress: Progress = lambda message: None,
     report: Any = None,
+    selection: Selection = Selection(),
 ) -> EngineResult:
     """Search the recipe's candidates for `baseline`; see the module docstring."""
-    search = Search(baseline, recipe, context, budget_seconds=budget_seconds, progress=progress, report=report)
+    search = Search(
+        baseline,
+        recipe,
+        context,
+        budget_seconds=budget_seconds,
+        progress=progress,
+        report=report,
+        selection=selection,
+    )
     for rule, candidate in search.plan():
         search.try_candidate(rule, candidate)
     return search.finish()

@@ -4,6 +4,10 @@ The composition is held to the same keep test as each candidate (accel.optimizin
 its whole interval, with every one-time cost spread over the declared passes, above the keep
 threshold (for the memory target, its peak low enough). If it fails, the search's previous best
 is re-measured once; if that fails too, the baseline is kept and the lock is empty.
+
+The re-measure is budgeted: it is cut at the end of the seconds it was given, and says so (a
+composition it cannot confirm is not kept: never kept by noise). When nothing was kept nothing is
+re-measured (the baseline against itself would spend the budget to learn 1.0x).
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from accel.core.measure import Comparison
+from accel.core.measure import Comparison, Measurement, now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.decision import Decision, KeepTest, decide
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.optimizers import process_wide_among
 from accel.optimizing.recipes.composer import Choice, Chosen, Composer, names
-from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines
+from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines, min_rounds
 from accel.optimizing.recipes.memory import MemoryMeter
 
 # No comparison gets less than this, however small the remaining budget: fewer rounds than this
@@ -37,12 +41,17 @@ class Timing:
     test: KeepTest
 
     def compare(
-        self, best: tuple[Pipeline, tuple[Choice, ...]], trial: tuple[Pipeline, tuple[Choice, ...]], seconds: float
+        self,
+        best: tuple[Pipeline, tuple[Choice, ...]],
+        trial: tuple[Pipeline, tuple[Choice, ...]],
+        seconds: float,
+        deadline: float | None = None,
     ) -> tuple[Comparison, dict[str, Any]]:
-        """Interleaved in this process; in fresh processes rebuilt from the lock entries where the
-        two sides differ in a process-wide setting, which one process cannot hold for one side only."""
+        """Interleaved in this process (cut at `deadline`, see compare_pipelines); in fresh
+        processes rebuilt from the lock entries where the two sides differ in a process-wide
+        setting, which one process cannot hold for one side only."""
         if process_wide_among(c.optimizer for c in best[1]) == process_wide_among(c.optimizer for c in trial[1]):
-            return compare_pipelines(self.measurer, best[0], trial[0], seconds), {}
+            return compare_pipelines(self.measurer, best[0], trial[0], seconds, deadline), {}
         timed = self.fresh.compare(best[1], trial[1], seconds)
         return timed.comparison, timed.notes()
 
@@ -63,6 +72,7 @@ class Final:
     peaks: tuple[int | None, int | None]
     decision: Decision
     timed_in: str  # "this process", or "fresh processes, N a side" where a process-wide setting differs
+    shortened: str = ""  # said when little budget was left: how few rounds it was re-measured in
 
     @property
     def memory_ratio(self) -> float | None:
@@ -85,9 +95,20 @@ class Final:
 
 
 def final_check(timing: Timing, composer: Composer, chosen: Chosen, seconds: float) -> Final:
+    """`chosen` composed and re-measured against the baseline for about `seconds`: cut short
+    (and saying so) when that leaves fewer rounds than a comparison takes."""
     baseline = composer.baseline
     pipeline, choices, _ = composer.build(chosen)
-    comparison, notes = timing.compare((baseline, ()), (pipeline, choices), max(MIN_COMPARE_SECONDS, seconds))
+    deadline = now() + max(seconds, 0.0)
+    comparison, notes = timing.compare(
+        (baseline, ()), (pipeline, choices), max(MIN_COMPARE_SECONDS, seconds), deadline=deadline
+    )
+    rounds = len(comparison.candidate.samples)
+    shortened = (
+        f"re-measured in {rounds} rounds only: {max(seconds, 0.0):.0f} s of budget left"
+        if not notes and rounds < min_rounds(timing.test.target)
+        else ""
+    )
     memory_ratio: float | None = None
     peaks: tuple[int | None, int | None] = (None, None)
     if timing.test.target == "memory" or chosen:
@@ -95,7 +116,14 @@ def final_check(timing: Timing, composer: Composer, chosen: Chosen, seconds: flo
         memory_ratio = peaks[1] / peaks[0] if peaks[0] else None
     counted = amortized(comparison, sum(c.recurring_seconds for c in choices), timing.test.passes)
     decision = decide(timing.test, counted.speedup, counted.speedup_ci, memory_ratio=memory_ratio)
-    return Final(pipeline, choices, comparison, peaks, decision, notes.get("timed_in", "this process"))
+    return Final(pipeline, choices, comparison, peaks, decision, notes.get("timed_in", "this process"), shortened)
+
+
+def unmeasured(timing: Timing, baseline: Pipeline, measured: Measurement) -> Final:
+    """The baseline as the result when nothing was kept: nothing to re-measure it against (timing
+    it against itself would spend the budget to learn 1.0x), its time as measured before the search."""
+    comparison = Comparison(measured, measured, speedup=1.0, speedup_ci=(1.0, 1.0))
+    return Final(baseline, (), comparison, (None, None), decide(timing.test, 1.0, (1.0, 1.0)), "this process")
 
 
 def settle(
@@ -105,20 +133,25 @@ def settle(
     remaining: Callable[[], float],
     final_seconds: float,
     progress: Progress,
+    baseline_time: Measurement,
 ) -> tuple[Final, str]:
     """The final composition (`bests[-1]`; the search's earlier bests before it) re-measured for at
     most `final_seconds`, the previous best when it does not hold up (on what budget remains), else
-    the baseline; and the message saying which."""
+    the baseline; and the message saying which. Nothing kept: nothing re-measured, the baseline at
+    `baseline_time`."""
+    if not bests[-1]:
+        return unmeasured(timing, composer.baseline, baseline_time), "no candidate helped: the lock is empty"
     progress("re-measuring the final pipeline against the baseline")
     final = final_check(timing, composer, bests[-1], min(remaining(), final_seconds))
+    said = f" ({final.shortened})" if final.shortened else ""
     if not final.choices:
         return as_baseline(final, composer.baseline), "no candidate helped: the lock is empty"
     if not final.slower:
-        return final, f"kept {names(final.choices)}"
+        return final, f"kept {names(final.choices)}{said}"
     # The composition is reverted whole. Two wins can lose together, and a re-measure can land on
     # the wrong side of the threshold: the search's previous best (the composition before its last
     # acceptance, itself measured a win) is re-measured once, on what budget is left.
-    message = f"the combination of {names(final.choices)} measured {final.measured} against the baseline"
+    message = f"the combination of {names(final.choices)} measured {final.measured} against the baseline{said}"
     previous = bests[-2] if len(bests) > 1 else {}
     if previous:
         progress("re-measuring the search's previous best against the baseline")

@@ -56,7 +56,11 @@ class Measurer:
         return data
 
 
-def compare_pipelines(measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float) -> Comparison:
+def compare_pipelines(
+    measurer: Measurer, best: Pipeline, trial: Pipeline, budget_seconds: float, deadline: float | None = None
+) -> Comparison:
+    """`best` against `trial`, interleaved, for about `budget_seconds` of rounds; past `deadline`
+    (a core.measure.now() time) cut at the next round's end, however few rounds that leaves."""
     # A throughput pass is long next to a spinning pool's idle-out: a pause is enough, no settle pass.
     settle_calls = 0 if measurer.target == "throughput" else 1
     return compare_interleaved(
@@ -65,10 +69,16 @@ def compare_pipelines(measurer: Measurer, best: Pipeline, trial: Pipeline, budge
         warmup=2,
         settle_calls=settle_calls,
         settle_seconds=SETTLE_SECONDS,
-        min_rounds=5 if measurer.target == "throughput" else 7,
+        min_rounds=min_rounds(measurer.target),
         budget_seconds=budget_seconds,
         sync=measurer.sync,
+        deadline=deadline,
     )
+
+
+def min_rounds(target: str) -> int:
+    """The rounds a comparison takes at least, unless a deadline cuts it."""
+    return 5 if target == "throughput" else 7
 
 
 def amortized(comparison: Comparison, setup_seconds: float, passes: int) -> Comparison:

@@ -1,15 +1,20 @@
 """Which of a recipe's candidates the engine tries: rules whose `when` holds, their candidates (or
-the optimizers the profile's findings recommend), in recipe order.
+the optimizers the profile's findings recommend), in recipe order (the engine then orders them:
+accel.optimizing.recipes.budgeting), less those a Selection (--only, --skip) leaves out.
 
-What is not tried is still a step: a rule that does not apply skips its candidates, and an
-optimizer a finding recommends that is not registered is a skipped step saying so, never dropped.
+What is not tried is still a step: a rule that does not apply skips its candidates, an optimizer a
+finding recommends that is not registered (or does not cure that finding) is a skipped step saying
+so, and so is a candidate --only or --skip leaves out; never dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Iterable
 
+from accel.core.errors import UnknownComponentError
 from accel.core.pipeline import Pipeline
+from accel.optimizing.cures import cure_problem
 from accel.optimizing.decision import Verdict
 from accel.optimizing.optimizers import OPTIMIZERS
 from accel.optimizing.recipes.schema import Candidate, Recipe, Rule
@@ -65,11 +70,10 @@ def rule_candidates(rule: Rule, report: Any) -> tuple[list[Candidate], list[Step
         return list(rule.candidates), []
     known, unknown = [], []
     for name, kind in recommendations(rule, report):
-        if name in OPTIMIZERS:
+        if (problem := cure_problem(kind, name)) is None:
             known.append(Candidate(optimizer=name))
         else:
-            reason = f"a {kind} finding recommends it, but no optimizer '{name}' is registered"
-            unknown.append(Step(name, {}, rule.name, Verdict.SKIPPED, reason))
+            unknown.append(Step(name, {}, rule.name, Verdict.SKIPPED, problem))
     return known, unknown
 
 
@@ -89,3 +93,55 @@ def plan(recipe: Recipe, pipeline: Pipeline, report: Any) -> tuple[list[tuple[Ru
         planned.extend((rule, candidate) for candidate in candidates)
         skipped.extend(unknown)
     return planned, skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which candidates the user picked by name: `only` (when given, nothing else) less `skip`."""
+
+    only: frozenset[str] = frozenset()
+    skip: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, only: Iterable[str] | None = None, skip: Iterable[str] | None = None) -> Selection:
+        """A selection of registered optimizer names; an unknown one is an error listing the valid ones."""
+        picked = cls(frozenset(_names(only)), frozenset(_names(skip)))
+        unknown = sorted((picked.only | picked.skip) - set(OPTIMIZERS.names()))
+        if unknown:
+            raise UnknownComponentError(
+                f"unknown optimizer {', '.join(repr(name) for name in unknown)} in --only/--skip",
+                f"valid optimizers: {', '.join(OPTIMIZERS.names())}",
+            )
+        return picked
+
+    def why_not(self, name: str) -> str | None:
+        """None when `name` is selected, else why not."""
+        if self.only and name not in self.only:
+            return f"not among --only {', '.join(sorted(self.only))}"
+        if name in self.skip:
+            return "left out by --skip"
+        return None
+
+
+def _names(value: Iterable[str] | None) -> list[str]:
+    """Names from a list whose items may hold several, comma-separated ("a,b")."""
+    return [part.strip() for item in value or () for part in str(item).split(",") if part.strip()]
+
+
+def select(
+    planned: list[tuple[Rule, Candidate]], selection: Selection
+) -> tuple[list[tuple[Rule, Candidate]], list[Step]]:
+    """The planned candidates the selection keeps, and a skipped step for each it leaves out and
+    for each --only name the recipe does not try."""
+    kept, skipped = [], []
+    for rule, candidate in planned:
+        why_not = selection.why_not(candidate.optimizer)
+        if why_not is None:
+            kept.append((rule, candidate))
+        else:
+            skipped.append(Step(candidate.optimizer, dict(candidate.params), rule.name, Verdict.SKIPPED, why_not))
+    tried = {candidate.optimizer for _, candidate in planned}
+    for name in sorted(selection.only - tried - selection.skip):
+        reason = "--only names it, but this recipe does not try it here (its rules do not apply or do not list it)"
+        skipped.append(Step(name, {}, "--only", Verdict.SKIPPED, reason))
+    return kept, skipped

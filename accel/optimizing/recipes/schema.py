@@ -8,6 +8,7 @@ A recipe file (read with `yaml.safe_load` only) looks like
     budget_seconds: 120
     keep: {min_speedup: 1.03}  # the speedup's whole confidence interval must lie above this
     guard: {min_cosine: 0.999, min_top1_agreement: 0.99, max_metric_drop: 0.01}
+    order: by_prediction       # by_prediction (default) | as_written
     rules:
       - name: runtimes
         when: {findings: [overhead, compute_bound], min_severity: low}
@@ -18,6 +19,10 @@ A recipe file (read with `yaml.safe_load` only) looks like
       - name: recommended
         when: {findings: any}      # any: every registered finding kind
         try: recommended           # the registered optimizers the matching findings recommend
+
+The rules' `try:` lists are the SET of candidates; the engine decides the order (the primary
+finding's best cure first, then by predicted saving per second of trial cost, fresh-process
+candidates last: accel.optimizing.recipes.budgeting), unless `order: as_written` keeps the recipe's.
 
 Every problem is a RecipeError whose message names the file, the rule and the key, and says
 what was expected.
@@ -36,6 +41,8 @@ from accel.core.errors import RecipeError
 from accel.profiling.report import SEVERITIES, finding_kinds
 
 TARGETS = ("latency", "throughput", "memory")
+# How the engine orders a recipe's candidates: by predicted saving per second of trial cost, or as written.
+ORDERS = ("by_prediction", "as_written")
 
 # A candidate is kept only when the lower end of its speedup's 95% interval clears 3%: run-to-run
 # noise on a busy machine is a few percent, and a change the user must carry should pay for itself.
@@ -166,6 +173,7 @@ class Recipe:
     keep: Keep = Keep()
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     source: str = "<memory>"
+    order: str = ORDERS[0]
 
     @property
     def needs_profile(self) -> bool:
@@ -180,7 +188,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-RECIPE_KEYS = ("name", "description", "target", "budget_seconds", "keep", "guard", "rules")
+RECIPE_KEYS = ("name", "description", "target", "budget_seconds", "keep", "guard", "order", "rules")
 RULE_KEYS = ("name", "when", "try", "guard")
 CANDIDATE_KEYS = ("optimizer", "params")
 RECOMMENDED = "recommended"
@@ -211,6 +219,12 @@ def parse_recipe(data: Any, source: str = "<memory>") -> Recipe:
             f"{where}key 'budget_seconds': expected a positive number of seconds, got {budget!r}",
             "e.g. budget_seconds: 120",
         )
+    order = data.get("order", ORDERS[0])
+    if order not in ORDERS:
+        raise RecipeError(
+            f"{where}key 'order': expected one of {', '.join(ORDERS)}, got {order!r}",
+            "leave it out (the engine orders by prediction), or set order: as_written",
+        )
     guard = _dataclass(Guard, data.get("guard"), f"{where}key 'guard'")
     keep = _dataclass(Keep, data.get("keep"), f"{where}key 'keep'")
     rules_data = data.get("rules")
@@ -233,6 +247,7 @@ def parse_recipe(data: Any, source: str = "<memory>") -> Recipe:
         keep=keep,
         budget_seconds=float(budget),
         source=source,
+        order=order,
     )
 
 

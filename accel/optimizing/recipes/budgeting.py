@@ -1,0 +1,139 @@
+"""How the engine spends its budget: what a candidate's trial is predicted to cost, and the order
+the candidates are tried in.
+
+A recipe's `try:` lists are the SET of candidates; the order is decided here (unless the recipe
+says `order: as_written`):
+
+1. the primary finding's best cure (the one the profile predicts the largest saving for);
+2. the others by predicted saving per second of predicted trial cost (cheap, likely wins first;
+   a candidate the profile predicts nothing for counts UNPREDICTED_SAVING);
+3. candidates timed in fresh processes (a process-wide setting) last: each process rebuilds the
+   pipeline, so they are the dearest probes there are. They may take PROCESS_WIDE_SHARE of the
+   budget at most.
+
+A trial's predicted cost is its optimizer's declared one-time cost (`predicted_setup_calls` calls
+of the baseline plus `predicted_setup_seconds`), the guard's calls, a warm-up and FIT_ROUNDS timed
+rounds, at the baseline's measured per-call time. A candidate whose prediction does not
+fit what is left is skipped with the budget it needs; one that runs past its slot is cut at the
+next round's end (core.measure.compare_interleaved's deadline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from accel.optimizing.fresh import CHILD_SECONDS, MIN_PAIRS
+from accel.optimizing.optimizers import Optimizer
+from accel.optimizing.recipes.measuring import min_rounds
+from accel.optimizing.recipes.schema import Candidate, Guard, Rule
+
+# The largest share of the budget a fresh-process candidate may take: its processes each rebuild
+# the pipeline (438 s for runtime.allocator on BERT-base, where the whole budget was 300 s).
+PROCESS_WIDE_SHARE = 0.15
+# A fresh Python process importing torch and accel before it builds the pipeline.
+FRESH_START_SECONDS = 3.0
+# Fresh processes a process-wide candidate's applicability probe runs (runtime.allocator's: the
+# plain pipeline's page faults, in two processes) before its pairs are timed.
+PROBE_PROCESSES = 2
+# What a candidate the profile predicts nothing for is assumed to save, to rank it by its cost:
+# below any real prediction worth trying first, above a prediction of nothing.
+UNPREDICTED_SAVING = 0.05
+# The fewest calls a comparison makes per side (core.measure.compare_interleaved as the engine's
+# Measurer calls it): warm-up, then the minimum rounds, each with a settle call (latency) or not.
+WARMUP_CALLS = 2
+# The rounds a trial's prediction counts: fewer than a comparison's usual minimum (a deadline cuts
+# it there) and enough for an interval that separates a large effect. On a loaded machine the
+# baseline's calls, and so every prediction, run long: a candidate that can still be decided is
+# tried rather than skipped.
+FIT_ROUNDS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """What the engine's predictions are made from."""
+
+    call_seconds: float  # the baseline's timed call: a forward (latency, memory) or a pass (throughput)
+    load_seconds: float  # building the pipeline from its file, as each fresh process does
+    target: str
+    peak_processes: int = 0  # fresh processes a trial's peak memory is read in (memory target)
+
+    def comparison_seconds(self, rounds: int | None = None) -> float:
+        """Seconds an in-process comparison of two pipelines at the baseline's speed takes: a
+        warm-up, then `rounds` rounds (default: the fewest a comparison takes), each with a settle
+        call except for throughput."""
+        settle = 0 if self.target == "throughput" else 1
+        rounds = min_rounds(self.target) if rounds is None else rounds
+        return 2 * (WARMUP_CALLS + rounds * (1 + settle)) * self.call_seconds
+
+    def fresh_process_seconds(self) -> float:
+        return FRESH_START_SECONDS + self.load_seconds + (WARMUP_CALLS + 1) * self.call_seconds + CHILD_SECONDS
+
+    def trial_seconds(self, optimizer: Optimizer, guard: Guard) -> float:
+        """A trial's predicted cost: one-time setup, the guard's calls, the shortest comparison."""
+        if optimizer.process_wide:
+            return (PROBE_PROCESSES + 2 * MIN_PAIRS) * self.fresh_process_seconds()
+        setup = optimizer.predicted_setup_seconds + optimizer.predicted_setup_calls * self.call_seconds
+        guard_calls = 2 if self.target == "throughput" else guard.validation_batches
+        peaks = self.peak_processes * self.fresh_process_seconds()
+        return setup + guard_calls * self.call_seconds + self.comparison_seconds(FIT_ROUNDS) + peaks
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """A candidate as the engine will try it: its rule, its predicted saving and trial cost."""
+
+    rule: Rule
+    candidate: Candidate
+    optimizer: Optimizer
+    predicted_saving: float | None
+    trial_seconds: float
+
+    @property
+    def value(self) -> float:
+        """Predicted saving per second of trial cost."""
+        saving = UNPREDICTED_SAVING if self.predicted_saving is None else self.predicted_saving
+        return saving / max(self.trial_seconds, 1e-9)
+
+
+def predicted_savings(report: Any) -> dict[str, float]:
+    """Per optimizer, the largest share of end-to-end time a finding predicts it saves."""
+    savings: dict[str, float] = {}
+    for finding in report.findings if report is not None else []:
+        for cure, saving in (finding.evidence.get("predicted_saving") or {}).items():
+            savings[cure] = max(savings.get(cure, 0.0), float(saving))
+    return savings
+
+
+def primary_cure(report: Any, among: set[str]) -> str | None:
+    """The primary finding's best cure among `among`: the largest predicted saving, else its first
+    recommendation there; None without a primary finding."""
+    if report is None or report.primary == "none":
+        return None
+    finding = report.finding(report.primary)
+    if finding is None:
+        return None
+    predicted = {k: v for k, v in (finding.evidence.get("predicted_saving") or {}).items() if k in among}
+    if predicted:
+        return max(predicted, key=lambda cure: predicted[cure])
+    return next((name for name in finding.recommendations if name in among), None)
+
+
+def by_prediction(planned: list[Planned], first: str | None) -> list[Planned]:
+    """The order the engine tries candidates in (see the module docstring); ties keep the recipe's."""
+
+    def key(item: tuple[int, Planned]) -> tuple[int, int, float, int]:
+        index, p = item
+        return (0 if p.optimizer.name == first else 1, int(p.optimizer.process_wide), -p.value, index)
+
+    return [p for _, p in sorted(enumerate(planned), key=key)]
+
+
+def shortfall(predicted: float, available: float, process_wide_cap: float | None, budget: float) -> int | None:
+    """How many more seconds of --budget a trial predicted at `predicted` seconds needs, or None
+    when it fits `available` (and, for a fresh-process candidate, its cap of the budget)."""
+    needs = predicted - available
+    if process_wide_cap is not None and predicted > process_wide_cap:
+        needs = max(needs, predicted / PROCESS_WIDE_SHARE - budget)
+    return math.ceil(needs) if needs > 0 else None

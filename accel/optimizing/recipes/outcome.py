@@ -1,0 +1,62 @@
+"""What a search comes to: its result (the lock's entries, the steps, the final measurement), and
+the words its summary adds about candidates and their safer variants."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from accel.core.pipeline import Pipeline
+from accel.optimizing.decision import Cause, KeepTest, Load
+from accel.optimizing.lock import PIPELINE_LOCK, LockEntry
+from accel.optimizing.recipes.composer import Choice
+from accel.optimizing.steps import Step
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineResult:
+    pipeline: Pipeline
+    target: str
+    choices: tuple[Choice, ...]
+    steps: tuple[Step, ...]
+    baseline: dict[str, Any]
+    final: dict[str, Any]
+    speedup: float
+    speedup_ci: tuple[float, float]
+    memory_ratio: float | None
+    threads: int
+    message: str
+    elapsed_seconds: float
+    recipe: str = ""
+    keep: KeepTest = KeepTest()
+    lock_kind: ClassVar[str] = PIPELINE_LOCK
+
+    def lock_entries(self) -> tuple[LockEntry, ...]:
+        return tuple(LockEntry(c.optimizer, c.params, c.state) for c in self.choices)
+
+
+def changed_fields(config: Any, variant: Any) -> dict[str, Any]:
+    """The fields of config dataclass `variant` that differ from `config`'s: a variant's recipe parameters."""
+    return {
+        field.name: getattr(variant, field.name)
+        for field in dataclasses.fields(variant)
+        if getattr(variant, field.name) != getattr(config, field.name)
+    }
+
+
+def noise_note(steps: list[Step], load: Load | None) -> str:
+    """What the summary adds when candidates were too noisy to decide: which, and the load."""
+    noisy = [step.optimizer for step in steps if step.cause is Cause.TOO_NOISY]
+    if not noisy:
+        return ""
+    where = load.describe() if load is not None else "load average unknown"
+    why = (
+        f"the machine was too busy ({where}): rerun on a quieter machine or with fewer --threads"
+        if load is not None and load.busy
+        else f"their timings varied too much ({where}): rerun with more --budget or on a quieter machine"
+    )
+    return f"; too noisy to decide on {', '.join(noisy)}: {why}"
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in params.items())

@@ -1,0 +1,305 @@
+"""The engine's budget, order, selection, safer variants and too-noisy verdict, on planted
+optimizers registered for the test. Where a test is about what the engine decides, never about
+speed, the comparison is a fake (`fake_timing`): the speed-up a planted model declares, so the
+tests hold on a machine as loaded as a shared CI runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import types
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import accel
+from accel.cli import app
+from accel.core.errors import UnknownComponentError
+from accel.core.machine import describe_machine
+from accel.core.measure import Comparison, Measurement
+from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
+from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
+from accel.optimizing.recipes.budgeting import PROCESS_WIDE_SHARE, Costs, shortfall
+from accel.optimizing.recipes.engine import Search, run_engine
+from accel.optimizing.recipes.final import Timing
+from accel.optimizing.recipes.planning import Selection, select
+from accel.optimizing.recipes.schema import Guard, parse_recipe
+
+PLANTED = Path(__file__).resolve().parents[1] / "planted"
+runner = CliRunner()
+
+
+class _Marked(Optimizer):
+    """Marks the model with the speed-up the fake timing reports for it (outputs unchanged)."""
+
+    speedup: ClassVar[float] = 2.0
+    sleep_seconds: ClassVar[float] = 0.0
+    predicted_setup_calls: ClassVar[float] = 0.0
+
+    def apply(self, pipeline, config, context):
+        time.sleep(self.sleep_seconds)
+        model = pipeline.model.variant()
+        model.planted_speedup = getattr(pipeline.model, "planted_speedup", 1.0) * self.speedup
+        return Applied(pipeline=pipeline.replace(model=model), setup_seconds=self.sleep_seconds)
+
+
+class Cheap(_Marked):
+    name, slot = "test.cheap", "test-cheap"
+
+
+class Costly(_Marked):
+    name, slot, sleep_seconds, predicted_setup_seconds = "test.costly_cure", "test-costly", 1.0, 1.0
+
+
+class Cure(_Marked):
+    """What the planted profile's primary finding recommends."""
+
+    name, slot, cures = "test.cure", "test-cure", ("overhead",)
+
+
+class ProcessWide(_Marked):
+    """Ordered like runtime.allocator (fresh processes), never applicable here: nothing is spent."""
+
+    name, slot, process_wide = "test.process_wide", "test-pw", True
+
+    def applicable(self, pipeline, context):
+        return "planted: never applies"
+
+
+def _slow(seconds: float) -> type[_Marked]:
+    class Slow(_Marked):
+        name, slot = f"test.sleep_{seconds:g}", f"test-sleep-{seconds:g}"
+        sleep_seconds = predicted_setup_seconds = seconds
+
+    return Slow
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelConfig:
+    level: int = 0
+
+
+class Quantizer(Optimizer):
+    """Level 0 breaks the outputs (zeros); its safer variant, level 1, keeps them and is faster."""
+
+    name, slot, Config = "test.quantizer", "test-quant", LevelConfig
+
+    def apply(self, pipeline, config, context):
+        if config.level == 0:
+            return Applied(pipeline=pipeline.replace(model=lambda x: torch.zeros(x.shape[0], 8)))
+        model = pipeline.model.variant()
+        model.planted_speedup = 3.0
+        return Applied(pipeline=pipeline.replace(model=model))
+
+    def safer_variants(self, config, machine):
+        return [LevelConfig(level=1), LevelConfig(level=2)] if config.level == 0 else []
+
+
+PLANTED_OPTIMIZERS = (Cheap, Costly, Cure, ProcessWide, Quantizer, _slow(1.5), _slow(1.6), _slow(1.7))
+
+
+@pytest.fixture(autouse=True)
+def _planted_optimizers(monkeypatch):
+    """The planted optimizers registered; the baseline's per-call time planted at 1 ms (what the
+    trials' costs are predicted from); one thread, so a loaded machine slows the guard's calls
+    without stretching them many times over."""
+    monkeypatch.setattr(Search, "_time_baseline", lambda self: Measurement((0.001, 0.001, 0.001)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for cls in PLANTED_OPTIMIZERS:
+        OPTIMIZERS.add(cls.name, cls())
+    yield
+    for cls in PLANTED_OPTIMIZERS:
+        OPTIMIZERS.remove(cls.name)
+    torch.set_num_threads(threads)
+
+
+def _speed(pipeline: Any) -> float:
+    return float(getattr(pipeline.model, "planted_speedup", 1.0))
+
+
+@pytest.fixture
+def fake_timing(monkeypatch):
+    """Comparisons that take no time: the ratio of the planted speed-ups, a tight interval."""
+
+    def compare(self, best, trial, seconds, deadline=None):
+        ratio = _speed(trial[0]) / _speed(best[0])
+        samples = Measurement(tuple([0.01] * 7))
+        return Comparison(samples, samples, speedup=ratio, speedup_ci=(ratio * 0.97, ratio * 1.03)), {}
+
+    monkeypatch.setattr(Timing, "compare", compare)
+
+
+def _context(tmp_path: Path) -> Context:
+    return Context(machine=describe_machine(), workdir=tmp_path)
+
+
+def _recipe(*names: str, **extra: Any):
+    return parse_recipe({"name": "t", "target": "latency", "rules": [{"name": "r", "try": list(names)}], **extra})
+
+
+def _profile(recommends: str, saving: float) -> Any:
+    """A profile whose primary finding recommends `recommends` with a predicted saving."""
+    finding = types.SimpleNamespace(
+        kind="overhead",
+        severity="high",
+        recommendations=[recommends],
+        evidence={"predicted_saving": {recommends: saving}},
+    )
+    return types.SimpleNamespace(findings=[finding], primary="overhead", finding=lambda kind: finding)
+
+
+def _steps(result: Any) -> dict[str, Any]:
+    return {step.optimizer: step for step in result.steps}
+
+
+def test_the_primary_findings_cure_goes_first_and_a_process_wide_candidate_last(tmp_path):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    recipe = _recipe("test.process_wide", "test.costly_cure", "test.cheap", "test.cure")
+    search = Search(baseline, recipe, _context(tmp_path), budget_seconds=60, report=_profile("test.cure", 0.4))
+    order = [candidate.optimizer for _, candidate in search.plan()]
+    # the cure first though listed last; then by saving per second (cheap before costly); fresh processes last
+    assert order == ["test.cure", "test.cheap", "test.costly_cure", "test.process_wide"]
+    as_written = Search(baseline, _recipe(*order[::-1], order="as_written"), _context(tmp_path), budget_seconds=60)
+    assert [c.optimizer for _, c in as_written.plan()] == order[::-1]
+
+
+def test_the_prediction_is_shown_beside_the_measurement(tmp_path, fake_timing):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(
+        baseline,
+        _recipe("test.cheap", "test.cure"),
+        _context(tmp_path),
+        budget_seconds=20,
+        report=_profile("test.cure", 0.5),
+    )
+    cure = _steps(result)["test.cure"]
+    assert cure.predicted_speedup == pytest.approx(2.0) and cure.speedup == pytest.approx(2.0)
+    assert cure.to_dict()["predicted_speedup"] == pytest.approx(2.0)
+    assert _steps(result)["test.cheap"].predicted_speedup is None
+
+
+def test_the_budget_holds_and_what_does_not_fit_says_what_it_needs(tmp_path, fake_timing):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    recipe = _recipe("test.sleep_1.5", "test.sleep_1.6", "test.sleep_1.7", order="as_written")
+    began = time.perf_counter()
+    result = run_engine(baseline, recipe, _context(tmp_path), budget_seconds=3.0)
+    elapsed = time.perf_counter() - began
+    assert elapsed < 3.0 * 1.1 + 1.5, elapsed  # start-up slack: loading the baseline's batches, its calls
+    steps = _steps(result)
+    assert steps["test.sleep_1.5"].verdict is Verdict.ACCEPTED, steps["test.sleep_1.5"].reason
+    later = [steps["test.sleep_1.6"], steps["test.sleep_1.7"]]
+    assert all(s.verdict is Verdict.SKIPPED and s.reason.startswith("needs ~") for s in later), later
+    assert all(int(s.reason.split("~")[1].split(" ")[0]) >= 1 for s in later)
+
+
+def test_a_fresh_process_candidate_may_take_a_small_share_of_the_budget():
+    assert shortfall(10.0, 100.0, None, 120.0) is None
+    assert shortfall(30.0, 100.0, PROCESS_WIDE_SHARE * 120.0, 120.0) == 80  # 30 s is 15% of 200 s
+    costs = Costs(call_seconds=0.5, load_seconds=8.0, target="latency")
+    assert costs.trial_seconds(ProcessWide(), Guard()) > 5 * costs.trial_seconds(Cheap(), Guard())
+
+
+def test_nothing_kept_means_no_final_re_measure(tmp_path, monkeypatch):
+    said: list[str] = []
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(
+        baseline, _recipe("test.process_wide"), _context(tmp_path), budget_seconds=5, progress=said.append
+    )
+    assert not any("re-measuring" in message for message in said), said
+    assert result.choices == () and result.speedup == 1.0 and result.final["median_seconds"] > 0
+    assert result.message == "no candidate helped: the lock is empty"
+
+
+def test_a_guard_failure_tries_the_safer_variants_and_keeps_the_first_that_passes(tmp_path, fake_timing):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(baseline, _recipe("test.quantizer"), _context(tmp_path), budget_seconds=20)
+    rows = [step for step in result.steps if step.optimizer == "test.quantizer"]
+    assert [row.params for row in rows] == [{}, {"level": 1}]  # level 2 is not tried: level 1 passed
+    assert rows[0].verdict is Verdict.REVERTED and rows[0].cause is Cause.GUARD
+    assert rows[1].verdict is Verdict.ACCEPTED and rows[1].reason.startswith("safer variant (level=1): kept")
+    assert [(c.optimizer, c.params) for c in result.choices] == [("test.quantizer", {"level": 1})]
+
+
+def test_int8_optimizers_declare_their_ladders():
+    machine = dataclasses.replace(describe_machine(), isa_flags=("avx2", "fma"))
+    onnx = OPTIMIZERS.get("onnx.int8_dynamic")
+    rungs = onnx.safer_variants(onnx.Config(), machine)
+    assert [(r.per_channel, r.reduce_range, r.weight_type) for r in rungs] == [
+        (True, False, "QInt8"),
+        (True, True, "QInt8"),
+        (True, True, "QUInt8"),  # U8U8 only where there is no VNNI
+    ]
+    vnni = dataclasses.replace(machine, isa_flags=("avx2", "avx512f", "avx512_vnni"))
+    assert [r.weight_type for r in onnx.safer_variants(onnx.Config(), vnni)] == ["QInt8", "QInt8"]
+    torch_int8 = OPTIMIZERS.get("quantize.int8_dynamic")
+    assert torch_int8.safer_variants(torch_int8.Config(), machine) == [torch_int8.Config(per_channel=True)]
+    assert OPTIMIZERS.get("onnx.runtime").safer_variants(OPTIMIZERS.get("onnx.runtime").Config(), machine) == []
+
+
+def test_an_interval_too_wide_to_decide_is_too_noisy_never_kept():
+    test = KeepTest("latency", min_speedup=1.03)
+    spans = decide(test, 1.1, (0.8, 1.5))
+    assert not spans.kept and spans.cause is Cause.TOO_NOISY and spans.verdict is Verdict.REVERTED
+    assert spans.reason == "too noisy to decide: the interval 0.80-1.50x cannot resolve 1.03x"
+    busy = decide(test, 1.02, (0.98, 1.08), load=Load(6.2, 2))
+    assert busy.cause is Cause.TOO_NOISY and "the machine was busy (load average 6.2 on 2 cores)" in busy.reason
+    quiet = decide(test, 1.02, (0.98, 1.08), load=Load(0.5, 2))
+    assert quiet.cause is Cause.WITHIN_NOISE
+    assert decide(test, 1.5, (1.2, 1.9), load=Load(6.2, 2)).kept  # clearly faster, busy or not
+    assert decide(test, 0.5, (0.3, 0.9), load=Load(6.2, 2)).cause is Cause.SLOWER
+
+
+def test_the_summary_says_the_machine_was_too_busy(tmp_path, monkeypatch):
+    from accel.optimizing.recipes import engine
+
+    def noisy(self, best, trial, seconds, deadline=None):
+        samples = Measurement(tuple([0.01] * 7))
+        return Comparison(samples, samples, speedup=1.1, speedup_ci=(0.7, 1.6)), {}
+
+    monkeypatch.setattr(Timing, "compare", noisy)
+    monkeypatch.setattr(engine.Load, "now", classmethod(lambda cls: Load(7.5, 2)))
+    result = run_engine(
+        accel.load(PLANTED / "opt_dead_work.py"), _recipe("test.cheap"), _context(tmp_path), budget_seconds=10
+    )
+    step = _steps(result)["test.cheap"]
+    assert step.verdict is Verdict.REVERTED and step.cause is Cause.TOO_NOISY
+    assert result.choices == ()
+    assert "too noisy to decide on test.cheap: the machine was too busy (load average 7.5 on 2 cores)" in result.message
+
+
+def test_only_and_skip_select_by_name_and_unknown_names_are_errors():
+    rule = parse_recipe({"name": "t", "rules": [{"name": "r", "try": ["test.cheap", "test.cure"]}]}).rules[0]
+    planned = [(rule, candidate) for candidate in rule.candidates]
+    kept, skipped = select(planned, Selection.of(only=["test.cure,test.quantizer"]))
+    assert [c.optimizer for _, c in kept] == ["test.cure"]
+    reasons = {step.optimizer: step.reason for step in skipped}
+    assert reasons["test.cheap"].startswith("not among --only") and "does not try it" in reasons["test.quantizer"]
+    kept, skipped = select(planned, Selection.of(skip=["test.cheap"]))
+    assert [c.optimizer for _, c in kept] == ["test.cure"] and skipped[0].reason == "left out by --skip"
+    with pytest.raises(UnknownComponentError) as error:
+        Selection.of(only=["warp.drive"])
+    assert "warp.drive" in error.value.message and "onnx.runtime" in error.value.hint
+
+
+def test_only_and_skip_on_the_command_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: r\ntarget: latency\norder: as_written\nrules: [{name: r, try: [test.process_wide, onnx.runtime]}]\n"
+    )
+    pipeline = str(PLANTED / "opt_dead_work.py")
+    bad = runner.invoke(app, ["optimize", pipeline, "--recipe", str(recipe), "--skip", "warp.drive"])
+    assert bad.exit_code == 2 and "unknown optimizer 'warp.drive'" in bad.output and "onnx.runtime" in bad.output
+    out = tmp_path / "result.json"
+    args = ["optimize", pipeline, "--recipe", str(recipe), "--only", "test.process_wide", "--budget", "5"]
+    ran = runner.invoke(app, [*args, "--out", str(tmp_path / "o"), "--json", str(out)])
+    assert ran.exit_code == 0, ran.output
+    steps = {s["optimizer"]: s for s in json.loads(out.read_text())["steps"]}
+    # its fresh processes (each rebuilding the pipeline) do not fit 15% of 5 s
+    assert steps["test.process_wide"]["verdict"] == "skipped", steps["test.process_wide"]
+    assert steps["test.process_wide"]["reason"].startswith("needs ~")
+    assert steps["onnx.runtime"]["verdict"] == "skipped" and "--only" in steps["onnx.runtime"]["reason"]
