@@ -64,7 +64,8 @@ def test_optimize_writes_json_lock_and_table(tmp_path):
     )
     out, report = tmp_path / "out", tmp_path / "result.json"
     result = runner.invoke(
-        app, ["optimize", str(file), "--recipe", str(recipe), "--out", str(out), "--json", str(report), "--budget", "6"]
+        app,
+        ["optimize", str(file), "--recipe", str(recipe), "--out", str(out), "--json", str(report), "--budget", "15"],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())

@@ -160,6 +160,10 @@ class Comparison:
         }
 
 
+# The fewest rounds a deadline leaves a comparison: a bootstrap interval over two pairs says nothing.
+MIN_ROUNDS_BY_DEADLINE = 3
+
+
 def compare_interleaved(
     baseline: Callable[[], Any],
     candidate: Callable[[], Any],
@@ -177,7 +181,7 @@ def compare_interleaved(
 ) -> Comparison:
     """Time two callables in alternating rounds (A B, B A, ...) so drift hits both alike.
     Past `deadline` (a `clock()` time) the rounds stop at the next round's end, min_rounds or not
-    (two rounds at least: an interval needs pairs).
+    (MIN_ROUNDS_BY_DEADLINE at least).
 
     Before each timed call the callable runs `settle_calls` untimed calls: runtimes keep worker
     threads spinning after a call, which distorts whatever is timed right after another runtime.
@@ -207,7 +211,7 @@ def compare_interleaved(
             fns[side]()
             sync()
             times[side].append(clock() - t0)
-        if deadline is not None and round_index >= 1 and clock() >= deadline:
+        if deadline is not None and round_index + 1 >= MIN_ROUNDS_BY_DEADLINE and clock() >= deadline:
             break
         if round_index + 1 >= min_rounds:
             if clock() - began >= budget_seconds:

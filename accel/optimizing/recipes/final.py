@@ -142,7 +142,9 @@ def settle(
     if not bests[-1]:
         return unmeasured(timing, composer.baseline, baseline_time), "no candidate helped: the lock is empty"
     progress("re-measuring the final pipeline against the baseline")
-    final = final_check(timing, composer, bests[-1], min(remaining(), final_seconds))
+    # A trial's setup (an export) cannot be cut: when one ran over, the re-measure still gets a
+    # third of its share, or a kept win would be reverted for want of rounds (5% over at most).
+    final = final_check(timing, composer, bests[-1], max(min(remaining(), final_seconds), final_seconds / 3))
     said = f" ({final.shortened})" if final.shortened else ""
     if not final.choices:
         return as_baseline(final, composer.baseline), "no candidate helped: the lock is empty"
