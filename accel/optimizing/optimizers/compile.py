@@ -62,6 +62,10 @@ class Compile(Optimizer):
     cures = ("overhead", "memory_bandwidth", "straggler")
     description = "torch.compile (inductor); the one-time compilation is measured and reported apart."
     slot: ClassVar[str] = "model"
+    # Inductor's compile is tens of seconds whatever the call takes (codegen, C++ builds), plus
+    # a few traced calls.
+    predicted_setup_calls: ClassVar[float] = 3.0
+    predicted_setup_seconds: ClassVar[float] = 20.0
     Config = CompileConfig
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:

@@ -21,7 +21,7 @@ import collections
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from accel.core.errors import AccelError
 from accel.core.pipeline import Pipeline
@@ -156,6 +156,10 @@ def fuse(pipeline: Pipeline, fp32_path: Path, out_path: Path, config: FusionsCon
 
 class _FusionsBase(_OnnxBase):
     """`onnx.runtime`'s export, session and lock, with the fusions as the graph transform."""
+
+    # The TorchScript export and the fusion pass over the graph: slower than a plain export.
+    predicted_setup_calls: ClassVar[float] = 8.0
+    predicted_setup_seconds: ClassVar[float] = 4.0
 
     def apply(self, pipeline: Pipeline, config: OnnxConfig, context: Context) -> Applied:
         exported, switched_from = eager_attention(pipeline.model)
