@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PLANTED = ROOT / "tests" / "planted"
 # Busy-loop processes per core: with the benchmark itself and what else runs, a load average of about 6 on 2 cores.
 BURNERS_PER_CORE = 2
-# The 1-minute load average is an exponential average: after this long it has risen most of the way
-# to the burner's load, so the first loaded decision is not made on a half-loaded machine.
-WARMUP_SECONDS = 30.0
+# The 1-minute load average is an exponential average (a minute's time constant): after this long
+# it has risen about two thirds of the way to the burner's load, which the loaded side's first
+# decisions are made at; the load next to each decision says how far it got.
+WARMUP_SECONDS = 60.0
 # A busy loop that ends when its parent (the pid it is given: one read at its start-up could already
 # be the reaper's) is gone, so that even a benchmark killed with SIGKILL leaves no burner behind;
 # the check is once per million iterations, to stay a busy loop.
@@ -67,6 +68,11 @@ class Outcome:
     def abstains_on(self, verdict: str) -> bool:
         return ANY in self.undecided or verdict in self.undecided
 
+    def describe(self) -> str:
+        """The verdict, and the kinds it could not decide on (a profile's findings too noisy to decide)."""
+        kinds = sorted(self.undecided - {ANY, self.verdict})
+        return f"{self.verdict} ({', '.join(kinds)} too noisy)" if kinds else self.verdict
+
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
@@ -76,12 +82,11 @@ class Decision:
 
 
 def compare(quiet: Outcome, loaded: Outcome) -> str:
-    """'same', 'abstained (too noisy)' when either side could not tell the two verdicts apart, else 'flipped'."""
-    if quiet.verdict == loaded.verdict:
-        return "same"
+    """'abstained (too noisy)' when either side could not tell the other's verdict from its own (two
+    sides that agree only by both abstaining included), else 'same' or 'flipped'."""
     if loaded.abstains_on(quiet.verdict) or quiet.abstains_on(loaded.verdict):
         return "abstained (too noisy)"
-    return "flipped"
+    return "same" if quiet.verdict == loaded.verdict else "flipped"
 
 
 # --- the burner --------------------------------------------------------------------------------
@@ -143,7 +148,8 @@ def profile_primary(name: str) -> Outcome:
     # A finding that withheld its verdict (severity info, "too noisy to decide" in its evidence);
     # one that still stands on a measured speed-up only notes the noise beside it.
     noisy = frozenset(f.kind for f in report.findings if f.severity == "info" and f.evidence.get("too_noisy"))
-    return Outcome(report.primary, noisy)
+    # "none" beside a finding that withheld its verdict is no verdict either: that finding could be primary.
+    return Outcome(report.primary, noisy | {"none"} if noisy else noisy)
 
 
 def optimize_verdict(target: str, candidate: str) -> Outcome:
@@ -158,8 +164,7 @@ def optimize_verdict(target: str, candidate: str) -> Outcome:
     result = accel.optimize(PLANTED / target, recipe, budget_seconds=OPTIMIZE_BUDGET_SECONDS)
     step = next(s for s in result.steps if s.optimizer == candidate)
     verdict = step.verdict.value if step.cause is None else f"{step.verdict.value}: {step.cause.value}"
-    kept, reverted = "accepted: faster", "reverted: slower"
-    return Outcome(verdict, frozenset({kept, reverted}) if step.cause is Cause.TOO_NOISY else frozenset())
+    return Outcome(verdict, ABSTAINED if step.cause is Cause.TOO_NOISY else frozenset())
 
 
 def slower_candidate() -> Outcome:
@@ -211,11 +216,11 @@ def straggler_verdict(case: str) -> Outcome:
 
 def decisions() -> list[Decision]:
     profiled = (
-        ("hw_conv_net.py", "compute-bound conv net"),
-        ("hw_wide_mlp.py", "batch-1 wide MLP"),
-        ("data_decode_bound.py", "JPEG decoding"),
-        ("data_well_fed.py", "well fed (none)"),
-        ("hw_decoder_lm.py", "LM without KV cache"),
+        ("hw_conv_net.py", "compute-bound"),
+        ("hw_wide_mlp.py", "memory-bound"),
+        ("data_decode_bound.py", "decoding"),
+        ("data_well_fed.py", "well fed"),
+        ("hw_decoder_lm.py", "no KV cache"),
     )
     found = [Decision("profile", f"{name} ({what})", lambda n=name: profile_primary(n)) for name, what in profiled]
     return [
@@ -229,14 +234,14 @@ def decisions() -> list[Decision]:
         Decision("gate", "gate_2ms.py A/A", lambda: gate_verdict("0")),
         Decision("gate", "gate_2ms.py, 30% slower", lambda: gate_verdict(GATE_HOST_SLOWDOWN)),
         Decision("straggler", "mr_ddp_train.py, balanced", lambda: straggler_verdict("none")),
-        Decision("straggler", "mr_ddp_train.py, input rank 1", lambda: straggler_verdict("input")),
+        Decision("straggler", "mr_ddp_train.py, slow input rank 1", lambda: straggler_verdict("input")),
     ]
 
 
 def row(decision: Decision, quiet: Outcome, loaded: Outcome) -> str:
     return (
-        f"{decision.kind:<12} {decision.input:<40} {quiet.verdict:<24} {quiet.load:>5.1f} "
-        f"{loaded.verdict:<24} {loaded.load:>5.1f}  {compare(quiet, loaded)}"
+        f"{decision.kind:<12} {decision.input:<34} {quiet.describe():<36}{quiet.load:>5.1f}{quiet.seconds:>5.0f}  "
+        f"{loaded.describe():<36}{loaded.load:>5.1f}{loaded.seconds:>5.0f}  {compare(quiet, loaded)}"
     )
 
 
@@ -263,7 +268,10 @@ def main() -> None:
         for decision in chosen:
             loaded.append(made(decision))
             print(f"  loaded: {decision.input}: {loaded[-1].verdict} ({loaded[-1].seconds:.0f} s)", flush=True)
-    print(f"{'decision':<12} {'input':<40} {'as it is':<24} {'load':>5} {'beside the burner':<24} {'load':>5}  result")
+    print(
+        f"{'decision':<12} {'input':<34} {'as it is':<36}{'load':>5}{'s':>5}  {'beside the burner':<36}"
+        f"{'load':>5}{'s':>5}  result"
+    )
     for decision, a, b in zip(chosen, quiet, loaded):
         print(row(decision, a, b))
     results = [compare(a, b) for a, b in zip(quiet, loaded)]

@@ -68,3 +68,9 @@ def test_compare():
     assert compare(Outcome("pass"), Outcome("invalid", ABSTAINED)) == "abstained (too noisy)"
     assert compare(Outcome("compute_bound"), Outcome("none", frozenset({"memory_bandwidth"}))) == "flipped"
     assert compare(Outcome("accepted: faster"), Outcome("reverted: within noise")) == "flipped"
+    # both sides "none" only because each withheld the planted finding: no decision was made
+    both_withheld = Outcome("none", frozenset({"compute_bound", "none"}))
+    assert compare(both_withheld, both_withheld) == "abstained (too noisy)"
+    assert both_withheld.describe() == "none (compute_bound too noisy)"
+    # a finding withheld beside a primary that stands does not undo it
+    assert compare(Outcome("input_decoding"), Outcome("input_decoding", frozenset({"compute_bound"}))) == "same"
