@@ -268,7 +268,8 @@ def footnotes(results: Results, measured: list[CpuClass]) -> list[str]:
         )
     return lines + [
         f"{OWN_DISPATCH_MARK} fbgemm / ONNX Runtime MLAS dispatch on cpuid and ignore {', '.join(AVX2_ENV)}: "
-        "under an emulated class these are still the CPU's own (AVX-512, VNNI) kernels, not that class's",
+        "under an emulated class these are still the CPU's own (AVX-512, VNNI) kernels, not that class's "
+        "(OpenVINO's oneDNN fork honours ONEDNN_MAX_CPU_ISA: its numbers are the class's)",
         f"{SKIPPED_BY_ACCEL_MARK} accel's applicable() would not try it on this class (timed anyway)",
     ]
 
