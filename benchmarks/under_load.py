@@ -35,10 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PLANTED = ROOT / "tests" / "planted"
 # Busy-loop processes per core: with the benchmark itself and what else runs, a load average of about 6 on 2 cores.
 BURNERS_PER_CORE = 2
-# The 1-minute load average is an exponential average (a minute's time constant): after this long
-# it has risen about two thirds of the way to the burner's load, which the loaded side's first
-# decisions are made at; the load next to each decision says how far it got.
-WARMUP_SECONDS = 60.0
+# The loaded side starts once the 1-minute load average (an exponential average with a minute's
+# time constant) reaches TARGET_LOAD_PER_CORE x cores, after MIN_WARMUP_SECONDS at least and
+# MAX_WARMUP_SECONDS at most (by then it has risen 86% of the way to the burner's load).
+TARGET_LOAD_PER_CORE = 3.0
+MIN_WARMUP_SECONDS = 20.0
+MAX_WARMUP_SECONDS = 120.0
 # A busy loop that ends when its parent (the pid it is given: one read at its start-up could already
 # be the reaper's) is gone, so that even a benchmark killed with SIGKILL leaves no burner behind;
 # the check is once per million iterations, to stay a busy loop.
@@ -128,6 +130,14 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def warm_up(target_load: float) -> None:
+    """Wait for the load average to reach `target_load`, within MIN/MAX_WARMUP_SECONDS."""
+    began = time.monotonic()
+    time.sleep(MIN_WARMUP_SECONDS)
+    while load_average() < target_load and time.monotonic() - began < MAX_WARMUP_SECONDS:
+        time.sleep(1.0)
+
+
 def made(decision: Decision) -> Outcome:
     """The decision made once, with the load average at its end (the last minute: while it ran)."""
     started = time.perf_counter()
@@ -149,7 +159,7 @@ def profile_primary(name: str) -> Outcome:
     # one that still stands on a measured speed-up only notes the noise beside it.
     noisy = frozenset(f.kind for f in report.findings if f.severity == "info" and f.evidence.get("too_noisy"))
     # "none" beside a finding that withheld its verdict is no verdict either: that finding could be primary.
-    return Outcome(report.primary, noisy | {"none"} if noisy else noisy)
+    return Outcome(report.primary, noisy | {"none"} if noisy and report.primary == "none" else noisy)
 
 
 def optimize_verdict(target: str, candidate: str) -> Outcome:
@@ -264,7 +274,7 @@ def main() -> None:
         print(f"  as it is: {decision.input}: {quiet[-1].verdict} ({quiet[-1].seconds:.0f} s)", flush=True)
     loaded = []
     with burning(burners):
-        time.sleep(WARMUP_SECONDS)
+        warm_up(TARGET_LOAD_PER_CORE * cores)
         for decision in chosen:
             loaded.append(made(decision))
             print(f"  loaded: {decision.input}: {loaded[-1].verdict} ({loaded[-1].seconds:.0f} s)", flush=True)
