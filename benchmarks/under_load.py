@@ -250,8 +250,8 @@ def decisions() -> list[Decision]:
 
 def row(decision: Decision, quiet: Outcome, loaded: Outcome) -> str:
     return (
-        f"{decision.kind:<12} {decision.input:<34} {quiet.describe():<36}{quiet.load:>5.1f}{quiet.seconds:>5.0f}  "
-        f"{loaded.describe():<36}{loaded.load:>5.1f}{loaded.seconds:>5.0f}  {compare(quiet, loaded)}"
+        f"{decision.kind:<12} {decision.input:<34} {quiet.describe():<42}{quiet.load:>5.1f}{quiet.seconds:>5.0f}  "
+        f"{loaded.describe():<42}{loaded.load:>5.1f}{loaded.seconds:>5.0f}  {compare(quiet, loaded)}"
     )
 
 
@@ -279,7 +279,7 @@ def main() -> None:
             loaded.append(made(decision))
             print(f"  loaded: {decision.input}: {loaded[-1].verdict} ({loaded[-1].seconds:.0f} s)", flush=True)
     print(
-        f"{'decision':<12} {'input':<34} {'as it is':<36}{'load':>5}{'s':>5}  {'beside the burner':<36}"
+        f"{'decision':<12} {'input':<34} {'as it is':<42}{'load':>5}{'s':>5}  {'beside the burner':<42}"
         f"{'load':>5}{'s':>5}  result"
     )
     for decision, a, b in zip(chosen, quiet, loaded):
