@@ -159,14 +159,30 @@ def test_tight_padding_gives_no_padding_finding(corpus, machine):
 
 @pytest.mark.slow
 def test_the_default_recipe_reaches_the_cure_with_outputs_intact(tmp_path):
-    from accel.optimizing.recipes.engine import ACCEPTED
-    from accel.optimizing.run import optimize
+    """Through the console script, as a user runs it (in its own process: the tokenizer's and the
+    runtimes' thread pools of a long optimize stay out of the test process)."""
+    import json
+    import os
+    import subprocess
+    import sys
 
     pytest.importorskip("transformers")
     file = tmp_path / "bert_maxlen_tokenizer.py"
     file.write_text((REAL / "bert_maxlen_tokenizer.py").read_text())
-    result = optimize(file, "default", out_dir=tmp_path / "out", budget_seconds=120)
-    kept = [s.optimizer for s in result.steps if s.verdict == ACCEPTED]
-    assert {"batch.trim_padding", "batch.bucket"} & set(kept), [(s.optimizer, s.reason) for s in result.steps]
-    baseline, locked = accel.load(file), accel.load(file, lock=result.lock_path)
+    out, report = tmp_path / "out", tmp_path / "optimize.json"
+    command = [sys.executable, "-m", "accel", "optimize", str(file), "--recipe", "default", "--budget", "120"]
+    done = subprocess.run(
+        [*command, "--out", str(out), "--json", str(report)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = json.loads(report.read_text())["steps"]
+    cures = [s for s in steps if s["optimizer"] in ("batch.trim_padding", "batch.bucket")]
+    assert cures and cures[0]["verdict"] != "skipped", [(s["optimizer"], s["reason"]) for s in steps]
+    kept = [s["optimizer"] for s in steps if s["verdict"] == "accepted"]
+    if not {"batch.trim_padding", "batch.bucket"} & set(kept):
+        # A busy machine may leave the decision undecided, never decided wrongly.
+        assert os.getloadavg()[0] > (os.cpu_count() or 1), [(s["optimizer"], s["reason"]) for s in cures]
+        assert any("too noisy" in s["reason"] for s in cures), [(s["optimizer"], s["reason"]) for s in cures]
+        return
+    baseline, locked = accel.load(file), accel.load(file, lock=out / "accel.lock.yaml")
     assert compare_outputs(baseline.run(), locked.run()).cosine > 0.9999
