@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -213,9 +214,9 @@ def gate_verdict(host_slowdown: str) -> Outcome:
 def straggler_verdict(case: str) -> Outcome:
     from accel.profiling.run import profile_ranks
 
-    args = ("--straggler", case, "--steps", STRAGGLER_STEPS)
-    if case == "none":  # as benchmarks/multirank.py: a step mostly the same wait on both ranks
-        args += ("--sample-seconds", "0.002", "--hidden", "256")
+    # The balanced control as benchmarks/multirank.py runs it: a step mostly the same wait on both ranks.
+    balanced = ("--sample-seconds", "0.002", "--hidden", "256") if case == "none" else ()
+    args = ("--straggler", case, "--steps", STRAGGLER_STEPS, *balanced)
     report = profile_ranks(PLANTED / "mr_ddp_train.py", 2, args=args, timeout_seconds=STRAGGLER_TIMEOUT_SECONDS)
     finding = report.finding("straggler")
     if finding is None or finding.severity in ("low", "info"):
@@ -232,7 +233,9 @@ def decisions() -> list[Decision]:
         ("data_well_fed.py", "well fed"),
         ("hw_decoder_lm.py", "no KV cache"),
     )
-    found = [Decision("profile", f"{name} ({what})", lambda n=name: profile_primary(n)) for name, what in profiled]
+    found = [
+        Decision("profile", f"{name} ({what})", functools.partial(profile_primary, name)) for name, what in profiled
+    ]
     return [
         *found,
         Decision(
