@@ -164,7 +164,7 @@ CORPUS_RECIPES = {
     "resnet_classifier": ["onnx.int8_dynamic", "quantize.int8_dynamic", "layout.channels_last"],
     "vit_classifier": ["onnx.int8_static", "precision.bf16"],
     # an encoder-decoder's generate loop: the cache (the generation finding's cure), then int8 on top
-    # (decoder-only loops: tests/test_kv_cache.py)
+    # (decoder-only loops: tests/optimizing/optimizers/test_kv_cache.py)
     "t5_generate_no_cache": ["generation.kv_cache", "quantize.int8_dynamic"],
 }
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import accel
-
-PLANTED = Path(__file__).parent / "planted"
+from tests.paths import PLANTED
 
 
 def free_port() -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +14,8 @@ from accel.core.measure import peak_memory_bytes
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.optimizers._patch import patch_sequential
 from accel.profiling.patch_layers import AxisOp, describe_layer
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("patch.inference")
 
 

@@ -24,9 +24,8 @@ from accel.optimizing.optimizers.kv_cache import NotThroughGenerate
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import ACCEPTED
 from accel.optimizing.run import optimize
+from tests.paths import EXAMPLES, REAL
 
-REAL = Path(__file__).parent / "real"
-EXAMPLES = Path(__file__).parent.parent / "examples"
 PROMPT, NEW = 32, 48  # tests/real/gpt2_lm.py
 
 

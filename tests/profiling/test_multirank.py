@@ -26,9 +26,9 @@ from accel.profiling.multirank import traces
 from accel.profiling.ranks import CollectiveCall, JobTimeline, RankStep, RankTimeline
 from accel.profiling.report import Report
 from accel.profiling.run import profile_ranks, profile_traces
+from tests.paths import PLANTED
 from tests.profiling.analyzers.recorded import job_report, rank_timeline
 
-PLANTED = Path(__file__).parent / "planted"
 TRAIN = PLANTED / "mr_ddp_train.py"
 RUN_TIMEOUT_SECONDS = 240
 STEPS = "16"

@@ -16,11 +16,9 @@ import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.recipes.fidelity import compare_outputs
+from tests.paths import EXAMPLES, REAL
 
 pytest.importorskip("transformers")
-
-REAL = Path(__file__).parent / "real"
-EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 @pytest.fixture(scope="module")

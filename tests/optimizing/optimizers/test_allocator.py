@@ -22,8 +22,8 @@ from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import ACCEPTED, REVERTED
 from accel.optimizing.recipes.verify import verify_lock
 from accel.optimizing.run import optimize
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CNN = ROOT / "examples" / "conv_net.py"  # built to have it: ~4,500 faults a call
 MLP = ROOT / "examples" / "wide_mlp.py"  # built not to: batch-1 activations fit in what malloc keeps
 RESNET = ROOT / "tests" / "real" / "resnet_classifier.py"  # transformers ResNet, random init

@@ -21,8 +21,7 @@ from accel.optimizing.optimizers import OPTIMIZERS, Applied, Optimizer
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.verify import verify_lock
 from accel.optimizing.run import optimize
-
-PLANTED = Path(__file__).parent / "planted"
+from tests.paths import PLANTED
 
 
 class _Flags(Optimizer):

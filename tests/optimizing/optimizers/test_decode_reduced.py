@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.optimizers.decode_reduced import ReducedDecode, watch_pillow
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("decode.reduced")
 
 

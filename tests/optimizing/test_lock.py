@@ -16,8 +16,8 @@ from accel.optimizing.optimizers.onnx_runtime import OrtModel
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.fidelity import compare_outputs
 from accel.optimizing.run import optimize
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 INT8_RECIPE = {
     "name": "int8",
     "target": "latency",

@@ -4,7 +4,6 @@ keeps results in source order, agreeing per sample with the unbucketed run."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,7 @@ from accel.optimizing.optimizers.batch import BatchSizeConfig, BucketPlan, SizeP
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import ACCEPTED, run_engine
 from accel.optimizing.recipes.fidelity import compare_outputs
-
-PLANTED = Path(__file__).parent / "planted"
-REAL = Path(__file__).parent / "real"
+from tests.paths import PLANTED, REAL
 
 
 def _context(tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from accel.profiling.html import render_html
+from tests.paths import PLANTED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -106,7 +107,6 @@ def test_headless_chromium_renders_the_roofline_chart(tmp_path):
 @pytest.mark.slow
 def test_profile_html_flag_writes_a_page_the_browser_draws(tmp_path, monkeypatch):
     import dataclasses
-    from pathlib import Path
 
     from typer.testing import CliRunner
 
@@ -122,7 +122,7 @@ def test_profile_html_flag_writes_a_page_the_browser_draws(tmp_path, monkeypatch
     )
     monkeypatch.setattr("accel.profiling.run.describe_machine", lambda device=None: machine)
     out = tmp_path / "report.html"
-    planted = Path(__file__).parent / "planted" / "hw_tiny_ops.py"
+    planted = PLANTED / "hw_tiny_ops.py"
     result = CliRunner().invoke(app, ["profile", str(planted), "--html", str(out), "--no-trace", "--budget", "1"])
     assert result.exit_code == 0, result.output
     dom = browser_dom(tmp_path, out.read_text())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -14,8 +13,8 @@ from typer.testing import CliRunner
 
 from accel.cli import app
 from accel.cli.optimize import render_optimize
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 runner = CliRunner()
 
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from accel.cli import app
 from accel.gating.bench import environment
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 GATE_MLP = PLANTED / "gate_mlp.py"
 runner = CliRunner()
 

@@ -24,8 +24,9 @@ from accel.optimizing.script import ACCEPTED, REVERTED, ScriptSetting, candidate
 from accel.optimizing.script_loader import apply_loader_settings
 from accel.optimizing.script_trial import Trial, pass_edges, steady_state
 from accel.profiling.script import LoaderCall
+from tests.paths import REAL
 
-REAL_SCRIPT = Path(__file__).parent / "real" / "finetune_text_classifier.py"
+REAL_SCRIPT = REAL / "finetune_text_classifier.py"
 runner = CliRunner()
 
 # A Dataset that burns ~3 ms of Python per sample, and a step that waits as long per batch (as a

@@ -2,7 +2,6 @@
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,7 @@ from rich.console import Console
 import accel
 from accel.cli.render_profile import render_profile
 from accel.profiling.report import Finding, Report, Stage, finding_kinds, severity_for
-
-PLANTED = Path(__file__).parent / "planted"
+from tests.paths import PLANTED
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +11,10 @@ import accel
 from accel.core.errors import PipelineError
 from accel.core.loading import Script, find_target
 from accel.profiling.script import LoaderCall, end_to_end_from_calls
+from tests.paths import PLANTED, ROOT
 
-ROOT = Path(__file__).parent.parent
 TRAIN_SCRIPT = ROOT / "examples" / "train_script.py"
-WELL_FED_SCRIPT = Path(__file__).parent / "planted" / "data_script_well_fed.py"
+WELL_FED_SCRIPT = PLANTED / "data_script_well_fed.py"
 
 
 @pytest.fixture(autouse=True)

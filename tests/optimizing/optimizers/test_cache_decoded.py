@@ -27,8 +27,8 @@ from accel.optimizing.optimizers._store import (
     records,
 )
 from accel.optimizing.optimizers.cache_decoded import CachedStage, code_digest
+from tests.paths import PLANTED, ROOT
 
-PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("cache.decoded")
 NS = "0123456789abcdef-01234567"  # a namespace name as cache.decoded makes them
 
@@ -179,7 +179,7 @@ def test_killed_build_leaves_consistent_cache_and_resumes(tmp_path):
     process = subprocess.Popen(
         [sys.executable, str(script), str(root), str(count)],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
+        cwd=ROOT,
         text=True,
     )
     for _ in range(10):  # let some records land, then kill in the middle of the build

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,8 +13,8 @@ from accel.core.machine import describe_machine
 from accel.core.measure import compare_interleaved
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.optimizers.loader_tune import Setting, TrialPoint, choose_setting, predicted_seconds_per_sample
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("loader.tune")
 
 

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from accel.cli import app
+from tests.paths import EXAMPLES, PLANTED
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
 runner = CliRunner()
 
 
@@ -56,9 +56,7 @@ def test_training_script_with_arguments_after_double_dash(tmp_path):
 
 def test_trace_dir_option(tmp_path):
     trace_dir = tmp_path / "traces" / "mine"
-    output, data = profile_json(
-        tmp_path, str(Path(__file__).parent / "planted" / "data_repeats.py"), "--trace-dir", str(trace_dir)
-    )
+    output, data = profile_json(tmp_path, str(PLANTED / "data_repeats.py"), "--trace-dir", str(trace_dir))
     assert data["trace_dir"] == str(trace_dir)
     assert list(trace_dir.glob("*.pt.trace.json"))
     assert "tensorboard --logdir" in " ".join(output.split())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -12,8 +10,8 @@ import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.optimizers.cache_results import ResultCache
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 OPT = OPTIMIZERS.get("cache.results")
 
 

@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from accel.core.errors import AccelError
 from accel.gating.bench import BenchConfig, BenchError, Side, bench, run_replicate
+from tests.paths import PLANTED
 
-PLANTED = Path(__file__).parent / "planted"
 GATE_MLP = PLANTED / "gate_mlp.py"
 QUICK = BenchConfig(replicates=2, warmup_calls=1, min_calls=5, budget_seconds=0.05, threads=1)
 

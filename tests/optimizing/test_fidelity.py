@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,10 +19,10 @@ from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import ACCEPTED, REVERTED, run_engine
 from accel.optimizing.recipes.fidelity import compare_outputs, compare_samples
 from accel.optimizing.recipes.schema import Guard
+from tests.paths import PLANTED
 from tests.planted import opt_guarded
 from tests.planted.opt_corrupt import Faithful, FittedToCalibration, corrupting_optimizers
 
-PLANTED = Path(__file__).parent / "planted"
 CORRUPTING = corrupting_optimizers()
 
 

@@ -4,7 +4,6 @@ removed after. The engine, measurement and guard are the real ones."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -15,8 +14,7 @@ from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.engine import ACCEPTED, NOT_APPLICABLE, REVERTED, SKIPPED, run_engine
-
-PLANTED = Path(__file__).parent / "planted"
+from tests.paths import PLANTED
 
 
 class _FlagOptimizer(Optimizer):

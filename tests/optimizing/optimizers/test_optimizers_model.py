@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,7 @@ from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
 from accel.optimizing.optimizers.precision import MIN_FAST_RATIO, probe_ratio
 from accel.optimizing.recipes.fidelity import compare_outputs
-
-PLANTED = Path(__file__).parent / "planted"
+from tests.paths import PLANTED
 
 
 class TwoInputs(nn.Module):
