@@ -13,7 +13,7 @@ The decisions, each kept small:
   a finding whose evidence says "too_noisy" abstains for its kind;
 - keep/revert: `accel.optimize` with one candidate, one that a quiet machine keeps (ONNX Runtime
   int8 on a batch-1 wide MLP) and one it reverts (a benchmark-only optimizer that adds 50% more
-  matmuls, as tests/test_engine.py plants a slower candidate); "too noisy to decide" abstains;
+  matmuls, as tests/optimizing/test_engine.py plants a slower candidate); "too noisy to decide" abstains;
 - gate: `gate_sides` of a ~2 ms model against itself (A/A: PASS, never FAIL) and against a 30%
   host-side slowdown (FAIL, never PASS); WARN and INVALID abstain;
 - straggler: the balanced two-rank DDP control (no straggler above low) and a planted input straggler.
