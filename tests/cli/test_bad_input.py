@@ -185,3 +185,10 @@ def test_subprocess_bad_input_exits_2_with_one_line(tmp_path):
     assert result.stderr.startswith("error: syntax error in")
     assert "Traceback" not in result.stderr
     assert listing(tmp_path) == {"broken.py"}
+
+
+@pytest.mark.parametrize("recipe", ["latency", "throughput", "default"])
+def test_optimize_when_the_baseline_itself_raises_is_one_line(tmp_path, recipe):
+    (tmp_path / "model.py").write_text(MODEL_THAT_RAISES)
+    result = run_console(tmp_path, "optimize", "model.py", "--recipe", recipe, "--budget", "20")
+    assert_one_line_exit_2(result, "raised", "mat1 and mat2")

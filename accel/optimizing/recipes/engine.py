@@ -30,13 +30,14 @@ candidate (and the final composition) is held to, accel.optimizing.decision.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from accel.core.errors import AccelError
-from accel.core.measure import Comparison, Measurement, device_sync, now
+from accel.core.errors import PipelineError
+from accel.core.measure import Measurement, device_sync, now
 from accel.core.pipeline import Pipeline
+from accel.core.progress import Progress
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.optimizers import OPTIMIZERS, Context, Optimizer, make_config, slot_of
@@ -51,9 +52,16 @@ from accel.optimizing.recipes.budgeting import (
 )
 from accel.optimizing.recipes.composer import Choice, Chosen, Composer
 from accel.optimizing.recipes.final import MIN_COMPARE_SECONDS, Timing, settle
-from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines, min_rounds
+from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines, min_rounds, time_baseline
 from accel.optimizing.recipes.memory import MemoryMeter
-from accel.optimizing.recipes.outcome import EngineResult, changed_fields, noise_note, params_text
+from accel.optimizing.recipes.outcome import (
+    EngineResult,
+    Trial,
+    changed_fields,
+    failure_message,
+    noise_note,
+    params_text,
+)
 from accel.optimizing.recipes.planning import (
     Selection,
     matching_findings,
@@ -90,17 +98,9 @@ __all__ = [
     "run_engine",
 ]
 
-Progress = Callable[[str], None]
 
 # Share of the budget kept for re-measuring the final composition against the baseline.
 FINAL_SHARE = 0.15
-# Timed calls of the baseline before the search (after a warm-up): its per-call time, from which
-# each trial's cost is predicted, the fastest of them counted. At least BASELINE_CALLS, more (up
-# to MAX_BASELINE_CALLS) until BASELINE_SECONDS have passed: on a loaded machine most calls of a
-# small model are stretched, and the fastest of many is the model's own time.
-BASELINE_CALLS = 3
-BASELINE_SECONDS = 0.3
-MAX_BASELINE_CALLS = 30
 ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = (
     Verdict.ACCEPTED,
     Verdict.REVERTED,
@@ -108,21 +108,6 @@ ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = (
     Verdict.FAILED,
     Verdict.SKIPPED,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Trial:
-    """One candidate composed with the accepted ones, checked against the guard and timed."""
-
-    pipeline: Pipeline
-    choices: tuple[Choice, ...]
-    setup_seconds: float
-    fidelity: Any  # accel.optimizing.recipes.fidelity.Fidelity
-    failure: str | None  # why the guard failed it
-    comparison: Comparison  # against the current best
-    fresh_notes: dict[str, Any]
-    memory_ratio: float | None
-    cut: bool = False  # its comparison ran out of its budget slot before the usual rounds
 
 
 class Search:
@@ -252,23 +237,14 @@ class Search:
     def _time_baseline(self) -> Measurement:
         """The baseline's timed call, a few times: what the trials' costs are predicted from (and
         the baseline's time when nothing is kept). A throughput pass already ran in the validator."""
-        call, sync = self.timing.measurer.call(self.composer.baseline), self.timing.measurer.sync
-        warm = self.validator.results is None
-        if warm:
-            call()
-            sync()
-        samples: list[float] = []
-        began = now()
-        while len(samples) < MAX_BASELINE_CALLS:
-            started = now()
-            call()
-            sync()
-            samples.append(now() - started)
-            if self.timing.measurer.target == "throughput":
-                break  # a pass can take seconds: one timed pass is enough to predict from
-            if len(samples) >= BASELINE_CALLS and now() - began >= BASELINE_SECONDS:
-                break
-        return Measurement(tuple(samples), warmup_calls=int(warm))
+        measurer = self.timing.measurer
+        try:
+            return time_baseline(measurer.call(self.composer.baseline), measurer, warm=self.validator.results is None)
+        except Exception as exc:  # noqa: BLE001 - the user's code: any error is theirs, shown in one line
+            raise PipelineError(
+                f"the pipeline raised while its baseline was timed: {failure_message(exc)}",
+                "fix the pipeline (accel profile FILE shows which stage raises)",
+            ) from exc
 
     def _record(self, step: Step) -> Step:
         saving = self.predicted.get(step.optimizer)
@@ -297,7 +273,7 @@ class Search:
         try:
             trial = self._measure(trial_choice, slot, guard, deadline)
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
-            step = Step(*head, FAILED, said + _failure_message(exc), composed_with=others)
+            step = Step(*head, FAILED, said + failure_message(exc), composed_with=others)
             return self._record(step), config
         if trial is None:
             reason = f"not applicable in the composition: {'; '.join(self.composer.left_out(trial_choice))}"
@@ -330,7 +306,7 @@ class Search:
         reason = optimizer.applicable(base_for_check, self.context)
         return (NOT_APPLICABLE, reason) if reason else None
 
-    def _measure(self, trial_choice: Chosen, slot: str, guard: Guard, deadline: float) -> _Trial | None:
+    def _measure(self, trial_choice: Chosen, slot: str, guard: Guard, deadline: float) -> Trial | None:
         """The trial composed, guarded and timed against the current best until `deadline` at
         most; None when the candidate was left out of the composition."""
         pipeline, choices, setup = self.composer.build(trial_choice)
@@ -347,9 +323,9 @@ class Search:
             base_peak, trial_peak = self.timing.peaks(self.best, (pipeline, choices))
             memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
         cut = not notes and len(comparison.candidate.samples) < min_rounds(self.timing.test.target)
-        return _Trial(pipeline, choices, setup, fidelity, failure, comparison, notes, memory_ratio, cut)
+        return Trial(pipeline, choices, setup, fidelity, failure, comparison, notes, memory_ratio, cut)
 
-    def _judge(self, head: tuple[str, dict[str, Any], str], slot: str, trial_choice: Chosen, trial: _Trial) -> Step:
+    def _judge(self, head: tuple[str, dict[str, Any], str], slot: str, trial_choice: Chosen, trial: Trial) -> Step:
         """The keep test on a measured trial; a kept trial becomes the current best."""
         own = next((c for c in trial.choices if c.slot == slot), None)
         own_setup = own.recurring_seconds if own is not None else 0.0
@@ -383,7 +359,7 @@ class Search:
             cause=decision.cause,
         )
 
-    def _said_beside(self, trial: _Trial, trial_choice: Chosen) -> str:
+    def _said_beside(self, trial: Trial, trial_choice: Chosen) -> str:
         """What the reason adds to the decision: where it was timed, that its slot ran out, what
         the composition left out."""
         said = ""
@@ -422,10 +398,3 @@ def run_engine(
     for rule, candidate in search.plan():
         search.try_candidate(rule, candidate)
     return search.finish()
-
-
-def _failure_message(exc: Exception, limit: int = 160) -> str:
-    if isinstance(exc, AccelError):
-        return exc.message
-    text = str(exc)
-    return f"{type(exc).__name__}: {text.splitlines()[0][:limit] if text else ''}"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from accel.core.measure import Comparison, compare_interleaved, device_sync
+from accel.core.measure import Comparison, Measurement, compare_interleaved, device_sync, now
 from accel.core.pipeline import Pipeline, batch_length
 from accel.optimizing.recipes.validation import reset_pipeline_state
 
@@ -93,3 +93,32 @@ def amortized(comparison: Comparison, setup_seconds: float, passes: int) -> Comp
 
     low, high = comparison.speedup_ci
     return dataclasses.replace(comparison, speedup=spread(comparison.speedup), speedup_ci=(spread(low), spread(high)))
+
+
+# Timed calls of the baseline before the search (after a warm-up): its per-call time, from which
+# each trial's cost is predicted, the fastest of them counted. At least BASELINE_CALLS, more (up
+# to MAX_BASELINE_CALLS) until BASELINE_SECONDS have passed: on a loaded machine most calls of a
+# small model are stretched, and the fastest of many is the model's own time.
+BASELINE_CALLS = 3
+BASELINE_SECONDS = 0.3
+MAX_BASELINE_CALLS = 30
+
+
+def time_baseline(call: Callable[[], Any], measurer: "Measurer", *, warm: bool) -> Measurement:
+    """The baseline's call timed a few times (one pass for a throughput target: a pass can take
+    seconds, one is enough to predict from), after a warm-up call when `warm`."""
+    if warm:
+        call()
+        measurer.sync()
+    samples: list[float] = []
+    began = now()
+    while len(samples) < MAX_BASELINE_CALLS:
+        started = now()
+        call()
+        measurer.sync()
+        samples.append(now() - started)
+        if measurer.target == "throughput":
+            break
+        if len(samples) >= BASELINE_CALLS and now() - began >= BASELINE_SECONDS:
+            break
+    return Measurement(tuple(samples), warmup_calls=int(warm))

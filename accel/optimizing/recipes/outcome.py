@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from accel.core.errors import AccelError
+from accel.core.measure import Comparison
 from accel.core.pipeline import Pipeline
 from accel.optimizing.decision import Cause, KeepTest, Load
 from accel.optimizing.lock import PIPELINE_LOCK, LockEntry
@@ -60,3 +62,26 @@ def noise_note(steps: list[Step], load: Load | None) -> str:
 
 def params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in params.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One candidate composed with the accepted ones, checked against the guard and timed."""
+
+    pipeline: Pipeline
+    choices: tuple[Choice, ...]
+    setup_seconds: float
+    fidelity: Any  # accel.optimizing.recipes.fidelity.Fidelity
+    failure: str | None  # why the guard failed it
+    comparison: Comparison  # against the current best
+    fresh_notes: dict[str, Any]
+    memory_ratio: float | None
+    cut: bool = False  # its comparison ran out of its budget slot before the usual rounds
+
+
+def failure_message(exc: Exception, limit: int = 160) -> str:
+    """An exception in one line: an AccelError's own message, else its type and first line."""
+    if isinstance(exc, AccelError):
+        return exc.message
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit] if text else ''}"
