@@ -41,7 +41,7 @@ def child(file: str, seconds: float) -> None:
     import torch
 
     import accel
-    from accel.optimizing.recipes.measuring import Measurer
+    from accel.optimizing.search.measuring import Measurer
 
     pipeline = accel.load(file)
     call = Measurer(pipeline, "latency").call(pipeline)

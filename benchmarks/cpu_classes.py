@@ -158,9 +158,9 @@ def measure_action(baseline: Any, name: str, machine: Any, workdir: Path, second
     """`name` applied alone to `baseline` (even where accel's applicable() says no, which is noted),
     timed interleaved against it, and its worst centered cosine against the plain outputs."""
     from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
-    from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
     from accel.optimizing.recipes.schema import Guard
-    from accel.optimizing.recipes.validation import Validator
+    from accel.optimizing.search.measuring import Measurer, compare_pipelines
+    from accel.optimizing.search.validation import Validator
 
     optimizer = OPTIMIZERS.get(name)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ from accel.core.measure import Comparison, compare_interleaved
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import LockEntry, read_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config, process_wide_among
-from accel.optimizing.recipes.engine import Measurer
 from accel.optimizing.run import OptimizeResult, optimize
+from accel.optimizing.search.engine import Measurer
 
 ROOT = Path(__file__).resolve().parent.parent
 # (name, candidate files in order of preference, recipe)

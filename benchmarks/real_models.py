@@ -27,10 +27,10 @@ import torch
 import accel
 from accel.core.stats import paired_ratio_ci
 from accel.optimizing.optimizers.loader_tune import Setting
-from accel.optimizing.recipes.engine import SKIPPED, Measurer
 from accel.optimizing.run import optimize
 from accel.optimizing.script import ScriptSetting, label, measure_settings
 from accel.optimizing.script_loader import as_script
+from accel.optimizing.search.engine import SKIPPED, Measurer
 from benchmarks.optimize import ACTIONS, Action, _action, _times, accel_comparisons
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -94,7 +94,7 @@ def test_inline_bench_gives_the_caller_its_folder_environment_and_threads_back(t
 
 def test_optimize_hands_the_calibrated_machine_to_the_optimizers(monkeypatch):
     """precision.* read the half-precision speed from context.machine: it must be the calibrated one."""
-    from accel.optimizing.recipes import engine
+    from accel.optimizing.search import engine
 
     class Stop(Exception):
         pass

@@ -27,9 +27,9 @@ from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
 from accel.optimizing.optimizers.precision import HalfPrecisionForward
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.engine import FAILED
-from accel.optimizing.recipes.fidelity import compare_outputs
 from accel.optimizing.run import optimize
+from accel.optimizing.search.engine import FAILED
+from accel.optimizing.search.fidelity import compare_outputs
 
 REAL = Path(__file__).parent / "real"
 ORT_CANDIDATES = ("onnx.runtime", "onnx.int8_dynamic", "onnx.int8_static")

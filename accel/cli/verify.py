@@ -55,7 +55,7 @@ def verify_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch/ORT threads on both sides."),
 ) -> None:
     """Re-time each optimization a lock kept against the plain pipeline; exit 1 when the lock no longer pays."""
-    from accel.optimizing.recipes.verify import verify_lock
+    from accel.optimizing.search.verify import verify_lock
 
     with err_console.status("verifying") as status:
         result = verify_lock(

@@ -29,7 +29,7 @@ from accel.core.measure import FRESH_PROCESS_MARK, peak_rss_bytes, time_calls
 from accel.core.pipeline import Pipeline
 from accel.optimizing.fresh import TIMING_MARK
 from accel.optimizing.lock import LockEntry, apply_entries
-from accel.optimizing.recipes.measuring import Measurer
+from accel.optimizing.search.measuring import Measurer
 
 # Untimed calls before the timed ones (lazy setup, allocator warm-up); at least 3 timed calls (a
 # throughput pass is one call), at most 500 (a fast call would otherwise fill the seconds).

@@ -25,8 +25,8 @@ from accel.optimizing.locking import build_lock
 from accel.optimizing.recipes import Recipe, get_recipe
 
 if TYPE_CHECKING:  # the engine imports every optimizer: only when optimize() runs
-    from accel.optimizing.recipes.engine import EngineResult
     from accel.optimizing.script import ScriptOptimizeResult
+    from accel.optimizing.search.engine import EngineResult
 
 OPTIMIZE_SCHEMA = "accel.optimize/1"
 # Share of the budget the diagnosis may take when a recipe's rules need findings.
@@ -109,13 +109,13 @@ def optimize(
     of the recipe's candidates; an unknown name is an error listing the valid ones.
 
     The search ends within `budget_seconds` (the recipe's by default) plus a little: calibration,
-    the diagnosis and every trial are inside it (see accel.optimizing.recipes.budgeting).
+    the diagnosis and every trial are inside it (see accel.optimizing.search.budgeting).
 
     A training script (a file that defines no pipeline, or any .py file with `as_script`) runs as
     `__main__` with `args`, and its DataLoader settings are searched (a ScriptOptimizeResult)."""
     from accel.optimizing.lock import load
     from accel.optimizing.optimizers import Context
-    from accel.optimizing.recipes.engine import Selection, run_engine
+    from accel.optimizing.search.engine import Selection, run_engine
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     selection = Selection.of(only, skip)
@@ -235,6 +235,6 @@ def profiles(recipe: Recipe, budget: float, selection: Any) -> bool:
 
 def predicted_speedups(report: Any) -> dict[str, float]:
     """Per optimizer, the largest speed-up a finding predicts for it: 1 / (1 - predicted saving)."""
-    from accel.optimizing.recipes.budgeting import predicted_savings
+    from accel.optimizing.search.budgeting import predicted_savings
 
     return {cure: 1.0 / max(1.0 - saving, 1e-9) for cure, saving in predicted_savings(report).items()}

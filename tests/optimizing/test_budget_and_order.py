@@ -23,11 +23,11 @@ from accel.core.machine import describe_machine
 from accel.core.measure import Comparison, Measurement
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
-from accel.optimizing.recipes.budgeting import PROCESS_WIDE_SHARE, Costs, shortfall
-from accel.optimizing.recipes.engine import Search, run_engine
-from accel.optimizing.recipes.final import Timing
-from accel.optimizing.recipes.planning import Selection, select
 from accel.optimizing.recipes.schema import Guard, parse_recipe
+from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, shortfall
+from accel.optimizing.search.engine import Search, run_engine
+from accel.optimizing.search.final import Timing
+from accel.optimizing.search.planning import Selection, select
 
 PLANTED = Path(__file__).resolve().parents[1] / "planted"
 runner = CliRunner()
@@ -255,7 +255,7 @@ def test_an_interval_too_wide_to_decide_is_too_noisy_never_kept():
 
 
 def test_the_summary_says_the_machine_was_too_busy(tmp_path, monkeypatch):
-    from accel.optimizing.recipes import engine
+    from accel.optimizing.search import engine
 
     def noisy(self, best, trial, seconds, deadline=None):
         samples = Measurement(tuple([0.01] * 7))

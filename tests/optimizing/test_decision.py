@@ -11,7 +11,7 @@ from accel.core.measure import Comparison, Measurement
 from accel.optimizing.decision import Cause, KeepTest, Verdict, decide
 from accel.optimizing.lock import Lock
 from accel.optimizing.recipes.schema import DEFAULT_MIN_MEMORY_SAVING, parse_recipe
-from accel.optimizing.recipes.verify import keep_test, recheck
+from accel.optimizing.search.verify import keep_test, recheck
 
 LATENCY = KeepTest("latency", min_speedup=1.03)
 

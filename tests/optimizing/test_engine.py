@@ -13,7 +13,7 @@ import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.engine import ACCEPTED, NOT_APPLICABLE, REVERTED, SKIPPED, run_engine
+from accel.optimizing.search.engine import ACCEPTED, NOT_APPLICABLE, REVERTED, SKIPPED, run_engine
 from tests.paths import PLANTED
 
 
@@ -139,7 +139,7 @@ def _test_optimizers(monkeypatch):
     # tests are about decisions, and on a loaded machine a measured one would skip candidates for
     # budget (tests/optimizing/test_budget_and_order.py tests that).
     from accel.core.measure import Measurement
-    from accel.optimizing.recipes.engine import Search
+    from accel.optimizing.search.engine import Search
 
     monkeypatch.setattr(Search, "_time_baseline", lambda self: Measurement((0.001, 0.001, 0.001)))
     for cls in TEST_OPTIMIZERS:
@@ -379,7 +379,7 @@ def test_one_time_costs_are_counted_over_the_declared_passes(tmp_path):
 
 def test_amortized_interval_arithmetic():
     from accel.core.measure import Comparison, Measurement
-    from accel.optimizing.recipes.engine import amortized
+    from accel.optimizing.search.engine import amortized
 
     base = Measurement(samples=(1.0, 1.0, 1.0))
     comparison = Comparison(base, base, speedup=2.0, speedup_ci=(1.5, 3.0))

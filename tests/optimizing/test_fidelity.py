@@ -16,9 +16,9 @@ from accel.core.errors import RecipeError
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.engine import ACCEPTED, REVERTED, run_engine
-from accel.optimizing.recipes.fidelity import compare_outputs, compare_samples
 from accel.optimizing.recipes.schema import Guard
+from accel.optimizing.search.engine import ACCEPTED, REVERTED, run_engine
+from accel.optimizing.search.fidelity import compare_outputs, compare_samples
 from tests.paths import PLANTED
 from tests.planted import opt_guarded
 from tests.planted.opt_corrupt import Faithful, FittedToCalibration, corrupting_optimizers

@@ -14,8 +14,8 @@ from accel.core.errors import LockError
 from accel.optimizing.lock import LOCK_SCHEMA, Lock, LockEntry, file_sha256, read_lock, write_lock
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.fidelity import compare_outputs
 from accel.optimizing.run import optimize
+from accel.optimizing.search.fidelity import compare_outputs
 from tests.paths import PLANTED
 
 INT8_RECIPE = {

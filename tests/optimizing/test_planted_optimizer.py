@@ -11,9 +11,9 @@ import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.decision import Verdict
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer, register
-from accel.optimizing.recipes.engine import run_engine
-from accel.optimizing.recipes.planning import plan
 from accel.optimizing.recipes.schema import Recipe, Rule, When, parse_recipe
+from accel.optimizing.search.engine import run_engine
+from accel.optimizing.search.planning import plan
 
 PLANTED = Path(__file__).resolve().parents[1] / "planted"
 

@@ -19,8 +19,8 @@ from accel.core.errors import LockError
 from accel.optimizing.lock import Lock, LockEntry, file_sha256, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Optimizer
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.verify import verify_lock
 from accel.optimizing.run import optimize
+from accel.optimizing.search.verify import verify_lock
 from tests.paths import PLANTED
 
 

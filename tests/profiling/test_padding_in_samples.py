@@ -14,7 +14,7 @@ import torch
 import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizing.recipes.fidelity import compare_outputs
+from accel.optimizing.search.fidelity import compare_outputs
 from accel.profiling.analyzers import analyze
 from accel.profiling.data import BatchPadding
 from accel.profiling.padding_measure import measure_padding

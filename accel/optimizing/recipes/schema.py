@@ -22,7 +22,7 @@ A recipe file (read with `yaml.safe_load` only) looks like
 
 The rules' `try:` lists are the SET of candidates; the engine decides the order (the primary
 finding's best cure first, then by predicted saving per second of trial cost, fresh-process
-candidates last: accel.optimizing.recipes.budgeting), unless `order: as_written` keeps the recipe's.
+candidates last: accel.optimizing.search.budgeting), unless `order: as_written` keeps the recipe's.
 
 Every problem is a RecipeError whose message names the file, the rule and the key, and says
 what was expected.

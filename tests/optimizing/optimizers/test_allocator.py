@@ -19,9 +19,9 @@ from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.lock import LockEntry, read_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.engine import ACCEPTED, REVERTED
-from accel.optimizing.recipes.verify import verify_lock
 from accel.optimizing.run import optimize
+from accel.optimizing.search.engine import ACCEPTED, REVERTED
+from accel.optimizing.search.verify import verify_lock
 from tests.paths import ROOT
 
 CNN = ROOT / "examples" / "conv_net.py"  # built to have it: ~4,500 faults a call

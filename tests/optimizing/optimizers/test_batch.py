@@ -15,8 +15,8 @@ from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.batch import BatchSizeConfig, BucketPlan, SizePoint, choose_batch_size
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.engine import ACCEPTED, run_engine
-from accel.optimizing.recipes.fidelity import compare_outputs
+from accel.optimizing.search.engine import ACCEPTED, run_engine
+from accel.optimizing.search.fidelity import compare_outputs
 from tests.paths import PLANTED, REAL
 
 

@@ -229,8 +229,8 @@ def test_same_file_loaded_again_reuses_the_cache(tmp_path, context):
 
 @pytest.mark.slow
 def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path, fresh_cache):
-    from accel.optimizing.recipes.engine import ACCEPTED
     from accel.optimizing.run import optimize
+    from accel.optimizing.search.engine import ACCEPTED
 
     # fresh_cache: the records served below are the ones this run built; the session's calibration
     # is copied in (calibrating again would take about 10 s and test nothing here)

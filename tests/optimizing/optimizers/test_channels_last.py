@@ -15,7 +15,7 @@ import torch
 import accel
 from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizing.recipes.fidelity import compare_outputs
+from accel.optimizing.search.fidelity import compare_outputs
 from tests.paths import EXAMPLES, REAL
 
 pytest.importorskip("transformers")

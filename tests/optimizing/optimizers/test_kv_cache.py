@@ -22,8 +22,8 @@ from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.kv_cache import NotThroughGenerate
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.engine import ACCEPTED
 from accel.optimizing.run import optimize
+from accel.optimizing.search.engine import ACCEPTED
 from tests.paths import EXAMPLES, REAL
 
 PROMPT, NEW = 32, 48  # tests/real/gpt2_lm.py

@@ -19,7 +19,7 @@ from accel.core.machine import describe_machine
 from accel.optimizing.lock import Lock, LockEntry, apply_lock, artifact_digests, file_sha256, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
-from accel.optimizing.recipes.fidelity import compare_outputs
+from accel.optimizing.search.fidelity import compare_outputs
 
 # The int8 guard of the built-in recipes' int8 rules.
 INT8_MIN_COSINE = 0.995

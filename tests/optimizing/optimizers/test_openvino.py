@@ -19,9 +19,9 @@ from accel.core.machine import describe_machine
 from accel.optimizing.lock import Lock, LockEntry, artifact_digests, file_sha256, read_lock, weights_sha256, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.recipes.fidelity import compare_outputs
 from accel.optimizing.run import optimize
 from accel.optimizing.runtimes import current_versions
+from accel.optimizing.search.fidelity import compare_outputs
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")

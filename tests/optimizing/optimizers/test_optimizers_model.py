@@ -15,7 +15,7 @@ from accel.core.machine import describe_machine
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.onnx_runtime import OrtModel
 from accel.optimizing.optimizers.precision import MIN_FAST_RATIO, probe_ratio
-from accel.optimizing.recipes.fidelity import compare_outputs
+from accel.optimizing.search.fidelity import compare_outputs
 from tests.paths import PLANTED
 
 
@@ -240,7 +240,7 @@ def test_compile_builds_a_graph(tmp_path):
 # --- a real model: a transformers classifier whose logits share a large offset -------------------
 def test_int8_and_bf16_that_flip_a_real_classifiers_labels_are_rejected(tmp_path):
     from accel.optimizing.recipes import parse_recipe
-    from accel.optimizing.recipes.engine import ACCEPTED, NOT_APPLICABLE, run_engine
+    from accel.optimizing.search.engine import ACCEPTED, NOT_APPLICABLE, run_engine
 
     pipeline = accel.load(PLANTED / "opt_offset_bert.py")  # BERT at random init, logits with a large offset
     recipe = parse_recipe(

@@ -142,7 +142,7 @@ def test_every_section_an_analyzer_reads_reaches_the_json():
 
 
 def test_a_planted_analyzer_reaches_the_report_and_the_recipe_engine(restore_analyzers):
-    from accel.optimizing.recipes.engine import matching_findings
+    from accel.optimizing.search.engine import matching_findings
 
     @register(PLANTED_KIND, Role.OTHER, reads=("stages",), recommends=("batch.size",))
     def planted(data, machine):

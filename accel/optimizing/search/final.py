@@ -20,9 +20,9 @@ from accel.core.pipeline import Pipeline
 from accel.optimizing.decision import Decision, KeepTest, decide
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.optimizers import process_wide_among
-from accel.optimizing.recipes.composer import Choice, Chosen, Composer, names
-from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines, min_rounds
-from accel.optimizing.recipes.memory import MemoryMeter
+from accel.optimizing.search.composer import Choice, Chosen, Composer, names
+from accel.optimizing.search.measuring import Measurer, amortized, compare_pipelines, min_rounds
+from accel.optimizing.search.memory import MemoryMeter
 
 # No comparison gets less than this, however small the remaining budget: fewer rounds than this
 # cannot separate a 3% effect from noise.

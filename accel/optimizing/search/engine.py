@@ -9,7 +9,7 @@
        previous best re-measured once; if that is not faster either, the baseline. Nothing kept:
        nothing re-measured.
 
-The recipe's candidates are a set: the engine tries them in the order accel.optimizing.recipes.budgeting
+The recipe's candidates are a set: the engine tries them in the order accel.optimizing.search.budgeting
 decides (the primary finding's best cure first, then by predicted saving per second of trial cost,
 fresh-process candidates last), unless the recipe says `order: as_written`. Every trial has a
 deadline from what is left of the budget: a candidate predicted not to fit is skipped with the
@@ -22,7 +22,7 @@ replaces that slot's current choice; every trial contains the other accepted opt
 each acceptance re-measures the combination (two wins alone can lose together).
 
 The search is a `Search`: `plan()` the candidates, `try_candidate()` each, `finish()`. Which
-candidates are tried is accel.optimizing.recipes.planning; how a set of choices is composed,
+candidates are tried is accel.optimizing.search.planning; how a set of choices is composed,
 .composer; how a pipeline is timed, .measuring; the last re-measure, .final; the keep test every
 candidate (and the final composition) is held to, accel.optimizing.decision.
 """
@@ -41,7 +41,8 @@ from accel.core.progress import Progress
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.fresh import FreshTimer
 from accel.optimizing.optimizers import OPTIMIZERS, Context, Optimizer, make_config, slot_of
-from accel.optimizing.recipes.budgeting import (
+from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
+from accel.optimizing.search.budgeting import (
     PROCESS_WIDE_SHARE,
     Costs,
     Planned,
@@ -50,11 +51,11 @@ from accel.optimizing.recipes.budgeting import (
     primary_cure,
     shortfall,
 )
-from accel.optimizing.recipes.composer import Choice, Chosen, Composer
-from accel.optimizing.recipes.final import MIN_COMPARE_SECONDS, Timing, settle
-from accel.optimizing.recipes.measuring import Measurer, amortized, compare_pipelines, min_rounds, time_baseline
-from accel.optimizing.recipes.memory import MemoryMeter
-from accel.optimizing.recipes.outcome import (
+from accel.optimizing.search.composer import Choice, Chosen, Composer
+from accel.optimizing.search.final import MIN_COMPARE_SECONDS, Timing, settle
+from accel.optimizing.search.measuring import Measurer, amortized, compare_pipelines, min_rounds, time_baseline
+from accel.optimizing.search.memory import MemoryMeter
+from accel.optimizing.search.outcome import (
     EngineResult,
     Trial,
     changed_fields,
@@ -62,7 +63,7 @@ from accel.optimizing.recipes.outcome import (
     noise_note,
     params_text,
 )
-from accel.optimizing.recipes.planning import (
+from accel.optimizing.search.planning import (
     Selection,
     matching_findings,
     plan,
@@ -70,8 +71,7 @@ from accel.optimizing.recipes.planning import (
     rule_matches,
     select,
 )
-from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
-from accel.optimizing.recipes.validation import Validator, calibrated_batches
+from accel.optimizing.search.validation import Validator, calibrated_batches
 from accel.optimizing.steps import Step
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from accel.core.pipeline import Pipeline, batch_length, split_batch
-from accel.optimizing.recipes.fidelity import Fidelity, compare_samples
 from accel.optimizing.recipes.schema import Guard
+from accel.optimizing.search.fidelity import Fidelity, compare_samples
 
 # The notes key through which an optimizer says how many leading source batches it was fitted on.
 CALIBRATION_NOTE = "calibration_batches"

@@ -26,8 +26,8 @@ from typing import Any
 
 from accel.optimizing.fresh import CHILD_SECONDS, MIN_PAIRS
 from accel.optimizing.optimizers import Optimizer
-from accel.optimizing.recipes.measuring import min_rounds
 from accel.optimizing.recipes.schema import Candidate, Guard, Rule
+from accel.optimizing.search.measuring import min_rounds
 
 # The largest share of the budget a fresh-process candidate may take: its processes each rebuild
 # the pipeline (438 s for runtime.allocator on BERT-base, where the whole budget was 300 s).

@@ -1,6 +1,6 @@
 """Which of a recipe's candidates the engine tries: rules whose `when` holds, their candidates (or
 the optimizers the profile's findings recommend), in recipe order (the engine then orders them:
-accel.optimizing.recipes.budgeting), less those a Selection (--only, --skip) leaves out.
+accel.optimizing.search.budgeting), less those a Selection (--only, --skip) leaves out.
 
 What is not tried is still a step: a rule that does not apply skips its candidates, an optimizer a
 finding recommends that is not registered (or does not cure that finding) is a skipped step saying

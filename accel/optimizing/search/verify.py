@@ -39,8 +39,8 @@ from accel.optimizing.lock import (
     read_lock,
 )
 from accel.optimizing.optimizers import process_wide_among
-from accel.optimizing.recipes.measuring import Measurer, compare_pipelines
 from accel.optimizing.recipes.schema import DEFAULT_MAX_SLOWDOWN, DEFAULT_MIN_MEMORY_SAVING, DEFAULT_MIN_SPEEDUP
+from accel.optimizing.search.measuring import Measurer, compare_pipelines
 
 VERIFY_SCHEMA = "accel.verify/1"
 DEFAULT_VERIFY_SECONDS = 30.0

@@ -1,6 +1,6 @@
 """How the optimize engine measures: the call a recipe's target times, and one A/B comparison.
 
-accel.optimizing.recipes.engine searches the candidates and decides; accel.optimizing.recipes.verify
+accel.optimizing.search.engine searches the candidates and decides; accel.optimizing.search.verify
 re-checks a lock; both time pipelines through what is here, so a verified speed-up is measured the
 way the engine measured it.
 """
@@ -14,7 +14,7 @@ import torch
 
 from accel.core.measure import Comparison, Measurement, compare_interleaved, device_sync, now
 from accel.core.pipeline import Pipeline, batch_length
-from accel.optimizing.recipes.validation import reset_pipeline_state
+from accel.optimizing.search.validation import reset_pipeline_state
 
 # Seconds of sleep before each side's untimed settle call: spinning thread pools go idle first.
 SETTLE_SECONDS = 0.002

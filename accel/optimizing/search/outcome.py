@@ -11,7 +11,7 @@ from accel.core.measure import Comparison
 from accel.core.pipeline import Pipeline
 from accel.optimizing.decision import Cause, KeepTest, Load
 from accel.optimizing.lock import PIPELINE_LOCK, LockEntry
-from accel.optimizing.recipes.composer import Choice
+from accel.optimizing.search.composer import Choice
 from accel.optimizing.steps import Step
 
 
@@ -71,7 +71,7 @@ class Trial:
     pipeline: Pipeline
     choices: tuple[Choice, ...]
     setup_seconds: float
-    fidelity: Any  # accel.optimizing.recipes.fidelity.Fidelity
+    fidelity: Any  # accel.optimizing.search.fidelity.Fidelity
     failure: str | None  # why the guard failed it
     comparison: Comparison  # against the current best
     fresh_notes: dict[str, Any]
