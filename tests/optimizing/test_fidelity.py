@@ -42,7 +42,7 @@ def _run(tmp_path, tries, pipeline=None, guard=None, target="latency"):
         data["guard"] = guard
     context = Context(machine=describe_machine(), workdir=tmp_path)
     baseline = pipeline or accel.load(PLANTED / "opt_guarded.py")
-    return run_engine(baseline, parse_recipe(data), context, budget_seconds=4)
+    return run_engine(baseline, parse_recipe(data), context, budget_seconds=15)
 
 
 def _step(result, name):

@@ -46,7 +46,7 @@ def test_an_optimizer_registered_by_its_decorator_is_tried_and_judged(tmp_path):
         recipe = parse_recipe(
             {"name": "t", "rules": [{"name": "planted", "try": ["planted.drop_dead_work", "planted.add_work"]}]}
         )
-        result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), recipe, _context(tmp_path), budget_seconds=15)
+        result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), recipe, _context(tmp_path), budget_seconds=30)
     finally:
         OPTIMIZERS.remove(DropDeadWork.name)
         OPTIMIZERS.remove(AddWork.name)

@@ -83,7 +83,7 @@ def test_the_engine_and_verify_time_it_in_fresh_processes(tmp_path):
             "rules": [{"name": "allocator", "try": ["runtime.allocator"]}],
         }
     )
-    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=10)
+    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=40)
     (step,) = result.steps
     assert step.verdict in (ACCEPTED, REVERTED), step.reason
     assert "fresh processes" in step.reason

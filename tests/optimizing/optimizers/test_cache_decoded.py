@@ -248,7 +248,7 @@ def test_optimize_end_to_end_keeps_the_cache_and_the_lock_reapplies_it(tmp_path,
             try: [cache.decoded, cache.results]
     """)
     )
-    result = optimize(PLANTED / "dp_decode_bound.py", recipe, out_dir=tmp_path / "out", budget_seconds=12)
+    result = optimize(PLANTED / "dp_decode_bound.py", recipe, out_dir=tmp_path / "out", budget_seconds=40)
     verdicts = {step.optimizer: step.verdict for step in result.steps}
     assert verdicts["cache.decoded"] == ACCEPTED, [s.to_dict() for s in result.steps]
     assert verdicts["cache.results"] != ACCEPTED  # no repeated inputs: hashing only costs

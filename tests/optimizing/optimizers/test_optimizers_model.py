@@ -251,7 +251,7 @@ def test_int8_and_bf16_that_flip_a_real_classifiers_labels_are_rejected(tmp_path
             "rules": [{"name": "low", "try": ["quantize.int8_dynamic", "precision.bf16"]}],
         }
     )
-    result = run_engine(pipeline, recipe, _context(tmp_path), budget_seconds=12)
+    result = run_engine(pipeline, recipe, _context(tmp_path), budget_seconds=25)
     int8 = next(s for s in result.steps if s.optimizer == "quantize.int8_dynamic")
     assert int8.verdict != ACCEPTED and int8.fidelity["top1_agreement"] < 0.9, int8.to_dict()
     assert "centered cosine" in int8.reason or "top-1" in int8.reason
