@@ -91,7 +91,8 @@ RULES = {
         _in(src, "accel.optimizing.optimizers") and _in(dst, "accel.core.calibration")
     ),
     "optimizers never import the engine, other optimizers' modules aside from shared helpers": lambda src, dst: (
-        _in(src, "accel.optimizing.optimizers") and _in(dst, "accel.optimizing.recipes", "accel.optimizing.search", "accel.optimizing.run")
+        _in(src, "accel.optimizing.optimizers")
+        and _in(dst, "accel.optimizing.recipes", "accel.optimizing.search", "accel.optimizing.run")
     ),
     "gating imports only core, the lock, and gating": lambda src, dst: (
         _in(src, "accel.gating")

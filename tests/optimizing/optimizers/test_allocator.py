@@ -83,16 +83,19 @@ def test_the_engine_and_verify_time_it_in_fresh_processes(tmp_path):
             "rules": [{"name": "allocator", "try": ["runtime.allocator"]}],
         }
     )
-    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=40)
+    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=300)
     (step,) = result.steps
     assert step.verdict in (ACCEPTED, REVERTED), step.reason
     assert "fresh processes" in step.reason
     # The evidence: the plain side faults every call, the pinned side does not.
     faults = step.notes["faults_per_call"]
     assert faults["before"] > 500 and faults["after"] < faults["before"] / 20, faults
+    kept = [e.optimizer for e in read_lock(Path(result.lock_path)).entries]
     if step.verdict == ACCEPTED:
-        # the final check against the baseline cannot be in-process either
+        # the final check against the baseline cannot be in-process either (and it may still revert:
+        # the lock holds the allocator only when that check passed too)
         assert result.result.final["timed_in"].startswith("fresh processes"), result.result.final
-        assert [e.optimizer for e in read_lock(Path(result.lock_path)).entries] == ["runtime.allocator"]
-        verified = verify_lock(result.lock_path, file, budget_seconds=5)
+        assert kept in ([], ["runtime.allocator"]), kept
+    if kept:
+        verified = verify_lock(result.lock_path, file, budget_seconds=60)
         assert verified.whole.speedup is not None, verified.whole.reason
