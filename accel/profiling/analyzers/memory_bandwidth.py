@@ -114,6 +114,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         )
         evidence = {
             "memory_bound_share_of_model": memory_share,
+            "model_time_share": model_share,  # so the causes' time is not counted twice
             "achieved_gbs": achieved_gbs,
             "too_noisy": noise,
             "ops_above_peak": suspect,
