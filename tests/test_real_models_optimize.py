@@ -190,7 +190,8 @@ def test_corpus_model_through_optimize_and_bench(name, tmp_path):
         }
     )
     result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=40)
-    assert sorted(s.optimizer for s in result.steps) == sorted(CORPUS_RECIPES[name])  # the engine orders them
+    # the engine orders them, and a quantization that fails the guard is followed by its safer variants
+    assert {s.optimizer for s in result.steps} == set(CORPUS_RECIPES[name])
     for step in result.steps:
         assert step.verdict != FAILED, f"{step.optimizer}: {step.reason}"
         assert "structure" not in step.reason, f"{step.optimizer}: {step.reason}"
