@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -16,8 +17,12 @@ from tests.profiling.analyzers.recorded import PLANTED, cost, fake_machine, kind
 @pytest.mark.slow
 def test_batch1_wide_mlp_is_memory_bandwidth(machine):
     report = profile_hardware("wide_mlp", machine)
-    assert report.primary == "memory_bandwidth"
     finding = report.finding("memory_bandwidth")
+    if report.primary == "none" and finding is not None and finding.evidence.get("too_noisy"):
+        # A busy machine may leave the finding undecided (severity info, saying why), never wrong.
+        assert os.getloadavg()[0] > 1.0 and finding.severity == "info", finding.summary
+        return
+    assert report.primary == "memory_bandwidth"
     assert finding.evidence["weight_bytes_per_call"] > 0.9 * finding.evidence["bytes_per_call"]
     assert "quantize.int8_dynamic" in finding.recommendations
     assert report.finding("compute_bound") is None
