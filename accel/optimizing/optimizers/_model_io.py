@@ -280,3 +280,10 @@ def _attribute(module: Any, qualname: str) -> Any:
         if found is None:
             return None
     return found
+
+
+def has_attention(model: torch.nn.Module) -> bool:
+    """Whether the model holds an attention layer (what NNCF's transformer scheme is for)."""
+    return any(
+        isinstance(m, torch.nn.MultiheadAttention) or "attention" in type(m).__name__.lower() for m in model.modules()
+    )

@@ -149,13 +149,6 @@ def save_ir(model: Any, xml_path: Path) -> Path:
     return xml_path.with_suffix(".bin")
 
 
-def has_attention(model: torch.nn.Module) -> bool:
-    """Whether the model holds an attention layer (what NNCF's transformer scheme is for)."""
-    return any(
-        isinstance(m, torch.nn.MultiheadAttention) or "attention" in type(m).__name__.lower() for m in model.modules()
-    )
-
-
 def calibration_feeds(pipeline: Pipeline, input_names: list[str], batches: int) -> list[dict[str, Any]]:
     """The pipeline's own first batches (its example batch without a source), as graph feeds."""
     source = (

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from accel.core.errors import AccelError
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, register
+from accel.optimizing.optimizers._model_io import has_attention
 from accel.optimizing.optimizers._onnx_export import quiet
 from accel.optimizing.optimizers.onnx_runtime import OnnxConfig, _OnnxBase
 
@@ -160,6 +161,13 @@ class _FusionsBase(_OnnxBase):
     # The TorchScript export and the fusion pass over the graph: slower than a plain export.
     predicted_setup_calls: ClassVar[float] = 8.0
     predicted_setup_seconds: ClassVar[float] = 4.0
+
+    def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
+        reason = super().applicable(pipeline, context)
+        if reason is None and not has_attention(pipeline.model):
+            # Said before an export is paid for: the fusions match transformer subgraphs only.
+            return "the model has no attention layer: no transformer subgraph to fuse"
+        return reason
 
     def apply(self, pipeline: Pipeline, config: OnnxConfig, context: Context) -> Applied:
         exported, switched_from = eager_attention(pipeline.model)

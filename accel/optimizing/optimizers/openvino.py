@@ -27,7 +27,7 @@ from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
-from accel.optimizing.optimizers._model_io import artifact_name, check_output_structure, tensors_only
+from accel.optimizing.optimizers._model_io import artifact_name, check_output_structure, has_attention, tensors_only
 from accel.optimizing.optimizers._openvino_io import (
     EXTRA,
     PERFORMANCE_HINTS,
@@ -35,7 +35,6 @@ from accel.optimizing.optimizers._openvino_io import (
     calibration_feeds,
     compile_properties,
     convert,
-    has_attention,
     openvino_module,
     save_ir,
     silenced,

@@ -164,3 +164,18 @@ def test_an_sdpa_model_is_exported_from_an_eager_copy_and_left_as_it_was(tmp_pat
 def test_bad_parameters_are_recipe_errors(params, match):
     with pytest.raises(AccelError, match=match):
         make_config(OPTIMIZERS.get("onnx.fusions"), params)
+
+
+def test_a_model_without_attention_is_not_applicable_before_any_export(tmp_path):
+    mlp = accel.Pipeline(model=torch.nn.Sequential(torch.nn.Linear(8, 8)).eval(), inputs=(torch.randn(2, 8),))
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    for name in ("onnx.fusions", "onnx.fusions_int8"):
+        assert "no attention layer" in OPTIMIZERS.get(name).applicable(mlp, context)
+    assert not list(tmp_path.iterdir())  # nothing exported
+    bert = accel.Pipeline(
+        model=BertModel(
+            BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+        ).eval(),
+        inputs=(torch.randint(0, 50, (1, 8)),),
+    )
+    assert OPTIMIZERS.get("onnx.fusions").applicable(bert, context) is None
