@@ -40,7 +40,9 @@ def render_verify(data: dict, out: Console) -> None:
     out.print(table)
     recorded = data.get("recorded_speedup")
     was = f" (the lock recorded {recorded:.2f}x)" if recorded else ""
-    if data["still_pays"]:
+    if not data["entries"]:
+        out.print("[muted]the lock keeps no optimization: nothing was timed, nothing to pay for[/]")
+    elif data["still_pays"]:
         out.print(f"[good]the lock still pays here{escape(was)}[/]")
     else:
         out.print(f"[bad]the lock no longer pays here{escape(was)}: run accel optimize again[/]")

@@ -310,6 +310,11 @@ def apply_entries(pipeline: Pipeline, entries: tuple[LockEntry, ...], target: Pa
 def check_pipeline_file(lock: Lock, target: Path, pipeline_path: Path) -> None:
     """Refuse a pipeline file other than the one the lock was written for (by its sha256)."""
     actual = file_sha256(pipeline_path)
+    if actual != lock.pipeline_sha256 and lock.pipeline_file and Path(lock.pipeline_file).name != pipeline_path.name:
+        raise LockError(
+            f"{target} is a lock for {Path(lock.pipeline_file).name}, not {pipeline_path.name}",
+            f"load {Path(lock.pipeline_file).name} with it, or run accel optimize {pipeline_path.name} for a lock of its own",
+        )
     if actual != lock.pipeline_sha256:
         raise LockError(
             f"{pipeline_path} changed since {target} was written (sha256 {actual[:12]}, lock has "
