@@ -22,7 +22,7 @@ from __future__ import annotations
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
 from accel.profiling.data import ProfileData
-from accel.profiling.rates import loader_model, rate_evidence, rate_text
+from accel.profiling.rates import LoaderModel, loader_model, rate_evidence, rate_text
 from accel.profiling.report import Finding
 
 # What the loader's rate model (accel.profiling.rates.LoaderModel.cures) predicts a saving for:
@@ -46,8 +46,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     summary = (
         f"the model waits for data {model.wait_share:.0%} of the time with num_workers={model.workers}; "
         f"the loader delivers {rate_text(model.loader_samples_per_s)} samples/s against the model's "
-        f"{rate_text(model.model_samples_per_s)}, "
-        f"so {model.limiting_stage} limits throughput"
+        f"{rate_text(model.model_samples_per_s)}, {_who_limits(model)}"
     )
     if model.decode_fraction > 0:
         summary += f" (decode's {model.decode_fraction:.0%} of loading is reported as input_decoding)"
@@ -71,3 +70,12 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
             recommendations=recommendations,
         )
     ]
+
+
+def _who_limits(model: LoaderModel) -> str:
+    """Which side limits, in words that agree with the rates just quoted."""
+    if model.loader_limits:
+        return f"so {model.limiting_stage} limits throughput"
+    if model.workers == 0:
+        return "so the loader keeps up on its own but runs in line (num_workers=0): its time adds to the model's"
+    return "so on average the loader keeps up: the wait is not its rate (start-up, or batches that arrive unevenly)"

@@ -185,7 +185,7 @@ def _summary(generation: GenerationProfile, fit: StepFit, gain: float | None, mo
     elif fit.tokens_seen:
         summary += "; no call recomputes tokens an earlier call computed (each starts where the last one ended)"
     summary += (
-        f"; step latency {'rises' if fit.rises else 'stays flat'} from {fit.start * 1e3:.2f} ms to "
+        f"; step latency {_trend(fit)} from {fit.start * 1e3:.2f} ms to "
         f"{fit.end * 1e3:.2f} ms ({fit.slope * 1e6:.1f} us per position)"
     )
     if gain is not None and generation.cached_total_seconds is not None:
@@ -201,3 +201,15 @@ def _summary(generation: GenerationProfile, fit: StepFit, gain: float | None, mo
             "(keep past keys and values and feed one new token per step)"
         )
     return summary
+
+
+# Below this measured change from the first position to the last, step latency is said to stay flat.
+FLAT_CHANGE = 0.1
+
+
+def _trend(fit: StepFit) -> str:
+    """The measured change in words: the sentence follows the numbers beside it, not the fit's flag."""
+    change = fit.end / fit.start - 1.0 if fit.start > 0 else 0.0
+    if abs(change) < FLAT_CHANGE:
+        return "stays flat"
+    return f"{'rises' if change > 0 else 'falls'} {abs(change):.0%}"

@@ -36,6 +36,8 @@ INT8_BYTES = 1
 SUSPECT_OVER_PEAK = 1.5
 LAYERS_SHOWN = 3
 ABOVE_PEAK_NOTE = "above the calibrated peak: its bytes or time are miscounted"
+# int8 weights are recommended when they would cut at least this share of the bytes moved.
+MIN_INT8_CUT = 0.05
 # Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime (an ONNX model only in the latter).
 INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic")
 ONNX_INT8_CURES = ("onnx.int8_dynamic",)
@@ -160,9 +162,11 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     summary += _suspect_clause(suspect)
     onnx = data.mode == "onnx"
     recommendations: list[str] = []
-    if reduction > 0:
+    if reduction >= MIN_INT8_CUT:
         summary += f"; int8 weights would cut {reduction:.0%} of those bytes"
         recommendations += ONNX_INT8_CURES if onnx else INT8_CURES
+    elif reduction > 0:
+        summary += f"; int8 weights would cut under {MIN_INT8_CUT:.0%} of those bytes, too little to recommend"
     recommendations += ONNX_OTHER_CURES if onnx else OTHER_CURES
     return [
         Finding.from_impact(
