@@ -57,6 +57,8 @@ class ChannelsLast(Optimizer):
         if not isinstance(model, torch.nn.Module):
             return "the model is not a torch.nn.Module"
         if not any(isinstance(m, CONVOLUTIONS) for m in model.modules()):
+            if not any(True for _ in model.parameters()):  # a runtime's session (ORT, OpenVINO) kept before it
+                return f"the model runs outside torch now ({type(model).__name__}): no torch convolution to convert"
             return "the model has no 2-D convolution"
         if isinstance(model.__dict__.get("forward"), ChannelsLastForward):
             return "the model already runs channels-last"
