@@ -12,6 +12,7 @@ from rich.text import Text
 
 from accel.cli.units import format_seconds, format_share
 from accel.profiling.report import Report
+from accel.profiling.top import ABOVE_ROOF_NOTE, SECTIONS, GroupRate, top_groups
 
 BAR_WIDTH = 40
 
@@ -32,6 +33,28 @@ def stage_table(report: Report) -> Table:
         bar = Text("█" * max(1, round(stage.share * BAR_WIDTH)) if stage.share > 0 else "", style="bar")
         rate = f"{stage.samples_per_s:,.1f}" if stage.samples_per_s else "-"
         table.add_row(stage.name, format_seconds(stage.per_sample_seconds), rate, format_share(stage.share), bar)
+    return table
+
+
+def top_table(section: str, rows: list[GroupRate]) -> Table:
+    """The slowest layers or ops: share of the model call, achieved rate against the roof that
+    applies (bandwidth or compute, from the calibration) and the cure of the finding that covers it.
+    Long names and cures wrap rather than push a column off an 80-column terminal."""
+    noun = "layer" if section == "layers" else "op"
+    table = Table(title=f"Top {section} (share of one model call)", title_justify="left", expand=False)
+    table.add_column(noun, overflow="fold", ratio=3)
+    table.add_column("share", justify="right", no_wrap=True)
+    table.add_column("achieved (of roof)", justify="right", overflow="fold", ratio=2)
+    table.add_column("roof", overflow="fold", ratio=2)
+    table.add_column("cure", overflow="fold", ratio=2)
+    for row in rows:
+        table.add_row(
+            escape(row.label),
+            format_share(row.share),
+            Text(row.achieved_text, style="bad" if row.above_roof else ""),
+            row.roof_text,
+            Text(row.cure_text, style="good" if row.cures else "muted"),
+        )
     return table
 
 
@@ -83,6 +106,13 @@ def render_profile(report: Report, console: Console) -> None:
         console.print(stage_table(report))
     if report.extra.get("ranks"):
         console.print(rank_table(report))
+    data = report.to_dict()
+    for section in SECTIONS:
+        rows = top_groups(data, section)
+        if rows:
+            console.print(top_table(section, rows))
+    if any(row.above_roof for section in SECTIONS for row in top_groups(data, section)):
+        console.print(f"[warn]![/] {ABOVE_ROOF_NOTE} (accel calibrate measures the roofs again)")
     if report.findings:
         console.print(findings_block(report))
     primary = report.primary
