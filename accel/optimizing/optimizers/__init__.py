@@ -25,7 +25,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
-from accel.core.errors import RecipeError
+from accel.core.errors import AccelError, RecipeError
 from accel.core.machine import Machine
 from accel.core.pipeline import Pipeline
 from accel.core.registry import Registry
@@ -57,6 +57,12 @@ class Applied:
     @property
     def per_process_seconds(self) -> float:
         return self.setup_seconds if self.recurring_seconds is None else self.recurring_seconds
+
+
+class NotApplicable(AccelError):
+    """Raised by `apply` when only the applied result shows that the optimizer does not apply to
+    this pipeline (an export that holds at the example's shape only): a search reports the
+    candidate as not applicable, with this message as the reason, instead of as failed."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,16 +17,24 @@ import functools
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from accel.core.pipeline import Pipeline, split_call
+from accel.optimizing.optimizers import NotApplicable
 from accel.optimizing.optimizers._model_io import flatten_output, output_structure, positional_parameters, varying_dims
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 # The dynamo exporter implements opset 18 and up; a lower opset would be converted down after export.
 DYNAMO_MIN_OPSET = 18
+# Batches of shapes other than the example's that an export is checked on, and how many batches of
+# the source are read to find them: enough to meet another length in a source of mixed lengths.
+CHECK_BATCHES = 2
+SHAPE_SEARCH_BATCHES = 16
+# A float32 export agrees with the model to rounding (1e-5 of the outputs' scale); an export that
+# froze the model's loop at another length does not come within 1% of it.
+EXPORT_TOLERANCE = 1e-2
 
 
 @contextlib.contextmanager
@@ -182,3 +190,90 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
         "exporter": exporter,
         "opset": opset if exporter == "torchscript" else dynamo_opset,
     }
+
+
+def other_shaped_batches(pipeline: Pipeline, limit: int = CHECK_BATCHES) -> list[Any]:
+    """Up to `limit` of the pipeline's batches whose inputs differ in shape from the example's (and
+    from each other): what an export traced at the example must also hold for."""
+    if not pipeline.has_source:
+        return []
+    seen = {_input_shapes(pipeline.example_batch())}
+    found = []
+    for batch in pipeline.iter_batches(limit_batches=SHAPE_SEARCH_BATCHES, num_workers=0):
+        shapes = _input_shapes(batch)
+        if shapes not in seen:
+            seen.add(shapes)
+            found.append(batch)
+            if len(found) == limit:
+                break
+    return found
+
+
+def _input_shapes(batch: Any) -> tuple:
+    args, kwargs = split_call(batch)
+    return tuple(tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in [*args, *kwargs.values()])
+
+
+def fixed_shape_text(example: Any, batch: Any) -> str:
+    """'length 7' or 'batch size 4': where the example's input shape differs from the batch's (the
+    first differing axis past the batch axis, else the batch axis), as the example has it."""
+    axes = [
+        (axis, before)
+        for before_shape, after_shape in zip(_input_shapes(example), _input_shapes(batch))
+        if before_shape is not None and after_shape is not None and len(before_shape) == len(after_shape)
+        for axis, (before, after) in enumerate(zip(before_shape, after_shape))
+        if before != after
+    ]
+    axis, size = min(axes, key=lambda item: (item[0] == 0, item[0]), default=(1, 0))
+    return f"batch size {size}" if axis == 0 else f"length {size}"
+
+
+def output_mismatch(expected: Any, got: Any, tolerance: float = EXPORT_TOLERANCE) -> str | None:
+    """How an exported model's output differs from the model's own, or None when it agrees (same
+    tensors, same shapes, within `tolerance` of the outputs' scale)."""
+    want, have = flatten_output(expected), flatten_output(got)
+    if len(want) != len(have):
+        return f"it returned {len(have)} tensors, the model {len(want)}"
+    for i, (a, b) in enumerate(zip(want, have)):
+        if tuple(a.shape) != tuple(b.shape):
+            return f"its output {i} has shape {tuple(b.shape)}, the model's {tuple(a.shape)}"
+        if a.is_floating_point() and a.numel():
+            a, b = a.detach().double(), b.detach().double()
+            scale = float(a.abs().max()) or 1.0
+            error = float((a - b).abs().max()) / scale
+            if error > tolerance:
+                return f"its output {i} differs from the model's by {error:.0%} of the output's scale"
+        elif not torch.equal(a, b):
+            return f"its output {i} differs from the model's"
+    return None
+
+
+def check_other_shapes(pipeline: Pipeline, exported: Callable[[Any], Any], batches: list[Any]) -> None:
+    """Raise NotApplicable when the exported model, called as the pipeline calls its model
+    (`exported(batch)`), fails or disagrees with the model on a batch of another shape than the
+    example it was traced at: the trace followed the model's data-dependent control flow (a Python
+    loop over the characters of a sequence) once, at the example's shape."""
+    example = pipeline.example_batch()
+    for batch in batches:
+        with torch.inference_mode(False), torch.no_grad():
+            expected = pipeline.call_model(batch)
+            try:
+                problem = output_mismatch(expected, exported(batch))
+            except Exception as exc:  # noqa: BLE001 - the runtime's error, whatever its type, is the evidence
+                problem = f"the runtime raised {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
+        if problem is not None:
+            shape = "x".join(str(s) for s in next(s for s in _input_shapes(batch) if s is not None))
+            raise NotApplicable(
+                f"the export fixes a data-dependent loop at {fixed_shape_text(example, batch)}: on a batch of "
+                f"shape {shape} {problem}",
+                "the model's graph follows its inputs' shapes (a Python loop over them); run it in PyTorch",
+            )
+
+
+def check_export(pipeline: Pipeline, build: Callable[[], Any]) -> None:
+    """Raise NotApplicable when the exported model (`build()` makes a runtime model with the
+    original's call signature) fails or disagrees with the model on the pipeline's batches of other
+    shapes; nothing is built when every batch has the example's shape."""
+    batches = other_shaped_batches(pipeline)
+    if batches:
+        check_other_shapes(pipeline, pipeline.replace(model=build()).call_model, batches)

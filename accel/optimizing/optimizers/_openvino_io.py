@@ -32,7 +32,7 @@ from accel.optimizing.optimizers._model_io import (
     tensor_count,
     varying_dims,
 )
-from accel.optimizing.optimizers._onnx_export import input_names_of, quiet
+from accel.optimizing.optimizers._onnx_export import check_export, input_names_of, quiet
 
 EXTRA = "openvino"
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
@@ -147,6 +147,22 @@ def save_ir(model: Any, xml_path: Path) -> Path:
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return xml_path.with_suffix(".bin")
+
+
+def check_conversion(pipeline: Pipeline, model: Any, call: dict[str, Any], xml_path: Path, threads: int) -> None:
+    """The float32 conversion, compiled from a scratch IR at `xml_path`, checked on the pipeline's
+    batches of other shapes than the example (_onnx_export.check_export): NotApplicable when the
+    trace fixed the model's data-dependent control flow at the example's shape."""
+
+    def build() -> OvModel:
+        save_ir(model, xml_path)
+        return OvModel(xml_path, call, compile_properties(threads, "LATENCY", "f32"))
+
+    try:
+        check_export(pipeline, build)
+    finally:
+        xml_path.unlink(missing_ok=True)
+        xml_path.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def calibration_feeds(pipeline: Pipeline, input_names: list[str], batches: int) -> list[dict[str, Any]]:

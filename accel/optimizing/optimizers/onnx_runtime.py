@@ -34,7 +34,7 @@ from accel.optimizing.optimizers._model_io import (
     tensor_count,
     tensors_only,
 )
-from accel.optimizing.optimizers._onnx_export import EXPORTERS, export_onnx, input_names_of, quiet
+from accel.optimizing.optimizers._onnx_export import EXPORTERS, check_export, export_onnx, input_names_of, quiet
 
 DEFAULT_OPSET = 17
 # Batches of the source used to calibrate activation ranges for static int8.
@@ -223,11 +223,13 @@ class _OnnxBase(Optimizer):
         stem = artifact_name(self.name.replace(".", "-"), pipeline, config)
         fp32_path = Path(context.workdir) / f"{stem}-fp32.onnx"
         io = export_onnx(pipeline, fp32_path, opset=config.opset, requested=config.exporter)
+        threads = config.threads or torch.get_num_threads()
+        options = session_options_dict(threads, config.allow_spinning)
+        # The float32 export is checked, before any quantization blurs what it computes.
+        check_export(pipeline, lambda: ort_model(fp32_path, io, options))
         final_path, transform_state = self.transform(
             pipeline, fp32_path, Path(context.workdir) / f"{stem}.onnx", config
         )
-        threads = config.threads or torch.get_num_threads()
-        options = session_options_dict(threads, config.allow_spinning)
         session_started = now()
         model = ort_model(final_path, io, options)
         session_seconds = now() - session_started

@@ -33,6 +33,7 @@ from accel.optimizing.optimizers._openvino_io import (
     PERFORMANCE_HINTS,
     OvModel,
     calibration_feeds,
+    check_conversion,
     compile_properties,
     convert,
     openvino_module,
@@ -103,11 +104,13 @@ class _OpenVinoBase(Optimizer):
     def apply(self, pipeline: Pipeline, config: OpenVinoConfig, context: Context) -> Applied:
         started = now()
         model, io = convert(pipeline)
-        model, transform_state = self.transform(pipeline, model, io, config)
         stem = artifact_name(self.name.replace(".", "-"), pipeline, config)
+        threads = config.threads or torch.get_num_threads()
+        check_conversion(pipeline, model, io, Path(context.workdir) / f"{stem}-shapes.xml", threads)
+        model, transform_state = self.transform(pipeline, model, io, config)
         xml_path = Path(context.workdir) / f"{stem}.xml"
         bin_path = save_ir(model, xml_path)
-        properties = compile_properties(config.threads or torch.get_num_threads(), config.hint, self.precision)
+        properties = compile_properties(threads, config.hint, self.precision)
         compile_started = now()
         runtime = OvModel(xml_path, io, properties)
         compile_seconds = now() - compile_started

@@ -40,7 +40,7 @@ from accel.core.pipeline import Pipeline
 from accel.core.progress import Progress
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.fresh import FreshTimer
-from accel.optimizing.optimizers import OPTIMIZERS, Context, Optimizer, make_config, slot_of
+from accel.optimizing.optimizers import OPTIMIZERS, Context, NotApplicable, Optimizer, make_config, slot_of
 from accel.optimizing.recipes.schema import Candidate, Guard, Recipe, Rule
 from accel.optimizing.search.budgeting import (
     PROCESS_WIDE_SHARE,
@@ -273,8 +273,8 @@ class Search:
         try:
             trial = self._measure(trial_choice, slot, guard, deadline)
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
-            step = Step(*head, FAILED, said + failure_message(exc), composed_with=others)
-            return self._record(step), config
+            verdict = NOT_APPLICABLE if isinstance(exc, NotApplicable) else FAILED  # seen only once applied
+            return self._record(Step(*head, verdict, said + failure_message(exc), composed_with=others)), config
         if trial is None:
             reason = f"not applicable in the composition: {'; '.join(self.composer.left_out(trial_choice))}"
             return self._record(Step(*head, NOT_APPLICABLE, said + reason, composed_with=others)), config
