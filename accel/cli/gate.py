@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from accel.cli.common import console, err_console, escape, state
+from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.core.errors import AccelError
 
@@ -59,12 +60,10 @@ def bench_command(
     check_output_paths({"--json": json_path, "--save-baseline": save_baseline})
     config = BenchConfig(replicates=replicates, threads=threads)
     results = []
-    with err_console.status("benchmarking") as status:
+    with LiveProgress(err_console, "bench") as live:
         for index in range(1 if counts_only else runs):
             prefix = f"run {index + 1}/{runs}: " if runs > 1 else ""
-            results.append(
-                bench(file, lock, config, timing=not counts_only, progress=lambda m: status.update(prefix + m))
-            )
+            results.append(bench(file, lock, config, timing=not counts_only, progress=lambda m: live(prefix + m)))
     result = results[-1]
     console.print(bench_table(result))
     if json_path:
@@ -106,6 +105,13 @@ def bench_table(result) -> Table:
         f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('threads', '?')} threads, "
         f"torch {env.get('torch_version', '?')}" + (f", {env['gpu']}" if env.get("gpu") else "")
     )
+    return fit_title(table)
+
+
+def fit_title(table: Table) -> Table:
+    """The table at least as wide as its title and caption, so that neither wraps mid-phrase (a
+    narrow table wraps them at its own width; the console's width still bounds it)."""
+    table.min_width = max(len(str(table.title or "")), len(str(table.caption or ""))) + 4
     return table
 
 
@@ -197,8 +203,7 @@ def _gate(
     from accel.gating.reports import json_text, junit_xml, markdown
     from accel.gating.run import gate_baseline
 
-    with err_console.status("gating") as status:
-        progress = lambda m: status.update(m)  # noqa: E731
+    with LiveProgress(err_console, "gate") as progress:
         result = (
             gate_baseline(file, baseline, config, progress=progress)
             if baseline is not None
@@ -257,15 +262,15 @@ def gate_table(result) -> Table:
             f"{v.threshold * 100:.1f}%",
             str(v.samples),
         )
-    return table
+    return fit_title(table)
 
 
 def _calibrate(file: Path, config, json_path: Path | None) -> None:
     from accel.core.io import write_json_atomic
     from accel.gating.run import calibrate
 
-    with err_console.status("calibrating") as status:
-        result = calibrate(file, config, pairs=config.start_pairs, progress=lambda m: status.update(m))
+    with LiveProgress(err_console, "gate calibrate") as live:
+        result = calibrate(file, config, pairs=config.start_pairs, progress=live)
     table = Table(
         title=f"accel gate calibrate {result.target}  ({result.pairs} A/A process pairs)", title_justify="left"
     )
@@ -283,7 +288,7 @@ def _calibrate(file: Path, config, json_path: Path | None) -> None:
             f"{threshold * 100:.1f}%",
             "[good]yes[/]" if ok else f"[bad]no[/] (use >= {result.recommended(metric) * 100:.1f}%)",
         )
-    console.print(table)
+    console.print(fit_title(table))
     if result.below_noise:
         console.print(
             f"[warn]below the noise floor:[/] {', '.join(result.below_noise)}: the gate would often WARN "

@@ -6,156 +6,16 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
-from accel.cli.common import console, err_console
+from accel.cli.common import INTERRUPTED_EXIT, console, err_console, state
+from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
-from accel.cli.units import format_bytes, format_seconds
-from accel.optimizing.decision import Verdict
+from accel.cli.render_optimize import decided_row, render_optimize, steps_table
+from accel.cli.units import format_seconds
 
-VERDICT_STYLES = {
-    Verdict.ACCEPTED: "good",
-    Verdict.REVERTED: "bad",
-    Verdict.FAILED: "bad",
-    Verdict.NOT_APPLICABLE: "muted",
-    Verdict.SKIPPED: "muted",
-}
-VERDICT_LABELS = {Verdict.NOT_APPLICABLE: "n/a"}
-
-
-def _verdict(value: str) -> Text:
-    verdict = Verdict(value)
-    return Text(VERDICT_LABELS.get(verdict, verdict.value), style=VERDICT_STYLES[verdict])
-
-
-def _speedup(step: dict) -> str:
-    if step.get("speedup") is None:
-        return "-"
-    low, high = step["speedup_ci"]
-    return f"{step['speedup']:.2f}x [{low:.2f},{high:.2f}]"
-
-
-def _fidelity(step: dict) -> str:
-    fidelity = step.get("fidelity")
-    if not fidelity:
-        return "-"
-    if fidelity.get("batches"):  # a script's DataLoader setting: its batches against the script's own
-        return str(fidelity["batches"])
-    if fidelity.get("shape_error"):
-        return "shape differs"
-    if fidelity.get("note"):
-        return "not validated"
-    if fidelity.get("nonfinite"):
-        return "NaN/inf"
-    if fidelity.get("exact_mismatch"):
-        return "exact differs"
-    parts = []
-    if fidelity.get("cosine") is not None:
-        parts.append(f"cos {fidelity['cosine']:.5f}")  # the worst sample's
-    if fidelity.get("top1_agreement") is not None and fidelity["top1_agreement"] < 1.0:  # only when labels moved
-        parts.append(f"top1 {fidelity['top1_agreement'] * 100:.0f}%")
-    if fidelity.get("metric_drop") is not None:
-        parts.append(f"metric {-fidelity['metric_drop'] * 100:+.2f}%")
-    return " ".join(parts) or "-"
-
-
-def steps_table(data: dict) -> Table:
-    table = Table(
-        title=f"Candidates (recipe {data['recipe']}, target {data['objective']}, {data['threads']} threads; "
-        + (
-            "each script run interleaved with the script as written)"
-            if data.get("mode") == "script"
-            else "each measured interleaved against the current best)"
-        ),
-        title_justify="left",
-        expand=True,
-    )
-    show_memory = any(step.get("memory_ratio") is not None for step in data["steps"])
-    table.add_column("optimizer", no_wrap=True)
-    table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
-    predicted = {
-        **(data.get("predicted_speedup") or {}),
-        **{s["optimizer"]: s["predicted_speedup"] for s in data["steps"] if s.get("predicted_speedup") is not None},
-    }
-    if predicted:
-        table.add_column("predicted", justify="right", no_wrap=True)
-    if show_memory:
-        table.add_column("memory", justify="right", no_wrap=True)
-    table.add_column("fidelity", justify="right", no_wrap=True)
-    table.add_column("one-time", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("reason", ratio=1)
-    for step in data["steps"]:
-        one_time = (
-            format_seconds(step["setup_seconds"] + (step.get("first_call_seconds") or 0.0))
-            if step.get("speedup") is not None
-            else "-"
-        )
-        row = [step["optimizer"], _speedup(step)]
-        if predicted:
-            row.append(f"{predicted[step['optimizer']]:.2f}x" if step["optimizer"] in predicted else "-")
-        if show_memory:
-            row.append(f"x{step['memory_ratio']:.2f}" if step.get("memory_ratio") is not None else "-")
-        row += [_fidelity(step), one_time]
-        table.add_row(
-            *row,
-            _verdict(step["verdict"]),
-            escape(step["reason"]),
-        )
-    return table
-
-
-def render_script_summary(data: dict, out: Console) -> None:
-    """The lines under a script's candidates table: samples/s before and after, the lock."""
-    base, final = data["baseline"]["samples_per_s"], data["final"]["samples_per_s"]
-    if base is not None and final is not None:
-        low, high = data["speedup_ci"]
-        out.print(
-            f"as written {base:,.1f} samples/s, final {final:,.1f} samples/s (per pass over the loader, start-up included, "
-            f"{data['rounds']} interleaved rounds): [bold]{data['speedup']:.2f}x[/] [{low:.2f}, {high:.2f}]"
-        )
-    style = "good" if data["kept"] else "warn"
-    out.print(f"[{style}]{escape(data['message'])}[/]")
-    if data.get("lock_path"):
-        out.print(
-            f"[muted]lock: {escape(data['lock_path'])}  (accel run {escape(data['target'])}.py "
-            f"--lock {escape(data['lock_path'])} re-applies it)[/]"
-        )
-
-
-def render_optimize(data: dict, out: Console) -> None:
-    out.print(
-        Text.assemble(
-            ("accel optimize ", "title"),
-            (data["target"], "bold"),
-            f"  [recipe {data['recipe']}]",
-            ("  " + data["objective"], "muted"),
-        )
-    )
-    if data.get("mode") == "script":
-        if data["steps"]:
-            out.print(steps_table(data))
-        render_script_summary(data, out)
-        return
-    out.print(steps_table(data))
-    base, final = data["baseline"], data["final"]
-    unit = "per call" if data["objective"] != "throughput" else f"per pass ({base['samples_per_call']} samples)"
-    line = (
-        f"baseline {format_seconds(base['median_seconds'])} {unit}, final {format_seconds(final['median_seconds'])}: "
-        f"[bold]{data['speedup']:.2f}x[/] [{data['speedup_ci'][0]:.2f}, {data['speedup_ci'][1]:.2f}]"
-    )
-    if base.get("samples_per_s") and final.get("samples_per_s"):
-        line += f"  ({base['samples_per_s']:,.1f} -> {final['samples_per_s']:,.1f} samples/s)"
-    out.print(line)
-    if base.get("peak_bytes") is not None and final.get("peak_bytes") is not None:
-        out.print(f"peak memory {format_bytes(base['peak_bytes'])} -> {format_bytes(final['peak_bytes'])}")
-    style = "good" if data["kept"] else "warn"
-    out.print(f"[{style}]{escape(data['message'])}[/]")
-    if data.get("lock_path"):
-        out.print(f"[muted]lock: {escape(data['lock_path'])}  (accel.load(FILE, lock=...) re-applies it)[/]")
+__all__ = ["optimize_command", "recipes_command", "register", "render_optimize", "steps_table"]
 
 
 def optimize_command(
@@ -195,7 +55,7 @@ def optimize_command(
 
     out_dir = out or Path("accel-runs") / file.stem / "optimize"
     check_output_paths({"--out": out_dir, "--json": json_path})
-    with err_console.status("optimizing") as status:
+    with LiveProgress(err_console, "optimize", budget_seconds=budget, render_row=decided_row, unit="candidate") as live:
         result = optimize(
             file,
             recipe,
@@ -204,15 +64,19 @@ def optimize_command(
             budget_seconds=budget,
             threads=threads,
             passes=passes,
-            progress=lambda message: status.update(message),
+            progress=live,
             args=tuple(args or ()),
             as_script=as_script,
             only=only,
             skip=skip,
         )
     render_optimize(result.to_dict(), console)
-    if json_path:
+    if json_path and not state.json_to_stdout:
         err_console.print(f"[muted]result written to {escape(str(json_path))}[/]")
+    if getattr(result, "partial", False):
+        by = state.signal_name or "Ctrl-C"
+        err_console.print(f"[error]interrupted:[/] stopped by {by}; the rows decided so far are above")
+        raise typer.Exit(INTERRUPTED_EXIT)
 
 
 def recipes_command() -> None:

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from accel.cli.common import console, err_console, escape, state
+from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
 from accel.core.errors import PipelineLoadError
@@ -58,13 +59,13 @@ def profile_command(
     from accel.profiling.run import profile
 
     dims = parse_dynamic_dims(dynamic_dim or [])
-    with err_console.status("profiling") as status:
+    with LiveProgress(err_console, "profile") as live:
         report = profile(
             file,
             args=tuple(args or ()),
             trace_dir=trace,
             json_path=json_path,
-            progress=lambda message: status.update(message),
+            progress=live,
             budget_seconds=budget,
             html_path=html_path,
             dynamic_dims=dims,
@@ -107,22 +108,22 @@ def profile_ranks_command(
             raise PipelineLoadError(
                 "--traces reads a folder of traces and runs nothing", "give no FILE and no --nproc-per-node with it"
             )
-        with err_console.status("reading traces") as status:
-            report = profile_traces(traces, json_path=json_path, progress=lambda message: status.update(message))
+        with LiveProgress(err_console, "profile (reading traces)") as live:
+            report = profile_traces(traces, json_path=json_path, progress=live)
     else:
         if file is None:
             raise PipelineLoadError(
                 "--nproc-per-node runs a script: no FILE given", "accel profile --nproc-per-node N SCRIPT"
             )
         trace = None if no_trace else (trace_dir or Path("accel-runs") / file.stem)
-        with err_console.status("profiling") as status:
+        with LiveProgress(err_console, "profile") as live:
             report = profile_ranks(
                 file,
                 nproc_per_node or 1,
                 args=tuple(args or ()),
                 trace_dir=trace,
                 json_path=json_path,
-                progress=lambda message: status.update(message),
+                progress=live,
                 warn=lambda message: err_console.print(f"[warn]warning:[/] {escape(message)}", soft_wrap=True),
             )
     if html_path is not None:

@@ -20,6 +20,7 @@ from accel.core.loading import Script, check_file, is_plain_script
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
 from accel.core.pipeline import Pipeline
+from accel.core.progress import stamped
 from accel.optimizing.lock import LOCK_NAME, artifact_files, write_lock
 from accel.optimizing.locking import build_lock
 from accel.optimizing.recipes import Recipe, get_recipe
@@ -57,6 +58,11 @@ class OptimizeResult:
         return self.result.pipeline
 
     @property
+    def partial(self) -> bool:
+        """Whether the search was interrupted (Ctrl-C, SIGTERM) before it finished."""
+        return self.result.partial
+
+    @property
     def steps(self) -> tuple:
         return self.result.steps
 
@@ -84,6 +90,7 @@ class OptimizeResult:
             "profile": {"primary": self.profile_primary, "seconds": self.profile_seconds},
             "predicted_speedup": self.predicted_speedup,
             "elapsed_seconds": r.elapsed_seconds + self.profile_seconds,
+            "partial": r.partial,
         }
 
 
@@ -141,6 +148,7 @@ def optimize(
     load_seconds = now() - loading
     budget = float(budget_seconds if budget_seconds is not None else recipe.budget_seconds)
     started = now()  # loading the pipeline is start-up; calibration and the diagnosis are in the budget
+    progress = stamped(progress, started, budget)
     with thread_count(threads), tempfile.TemporaryDirectory(prefix="accel-optimize-") as workdir:
         # Calibrated at the thread count the candidates are timed at; the optimizers read it from the context.
         progress("calibrating the machine (once per machine and torch version)")
@@ -217,7 +225,7 @@ def diagnose(pipeline: Pipeline, machine: Any, budget: float, progress: Progress
     progress("diagnosing (accel profile)")
     began = now()
     report = profile_pipeline(
-        pipeline, machine=machine, budget_seconds=min(MAX_PROFILE_SECONDS, budget * PROFILE_SHARE)
+        pipeline, machine=machine, budget_seconds=min(MAX_PROFILE_SECONDS, budget * PROFILE_SHARE), progress=progress
     )
     return report, now() - began
 

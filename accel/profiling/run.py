@@ -17,7 +17,7 @@ from accel.core.loading import Script, check_file, find_target
 from accel.core.machine import Machine, describe_machine
 from accel.core.measure import device_sync
 from accel.core.pipeline import Pipeline
-from accel.core.progress import Progress, no_progress
+from accel.core.progress import Progress, ProgressEvent, emit, no_progress
 from accel.profiling.analyzers import analyze
 from accel.profiling.data import ProfileData
 from accel.profiling.report import Report, Stage
@@ -118,7 +118,7 @@ def profile_pipeline(
     if trace_dir is None:
         weights.pop("trace")
     deadline = Deadline(budget_seconds, weights)
-    progress("measuring stages")
+    emit(progress, ProgressEvent("measuring stages", budget_left_seconds=budget_seconds))
     with deadline.run("stages") as budget:
         data = measure_pipeline(pipeline, cores=machine.cores, sync=device_sync(machine.device), budget=budget)
     deadline.call_seconds = model_call_seconds(data)

@@ -53,48 +53,35 @@ from accel.optimizing.search.budgeting import (
 )
 from accel.optimizing.search.composer import Choice, Chosen, Composer
 from accel.optimizing.search.final import MIN_COMPARE_SECONDS, Timing, settle
-from accel.optimizing.search.measuring import Measurer, amortized, compare_pipelines, min_rounds, time_baseline
+from accel.optimizing.search.measuring import Measurer, amortized, min_rounds, time_baseline
 from accel.optimizing.search.memory import MemoryMeter
+from accel.optimizing.search.narrator import Narrator
 from accel.optimizing.search.outcome import (
     EngineResult,
     Trial,
     changed_fields,
     failure_message,
+    interrupted_result,
     noise_note,
     params_text,
+    said_beside,
 )
-from accel.optimizing.search.planning import (
-    Selection,
-    matching_findings,
-    plan,
-    rule_candidates,
-    rule_matches,
-    select,
-)
+from accel.optimizing.search.planning import Selection, matching_findings, plan, select
 from accel.optimizing.search.validation import Validator, calibrated_batches
 from accel.optimizing.steps import Step
 
 __all__ = [
     "ACCEPTED",
     "FAILED",
-    "FINAL_SHARE",
-    "MIN_COMPARE_SECONDS",
     "NOT_APPLICABLE",
     "REVERTED",
     "SKIPPED",
-    "Choice",
     "Selection",
-    "Composer",
     "EngineResult",
     "Measurer",
     "Search",
-    "Step",
-    "Verdict",
     "amortized",
-    "compare_pipelines",
     "matching_findings",
-    "rule_candidates",
-    "rule_matches",
     "run_engine",
 ]
 
@@ -147,6 +134,7 @@ class Search:
         self.steps: list[Step] = []
         self.tried: dict[tuple[str, str], str] = {}  # (optimizer, config) -> the rule that tried it
         self.predicted = predicted_savings(report)
+        progress("timing the baseline")
         self.baseline_time = self._time_baseline()
         self.costs = Costs(
             # The fastest call: on a loaded machine one call in a few is stretched many times over,
@@ -157,6 +145,7 @@ class Search:
             peak_processes=2 if peaks_path is not None else 0,
         )
         self.left = 0  # planned candidates not yet tried
+        self.narrator = Narrator(progress)
 
     def remaining(self) -> float:
         return self.budget - (now() - self.started)
@@ -184,6 +173,7 @@ class Search:
         if self.recipe.order == "by_prediction":
             planned = by_prediction(planned, primary_cure(self.report, {p.optimizer.name for p in planned}))
         self.left = len(planned)
+        self.narrator.plan(len(planned), skipped + unselected)
         return [(p.rule, p.candidate) for p in planned]
 
     def try_candidate(self, rule: Rule, candidate: Candidate) -> Step:
@@ -191,6 +181,7 @@ class Search:
         One that fails the guard is followed by its safer variants until one passes it."""
         sharing = max(self.left, 1)
         self.left = max(self.left - 1, 0)
+        self.narrator.start(candidate.optimizer)
         step, config = self._try(rule, candidate, sharing)
         if step.cause is Cause.GUARD and config is not None:
             optimizer = OPTIMIZERS.get(candidate.optimizer)
@@ -199,7 +190,15 @@ class Search:
                 tried, _ = self._try(rule, Candidate(candidate.optimizer, params), sharing, safer=True)
                 if tried.cause is not Cause.GUARD:
                     break
+        self.narrator.decided += 1
         return step
+
+    def interrupted(self) -> EngineResult:
+        """Stopped by Ctrl-C or SIGTERM: the steps decided and the best so far, the trial under way
+        abandoned (see outcome.interrupted_result)."""
+        summary = self.timing.measurer.summary(self.baseline_time.median, None)
+        counts = (self.narrator.decided, self.narrator.planned)
+        return interrupted_result(self.best, tuple(self.steps), summary, counts, **self._identity())
 
     def finish(self) -> EngineResult:
         """The final composition re-measured against the baseline (see .final), as the result."""
@@ -216,7 +215,6 @@ class Search:
         final_seconds = comparison.candidate.median if final.choices else comparison.baseline.median
         return EngineResult(
             pipeline=final.pipeline,
-            target=measurer.target,
             choices=tuple(final.choices),
             steps=tuple(self.steps),
             baseline={
@@ -227,12 +225,19 @@ class Search:
             speedup=comparison.speedup,
             speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
             memory_ratio=final.memory_ratio,
-            threads=torch.get_num_threads(),
             message=message + noise_note(self.steps, Load.now()),
-            elapsed_seconds=now() - self.started,
-            recipe=self.recipe.name,
-            keep=self.timing.test,
+            **self._identity(),
         )
+
+    def _identity(self) -> dict[str, Any]:
+        """What every result of this search says about it: target, threads, time taken, recipe, keep test."""
+        return {
+            "target": self.timing.measurer.target,
+            "threads": torch.get_num_threads(),
+            "elapsed_seconds": now() - self.started,
+            "recipe": self.recipe.name,
+            "keep": self.timing.test,
+        }
 
     def _time_baseline(self) -> Measurement:
         """The baseline's timed call, a few times: what the trials' costs are predicted from (and
@@ -251,6 +256,7 @@ class Search:
         if saving is not None and step.predicted_speedup is None:
             step = dataclasses.replace(step, predicted_speedup=1.0 / max(1.0 - saving, 1e-9))
         self.steps.append(step)
+        self.narrator.row(step)
         return step
 
     def _try(self, rule: Rule, candidate: Candidate, sharing: int, safer: bool = False) -> tuple[Step, Any]:
@@ -267,7 +273,7 @@ class Search:
         slot = slot_of(optimizer)
         trial_choice = {**self.chosen, slot: (optimizer, config, candidate)}
         others = tuple(c[0].name for s, c in self.chosen.items() if s != slot)
-        self.progress(f"trying {optimizer.name}" + (f" ({params_text(candidate.params)})" if safer else ""))
+        self.narrator.say(f"trying {optimizer.name}" + (f" ({params_text(candidate.params)})" if safer else ""))
         slot_seconds = max(self.costs.trial_seconds(optimizer, guard), self._available() / sharing)
         deadline = min(now() + slot_seconds, self.started + self.budget - self.reserve())
         try:
@@ -347,7 +353,7 @@ class Search:
         return Step(
             *head,
             decision.verdict,
-            decision.reason + self._said_beside(trial, trial_choice),
+            decision.reason + said_beside(trial, self.composer.left_out(trial_choice)),
             speedup=trial.comparison.speedup,
             speedup_ci=trial.comparison.speedup_ci,
             memory_ratio=trial.memory_ratio,
@@ -358,21 +364,6 @@ class Search:
             notes={**(own.notes if own is not None else {}), **trial.fresh_notes},
             cause=decision.cause,
         )
-
-    def _said_beside(self, trial: Trial, trial_choice: Chosen) -> str:
-        """What the reason adds to the decision: where it was timed, that its slot ran out, what
-        the composition left out."""
-        said = ""
-        if trial.fresh_notes:
-            faults = trial.fresh_notes["faults_per_call"]
-            said += (
-                f"; {trial.fresh_notes['timed_in']}, page faults per call "
-                f"{faults['before']:.0f} -> {faults['after']:.0f}"
-            )
-        if trial.cut:
-            said += f"; cut at the end of its budget slot after {len(trial.comparison.candidate.samples)} rounds"
-        left_out = self.composer.left_out(trial_choice)
-        return said + (f"; without {', '.join(left_out)}" if left_out else "")
 
 
 def run_engine(
@@ -395,6 +386,9 @@ def run_engine(
         report=report,
         selection=selection,
     )
-    for rule, candidate in search.plan():
-        search.try_candidate(rule, candidate)
-    return search.finish()
+    try:
+        for rule, candidate in search.plan():
+            search.try_candidate(rule, candidate)
+        return search.finish()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see accel.cli.main): keep what was decided
+        return search.interrupted()

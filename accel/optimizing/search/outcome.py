@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from accel.core.errors import AccelError
 from accel.core.measure import Comparison
 from accel.core.pipeline import Pipeline
-from accel.optimizing.decision import Cause, KeepTest, Load
+from accel.optimizing.decision import Cause, KeepTest, Load, Verdict
 from accel.optimizing.lock import PIPELINE_LOCK, LockEntry
 from accel.optimizing.search.composer import Choice
 from accel.optimizing.steps import Step
@@ -31,10 +31,50 @@ class EngineResult:
     elapsed_seconds: float
     recipe: str = ""
     keep: KeepTest = KeepTest()
+    # Interrupted (Ctrl-C, SIGTERM): the steps decided so far, what was kept by then, no final re-measure.
+    partial: bool = False
     lock_kind: ClassVar[str] = PIPELINE_LOCK
 
     def lock_entries(self) -> tuple[LockEntry, ...]:
         return tuple(LockEntry(c.optimizer, c.params, c.state) for c in self.choices)
+
+
+def interrupted_result(
+    best: tuple[Pipeline, tuple[Choice, ...]],
+    steps: tuple[Step, ...],
+    baseline: dict[str, Any],
+    counts: tuple[int, int],
+    **fields: Any,
+) -> EngineResult:
+    """The result of a search stopped by Ctrl-C or SIGTERM after `counts` (decided, planned) candidates:
+    the current best (each of its choices passed the guard and the keep test), its speed-up
+    estimated as the product of its accepted steps' (each measured against the best before it),
+    and no final re-measure."""
+    (pipeline, choices), (decided, planned) = best, counts
+    kept = {c.optimizer for c in choices}
+    speedup, low, high = 1.0, 1.0, 1.0
+    for step in steps:
+        if step.verdict is Verdict.ACCEPTED and step.optimizer in kept and step.speedup and step.speedup_ci:
+            speedup, low, high = speedup * step.speedup, low * step.speedup_ci[0], high * step.speedup_ci[1]
+    what = (
+        f"kept and verified {', '.join(sorted(kept))} (about {speedup:.2f}x from the accepted steps; "
+        "the final composition was not re-measured against the baseline)"
+        if choices
+        else "nothing was kept: the lock is empty"
+    )
+    return EngineResult(
+        pipeline=pipeline,
+        choices=choices,
+        steps=steps,
+        baseline=baseline,
+        final={"timed_in": "not re-measured: interrupted"},
+        speedup=speedup,
+        speedup_ci=(low, high),
+        memory_ratio=None,
+        message=f"interrupted after {decided} of {planned} candidates: {what}",
+        partial=True,
+        **fields,
+    )
 
 
 def changed_fields(config: Any, variant: Any) -> dict[str, Any]:
@@ -85,3 +125,17 @@ def failure_message(exc: Exception, limit: int = 160) -> str:
         return exc.message
     text = str(exc)
     return f"{type(exc).__name__}: {text.splitlines()[0][:limit] if text else ''}"
+
+
+def said_beside(trial: Trial, left_out: list[str]) -> str:
+    """What a trial's reason adds to its decision: where it was timed, that its slot ran out, what
+    the composition left out."""
+    said = ""
+    if trial.fresh_notes:
+        faults = trial.fresh_notes["faults_per_call"]
+        said += (
+            f"; {trial.fresh_notes['timed_in']}, page faults per call {faults['before']:.0f} -> {faults['after']:.0f}"
+        )
+    if trial.cut:
+        said += f"; cut at the end of its budget slot after {len(trial.comparison.candidate.samples)} rounds"
+    return said + (f"; without {', '.join(left_out)}" if left_out else "")

@@ -1,0 +1,86 @@
+"""Live progress for long commands, on stderr: a Rich status line on a terminal (phase, k of n,
+elapsed, budget left) with each decided row printed above it; one plain line per event when stderr
+is not a terminal (a CI log): no spinner, no control codes.
+
+A `LiveProgress` is both a plain `Progress` (a line of text) and an `EventSink` (a typed
+accel.core.progress.ProgressEvent), so the library sends it whichever it has."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.console import Console, RenderableType
+from rich.status import Status
+from rich.text import Text
+
+from accel.core.measure import now
+from accel.core.progress import ProgressEvent
+
+RowRenderer = Callable[[dict, int | None, int | None], RenderableType]
+
+
+def clock(seconds: float) -> str:
+    """Seconds as a short wall-clock reading: 42s, 3m05s."""
+    whole = int(max(seconds, 0.0))
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
+
+
+class LiveProgress:
+    """Progress for one command: use as a context manager around the library call. `budget_seconds`
+    starts the budget clock at once; an event carrying `budget_left_seconds` resets it. `render_row`
+    turns an event's decided row into what is printed; `unit` names what k of n counts."""
+
+    def __init__(
+        self,
+        out: Console,
+        title: str,
+        *,
+        budget_seconds: float | None = None,
+        render_row: RowRenderer | None = None,
+        unit: str = "",
+    ) -> None:
+        self.out, self.title, self.render_row = out, title, render_row
+        self.unit = unit + " " if unit else ""  # what k of n counts: "candidate 2/5"
+        self.started = now()
+        self.deadline = self.started + budget_seconds if budget_seconds is not None else None
+        self.live = out.is_terminal and not out.is_dumb_terminal
+        self.status: Status | None = None
+        self.rows: list[dict] = []  # the rows decided so far, in order
+
+    def __enter__(self) -> LiveProgress:
+        if self.live:
+            self.status = self.out.status(Text(self.title))
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def __call__(self, message: str) -> None:
+        self.event(ProgressEvent(message))
+
+    def event(self, event: ProgressEvent) -> None:
+        if event.budget_left_seconds is not None:
+            self.deadline = now() + event.budget_left_seconds
+        if event.row is not None:
+            self.rows.append(event.row)
+            if self.render_row is not None:
+                self.out.print(self.render_row(event.row, event.index, event.total))
+                return
+        line = self.line(event)
+        if self.status is not None:
+            self.status.update(Text(line))
+        else:
+            self.out.print(Text(line), soft_wrap=True)
+
+    def line(self, event: ProgressEvent) -> str:
+        """The event in one line: [elapsed, budget left] title: k/n phase."""
+        elapsed = event.elapsed_seconds if event.elapsed_seconds is not None else now() - self.started
+        clocks = clock(elapsed)
+        if self.deadline is not None:
+            clocks += f", {clock(self.deadline - now())} left"
+        count = (
+            f"{self.unit}{event.index}/{event.total}: " if event.index is not None and event.total is not None else ""
+        )
+        return f"[{clocks}] {self.title}: {count}{event.phase}"
