@@ -8,18 +8,20 @@ folders and worktrees removed (on the way out), one `interrupted:` line, exit co
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 import signal
 import sys
 from types import FrameType
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 from accel._version import __version__
 from accel.cli.common import INTERRUPTED_EXIT, err_console, runs_command, state
 from accel.core import watchdog
+from accel.core.profiler_notes import quiet_libraries
 
 ROOT_EXIT_CODES = (
     "Exit codes: 0 done; 1 accel gate found a regression, accel verify found the lock no longer pays; "
@@ -75,12 +77,28 @@ def command_exit_codes(name: str | None) -> str:
     return "Exit codes: " + "; ".join(f"{code} {codes[code]}" for code in sorted(codes)) + "."
 
 
+# Commands whose output is the user's own script's (its warnings are its own): libraries not quieted.
+USER_OUTPUT_COMMANDS = ("run", "cache", "recipes")
+
+
+def quietly(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """The command with transformers' and ONNX Runtime's routine warnings kept off the terminal."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with quiet_libraries():
+            return callback(*args, **kwargs)
+
+    return run
+
+
 def _wrap_every_command(typer_app: typer.Typer) -> None:
     """The one place errors are handled: every command (and every group's) is wrapped once, and its
     help ends with its exit codes."""
     for command in typer_app.registered_commands:
         if command.callback is not None:
-            command.callback = runs_command(command.callback)
+            callback = command.callback if command.name in USER_OUTPUT_COMMANDS else quietly(command.callback)
+            command.callback = runs_command(callback)
         if command.epilog is None:
             command.epilog = command_exit_codes(command.name)
     for group in typer_app.registered_groups:

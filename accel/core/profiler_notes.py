@@ -1,10 +1,15 @@
-"""torch.profiler's own notes kept out of the user's terminal.
+"""torch.profiler's own notes, and the libraries' routine warnings, kept out of the user's terminal.
 
 Each start and stop of torch.profiler prints a line from C++ straight to the process's stderr
 (`USDT:<time> <pid>:<tid> SyncActivityProfilerHandler.cpp:52] profiler_start`), one pair per
 profiler pass, on every `accel profile`. `quiet_profiler(prof)` starts and stops a profiler with
 file descriptor 2 pointed at a temporary file, then writes back every other line it caught (a
 warning the user should see still reaches the terminal).
+
+`quiet_libraries()` is put around accel's own commands: transformers' generation advice ("Setting
+`pad_token_id` to `eos_token_id`", "The attention mask ... not set") and ONNX Runtime's graph
+notes (`CanUpdateImplicitInputName`, removed initializers), printed on every run of a model that
+accel exports or generates with, are raised to errors-only while it runs, and put back after.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from typing import Any, Iterator
 
 # The lines torch.profiler prints at start and stop (kineto's USDT probes' log lines).
@@ -51,3 +57,58 @@ def notes_dropped(fd: int = 2) -> Iterator[None]:
             kept = [line for line in caught.read().splitlines(keepends=True) if not PROFILER_NOTE.match(line)]
             if kept:
                 os.write(fd, b"".join(kept))
+
+
+# ONNX Runtime's logger severities: 2 warning (its default), 3 error.
+ORT_WARNING, ORT_ERROR = 2, 3
+TRANSFORMERS_VERBOSITY = "TRANSFORMERS_VERBOSITY"
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """transformers and ONNX Runtime at errors only during the block (a transformers imported later
+    reads the environment variable; one imported already is set directly), then as they were."""
+    saved_env = os.environ.get(TRANSFORMERS_VERBOSITY)
+    os.environ[TRANSFORMERS_VERBOSITY] = "error"
+    transformers_logging = _transformers_logging()
+    saved_verbosity = transformers_logging.get_verbosity() if transformers_logging else None
+    if transformers_logging:
+        transformers_logging.set_verbosity_error()
+    ort = _onnxruntime()
+    if ort is not None:
+        ort.set_default_logger_severity(ORT_ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"transformers\.generation")
+            yield
+    finally:
+        if ort is not None:
+            ort.set_default_logger_severity(ORT_WARNING)
+        if saved_env is None:
+            os.environ.pop(TRANSFORMERS_VERBOSITY, None)
+        else:
+            os.environ[TRANSFORMERS_VERBOSITY] = saved_env
+        transformers_logging = _transformers_logging()
+        if transformers_logging is not None:
+            default = transformers_logging.log_levels.get(saved_env or "", transformers_logging.WARNING)
+            transformers_logging.set_verbosity(saved_verbosity if saved_verbosity is not None else default)
+
+
+def _transformers_logging() -> Any:
+    """transformers' logging module when transformers is imported already (never imported here)."""
+    if "transformers" not in sys.modules:
+        return None
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return None
+    return transformers_logging
+
+
+def _onnxruntime() -> Any:
+    """onnxruntime (a dependency, imported here so its logger is set before any session is made)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
