@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -87,11 +88,13 @@ def watching(stage: str) -> Iterator[None]:
         stack.pop()
 
 
-def arm(budget_seconds: float, on_hang: Callable[[Hang], None]) -> None:
-    """Start the monitor: a stage call past hang_limit_seconds(budget_seconds) ends the process."""
+def arm(budget_seconds: float, on_hang: Callable[[Hang], None], *, limit_seconds: float | None = None) -> None:
+    """Start the monitor: a stage call past `limit_seconds` (default hang_limit_seconds(budget_seconds))
+    ends the process."""
     disarm()
     global _watch
-    _watch = _Watch(hang_limit_seconds(budget_seconds), on_hang, threading.Event())
+    limit = limit_seconds if limit_seconds is not None else hang_limit_seconds(budget_seconds)
+    _watch = _Watch(limit, on_hang, threading.Event())
     threading.Thread(target=_monitor, args=(_watch,), name="accel-watchdog", daemon=True).start()
 
 
@@ -175,6 +178,50 @@ def end_children() -> None:
             os.kill(pid, signal.SIGKILL)
     _reap()
     _groups.clear()
+
+
+def end_group(pgid: int) -> None:
+    """Kill what is left of a process group accel started in a session of its own (the children a
+    replicate's or a script's code started and left behind), and forget it."""
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, signal.SIGKILL)
+    finished_group(pgid)
+
+
+@contextlib.contextmanager
+def children_reaped() -> Iterator[None]:
+    """End, when the block ends, every process started inside it that is still running: the
+    children (and their children) a user's script left behind, which would otherwise outlive accel."""
+    before = set(descendants(os.getpid()))
+    try:
+        yield
+    finally:
+        gc.collect()  # ended DataLoader iterators first shut their workers down cleanly
+        end_processes([pid for pid in descendants(os.getpid()) if pid not in before])
+
+
+def end_processes(pids: list[int]) -> None:
+    """SIGTERM to each, SIGKILL to those still running after END_GRACE_SECONDS; our own exited
+    children among them are collected (no zombies), others' are left to their parents."""
+    if not pids:
+        return
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + END_GRACE_SECONDS
+    while time.monotonic() < deadline and _alive(pids):
+        _collect(pids)
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    _collect(pids)
+
+
+def _collect(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _alive(pids: list[int]) -> bool:

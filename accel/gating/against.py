@@ -62,8 +62,9 @@ def worktree_at(file: Path, ref: str) -> Iterator[Checkout]:
     relative = file.resolve().relative_to(root)
     holder = Path(tempfile.mkdtemp(prefix="accel-gate-"))
     tree = holder / "tree"
-    _git(["worktree", "add", "--detach", "--quiet", str(tree), ref], root)
     try:
+        # Inside the try: a signal while git adds the worktree still removes what it registered.
+        _git(["worktree", "add", "--detach", "--quiet", str(tree), ref], root)
         old = tree / relative
         if not old.is_file():
             raise GateError(
@@ -74,6 +75,7 @@ def worktree_at(file: Path, ref: str) -> Iterator[Checkout]:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True, timeout=120)
         shutil.rmtree(holder, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, timeout=120)
 
 
 def _editable_roots() -> list[str]:

@@ -22,14 +22,18 @@ import dataclasses
 import gc
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from accel.core import watchdog
 from accel.core.errors import AccelError, BenchError
 from accel.gating.process import (  # noqa: F401 - BenchConfig, Side and LAUNCHERS are part of this module's API
     LAUNCHERS,
@@ -37,6 +41,7 @@ from accel.gating.process import (  # noqa: F401 - BenchConfig, Side and LAUNCHE
     Side,
     refuse_start_only_env,
     start_env,
+    watch_replicate,
 )
 from accel.gating.replicate import (  # noqa: F401 - environment and environment_mismatch are part of this module's API
     Replicate,
@@ -133,30 +138,87 @@ def _parse_answer(text: str, where: str) -> dict[str, Any]:
 
 
 def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool) -> dict[str, Any]:
-    request = json.dumps(_request(side, config, timing, counts))
-    env = start_env(side, config)
+    """Start `python -m accel.gating.worker` in a session of its own and read its answer from a pipe:
+    its stdout goes nowhere (a child the pipeline starts may hold it open forever), its chatter to a
+    temporary file (the tail of a crash), and its leftover children are ended with its group."""
+    request = json.dumps(_request(side, config, timing, counts)).encode()
+    read_fd, write_fd = os.pipe()
+    report_fd = os.dup(2)
+    with tempfile.TemporaryFile() as chatter:
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "accel.gating.worker", str(write_fd), str(report_fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=chatter,
+                pass_fds=(write_fd, report_fd),
+                env=start_env(side, config),
+                cwd=side.cwd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_fd)
+            os.close(report_fd)
+        watchdog.started_group(process.pid)
+        try:
+            assert process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(request)
+                process.stdin.close()
+            text = read_answer(read_fd, process.poll, REPLICATE_TIMEOUT_SECONDS)
+            code = _finished(process)
+        finally:
+            os.close(read_fd)
+            watchdog.end_group(process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=WORKER_EXIT_SECONDS)
+        if text is None:
+            raise BenchError(
+                f"a replicate of {side.file} ran past {REPLICATE_TIMEOUT_SECONDS:.0f} s",
+                "check that the pipeline finishes; accel profile shows where it spends time",
+            )
+        if not text:
+            chatter.seek(0)
+            tail = chatter.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise BenchError(
+                f"the bench worker for {side.file} exited with {code}: {tail[0]}",
+                "run accel profile on the file to see the traceback",
+            )
+    return _parse_answer(text, str(side.file))
+
+
+# Seconds a worker gets to exit once it has answered (its interpreter shutting down), before its
+# process group is killed.
+WORKER_EXIT_SECONDS = 30.0
+# How often the parent looks whether a worker that has not answered is still running.
+POLL_SECONDS = 0.2
+
+
+def read_answer(fd: int, exited: Callable[[], int | None], timeout_seconds: float) -> str | None:
+    """The first line a worker writes to the pipe `fd`: "" if it exited without one, None if it gave
+    none within `timeout_seconds` (a child it started may hold the pipe open after it exited)."""
+    deadline = time.monotonic() + timeout_seconds
+    received = b""
+    while b"\n" not in received:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], min(POLL_SECONDS, left))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            received += chunk
+        elif exited() is not None and not select.select([fd], [], [], 0)[0]:
+            break
+    return received.decode(errors="replace").split("\n", 1)[0]
+
+
+def _finished(process: subprocess.Popen) -> int | None:
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "accel.gating.worker"],
-            input=request,
-            capture_output=True,
-            text=True,
-            timeout=REPLICATE_TIMEOUT_SECONDS,
-            env=env,
-            cwd=side.cwd,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(
-            f"a replicate of {side.file} ran past {REPLICATE_TIMEOUT_SECONDS:.0f} s",
-            "check that the pipeline finishes; accel profile shows where it spends time",
-        ) from exc
-    if done.returncode != 0 and "{" not in done.stdout:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise BenchError(
-            f"the bench worker for {side.file} exited with {done.returncode}: {tail[0]}",
-            "run accel profile on the file to see the traceback",
-        )
-    return _parse_answer(done.stdout, str(side.file))
+        return process.wait(timeout=WORKER_EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) -> dict[str, Any]:
@@ -166,20 +228,34 @@ def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) 
     if pid == 0:  # the child: measure, write one JSON line, leave without running parent cleanup
         gc.freeze()  # the parent's objects out of this child's collections (no copy-on-write storm)
         os.close(read_fd)
+        report_fd = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)  # the profiler's chatter would interleave with the parent's output
         code = 0
         try:
-            with os.fdopen(write_fd, "w") as pipe:
+            with os.fdopen(write_fd, "w", buffering=1) as pipe:
+                watch_replicate(config, pipe, report_fd)
                 pipe.write(json.dumps(answer(side, config, timing, counts)) + "\n")
         except BaseException:  # noqa: BLE001 - nothing may escape a forked child
             code = 1
         os._exit(code)
     os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read()
-    os.waitpid(pid, 0)
+
+    def exited() -> int | None:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    try:
+        text = read_answer(read_fd, exited, REPLICATE_TIMEOUT_SECONDS)
+    finally:
+        os.close(read_fd)
+        watchdog.end_processes([pid])
+    if text is None:
+        raise BenchError(
+            f"a replicate of {side.file} ran past {REPLICATE_TIMEOUT_SECONDS:.0f} s",
+            "check that the pipeline finishes; accel profile shows where it spends time",
+        )
     return _parse_answer(text, str(side.file))
 
 

@@ -26,22 +26,34 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from accel.core import watchdog
 from accel.core.errors import AccelError, BenchError
 from accel.core.measure import device_sync, now, peak_memory_bytes
 from accel.gating.bench import REPLICATE_TIMEOUT_SECONDS, BenchConfig, Side, _request
-from accel.gating.process import collector_off, load_side, refuse_start_only_env, start_env, user_modules
+from accel.gating.process import (
+    collector_off,
+    load_side,
+    refuse_start_only_env,
+    start_env,
+    user_modules,
+    watch_replicate,
+)
 from accel.gating.replicate import Replicate, environment
 
 
 # --- the worker side -----------------------------------------------------------------------------
-def serve(side: Side, config: BenchConfig, command_fd: int, result_fd: int, *, apply_env: bool) -> None:
-    """Load, warm up, say ready, then time one call per `call` line until `done`."""
+def serve(
+    side: Side, config: BenchConfig, command_fd: int, result_fd: int, *, apply_env: bool, report_fd: int | None = None
+) -> None:
+    """Load, warm up, say ready, then time one call per `call` line until `done`. A call past
+    `config.hang_seconds` answers with the hung stage instead and ends this worker."""
     import torch
 
     from accel.core.pipeline import batch_length
 
     commands = os.fdopen(command_fd, "r")
     results = os.fdopen(result_fd, "w", buffering=1)
+    watch_replicate(config, results, report_fd)
     try:
         pipeline = load_side(side, config, apply_env=apply_env)
         batch = pipeline.example_batch()
@@ -102,27 +114,35 @@ class LiveSide:
                 gc.freeze()
                 os.close(self._command)
                 os.close(self._result)
+                report_fd = os.dup(2)
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 1)
                 os.dup2(devnull, 2)
                 code = 0
                 try:
-                    serve(side, config, command_read, result_write, apply_env=True)
+                    serve(side, config, command_read, result_write, apply_env=True, report_fd=report_fd)
                 except BaseException:  # noqa: BLE001 - nothing may escape a forked child
                     code = 1
                 os._exit(code)
             self._pid = pid
         else:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "accel.gating.worker", "--live", str(command_read), str(result_write)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(command_read, result_write),
-                env=start_env(side, config),
-                cwd=side.cwd,
-                text=True,
-            )
+            report_fd = os.dup(2)
+            try:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "accel.gating.worker", "--live"]
+                    + [str(command_read), str(result_write), str(report_fd)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(command_read, result_write, report_fd),
+                    env=start_env(side, config),
+                    cwd=side.cwd,
+                    text=True,
+                    start_new_session=True,  # its own group: the children its pipeline leaves are ended with it
+                )
+            finally:
+                os.close(report_fd)
+            watchdog.started_group(self._process.pid)
             assert self._process.stdin is not None
             self._process.stdin.write(json.dumps(_request(side, config, True, False)) + "\n")
             self._process.stdin.close()
@@ -149,7 +169,11 @@ class LiveSide:
 
     def call(self) -> float:
         self._commands.write("call\n")
-        return float(self._answer())
+        line = self._answer()
+        if line.startswith("{"):  # a call that hung, or raised: the worker's error
+            data = json.loads(line)
+            raise BenchError(f"measuring {self.side.file} failed: {data.get('error')}", data.get("hint", ""))
+        return float(line)
 
     def finish(self) -> dict[str, Any]:
         self._commands.write("done\n")
@@ -167,6 +191,7 @@ class LiveSide:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            watchdog.end_group(self._process.pid)
         elif self._pid is not None:
             os.waitpid(self._pid, 0)
 

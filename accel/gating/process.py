@@ -14,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import torch
 
+from accel.core import watchdog
 from accel.core.errors import BenchError
 
 LAUNCHERS = ("spawn", "fork", "inline")
@@ -28,7 +30,12 @@ LAUNCHERS = ("spawn", "fork", "inline")
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """How each replicate measures: warm-up calls, then timed calls for about `budget_seconds`."""
+    """How each replicate measures: warm-up calls, then timed calls for about `budget_seconds`.
+
+    One call of the pipeline's code that runs past `hang_seconds` is taken as hung: the replicate
+    reports the stage and its stack and ends (the default leaves room for a first call that compiles
+    a model on a busy machine; a hung forward is reported in minutes, not after the 600 s backstop).
+    """
 
     replicates: int = 6
     warmup_calls: int = 3
@@ -39,6 +46,7 @@ class BenchConfig:
     memory: bool = True
     launcher: str = "spawn"
     cores: tuple[int, ...] | None = None
+    hang_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         for name in ("replicates", "min_calls", "max_calls"):
@@ -55,6 +63,8 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.threads must be >= 1 or None, got {self.threads}")
         if self.cores is not None and (not self.cores or any(c < 0 for c in self.cores)):
             raise ValueError(f"BenchConfig.cores must name core numbers >= 0, got {self.cores!r}")
+        if self.hang_seconds <= 0:
+            raise ValueError(f"BenchConfig.hang_seconds must be > 0, got {self.hang_seconds}")
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"BenchConfig.launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
 
@@ -156,3 +166,33 @@ def refuse_start_only_env(side: Side) -> None:
             "process that has loaded torch",
             "use the spawn launcher (the default) for sides with runtime settings",
         )
+
+
+def watch_replicate(config: BenchConfig, results: IO[str], report_fd: int | None) -> None:
+    """Arm the watchdog in a replicate: a call of the pipeline's code past `config.hang_seconds`
+    answers the parent with an error naming the stage (on the protocol stream), writes the stack of
+    the stuck call to `report_fd` (the user's stderr), ends the replicate's children and exits 2."""
+
+    def on_hang(hang: watchdog.Hang) -> None:
+        results.write(json.dumps(hang_answer(hang, config.hang_seconds)) + "\n")
+        results.flush()
+        if report_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(
+                    report_fd, f"stack of the hung {hang.stage} call (most recent call last):\n{hang.stack}".encode()
+                )
+
+    watchdog.arm(config.budget_seconds, on_hang, limit_seconds=config.hang_seconds)
+
+
+def hang_answer(hang: watchdog.Hang, limit_seconds: float) -> dict[str, Any]:
+    """What a replicate whose stage hung answers its parent."""
+    return {
+        "ok": False,
+        "hung": hang.stage,
+        "error": (
+            f"the pipeline's {hang.stage} stage has not returned after {hang.seconds:.0f} s in a bench replicate "
+            f"(limit {limit_seconds:g} s): taken as hung, the replicate and its children were ended"
+        ),
+        "hint": f"fix the {hang.stage} (its stack is printed above), or check that one call finishes",
+    }

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from accel.core.errors import LockError, PipelineLoadError
 from accel.core.loading import Script, check_file
 from accel.core.measure import thread_count
+from accel.core.watchdog import children_reaped
 from accel.optimizing.lock import SCRIPT_LOCK, Lock, check_lock, lock_file, read_lock
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.profiling.script import run_script
@@ -146,7 +147,11 @@ def run_with_lock(
     measured at (or `threads`); returns the setting, the loaders built and the thread count."""
     setting = read_script_lock(lock, script.path, force=force)
     created: list[CreatedLoader] = []
-    with thread_count(threads or measured_threads(lock)) as count, loader_settings(setting, created):
+    with (
+        children_reaped(),  # the processes the script started and left running end with its run
+        thread_count(threads or measured_threads(lock)) as count,
+        loader_settings(setting, created),
+    ):
         run_script(script)
     return setting, created, count
 

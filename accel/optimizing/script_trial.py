@@ -26,6 +26,7 @@ import torch
 from accel.core.hashing import content_digest
 from accel.core.loading import Script
 from accel.core.measure import now
+from accel.core.watchdog import children_reaped
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.optimizing.script_loader import CreatedLoader, loader_settings
 from accel.profiling.script import BudgetReached, LoaderCall, run_script, timed_loader_iteration
@@ -126,18 +127,19 @@ def run_trial(script: Script, setting: Setting | None, *, loop_seconds: float | 
     np.random.seed(0)
     began = now()
     stopped = None
-    try:
-        # The script's own output, once per trial, would bury the search's: it is not kept.
-        with (
-            contextlib.redirect_stdout(io.StringIO()),
-            loader_settings(setting, created),
-            timed_loader_iteration(calls, max_batches=TRIAL_BATCHES, loop_seconds=loop_seconds, on_batch=digest),
-        ):
-            run_script(script)
-    except BudgetReached:
-        stopped = now()
-    finally:
-        gc.collect()  # the ended loop's iterators, and with them their worker processes
+    with children_reaped():  # the processes the script started and left running end with the trial
+        try:
+            # The script's own output, once per trial, would bury the search's: it is not kept.
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                loader_settings(setting, created),
+                timed_loader_iteration(calls, max_batches=TRIAL_BATCHES, loop_seconds=loop_seconds, on_batch=digest),
+            ):
+                run_script(script)
+        except BudgetReached:
+            stopped = now()
+        finally:
+            gc.collect()  # the ended loop's iterators, and with them their worker processes
     seconds, samples, batches = steady_state(calls, overhead, stopped)
     firsts, ends, first_pass = pass_edges(calls, overhead, stopped)
     return Trial(

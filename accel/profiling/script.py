@@ -27,6 +27,7 @@ from accel.core.errors import PipelineError
 from accel.core.loading import Script, user_code_context
 from accel.core.measure import Clock, now
 from accel.core.pipeline import batch_length
+from accel.core.watchdog import children_reaped
 from accel.profiling.data import EndToEnd, ProfileData, StageTiming
 from accel.profiling.trace import record_steps
 
@@ -183,10 +184,11 @@ def measure_script(
     began = clock()
     deadline = began + budget_seconds if budget_seconds is not None else None
     stopped = False
-    try:
-        _run_timed(script, calls, clock, deadline, trace_dir)
-    except BudgetReached:
-        stopped = True
+    with children_reaped():  # the processes the script started and left running end with its run
+        try:
+            _run_timed(script, calls, clock, deadline, trace_dir)
+        except BudgetReached:
+            stopped = True
     total = clock() - began
     e2e = end_to_end_from_calls(calls)
     data = ProfileData(
