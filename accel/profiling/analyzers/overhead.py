@@ -20,13 +20,34 @@ from accel.profiling.report import Finding
 MIN_OVERHEAD_SHARE = 0.1
 # A graph runtime removes dispatch and Python between ops; a larger batch spreads them over more samples.
 CURES = ("onnx.runtime", "compile", "batch.size")
-# An ONNX model already runs in a graph runtime: batching is what is left.
-ONNX_CURES = ("batch.size",)
 
 
-@register(
-    "overhead", Role.OP_CLASS, reads=("ops", "generation", "end_to_end", "stages"), recommends=(*CURES, *ONNX_CURES)
-)
+def cures_for(data: ProfileData) -> tuple[list[str], dict[str, str]]:
+    """The cures of CURES that fit the profiled model's shape, and why each other one does not:
+    each rule reads what the profile measured (its mode, a generate loop, a source, the samples'
+    lengths), so an ONNX model is not sent to ONNX Runtime nor a batch of one ragged sample to a
+    larger batch."""
+    left_out: dict[str, str] = {}
+    if data.mode == "onnx":
+        left_out["onnx.runtime"] = left_out["compile"] = "the model already runs in ONNX Runtime, a graph runtime"
+    if data.mode == "script":
+        left_out["onnx.runtime"] = "a training script's step runs backward, which ONNX Runtime does not"
+        left_out["batch.size"] = "a training script's batch size is its DataLoader's, a training choice"
+    if data.generation is not None:
+        left_out["onnx.runtime"] = "the model runs in a generate loop; an export covers single forward calls only"
+    if data.mode == "pipeline" and data.stage("collate") is None:
+        left_out["batch.size"] = "the pipeline has no source of samples, only a fixed example batch"
+    lengths = sorted({n for p in data.padding if p.measured_from == "shapes" for n in p.sample_lengths})
+    if data.batch_size == 1 and len(lengths) > 1:
+        left_out.setdefault(
+            "batch.size",
+            f"its samples run one per call at {lengths[0]} to {lengths[-1]} positions: a larger batch pads "
+            "them to the longest, adding work the model does not do now",
+        )
+    return [cure for cure in CURES if cure not in left_out], left_out
+
+
+@register("overhead", Role.OP_CLASS, reads=("ops", "generation", "end_to_end", "stages", "padding"), recommends=CURES)
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     cost = data.ops
     if not isinstance(cost, CostModel) or cost.call_seconds <= 0 or not cost.ops:
@@ -58,7 +79,10 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     )
     if machine.is_cuda:
         summary += "; on a GPU, CUDA graphs (torch.compile mode='reduce-overhead') replay the launches at once"
-    recommendations = list(ONNX_CURES if data.mode == "onnx" else CURES)
+    recommendations, left_out = cures_for(data)
+    if left_out:
+        evidence["cures_left_out"] = left_out
+        summary += "; " + "; ".join(f"{cure} does not fit: {why}" for cure, why in left_out.items())
     return [
         Finding.from_impact(
             "overhead",
