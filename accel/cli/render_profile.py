@@ -58,6 +58,17 @@ def top_table(section: str, rows: list[GroupRate]) -> Table:
     return table
 
 
+def print_top_groups(report: Report, console: Console) -> None:
+    """The top layers and ops tables, where the cost pass ran, and what a "!" in them means."""
+    data = report.to_dict()
+    tables = {section: top_groups(data, section) for section in SECTIONS}
+    for section, rows in tables.items():
+        if rows:
+            console.print(top_table(section, rows))
+    if any(row.above_roof for rows in tables.values() for row in rows):
+        console.print(f"[warn]![/] {ABOVE_ROOF_NOTE} (accel calibrate measures the roofs again)")
+
+
 def findings_block(report: Report) -> Group:
     """Findings by predicted saving: a headline per finding, its summary, what to try."""
     parts = [Text("Findings (by predicted saving of the best cure)", style="title")]
@@ -106,13 +117,7 @@ def render_profile(report: Report, console: Console) -> None:
         console.print(stage_table(report))
     if report.extra.get("ranks"):
         console.print(rank_table(report))
-    data = report.to_dict()
-    for section in SECTIONS:
-        rows = top_groups(data, section)
-        if rows:
-            console.print(top_table(section, rows))
-    if any(row.above_roof for section in SECTIONS for row in top_groups(data, section)):
-        console.print(f"[warn]![/] {ABOVE_ROOF_NOTE} (accel calibrate measures the roofs again)")
+    print_top_groups(report, console)
     if report.findings:
         console.print(findings_block(report))
     primary = report.primary

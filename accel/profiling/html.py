@@ -1,10 +1,10 @@
-"""The HTML report: one self-contained page (no network) rendered from a report's JSON.
+"""The HTML report: one self-contained page (no network, no script needed) rendered from a report's JSON.
 
-`render_html(report_dict)` is pure: it returns the page as a string; the caller writes it. The
-report data is embedded as JSON, and a small inline script draws the stage breakdown, the roofline
-chart (an SVG: each layer and op a point at its arithmetic intensity and achieved GFLOP/s, the
-ceilings from calibration) and the findings. When the chart is drawn, the script sets
-`data-drawn` on it to the number of points, which a headless browser test can read from the DOM.
+`render_html(report_dict)` is pure: it returns the page as a string; the caller writes it. Everything
+is rendered here, on the server side: a summary naming the bottleneck and the slowest layer, the stage
+breakdown, the roofline chart (accel.profiling.html_roofline) with the top layers and ops beside it
+(accel.profiling.top, the same rows the terminal shows), and the findings with their evidence as
+text. The report data is also embedded as JSON for tools that read the page.
 """
 
 from __future__ import annotations
@@ -13,124 +13,22 @@ import html
 import json
 from typing import Any
 
+from accel.profiling.html_evidence import evidence_html, format_seconds
+from accel.profiling.html_roofline import roofline_svg
+from accel.profiling.top import ABOVE_ROOF_NOTE, SECTIONS, GroupRate, format_rate, top_groups
+
 _STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:980px;color:#222}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1500px;padding:0 16px;color:#222}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}h3{font-size:14px;margin:12px 0 6px}
 .muted{color:#777}.bar{background:#3b82f6;height:14px;border-radius:2px}
-table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left;border-bottom:1px solid #eee}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left;border-bottom:1px solid #eee;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#dc2626}
 .finding{border-left:4px solid #ccc;padding:6px 12px;margin:10px 0;background:#fafafa}
 .high{border-color:#dc2626}.medium{border-color:#d97706}.low{border-color:#0891b2}.info{border-color:#9ca3af}
-pre{font-size:12px;overflow:auto;background:#f3f4f6;padding:8px}
+table.evidence td{font-size:12px;padding:1px 8px}table.evidence table td{border:none}
+.summary{background:#f3f4f6;padding:8px 12px;margin:12px 0}
+.where{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.where>svg{flex:0 0 auto;max-width:100%}.where>div{flex:1 1 400px}
 svg text{font-size:11px;fill:#444}.legend span{margin-right:14px}
-"""
-
-_SCRIPT = r"""
-(function () {
-  const data = JSON.parse(document.getElementById("accel-data").textContent);
-  const NS = "http://www.w3.org/2000/svg";
-  function el(tag, attrs, parent) {
-    const node = document.createElementNS(NS, tag);
-    for (const k in attrs) node.setAttribute(k, attrs[k]);
-    if (parent) parent.appendChild(node);
-    return node;
-  }
-  function fmtSeconds(s) {
-    if (s >= 1) return s.toFixed(2) + " s";
-    if (s >= 1e-3) return (s * 1e3).toFixed(2) + " ms";
-    return (s * 1e6).toFixed(1) + " us";
-  }
-  // Stage breakdown
-  const stages = document.getElementById("stages");
-  for (const st of data.stages || []) {
-    const row = stages.insertRow();
-    row.insertCell().textContent = st.name;
-    const c1 = row.insertCell(); c1.className = "num"; c1.textContent = fmtSeconds(st.per_sample_seconds);
-    const c2 = row.insertCell(); c2.className = "num"; c2.textContent = (st.share * 100).toFixed(1) + "%";
-    const c3 = row.insertCell(); c3.style.width = "420px";
-    const bar = document.createElement("div"); bar.className = "bar";
-    bar.style.width = Math.max(1, st.share * 100) + "%"; c3.appendChild(bar);
-  }
-  // Roofline chart (log-log)
-  const svg = document.getElementById("roofline");
-  const W = 900, H = 420, L = 60, R = 20, T = 20, B = 45;
-  const m = data.machine || {};
-  const bw = m.peak_bandwidth_gbs, peaks = m.peak_gflops_by_dtype || {};
-  const points = [];
-  for (const kind of ["layers", "ops"]) {
-    for (const g of data[kind] || []) {
-      if (g.flops > 0 && g.bytes_moved > 0 && g.seconds > 0)
-        points.push({kind: kind, name: g.name, x: g.flops / g.bytes_moved, y: g.flops / g.seconds / 1e9,
-                     seconds: g.seconds});
-    }
-  }
-  const peakValues = Object.values(peaks).filter(v => v > 0);
-  const xs = points.map(p => p.x).concat(bw && peakValues.length ? peakValues.map(v => v / bw) : []);
-  const ys = points.map(p => p.y).concat(peakValues);
-  const xmin = Math.pow(10, Math.floor(Math.log10(Math.min(0.1, ...xs.filter(v => v > 0))))),
-        xmax = Math.pow(10, Math.ceil(Math.log10(Math.max(10, ...xs) * 2)));
-  const ymin = Math.pow(10, Math.floor(Math.log10(Math.min(0.1, ...ys.filter(v => v > 0))))),
-        ymax = Math.pow(10, Math.ceil(Math.log10(Math.max(1, ...ys) * 1.5)));
-  const sx = v => L + (Math.log10(v) - Math.log10(xmin)) / (Math.log10(xmax) - Math.log10(xmin)) * (W - L - R);
-  const sy = v => H - B - (Math.log10(v) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin)) * (H - T - B);
-  el("rect", {x: L, y: T, width: W - L - R, height: H - T - B, fill: "none", stroke: "#bbb"}, svg);
-  for (let d = Math.log10(xmin); d <= Math.log10(xmax); d++) {
-    el("line", {x1: sx(10 ** d), x2: sx(10 ** d), y1: T, y2: H - B, stroke: "#eee"}, svg);
-    el("text", {x: sx(10 ** d), y: H - B + 15, "text-anchor": "middle"}, svg).textContent = String(10 ** d);
-  }
-  for (let d = Math.log10(ymin); d <= Math.log10(ymax); d++) {
-    el("line", {x1: L, x2: W - R, y1: sy(10 ** d), y2: sy(10 ** d), stroke: "#eee"}, svg);
-    el("text", {x: L - 6, y: sy(10 ** d) + 4, "text-anchor": "end"}, svg).textContent = String(10 ** d);
-  }
-  el("text", {x: (W + L) / 2, y: H - 8, "text-anchor": "middle"}, svg).textContent = "arithmetic intensity (FLOP/byte)";
-  el("text", {x: 14, y: (H - B + T) / 2, transform: `rotate(-90 14 ${(H - B + T) / 2})`,
-              "text-anchor": "middle"}, svg).textContent = "achieved GFLOP/s";
-  const colors = {fp32: "#111", bf16: "#16a34a", fp16: "#9333ea", int8: "#ea580c"};
-  let ceilings = 0;
-  if (bw) {
-    for (const name in peaks) {
-      const peak = peaks[name];
-      if (!(peak > 0)) continue;
-      const ridge = peak / bw;
-      const x0 = xmin, y0 = Math.max(bw * xmin, ymin);
-      el("polyline", {points: `${sx(x0)},${sy(y0)} ${sx(ridge)},${sy(peak)} ${sx(xmax)},${sy(peak)}`,
-                      fill: "none", stroke: colors[name] || "#555", "stroke-width": name === "fp32" ? 2 : 1,
-                      "stroke-dasharray": name === "fp32" ? "" : "5,3", class: "ceiling"}, svg);
-      el("text", {x: W - R - 4, y: sy(peak) - 4, "text-anchor": "end"}, svg).textContent =
-        `${name} ${peak.toFixed(0)} GFLOP/s`;
-      ceilings++;
-    }
-    el("text", {x: sx(xmin) + 6, y: sy(Math.max(bw * xmin, ymin)) - 6}, svg).textContent = `${bw.toFixed(1)} GB/s`;
-  }
-  const maxSeconds = Math.max(...points.map(p => p.seconds), 1e-12);
-  for (const p of points) {
-    const c = el("circle", {cx: sx(p.x), cy: sy(p.y), r: 3 + 7 * Math.sqrt(p.seconds / maxSeconds),
-                            fill: p.kind === "layers" ? "rgba(59,130,246,.6)" : "rgba(234,88,12,.5)",
-                            class: "point " + p.kind}, svg);
-    el("title", {}, c).textContent = `${p.kind === "layers" ? "layer" : "op"} ${p.name}: ` +
-      `${p.x.toFixed(2)} FLOP/byte, ${p.y.toFixed(2)} GFLOP/s, ${fmtSeconds(p.seconds)}`;
-  }
-  svg.setAttribute("data-ceilings", String(ceilings));
-  svg.setAttribute("data-drawn", String(points.length));
-  // Findings
-  const box = document.getElementById("findings");
-  for (const f of data.findings || []) {
-    const div = document.createElement("div"); div.className = "finding " + f.severity;
-    const head = document.createElement("b");
-    head.textContent = `${f.severity} · ${f.kind} · impact ${(f.impact * 100).toFixed(1)}%`;
-    const p = document.createElement("p"); p.textContent = f.summary;
-    div.append(head, p);
-    if ((f.recommendations || []).length) {
-      const r = document.createElement("p"); r.textContent = "try: " + f.recommendations.join(", "); div.append(r);
-    }
-    const details = document.createElement("details");
-    const summary = document.createElement("summary"); summary.textContent = "evidence";
-    const pre = document.createElement("pre"); pre.textContent = JSON.stringify(f.evidence, null, 2);
-    details.append(summary, pre); div.append(details); box.append(div);
-  }
-  if (!(data.findings || []).length) box.textContent = "No findings.";
-  document.body.setAttribute("data-rendered", "1");
-})();
 """
 
 
@@ -139,13 +37,111 @@ def _embed_json(data: Any) -> str:
     return json.dumps(data, default=str).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def summary_html(report: dict[str, Any]) -> str:
+    """What the page says first: the bottleneck, where the model's time goes, the best cure."""
+    findings = report.get("findings", [])
+    primary = report.get("primary", "none")
+    lines = [f"Bottleneck: <b>{_esc(primary)}</b>." if primary != "none" else "No bottleneck above low severity."]
+    best = next((f for f in findings if f.get("kind") == primary), None)
+    if best and best.get("recommendations"):
+        lines.append(f"Best cure to try: <b>{_esc(best['recommendations'][0])}</b>.")
+    layers = top_groups(report, "layers", 1)
+    if layers:
+        top = layers[0]
+        lines.append(
+            f"Slowest layer: <b>{_esc(top.label)}</b>, {_pct(top.share)} of a model call"
+            + (
+                f", at {format_rate(top.achieved_rate)} {top.rate_unit}: {top.roof_fraction:.0%} of its "
+                f"{top.bound} roof ({format_rate(top.roof_rate)} {top.rate_unit})."
+                if top.calibrated
+                else "."
+            )
+        )
+    return '<p class="summary" id="summary">' + " ".join(lines) + "</p>"
+
+
+def stages_html(report: dict[str, Any]) -> str:
+    rows = ["<tr><th>stage</th><th>per sample</th><th>share</th><th></th></tr>"]
+    for stage in report.get("stages", []):
+        width = max(1.0, stage["share"] * 100)
+        rows.append(
+            f"<tr><td>{_esc(stage['name'])}</td><td class=num>{format_seconds(stage['per_sample_seconds'])}</td>"
+            f'<td class=num>{_pct(stage["share"])}</td><td style="width:420px">'
+            f'<div class="bar" style="width:{width:.1f}%"></div></td></tr>'
+        )
+    return '<table id="stages">' + "".join(rows) + "</table>"
+
+
+def top_table_html(section: str, rows: list[GroupRate]) -> str:
+    """The same table as the terminal's: share, achieved rate of its roof, the roof, the cures."""
+    noun = "layer" if section == "layers" else "op"
+    head = f"<tr><th>{noun}</th><th>share</th><th>achieved (of roof)</th><th>roof</th><th>cure</th></tr>"
+    body = []
+    for row in rows:
+        css = ' class="num bad"' if row.above_roof else " class=num"
+        note = f"<br><small>{ABOVE_ROOF_NOTE}</small>" if row.above_roof else ""
+        cures = ", ".join(row.cures) if row.cures else "-"
+        source = f' title="from the {_esc(row.cure_kind)} finding"' if row.cure_kind else ""
+        body.append(
+            f"<tr><td>{_esc(row.label)}</td><td class=num>{_pct(row.share)}</td>"
+            f"<td{css}>{_esc(row.achieved_text)}{note}</td><td>{_esc(row.roof_text)}</td>"
+            f"<td{source}>{_esc(cures)}</td></tr>"
+        )
+    return f'<div><h3>Top {section}</h3><table class="top" id="top-{section}">{head}{"".join(body)}</table></div>'
+
+
+def no_roofline_html(report: dict[str, Any]) -> str:
+    """Why there is no chart: a script's loop is timed, not counted op by op; or a pass was skipped."""
+    if report.get("mode") == "script":
+        why = "a training script is measured as a loop (time in the DataLoader vs the step), not op by op"
+    else:
+        skipped = report.get("hardware_passes_skipped") or {}
+        why = "; ".join(f"{name} pass skipped: {reason}" for name, reason in skipped.items())
+        why = why or "the cost pass measured no layer with FLOPs, bytes and time"
+    return f'<p class="muted" id="no-roofline">No roofline for this report: {_esc(why)}.</p>'
+
+
+def where_html(report: dict[str, Any]) -> str:
+    """The roofline chart with the top layers and ops tables beside it."""
+    chart = roofline_svg(report)
+    tables = "".join(top_table_html(section, rows) for section in SECTIONS if (rows := top_groups(report, section)))
+    if not chart and not tables:
+        return no_roofline_html(report)
+    legend = (
+        '<div class="muted legend"><span style="color:#3b82f6">● layer</span><span style="color:#ea580c">● op</span>'
+        "ceilings from calibration (bandwidth slope, then peak GFLOP/s per dtype); point size: time; "
+        f'<span class="bad">ringed: {ABOVE_ROOF_NOTE}</span></div>'
+    )
+    return (legend if chart else no_roofline_html(report)) + f'<div class="where">{chart}<div>{tables}</div></div>'
+
+
+def findings_html(report: dict[str, Any]) -> str:
+    parts = []
+    for f in report.get("findings", []):
+        tries = f"<p>try: {_esc(', '.join(f['recommendations']))}</p>" if f.get("recommendations") else ""
+        parts.append(
+            f'<div class="finding {_esc(f["severity"])}"><b>{_esc(f["severity"])} · {_esc(f["kind"])} · '
+            f"impact {_pct(f['impact'])}</b><p>{_esc(f['summary'])}</p>{tries}"
+            f"<details><summary>evidence</summary>{evidence_html(f.get('evidence') or {})}</details></div>"
+        )
+    return "".join(parts) or "<p>No findings.</p>"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The self-contained HTML page for a report (its `to_dict()` form)."""
     machine = report.get("machine", {})
-    title = html.escape(f"accel profile: {report.get('target', '')}")
-    facts = html.escape(
+    title = _esc(f"accel profile: {report.get('target', '')}")
+    facts = _esc(
         f"{machine.get('device_name', '?')} ({machine.get('device', '?')}, {machine.get('cores', '?')} cores) · "
-        f"primary: {report.get('primary', 'none')} · "
+        f"{report.get('mode', 'pipeline')} · "
         f"{report.get('throughput', {}).get('samples_per_s', 0.0):,.1f} samples/s"
     )
     return f"""<!DOCTYPE html>
@@ -155,15 +151,13 @@ def render_html(report: dict[str, Any]) -> str:
 <body>
 <h1>{title}</h1>
 <div class="muted">{facts}</div>
+{summary_html(report)}
 <h2>Stages</h2>
-<table id="stages"><tr><th>stage</th><th>per sample</th><th>share</th><th></th></tr></table>
-<h2>Roofline</h2>
-<div class="muted legend"><span style="color:#3b82f6">● layer</span><span style="color:#ea580c">● op</span>
-ceilings from calibration (bandwidth slope, then peak GFLOP/s per dtype); point size: time</div>
-<svg id="roofline" width="900" height="420" viewBox="0 0 900 420" role="img" aria-label="roofline chart"></svg>
+{stages_html(report)}
+<h2>Where the model's time goes</h2>
+{where_html(report)}
 <h2>Findings</h2>
-<div id="findings"></div>
+<div id="findings">{findings_html(report)}</div>
 <script type="application/json" id="accel-data">{_embed_json(report)}</script>
-<script>{_SCRIPT}</script>
 </body></html>
 """
