@@ -93,6 +93,10 @@ _LOOKUP_OPS = {
     "take": (0, None, 1, True),
 }
 
+# The lookups into nn.Embedding / nn.EmbeddingBag tables (aten names, as profiles show them): what
+# storing the tables' rows in fewer bytes makes cheaper.
+EMBEDDING_LOOKUP_OPS = frozenset(f"aten::{name}" for name in _LOOKUP_OPS if "embedding" in name)
+
 
 @dataclasses.dataclass(frozen=True)
 class OpCount:

@@ -4,7 +4,10 @@ An op is memory-bound when its arithmetic intensity (FLOPs per byte) is below th
 point (peak FLOP/s over peak bandwidth, from calibration): no compute unit can make it faster,
 only moving fewer bytes can. Impact: the memory-bound time times the byte reduction of the best
 cure. Weight quantization to int8 removes three quarters of fp32 weight traffic (a half of bf16),
-so the saving is memory-bound time x weight share of its bytes x that reduction.
+so the saving is memory-bound time x weight share of its bytes x that reduction. The weights an
+embedding lookup reads (the rows it gathers) are not what int8 Linear layers shrink: their cure is
+row-wise int8 tables (`quantize.embedding`). Each cure is recommended by the bytes it would cut: not
+when that is under MIN_INT8_CUT of them, nor far less than the best cure would cut.
 
 When the op times and the call time of the cost pass disagree (CostModel.timing_disagreement: other
 processes took the CPU during some calls), or the ops streamed faster than the calibrated peak (the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from accel.core.counts import EMBEDDING_LOOKUP_OPS
 from accel.core.dtypes import element_bytes, is_floating
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
@@ -41,6 +45,11 @@ MIN_INT8_CUT = 0.05
 # Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime (an ONNX model only in the latter).
 INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic")
 ONNX_INT8_CURES = ("onnx.int8_dynamic",)
+# Fewer bytes per gathered row: embedding tables stored row-wise in int8 (a torch model only).
+TABLE_CURES = ("quantize.embedding",)
+# A cure that would cut less than this share of what the best one cuts is not recommended: beside
+# the rows a recommender gathers from its tables, its MLP weights are not where its bytes go.
+MIN_CUT_OF_BEST = 0.25
 # The same weight reads for more samples, and fused ops (not for an ONNX model: its graph runtime fuses).
 OTHER_CURES = ("batch.size", "compile")
 ONNX_OTHER_CURES = ("batch.size",)
@@ -78,21 +87,64 @@ def _suspect_clause(suspect: list[dict[str, Any]]) -> str:
     return f"; {', '.join(o['op'] for o in suspect)} measured at up to {fastest:.1f} GB/s, {ABOVE_PEAK_NOTE}"
 
 
-def int8_saved_bytes(cost: CostModel) -> int:
-    """Bytes per call that int8 weights would not move, in memory-bound ops (not dispatch-bound)."""
+def int8_saved_bytes(cost: CostModel, lookups: bool = False) -> int:
+    """Bytes per call that int8 weights would not move, in memory-bound ops (not dispatch-bound):
+    of the layers' weights, or (`lookups`) of the embedding rows gathered."""
     saved = 0.0
     for op in cost.ops:
         size = element_bytes(op.dtype) if is_floating(op.dtype) else None
-        if op.memory_bound and op.weight_bytes and size and not is_dispatch_bound(op):
+        chosen = (op.op in EMBEDDING_LOOKUP_OPS) == lookups
+        if chosen and op.memory_bound and op.weight_bytes and size and not is_dispatch_bound(op):
             saved += op.weight_bytes * (1.0 - INT8_BYTES / size)
     return int(saved)
+
+
+def table_lookups(cost: CostModel) -> dict[str, Any]:
+    """The memory-bound embedding lookups of one call: their bytes, op names and tables (layers)."""
+    found = [op for op in cost.ops if op.memory_bound and op.op in EMBEDDING_LOOKUP_OPS and op.weight_bytes]
+    return {
+        "bytes": sum(op.bytes_moved for op in found),
+        "ops": sorted({op.op for op in found}),
+        "tables": sorted({op.module for op in found}),
+    }
+
+
+def recommended_cures(cost: CostModel, memory_bytes: int, onnx: bool) -> tuple[list[str], float, str]:
+    """The byte-cutting cures worth recommending (best first), the share of the bytes the best one
+    would cut, and the clauses saying what each would cut."""
+    if not memory_bytes:
+        return [], 0.0, ""
+    cuts = {"int8": int8_saved_bytes(cost) / memory_bytes}
+    if not onnx:
+        cuts["tables"] = int8_saved_bytes(cost, lookups=True) / memory_bytes
+    best = max(cuts.values())
+    worth = sorted((k for k, v in cuts.items() if v >= max(MIN_INT8_CUT, MIN_CUT_OF_BEST * best)), key=cuts.get)
+    worth.reverse()
+    clauses = {"int8": "int8 weights would cut {:.0%} of those bytes", "tables": "int8 table rows would cut {:.0%}"}
+    sentence = "".join(f"; {clauses[k].format(cuts[k])}" for k in worth)
+    if cuts["int8"] > 0 and "int8" not in worth:
+        floor = f"under {MIN_INT8_CUT:.0%}" if cuts["int8"] < MIN_INT8_CUT else f"{cuts['int8']:.0%}"
+        sentence += f"; int8 weights would cut {floor} of those bytes, too little to recommend"
+    cures = {"int8": ONNX_INT8_CURES if onnx else INT8_CURES, "tables": TABLE_CURES}
+    return [name for k in worth for name in cures[k]], (best if worth else 0.0), sentence
+
+
+def _tables_clause(lookups: dict[str, Any], memory_bytes: int) -> str:
+    if not lookups["bytes"] or not memory_bytes:
+        return ""
+    shown = lookups["tables"][:LAYERS_SHOWN]
+    tables = ", ".join(shown) + (", ..." if len(lookups["tables"]) > len(shown) else "")
+    return (
+        f"; {lookups['bytes'] / memory_bytes:.0%} of them are embedding rows gathered by "
+        f"{', '.join(lookups['ops'])} ({tables})"
+    )
 
 
 @register(
     "memory_bandwidth",
     Role.OP_CLASS,
     reads=("ops", "generation", "end_to_end", "stages"),
-    recommends=(*INT8_CURES, *OTHER_CURES),
+    recommends=(*INT8_CURES, *TABLE_CURES, *OTHER_CURES),
 )
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     found = roofline_share(data, "memory", machine.peak_bandwidth_gbs, MIN_MEMORY_SHARE)
@@ -126,7 +178,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if achieved_gbs < MIN_BANDWIDTH_FRACTION * peak_bandwidth_gbs:
         return []
     weight_share = split.memory_weight_bytes / split.memory_bytes if split.memory_bytes else 0.0
-    reduction = int8_saved_bytes(cost) / split.memory_bytes if split.memory_bytes else 0.0
+    onnx = data.mode == "onnx"
+    recommendations, reduction, cuts = recommended_cures(cost, split.memory_bytes, onnx)
+    lookups = table_lookups(cost)
     impact = model_share * memory_share * reduction
     layers = [g for g in cost.by_layer() if g.memory_bound_seconds > 0][:LAYERS_SHOWN]
     evidence = {
@@ -140,6 +194,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
         "activation_bytes_per_call": split.memory_bytes - split.memory_weight_bytes,
         "ridge_flops_per_byte": machine.ridge_flops_per_byte,
         "ops_above_peak": suspect,
+        "embedding_lookup_bytes_per_call": lookups["bytes"],
+        "embedding_lookup_ops": lookups["ops"],
+        "embedding_tables": lookups["tables"],
         "layers": [
             {
                 "name": g.name,
@@ -159,14 +216,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     )
     if achieved_gbs > peak_bandwidth_gbs:
         summary += f" ({above_peak})"
-    summary += _suspect_clause(suspect)
-    onnx = data.mode == "onnx"
-    recommendations: list[str] = []
-    if reduction >= MIN_INT8_CUT:
-        summary += f"; int8 weights would cut {reduction:.0%} of those bytes"
-        recommendations += ONNX_INT8_CURES if onnx else INT8_CURES
-    elif reduction > 0:
-        summary += f"; int8 weights would cut under {MIN_INT8_CUT:.0%} of those bytes, too little to recommend"
+    summary += _suspect_clause(suspect) + _tables_clause(lookups, split.memory_bytes) + cuts
     recommendations += ONNX_OTHER_CURES if onnx else OTHER_CURES
     return [
         Finding.from_impact(
