@@ -11,7 +11,7 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, overload
 
 from accel.core.calibration import calibrated_machine
 from accel.core.errors import PipelineLoadError, RecipeError
@@ -70,6 +70,14 @@ class OptimizeResult:
     def speedup(self) -> float:
         return self.result.speedup
 
+    def __repr__(self) -> str:  # short: the engine result holds whole models
+        r = self.result
+        kept = [c.optimizer for c in r.choices]
+        return (
+            f"OptimizeResult(name={self.name!r}, recipe={self.recipe!r}, speedup={r.speedup:.2f}x, kept={kept}, "
+            f"steps={len(r.steps)}, lock_path={str(self.lock_path) if self.lock_path else None!r})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         r = self.result
         return {
@@ -92,6 +100,60 @@ class OptimizeResult:
             "elapsed_seconds": r.elapsed_seconds + self.profile_seconds,
             "partial": r.partial,
         }
+
+
+@overload
+def optimize(
+    target: Pipeline,
+    recipe: str | os.PathLike | Recipe = ...,
+    *,
+    out_dir: str | os.PathLike | None = ...,
+    json_path: str | os.PathLike | None = ...,
+    budget_seconds: float | None = ...,
+    threads: int | None = ...,
+    passes: int | None = ...,
+    progress: Progress = ...,
+    args: tuple[str, ...] = ...,
+    as_script: Literal[False] = ...,
+    only: Sequence[str] | None = ...,
+    skip: Sequence[str] | None = ...,
+) -> OptimizeResult: ...
+
+
+@overload
+def optimize(
+    target: str | os.PathLike,
+    recipe: str | os.PathLike | Recipe = ...,
+    *,
+    out_dir: str | os.PathLike | None = ...,
+    json_path: str | os.PathLike | None = ...,
+    budget_seconds: float | None = ...,
+    threads: int | None = ...,
+    passes: int | None = ...,
+    progress: Progress = ...,
+    args: tuple[str, ...] = ...,
+    as_script: Literal[True],
+    only: Sequence[str] | None = ...,
+    skip: Sequence[str] | None = ...,
+) -> "ScriptOptimizeResult": ...
+
+
+@overload
+def optimize(
+    target: str | os.PathLike,
+    recipe: str | os.PathLike | Recipe = ...,
+    *,
+    out_dir: str | os.PathLike | None = ...,
+    json_path: str | os.PathLike | None = ...,
+    budget_seconds: float | None = ...,
+    threads: int | None = ...,
+    passes: int | None = ...,
+    progress: Progress = ...,
+    args: tuple[str, ...] = ...,
+    as_script: bool = ...,
+    only: Sequence[str] | None = ...,
+    skip: Sequence[str] | None = ...,
+) -> "OptimizeResult | ScriptOptimizeResult": ...
 
 
 def optimize(
@@ -123,7 +185,9 @@ def optimize(
     from accel.optimizing.lock import load
     from accel.optimizing.optimizers import Context
     from accel.optimizing.search.engine import Selection, run_engine
+    from accel.profiling.run import check_budget
 
+    check_budget(budget_seconds)
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     selection = Selection.of(only, skip)
     script = None if isinstance(target, Pipeline) else script_target(Path(target), tuple(args), as_script)
