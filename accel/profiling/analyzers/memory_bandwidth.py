@@ -42,8 +42,9 @@ LAYERS_SHOWN = 3
 ABOVE_PEAK_NOTE = "above the calibrated peak: its bytes or time are miscounted"
 # int8 weights are recommended when they would cut at least this share of the bytes moved.
 MIN_INT8_CUT = 0.05
-# Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime (an ONNX model only in the latter).
-INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic")
+# Fewer weight bytes: int8 weights in PyTorch or in ONNX Runtime, or ORT's 4/8-bit weight-only (an ONNX
+# model only the ORT int8 one).
+INT8_CURES = ("quantize.int8_dynamic", "onnx.int8_dynamic", "onnx.weight_only")
 ONNX_INT8_CURES = ("onnx.int8_dynamic",)
 # Fewer bytes per gathered row: embedding tables stored row-wise in int8 (a torch model only).
 TABLE_CURES = ("quantize.embedding",)
