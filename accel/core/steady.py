@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -28,6 +28,8 @@ from accel.core.measure import Clock, now
 # well below the 1.2x-1.5x speed-ups the calibrated rates decide on.
 BEST_OF = 3
 SPREAD_LIMIT = 0.10
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,7 @@ class CpuMeter:
         self.threads = max(threads, 1)
         self.ran = self.runnable = 0.0
 
-    def watch(self, fn: Callable[[], float]) -> float:
+    def watch(self, fn: Callable[[], T]) -> T:
         before, cpu, wall = scheduler_seconds(), time.process_time(), now()
         result = fn()
         after = scheduler_seconds()

@@ -19,7 +19,6 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from accel.core.counts import Counts, OpCount
-from accel.core.cure_kernels import BASELINE_KERNEL
 from accel.core.dtypes import short_name
 from accel.core.machine import Machine
 
@@ -39,57 +38,14 @@ CALL_MARKER = "accel::call"
 # op totals differ by more than this factor (a quiet machine repeats them within 10-20%)...
 OP_TIME_SPREAD_LIMIT = 1.5
 # ...or when the profiled calls took this many times longer or shorter than the plain calls: the
-# profiler adds about a microsecond per op, far less than this on any model worth profiling.
+# profiler adds about a microsecond per op, far less than this on any model worth profiling...
 CALL_TIME_LIMIT = 1.5
-# On an older calibration (square-GEMM peaks only), a "faster" dtype's peak must be this many times
-# fp32's: below it the ratio is within calibration noise (and an emulated fp16 GEMM is far slower).
-FASTER_UNIT_MIN_SPEEDUP = 1.5
-# A cure kernel (accel.core.cure_kernels) this many times faster than eager fp32 at a Linear
-# layer's size is worth timing the model in: a steady calibration's figures agree within 10%, so
-# less could be noise, and on an AVX2 CPU the emulated bf16 kernel runs at a hundredth of fp32.
-CURE_MIN_SPEEDUP = 1.1
-# The dtypes a cure runs a model in: cast whole (precision.bf16 / precision.fp16), or its Linear
-# layers quantized (quantize.int8_dynamic).
-CURE_DTYPES = ("bf16", "fp16", "int8")
-
-
-def dtype_kernel_speedups(machine: Machine) -> dict[str, tuple[float, str]]:
-    """Per cure dtype, how many times faster than eager fp32 its fastest cure kernel ran in
-    calibration (Machine.cure_speedup), as (ratio, kernel); on an older calibration without cure
-    kernels, the square-GEMM peak ratio, as (ratio, "<dtype> GEMM peak")."""
-    if machine.cure_gflops:
-        found = {name: machine.cure_speedup(name) for name in CURE_DTYPES}
-        return {name: speedup for name, speedup in found.items() if speedup is not None}
-    fp32 = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
-    by_dtype = machine.peak_gflops_by_dtype or {}
-    return {
-        name: (by_dtype[name] / fp32, f"{name} GEMM peak") for name in CURE_DTYPES if fp32 > 0 and by_dtype.get(name)
-    }
-
-
-def faster_dtypes(machine: Machine) -> list[str]:
-    """The cure dtypes whose cure kernel calibrated CURE_MIN_SPEEDUP x faster than fp32 or more
-    (FASTER_UNIT_MIN_SPEEDUP x for a square-GEMM peak, on an older calibration)."""
-    needed = CURE_MIN_SPEEDUP if machine.cure_gflops else FASTER_UNIT_MIN_SPEEDUP
-    return [name for name, (ratio, _) in dtype_kernel_speedups(machine).items() if ratio >= needed]
-
-
-def fastest_unit(machine: Machine) -> tuple[float, str]:
-    """The fastest rate a cure can get a model's compute to, as (GFLOP/s, what runs it): eager fp32
-    Linear, the fp32 cure kernels and those of every faster dtype; on an older calibration, the
-    fp32 GEMM peak. (0.0, "") when nothing was calibrated."""
-    rates = []
-    baseline = machine.cure_gflops.get(BASELINE_KERNEL)
-    if baseline:
-        rates.append((baseline, BASELINE_KERNEL))
-    for name in ("fp32", *faster_dtypes(machine)):
-        best = machine.best_cure_gflops(name)
-        if best is not None:
-            rates.append(best)
-    if not rates:
-        fp32 = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
-        return (fp32, "fp32 GEMM peak") if fp32 else (0.0, "")
-    return max(rates)
+# ...or when the pass's threads ran less than this share of the time they were runnable (the
+# scheduler's own accounting, accel.core.steady.CpuMeter): on a busy machine an intra-op thread
+# waits for a core, every OpenMP region waits for it, and a 0.5 ms call takes 16-24 ms in some calls
+# and not in others, while the profiler's op times do not see the wait. The same limit as
+# calibration's (accel.core.calibration.MIN_CPU_SHARE).
+MIN_CPU_SHARE = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,13 +155,20 @@ class CostModel:
     call_samples: tuple[float, ...] = ()  # the plain calls' seconds
     profiled_call_seconds: tuple[float, ...] = ()  # each profiled call's own seconds...
     profiled_ops_seconds: tuple[float, ...] = ()  # ...and its counted ops' seconds, in the same call
+    cpu_share: float | None = None  # share of their runnable time the pass's threads ran; None: not metered
 
     @property
     def timing_disagreement(self) -> str | None:
         """Why the op times and the call time cannot be read together, or None when they agree:
         the profiled calls' op totals differ by more than OP_TIME_SPREAD_LIMIT from one call to the
-        next, or the profiled calls ran CALL_TIME_LIMIT x longer or shorter than the plain ones.
-        Either happens when other processes take the CPU during some calls and not others."""
+        next, the profiled calls ran CALL_TIME_LIMIT x longer or shorter than the plain ones, or the
+        pass's threads ran less than MIN_CPU_SHARE of their runnable time. Each happens when other
+        processes take the CPU during some calls and not others."""
+        if self.cpu_share is not None and self.cpu_share < MIN_CPU_SHARE:
+            return (
+                f"the pass's threads ran {self.cpu_share:.0%} of the time they were runnable (other processes "
+                f"held the cores; needs {MIN_CPU_SHARE:.0%}: fewer threads or a quieter machine)"
+            )
         ops = [s for s in self.profiled_ops_seconds if s > 0]
         if len(ops) >= 2 and max(ops) > OP_TIME_SPREAD_LIMIT * min(ops):
             return (
@@ -273,6 +236,7 @@ class CostModel:
             "call_samples_seconds": list(self.call_samples),
             "profiled_call_seconds": list(self.profiled_call_seconds),
             "profiled_ops_seconds": list(self.profiled_ops_seconds),
+            "cpu_share": self.cpu_share,
             "timing_disagreement": self.timing_disagreement,
         }
 
@@ -363,6 +327,7 @@ def build_cost_model(
     call_samples: tuple[float, ...] = (),
     profiled_call_seconds: tuple[float, ...] = (),
     profiled_ops_seconds: tuple[float, ...] = (),
+    cpu_share: float | None = None,
 ) -> CostModel:
     """Join counts and op times against the machine's peaks. Pure: no timing here."""
     bandwidth = machine.peak_bandwidth_gbs or 0.0
@@ -392,4 +357,5 @@ def build_cost_model(
         call_samples=tuple(call_samples),
         profiled_call_seconds=tuple(profiled_call_seconds),
         profiled_ops_seconds=tuple(profiled_ops_seconds),
+        cpu_share=cpu_share,
     )

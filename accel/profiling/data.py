@@ -162,6 +162,7 @@ class DtypeTiming:
 
     dtype: str  # calibration name: fp32, bf16, fp16, int8
     call_seconds: float
+    cpu_share: float | None = None  # share of their runnable time the rounds' threads ran; None: not metered
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -308,7 +309,8 @@ def roofline_share(
     """The compute- or memory-bound side of the model call, or None when there is nothing to name.
 
     None when no cost model was built, the machine's peak for that side (GFLOP/s or GB/s) is not
-    calibrated, the call took no time, or that side's ops hold less than `min_share` of the model's time.
+    calibrated, the call took no time, or that side's ops hold less than `min_share` of the model's
+    time while the cost pass's times agree (CostModel.timing_disagreement).
     """
     cost = data.ops
     if not isinstance(cost, CostModel) or not peak or cost.call_seconds <= 0:
@@ -316,6 +318,8 @@ def roofline_share(
     split = split_roofline(cost)
     seconds = split.compute_seconds if side == "compute" else split.memory_seconds
     share = share_of_model_time(data, seconds)
-    if share < min_share or seconds <= 0:
+    # Below `min_share` there is nothing to name, unless the op and call times disagree: then the
+    # share itself is noise, and the analyzer says "too noisy to decide" rather than nothing.
+    if seconds <= 0 or (share < min_share and not cost.timing_disagreement):
         return None
     return RooflineShare(cost=cost, split=split, share=share, peak=peak)

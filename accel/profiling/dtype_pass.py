@@ -1,14 +1,17 @@
 """The dtype pass of `accel profile`: the model's call timed as each lower precision's cure runs it.
 
 Only dtypes whose cure kernel calibration measured faster than fp32 are timed
-(accel.profiling.costmodel.faster_dtypes): on an AVX2-only CPU a bf16 BERT runs at about one
+(accel.profiling.cure_units.faster_dtypes): on an AVX2-only CPU a bf16 BERT runs at about one
 GFLOP/s, and timing it costs minutes and says nothing. The others are skipped with the reason
 recorded. The variants run the cures' own kernels: the model cast whole for bf16/fp16 (precision.*,
 cast mode), its Linear layers dynamically quantized with torch.ao for int8 (quantize.int8_dynamic's
 eager backend: fbgemm on x86, the kernel calibration times as that cure's).
 
 fp32 and each variant are timed in interleaved rounds (a burst of other load falls on every side
-rather than on one), as many rounds as the pass's share of the profile's budget holds.
+rather than on one), as many rounds as the pass's share of the profile's budget holds. The share of
+their runnable time the rounds' threads ran is recorded (accel.core.steady.CpuMeter): below
+accel.profiling.costmodel.MIN_CPU_SHARE the rounds' medians are stalls of intra-op threads waiting
+for a core, not the dtypes' speeds, and compute_bound does not read them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from accel.core.budget import PassBudget
 from accel.core.dtypes import CALIBRATED
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, now
-from accel.profiling.costmodel import CostModel, dtype_kernel_speedups, faster_dtypes, split_roofline
+from accel.core.steady import CpuMeter
+from accel.profiling.costmodel import CostModel, split_roofline
+from accel.profiling.cure_units import dtype_kernel_speedups, faster_dtypes
 from accel.profiling.data import DtypeTiming
 
 # Interleaved rounds wanted, each one call of every dtype: a burst of load on a shared machine
@@ -103,18 +108,26 @@ def dtype_pass(
     round_seconds = sum(per_call[name] for name in calls)
     rounds = budget.fit(round_seconds, DTYPE_ROUNDS, minimum=1)
     samples: dict[str, list[float]] = defaultdict(list)
+    meter = CpuMeter(torch.get_num_threads())
     with torch.inference_mode():
         for index in range(rounds):
             for name in _order(list(calls), index):
-                began = now()
-                calls[name]()
-                sync()
-                samples[name].append(now() - began)
+                samples[name].append(meter.watch(functools.partial(_timed, calls[name], sync)))
             budget.calls += len(calls)
             if index + 1 < rounds and budget.left() < round_seconds:
                 budget.cut_short = True
                 break
-    return tuple(DtypeTiming(dtype=name, call_seconds=statistics.median(samples[name])) for name in calls)
+    share = None if machine.is_cuda else meter.share
+    return tuple(
+        DtypeTiming(dtype=name, call_seconds=statistics.median(samples[name]), cpu_share=share) for name in calls
+    )
+
+
+def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> float:
+    began = now()
+    call()
+    sync()
+    return now() - began
 
 
 def _order(names: list[str], index: int) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from accel.core.budget import PassBudget
 from accel.core.counts import parameter_bytes
 from accel.core.kv_cache import accepts_cache, generate_calls, with_cache
 from accel.core.machine import Machine
@@ -132,13 +133,17 @@ def generation_pass(
     machine: Machine,
     clock: Callable[[], float] = now,
     first_call: list | None = None,
+    budget: PassBudget | None = None,
 ) -> GenerationProfile | None:
-    """Time every model call inside GENERATION_LOOPS generate loops (after one untimed loop as
-    warm-up); where the loop recomputes and the model takes a cache, as many loops with it on.
-    `first_call` receives the (args, kwargs) of the loop's first model call."""
+    """Time every model call inside GENERATION_LOOPS generate loops (after one loop as warm-up);
+    where the loop recomputes and the model takes a cache, as many loops with it on, interleaved.
+    As many loops as `budget` holds: where not one more round fits, the warm-up loops stand as the
+    measurement (the pass is then cut short). `first_call` receives the (args, kwargs) of the loop's
+    first model call."""
     model = pipeline.model
     if pipeline.generate is None or not isinstance(model, torch.nn.Module):
         return None
+    budget = budget or PassBudget("generation", float("inf"), clock=clock)
     sync = device_sync(machine.device)
     recorder = _Recorder(sync, clock, first_call if first_call is not None else [])
 
@@ -147,14 +152,17 @@ def generation_pass(
         began = clock()
         output = run.forward(batch)
         sync()
+        budget.calls += 1
         return clock() - began, list(recorder.steps), output
 
-    plain: list[Loop] = []
-    cached: list[Loop] = []
     with _hooked(model, recorder), torch.inference_mode():
-        _, warm_steps, _ = timed_loop(pipeline)
-        cached_pipeline, cache_note = _with_cache_forced(pipeline, warm_steps, timed_loop)
-        for _ in range(GENERATION_LOOPS):
+        warm = timed_loop(pipeline)
+        cached_pipeline, cache_note, cached_warm = _with_cache_forced(pipeline, warm[1], timed_loop)
+        round_seconds = warm[0] + (cached_warm[0] if cached_warm else 0.0)
+        rounds = budget.fit(round_seconds, GENERATION_LOOPS, minimum=0)
+        plain: list[Loop] = [] if rounds else [warm]
+        cached: list[Loop] = [] if rounds or cached_warm is None else [cached_warm]
+        for _ in range(rounds):
             plain.append(timed_loop(pipeline))
             if cached_pipeline is not None:
                 cached.append(timed_loop(cached_pipeline))
@@ -175,20 +183,21 @@ def _hooked(model: torch.nn.Module, recorder: _Recorder) -> Iterator[None]:
 
 def _with_cache_forced(
     pipeline: Pipeline, warm_steps: list[GenerationStep], timed_loop: Callable[[Pipeline], Loop]
-) -> tuple[Pipeline | None, str | None]:
-    """The pipeline with the KV cache forced on (warmed up), where the loop recomputes and the cache
-    can be forced; else None and, where the loop recomputes, why the cache's gain is not measured."""
+) -> tuple[Pipeline | None, str | None, Loop | None]:
+    """The pipeline with the KV cache forced on and its warm-up loop, where the loop recomputes and
+    the cache can be forced; else None and, where the loop recomputes, why the cache's gain is not
+    measured."""
     model = pipeline.model
     if not any(s.recomputed_tokens for s in warm_steps):
-        return None, None
+        return None, None, None
     if not accepts_cache(model):
-        return None, "the model takes no use_cache/past_key_values: the cache's gain was not measured"
+        return None, "the model takes no use_cache/past_key_values: the cache's gain was not measured", None
     # The forced copy shares the model's parameters and hooks: the recorder sees its calls.
     cached_pipeline = pipeline.replace(model=with_cache(model))
-    timed_loop(cached_pipeline)  # warm-up with the cache on
+    warm = timed_loop(cached_pipeline)  # warm-up with the cache on
     if not generate_calls(cached_pipeline.model):
-        return None, "the pipeline's generate does not call model.generate: the cache was not forced"
-    return cached_pipeline, None
+        return None, "the pipeline's generate does not call model.generate: the cache was not forced", None
+    return cached_pipeline, None, warm
 
 
 def _generation_profile(

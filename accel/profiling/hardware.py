@@ -24,6 +24,7 @@ from accel.core.counts import Counts, OpCount, parameter_bytes
 from accel.core.machine import Machine
 from accel.core.measure import device_sync, now, peak_memory_bytes
 from accel.core.pipeline import Pipeline, split_call, tensors_in
+from accel.core.steady import CpuMeter
 from accel.profiling.costmodel import CALL_MARKER, PROFILED_CALLS, CostModel, build_cost_model
 from accel.profiling.count_cache import cached_counts
 from accel.profiling.data import LayerActivation, MemoryProfile, PatchPlan, ProfileData
@@ -162,8 +163,12 @@ def cost_pass(
             plain.append(_timed_call(call, sync))  # warm-up, timed: it sizes the calls below
             first = plain[0]
         profiled_calls = budget.fit(first, PROFILED_CALLS, minimum=1)
-        profiled = profile_ops(call, counts, device=machine.device, calls=profiled_calls, warmup=False)
-        plain += [_timed_call(call, sync) for _ in range(budget.fit(first, PLAIN_CALLS - len(plain), minimum=0))]
+        meter = CpuMeter(torch.get_num_threads())
+        profiled = meter.watch(
+            lambda: profile_ops(call, counts, device=machine.device, calls=profiled_calls, warmup=False)
+        )
+        more = budget.fit(first, PLAIN_CALLS - len(plain), minimum=0)
+        plain += [meter.watch(lambda: _timed_call(call, sync)) for _ in range(more)]
         budget.calls += profiled_calls + len(plain)
         plain = plain or [first]
     return build_cost_model(
@@ -174,6 +179,7 @@ def cost_pass(
         profiled_call_seconds=profiled.call_seconds,
         profiled_ops_seconds=profiled.ops_seconds,
         call_samples=tuple(plain),
+        cpu_share=meter.share if not machine.is_cuda else None,
     )
 
 
@@ -279,7 +285,7 @@ def hardware_passes(
             (
                 "generation",
                 "timing generation steps",
-                lambda budget: generation_pass(pipeline, batch, machine, first_call=first_call),
+                lambda budget: generation_pass(pipeline, batch, machine, first_call=first_call, budget=budget),
             )
         )
     passes += [

@@ -24,7 +24,7 @@ import json, sys
 import accel
 from accel.core.calibration import calibrated_machine
 from accel.core.machine import describe_machine
-from accel.profiling.costmodel import CURE_DTYPES, CURE_MIN_SPEEDUP
+from accel.profiling.cure_units import CURE_DTYPES, CURE_MIN_SPEEDUP
 
 machine = calibrated_machine(describe_machine("cpu"), quick=True)
 report = accel.profile(sys.argv[1], machine=machine, budget_seconds=4.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from accel.profiling.costmodel import faster_dtypes
+from accel.profiling.cure_units import faster_dtypes
 from accel.profiling.dtype_pass import dtype_pass, dtypes_worth_timing
 from tests.profiling.analyzers.recorded import cost, cure_machine, op
 

@@ -70,3 +70,32 @@ def test_generation_pass_on_a_tiny_transformers_decoder(use_cache):
         assert generation.recomputed_tokens == 2 * 21 and generation.computed_tokens == 2 * 30
         assert generation.cached_total_seconds is not None and generation.cache_outputs_equal is True
         assert [s.tokens for s in generation.cached_steps] == [6, 1, 1, 1]
+
+
+def test_generation_pass_holds_its_budget_with_the_warm_up_loops_as_its_measurement():
+    """A generate call slower than the pass's share (7 s a loop at load 6 against a 3 s budget made
+    it spend 34 s) makes no loop beyond the warm-ups: they stand as the measurement, cut short."""
+    import transformers
+
+    from accel.core.budget import PassBudget
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=64, bos_token_id=0, eos_token_id=None
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+
+    def generate(model, ids):
+        return model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=False, pad_token_id=0)
+
+    pipeline = accel.Pipeline(model=model, inputs=(torch.zeros(2, 6, dtype=torch.long),), generate=generate)
+    from accel.profiling.generation import generation_pass
+
+    budget = PassBudget("generation", 0.0)
+    generation = generation_pass(pipeline, pipeline.inputs, describe_machine("cpu"), budget=budget)
+    assert budget.cut_short and budget.calls == 2  # one loop as written, one with the cache forced on
+    assert [s.recomputed_tokens for s in generation.steps] == [0, 6, 7, 8]
+    assert [s.tokens for s in generation.cached_steps] == [6, 1, 1, 1]
+    roomy = PassBudget("generation", 600.0)
+    generation_pass(pipeline, pipeline.inputs, describe_machine("cpu"), budget=roomy)
+    assert not roomy.cut_short and roomy.calls == 2 + 2 * 3

@@ -1,7 +1,7 @@
 """compute_bound: the model's time goes to ops above the ridge point, limited by arithmetic units.
 
 A faster dtype helps only as much as the model's own layers run faster in it. Where calibration
-timed a dtype's cure kernel faster than fp32's (accel.profiling.costmodel.faster_dtypes: fbgemm's
+timed a dtype's cure kernel faster than fp32's (accel.profiling.cure_units.faster_dtypes: fbgemm's
 int8 Linear, a bf16 Linear...), the dtype pass ran the model as that dtype's cure runs it (cast
 whole to bf16/fp16, Linear layers quantized for int8) interleaved with fp32
 (accel.profiling.dtype_pass): the same call timed on the model as it is and as the cure runs it
@@ -12,7 +12,7 @@ model cannot run in, a pass cut by the budget), the calibrated kernel ratio is t
 evidence says which prediction was used.
 
 Headroom: the model "runs at the machine's limit" only when its compute-bound ops achieve
-AT_LIMIT_FRACTION of the fastest unit a cure can use (costmodel.fastest_unit). Otherwise the
+AT_LIMIT_FRACTION of the fastest unit a cure can use (cure_units.fastest_unit). Otherwise the
 finding names the layers and ops holding the time, their achieved GFLOP/s and their roof, and
 where the gap is. When that claim would rest on a noisy calibration, on op and call times that
 disagree (CostModel.timing_disagreement), or on a rate above the calibrated peak, the finding is
@@ -26,7 +26,8 @@ from typing import Any
 
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
-from accel.profiling.costmodel import CostGroup, dtype_kernel_speedups, faster_dtypes, fastest_unit
+from accel.profiling.costmodel import MIN_CPU_SHARE, CostGroup
+from accel.profiling.cure_units import dtype_kernel_speedups, faster_dtypes, fastest_unit
 from accel.profiling.data import ProfileData, RooflineShare, model_time_share, roofline_share, share_of_model_time
 from accel.profiling.report import LOW_IMPACT, Finding
 
@@ -70,7 +71,11 @@ def faster_units(machine: Machine, linear_share: float) -> dict[str, float]:
 
 
 def measured_speedups(data: ProfileData) -> dict[str, float]:
-    """Per timed dtype, the fp32 call's seconds over that dtype's (interleaved, same call)."""
+    """Per timed dtype, the fp32 call's seconds over that dtype's (interleaved, same call); none
+    where the rounds' threads ran less than MIN_CPU_SHARE of their runnable time (the medians are
+    then intra-op threads waiting for a core, and the calibrated ratio stands in)."""
+    if any(t.cpu_share is not None and t.cpu_share < MIN_CPU_SHARE for t in data.dtype_timings):
+        return {}
     timings = {t.dtype: t.call_seconds for t in data.dtype_timings}
     fp32 = timings.pop("fp32", 0.0)
     return {name: fp32 / seconds for name, seconds in timings.items() if fp32 > 0 and seconds > 0}
@@ -169,6 +174,13 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     found = roofline_share(data, "compute", machine.peak_gflops, MIN_COMPUTE_SHARE)
     if found is None:
         return []
+    if found.share < MIN_COMPUTE_SHARE:  # only when the op and call times disagree (roofline_share)
+        summary = (
+            f"compute-bound ops hold {found.share:.0%} of the model's time by this profile, but it is too "
+            f"noisy to decide: {found.cost.timing_disagreement}"
+        )
+        evidence = {"compute_bound_share_of_model": found.share, "too_noisy": found.cost.timing_disagreement}
+        return [Finding("compute_bound", "info", min(max(found.share, 0.0), 1.0), 0.0, summary, evidence, [])]
     cures = ONNX_CURES if data.mode == "onnx" else CURES
     speedups = dtype_speedups(data, machine, found, cures)
     call_share = share_of_model_time(data, found.cost.call_seconds)

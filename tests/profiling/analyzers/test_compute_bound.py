@@ -134,3 +134,31 @@ def test_a_rate_above_the_calibrated_peak_says_the_peak_is_suspect():
     machine = cure_machine(fp32=100.0)
     found = kinds(gemm_model(150.0, machine), machine)["compute_bound"]  # 1.5x the 100 GFLOP/s peak
     assert found.severity == "info" and "peak measurement is suspect" in found.summary
+
+
+# --- a busy machine: threads that wait for a core make the measurements noise ----------------------
+
+
+def test_a_cost_pass_whose_threads_waited_for_cores_is_too_noisy_to_decide():
+    """A stalled cost pass (2 intra-op threads on a busy 2-core machine: the call time stalls while
+    the profiled op times do not) put the compute-bound share below its threshold and gave no
+    finding at all. Metered, the share of runnable time the threads ran says the times are noise."""
+    conv = dict(name="aten::convolution", flops=10**10, bytes_moved=10**7, seconds=0.01)
+    faster = fake_machine(bf16=600.0)
+    stalled = dataclasses.replace(cost(op(machine=faster, **conv), call_seconds=0.2), cpu_share=0.5)
+    found = kinds(ProfileData(target="t", ops=stalled), faster)["compute_bound"]
+    assert found.severity == "info" and found.recommendations == []
+    assert "too noisy to decide" in found.summary and "50% of the time they were runnable" in found.summary
+    # the same numbers with the threads given their cores: a model not compute-bound, no finding
+    quiet = dataclasses.replace(stalled, cpu_share=0.97)
+    assert "compute_bound" not in kinds(ProfileData(target="t", ops=quiet), faster)
+
+
+def test_dtype_timings_taken_while_threads_waited_for_cores_are_not_read():
+    conv = dict(name="aten::convolution", flops=10**10, bytes_moved=10**7, seconds=0.1)
+    amx = fake_machine(bf16=960.0)
+    stalled = (DtypeTiming("fp32", 0.1, cpu_share=0.45), DtypeTiming("bf16", 0.2, cpu_share=0.45))
+    found = kinds(ProfileData(target="t", ops=cost(op(machine=amx, **conv)), dtype_timings=stalled), amx)
+    # the stalled rounds said bf16 is 2x slower; the calibrated ratio stands in for them
+    assert found["compute_bound"].evidence["prediction"] == {"bf16": "calibrated GEMM peak ratio"}
+    assert found["compute_bound"].recommendations == ["precision.bf16"]
