@@ -190,7 +190,6 @@ class Search:
                 tried, _ = self._try(rule, Candidate(candidate.optimizer, params), sharing, safer=True)
                 if tried.cause is not Cause.GUARD:
                     break
-        self.narrator.decided += 1
         return step
 
     def interrupted(self) -> EngineResult:

@@ -9,7 +9,7 @@ from accel.optimizing.steps import Step
 
 class Narrator:
     """The search's progress: `plan` the count and rows decided up front, `start` each candidate,
-    `row` each decided step; `decided` counts the candidates finished."""
+    `row` each decided step; `decided` counts the candidates with a row."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -25,6 +25,7 @@ class Narrator:
         self.say(f"{optimizer}: checking that it applies")
 
     def row(self, step: Step) -> None:
+        self.decided = max(self.decided, self.index)  # the candidate under way has its row
         self.say(f"{step.optimizer}: {step.verdict.value}", row=step)
 
     def say(self, phase: str, row: Step | None = None) -> None:
