@@ -33,6 +33,8 @@ MIN_RISE = 0.5
 # the same weight reads.
 KV_CACHE = "generation.kv_cache"
 BATCH = "batch.size"
+# The loop itself in a graph runtime: the decode step exported with its cache, looped outside torch.
+ONNX_GENERATE = "onnx.generate"
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -105,7 +107,9 @@ def fit_steps(generation: GenerationProfile) -> StepFit:
     )
 
 
-@register("generation", Role.CAUSE, reads=("generation", "end_to_end", "stages"), recommends=(KV_CACHE, BATCH))
+@register(
+    "generation", Role.CAUSE, reads=("generation", "end_to_end", "stages"), recommends=(KV_CACHE, BATCH, ONNX_GENERATE)
+)
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     generation = data.generation
     if not isinstance(generation, GenerationProfile) or len(generation.steps) < MIN_STEPS:
