@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import accel
+from accel.profiling.analyzers.memory_bandwidth import INT8_CURES
 from accel.profiling.data import ProfileData
 from tests.profiling.analyzers.recorded import PLANTED, cost, fake_machine, kinds, op, profile_hardware
 
@@ -77,3 +78,65 @@ def test_streaming_above_the_calibrated_peak_says_the_peak_is_suspect():
     data = ProfileData(target="t", ops=cost(op(flops=10**6, bytes_moved=10**9, seconds=0.02)))  # 50 GB/s of 20
     found = kinds(data, fake_machine())["memory_bandwidth"]
     assert found.severity == "info" and "peak measurement is suspect" in found.summary
+
+
+# --- embedding tables: the bytes are rows gathered, and their cure is row-wise int8 tables ----------
+
+
+def _lookup(rows_bytes: int, seconds: float):
+    """An embedding-bag lookup gathering `rows_bytes` of its table's rows (its weight bytes)."""
+    return op(
+        "aten::_embedding_bag", bytes_moved=rows_bytes + rows_bytes // 40, weight_bytes=rows_bytes, seconds=seconds
+    )
+
+
+def test_bytes_mostly_gathered_rows_recommend_the_table_cure_not_int8_linear():
+    machine = fake_machine()
+    mlp = op(flops=2 * 10**6, bytes_moved=10**6, weight_bytes=10**6, seconds=0.0001)
+    data = ProfileData(target="t", ops=cost(_lookup(2 * 10**8, 0.012), mlp))
+    finding = kinds(data, machine)["memory_bandwidth"]
+    assert finding.recommendations[0] == "quantize.embedding", finding.recommendations
+    assert not {"quantize.int8_dynamic", "onnx.int8_dynamic"} & set(finding.recommendations)
+    assert "embedding rows gathered by aten::_embedding_bag (layer)" in finding.summary, finding.summary
+    assert "int8 table rows would cut 73%" in finding.summary, finding.summary
+    assert finding.evidence["embedding_lookup_bytes_per_call"] == 2 * 10**8 + 5 * 10**6
+    assert finding.evidence["embedding_tables"] == ["layer"]
+    assert finding.impact == pytest.approx(0.73, abs=0.01)
+
+
+def test_linear_weights_beside_small_lookups_recommend_int8_not_the_table_cure():
+    weights = op(flops=2 * 10**8, bytes_moved=4 * 10**8, weight_bytes=4 * 10**8, seconds=0.02)
+    data = ProfileData(target="t", ops=cost(weights, _lookup(4 * 10**6, 0.0005)))
+    finding = kinds(data, fake_machine())["memory_bandwidth"]
+    assert finding.recommendations[: len(INT8_CURES)] == list(INT8_CURES)
+    assert "quantize.embedding" not in finding.recommendations  # 0.7% of the bytes: too little
+    # both cuts large: both recommended, the larger first
+    data = ProfileData(target="t", ops=cost(weights, _lookup(3 * 10**8, 0.015)))
+    finding = kinds(data, fake_machine())["memory_bandwidth"]
+    assert finding.recommendations[: len(INT8_CURES) + 1] == [*INT8_CURES, "quantize.embedding"]
+
+
+def test_an_onnx_model_is_never_recommended_the_torch_table_cure():
+    data = ProfileData(target="t", mode="onnx", ops=cost(_lookup(2 * 10**8, 0.012)))
+    finding = kinds(data, fake_machine())["memory_bandwidth"]
+    assert "quantize.embedding" not in finding.recommendations
+
+
+@pytest.mark.slow
+def test_dlrm_recommender_lookups_are_memory_bandwidth_counted_by_rows(machine):
+    from tests.paths import REAL
+
+    report = accel.profile(REAL / "dlrm_recommender.py", machine=machine, budget_seconds=5.0)
+    gathered = next(o for o in report.to_dict()["ops"] if o["name"] == "aten::_embedding_bag")
+    # 4 tables x 512 samples x 40 ids x 64 float32: the rows picked, not the 128 MB of tables
+    assert gathered["weight_bytes"] == 4 * 512 * 40 * 64 * 4
+    finding = report.finding("memory_bandwidth")
+    assert finding is not None, [(f.kind, f.severity, f.summary) for f in report.findings]
+    if finding.evidence.get("too_noisy"):
+        # A busy machine may leave the finding undecided (severity info, saying why), never wrong.
+        assert finding.severity == "info" and finding.recommendations == [], finding.summary
+        return
+    assert finding.evidence["embedding_lookup_ops"] == ["aten::_embedding_bag"]
+    assert finding.evidence["embedding_tables"] == ["tables.0", "tables.1", "tables.2", "tables.3"]
+    assert finding.recommendations[0] == "quantize.embedding", finding.summary
+    assert "quantize.int8_dynamic" not in finding.recommendations, finding.summary
