@@ -31,6 +31,7 @@ from accel.core.errors import AccelError
 from accel.core.loading import Script
 from accel.core.machine import usable_cores
 from accel.core.measure import now, thread_count
+from accel.core.pipeline import Pipeline
 from accel.core.stats import paired_ratio_ci
 from accel.optimizing.decision import KeepTest, Verdict, decide
 from accel.optimizing.lock import LOCK_NAME, SCRIPT_LOCK, LockEntry, write_lock
@@ -127,6 +128,21 @@ class ScriptOptimizeResult:
     lock_path: Path | None = None
     keep: KeepTest = KeepTest(target=THROUGHPUT)
     lock_kind: ClassVar[str] = SCRIPT_LOCK
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """A training script has no pipeline object: its search chose DataLoader settings."""
+        raise AccelError(
+            f"{self.name} is a training script: its search chose DataLoader settings, not a pipeline",
+            "run it with those settings through its lock (accel run), or read .chosen",
+        )
+
+    def __repr__(self) -> str:  # short: no step list
+        chosen = self.chosen.loader.label() if self.chosen is not None and self.chosen.loader is not None else None
+        return (
+            f"ScriptOptimizeResult(name={self.name!r}, recipe={self.recipe!r}, speedup={self.speedup:.2f}x, "
+            f"chosen={chosen!r}, steps={len(self.steps)}, lock_path={str(self.lock_path) if self.lock_path else None!r})"
+        )
 
     def lock_entries(self) -> tuple[LockEntry, ...]:
         # The thread count is part of what was measured: workers and intra-op threads share the cores.

@@ -145,6 +145,13 @@ class Report:
     def finding(self, kind: str) -> Finding | None:
         return next((f for f in self.findings if f.kind == kind), None)
 
+    def __repr__(self) -> str:  # short: the sections and evidence are in to_dict()
+        kinds = [f"{f.kind}:{f.severity}" for f in self.findings]
+        return (
+            f"Report(target={self.target!r}, mode={self.mode!r}, primary={self.primary!r}, "
+            f"samples_per_s={self.samples_per_s:.4g}, stages={len(self.stages)}, findings={kinds})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": self.schema,

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from accel.core.budget import Deadline
-from accel.core.errors import PipelineLoadError
+from accel.core.errors import AccelError, PipelineLoadError
 from accel.core.io import json_default, write_json_atomic, write_text_atomic
 from accel.core.loading import Script, check_file, find_target
 from accel.core.machine import Machine, describe_machine
@@ -19,6 +19,7 @@ from accel.core.measure import device_sync
 from accel.core.pipeline import Pipeline
 from accel.core.progress import Progress, ProgressEvent, emit, no_progress
 from accel.profiling.analyzers import analyze
+from accel.profiling.contention import Contention, contention_now, oversubscription_note
 from accel.profiling.data import ProfileData
 from accel.profiling.report import Report, Stage
 from accel.profiling.stages import DEFAULT_BUDGET_SECONDS, measure_pipeline
@@ -118,9 +119,11 @@ def profile_pipeline(
     if trace_dir is None:
         weights.pop("trace")
     deadline = Deadline(budget_seconds, weights)
+    contention = contention_now(machine.cores, torch.get_num_threads())  # before this run adds to the load
     emit(progress, ProgressEvent("measuring stages", budget_left_seconds=budget_seconds))
     with deadline.run("stages") as budget:
         data = measure_pipeline(pipeline, cores=machine.cores, sync=device_sync(machine.device), budget=budget)
+    add_contention(data, contention)
     deadline.call_seconds = model_call_seconds(data)
     data = hardware_passes(pipeline, data, machine, progress, deadline)
     trace = None
@@ -136,6 +139,16 @@ def profile_pipeline(
     data.extra["notes"] = [*data.extra.get("notes", []), budget_note(deadline)]
     progress("analyzing")
     return build_report(data, machine, trace_dir=trace)
+
+
+def add_contention(data: ProfileData, contention: Contention | None) -> None:
+    """The load the run met, and a note when its threads had to queue for cores (see .contention)."""
+    if contention is None:
+        return
+    data.extra["contention"] = contention.to_dict()
+    note = oversubscription_note(contention)
+    if note is not None:
+        data.extra["notes"] = [*data.extra.get("notes", []), note]
 
 
 def model_call_seconds(data: ProfileData) -> float | None:
@@ -227,7 +240,52 @@ def profile(
 
     `as_script` runs a .py file as a script even when it defines `model` or `pipeline`.
     """
-    torch.manual_seed(0)
+    check_budget(budget_seconds)
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # seeded for repeatable inputs; the caller's RNG state is put back
+        torch.manual_seed(0)
+        report = _profile_target(
+            target,
+            args=args,
+            trace_dir=trace_dir,
+            progress=progress,
+            budget_seconds=budget_seconds,
+            machine=machine,
+            dynamic_dims=dynamic_dims,
+            as_script=as_script,
+        )
+    if json_path is not None:
+        write_json_atomic(json_path, report.to_dict())
+    if html_path is not None:
+        write_html(report, html_path)
+    return report
+
+
+# The smallest budget, as the CLI's --budget (min=1.0) takes it.
+MIN_BUDGET_SECONDS = 1.0
+
+
+def check_budget(budget_seconds: float | None) -> None:
+    """The API's budget checked as the CLI's --budget is: at least one second."""
+    if budget_seconds is not None and not budget_seconds >= MIN_BUDGET_SECONDS:
+        raise AccelError(
+            f"Invalid value for budget_seconds (--budget): {budget_seconds:g}; "
+            f"input should be greater than or equal to {MIN_BUDGET_SECONDS:g}",
+            "give the seconds to spend, 1 or more",
+        )
+
+
+def _profile_target(
+    target: str | os.PathLike | Pipeline,
+    *,
+    args: tuple[str, ...],
+    trace_dir: str | os.PathLike | None,
+    progress: Progress,
+    budget_seconds: float,
+    machine: Machine | None,
+    dynamic_dims: dict[str, int] | None,
+    as_script: bool,
+) -> Report:
     if as_script:
         file = check_file(target)  # type: ignore[arg-type]
         if file.suffix != ".py":
@@ -258,10 +316,6 @@ def profile(
             report = profile_pipeline(
                 found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
             )
-    if json_path is not None:
-        write_json_atomic(json_path, report.to_dict())
-    if html_path is not None:
-        write_html(report, html_path)
     return report
 
 
