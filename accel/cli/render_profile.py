@@ -15,6 +15,8 @@ from accel.profiling.report import Report
 from accel.profiling.top import ABOVE_ROOF_NOTE, SECTIONS, GroupRate, top_groups
 
 BAR_WIDTH = 40
+# The top tables' layer or op name keeps this many characters a line, however narrow the terminal.
+MIN_NAME_WIDTH = 12
 
 
 def stage_table(report: Report) -> Table:
@@ -36,17 +38,36 @@ def stage_table(report: Report) -> Table:
     return table
 
 
-def top_table(section: str, rows: list[GroupRate]) -> Table:
+def fit_widths(natural: list[int], narrowest: list[int], room: int) -> list[int]:
+    """Column widths that fit `room` characters: the column with the most to spare gives one
+    character at a time, none below its narrowest (past that the table is wider than the room)."""
+    widths = list(natural)
+    while sum(widths) > room:
+        spare = [width - least for width, least in zip(widths, narrowest)]
+        widest = max(range(len(widths)), key=lambda i: spare[i])
+        if spare[widest] <= 0:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+def top_table(section: str, rows: list[GroupRate], width: int = 80) -> Table:
     """The slowest layers or ops: share of the model call, achieved rate against the roof that
     applies (bandwidth or compute, from the calibration) and the cure of the finding that covers it.
     Long names and cures wrap rather than push a column off an 80-column terminal."""
     noun = "layer" if section == "layers" else "op"
     table = Table(title=f"Top {section} (share of one model call)", title_justify="left", expand=False)
-    table.add_column(noun, overflow="fold", ratio=3)
-    table.add_column("share", justify="right", no_wrap=True)
-    table.add_column("achieved (of roof)", justify="right", overflow="fold", ratio=2)
-    table.add_column("roof", overflow="fold", ratio=2)
-    table.add_column("cure", overflow="fold", ratio=2)
+    cells = [[row.label, format_share(row.share), row.achieved_text, row.roof_text, row.cure_text] for row in rows]
+    headers = [noun, "share", "achieved (of roof)", "roof", "cure"]
+    natural = [max(len(text) for text in column) for column in zip(headers, *cells)]
+    # A cure's name never breaks inside and neither does a share; a layer name folds (its dots say
+    # where it is), rates and roofs wrap between words.
+    cure_width = max(len(row.cure_text.split()[0]) for row in rows)
+    narrowest = [MIN_NAME_WIDTH, natural[1], len("GFLOP/s"), len("bandwidth"), max(cure_width, len("cure"))]
+    widths = fit_widths(natural, narrowest, width - 3 * len(headers) - 1)
+    for header, column_width in zip(headers, widths):
+        numeric = header in ("share", "achieved (of roof)")
+        table.add_column(header, justify="right" if numeric else "left", overflow="fold", width=column_width)
     for row in rows:
         table.add_row(
             escape(row.label),
@@ -64,7 +85,7 @@ def print_top_groups(report: Report, console: Console) -> None:
     tables = {section: top_groups(data, section) for section in SECTIONS}
     for section, rows in tables.items():
         if rows:
-            console.print(top_table(section, rows))
+            console.print(top_table(section, rows, console.width))
     if any(row.above_roof for rows in tables.values() for row in rows):
         console.print(f"[warn]![/] {ABOVE_ROOF_NOTE} (accel calibrate measures the roofs again)")
 

@@ -1,0 +1,69 @@
+"""The terminal profile names the slowest layers and ops, every column kept at 80 columns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from accel.cli.common import THEME
+from accel.cli.render_profile import print_top_groups
+from accel.profiling.report import Report
+from tests.paths import PLANTED
+from tests.profiling.test_html_layout import crowded_report
+
+COLUMNS = ("layer", "share", "achieved (of roof)", "roof", "cure")
+
+
+def header_words(text: str) -> str:
+    """The table headers with box drawing removed, so a header wrapped in its cell still reads."""
+    return " ".join(text.replace("┃", " ").split())
+
+
+def test_top_tables_keep_every_column_at_80_columns():
+    data = crowded_report()
+    data["machine"].update(threads=2, torch_version="2", accel_version="0")
+    out = StringIO()
+    print_top_groups(Report.from_dict(data), Console(file=out, width=80, color_system=None, theme=THEME))
+    text = out.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "Top layers" in text and "Top ops" in text
+    heads = header_words(text)
+    for column in COLUMNS:
+        assert column in heads
+    # the long layer name folds inside its cell rather than being cut
+    assert "encoder.layer.0.intermediate.dense" in "".join(
+        line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")
+    )
+    assert "quantize.int8_dynamic" in text and "bandwidth" in text and "20.0 GB/s" in text
+    assert "50.0%" in text and "!" in text and "measured above the calibrated roof: distrust" in text
+
+
+@pytest.mark.slow
+def test_console_script_prints_the_top_layers_at_80_columns(tmp_path):
+    accel = Path(sys.executable).with_name("accel")
+    env = {**os.environ, "COLUMNS": "80"}
+    target = PLANTED / "hw_wide_mlp.py"
+    result = subprocess.run(
+        [str(accel), "profile", str(target), "--no-trace", "--budget", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = result.stdout
+    top = text[text.index("Top layers") : text.index("Top ops")]
+    assert all(len(line) <= 80 for line in top.splitlines())
+    heads = header_words(top)
+    for column in COLUMNS:
+        assert column in heads
+    rows = [line for line in top.splitlines() if line.startswith("│") and "%" in line]
+    assert rows, top
+    assert all("GB/s" in row or "GFLOP/s" in row for row in rows)
