@@ -16,6 +16,7 @@ import dataclasses
 import math
 
 from accel.core.machine import Machine
+from accel.profiling.contention import idle_cores
 from accel.profiling.data import ProfileData
 
 LOADER_STAGES = ("decode", "transform", "collate")
@@ -149,7 +150,7 @@ def loader_model(data: ProfileData, machine: Machine) -> LoaderModel | None:
         wait_share=e2e.wait_share,
         load_seconds=load_seconds,
         workers=e2e.num_workers,
-        cores=max(data.cores, 1),
+        cores=idle_cores(data.extra, max(data.cores, 1)),  # the cores other work leaves to the workers
         contended=not machine.is_cuda,
         cacheable=cacheable,
     )

@@ -19,6 +19,7 @@ from accel.core.measure import device_sync
 from accel.core.pipeline import Pipeline
 from accel.core.progress import Progress, ProgressEvent, emit, no_progress
 from accel.profiling.analyzers import analyze
+from accel.profiling.contention import Contention, contention_now, oversubscription_note
 from accel.profiling.data import ProfileData
 from accel.profiling.report import Report, Stage
 from accel.profiling.stages import DEFAULT_BUDGET_SECONDS, measure_pipeline
@@ -118,9 +119,11 @@ def profile_pipeline(
     if trace_dir is None:
         weights.pop("trace")
     deadline = Deadline(budget_seconds, weights)
+    contention = contention_now(machine.cores, torch.get_num_threads())  # before this run adds to the load
     emit(progress, ProgressEvent("measuring stages", budget_left_seconds=budget_seconds))
     with deadline.run("stages") as budget:
         data = measure_pipeline(pipeline, cores=machine.cores, sync=device_sync(machine.device), budget=budget)
+    add_contention(data, contention)
     deadline.call_seconds = model_call_seconds(data)
     data = hardware_passes(pipeline, data, machine, progress, deadline)
     trace = None
@@ -136,6 +139,16 @@ def profile_pipeline(
     data.extra["notes"] = [*data.extra.get("notes", []), budget_note(deadline)]
     progress("analyzing")
     return build_report(data, machine, trace_dir=trace)
+
+
+def add_contention(data: ProfileData, contention: Contention | None) -> None:
+    """The load the run met, and a note when its threads had to queue for cores (see .contention)."""
+    if contention is None:
+        return
+    data.extra["contention"] = contention.to_dict()
+    note = oversubscription_note(contention)
+    if note is not None:
+        data.extra["notes"] = [*data.extra.get("notes", []), note]
 
 
 def model_call_seconds(data: ProfileData) -> float | None:

@@ -3,7 +3,9 @@ end-to-end throughput (Pipeline.run over a slice of the source), never keeping a
 
 The rate model predicts the gain first: with per-sample prepare cost V (decode + transform, in the
 workers), per-batch model cost F (in the main process) and W workers on C cores, a run costs about
-max(V / min(W, C), F / batch) per sample, or V + F / batch without workers. The measured gain is
+max(V / min(W, C), F / batch) per sample, or V + F / batch without workers. C counts the cores the
+baseline's profile found idle (other work holds the rest), and on a CPU the workers' V / C is the
+model's time too. The measured gain is
 what decides: the fastest setting is kept only when an interleaved comparison against the starting
 setting shows it faster beyond noise; otherwise the start is kept.
 """
@@ -19,6 +21,7 @@ import torch
 from accel.core.measure import compare_interleaved, now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.profiling.contention import idle_cores
 
 # A setting must be at least 5% faster than the start (and its CI above 1) to replace it: about the
 # run-to-run noise of an end-to-end run on a shared machine.
@@ -105,11 +108,20 @@ def choose_setting(points: list[TrialPoint], start: Setting, min_gain: float) ->
 
 
 def predicted_seconds_per_sample(
-    setting: Setting, prepare_seconds: float, forward_seconds_per_sample: float, cores: int
+    setting: Setting, prepare_seconds: float, forward_seconds_per_sample: float, cores: int, contended: bool = False
 ) -> float:
+    """Seconds a sample costs with `setting` on `cores` free cores. `contended`: the model runs on
+    the same CPU cores as the workers, so the prepare work still takes core time from it."""
     if setting.num_workers == 0:
         return prepare_seconds + forward_seconds_per_sample
-    return max(prepare_seconds / min(setting.num_workers, cores), forward_seconds_per_sample)
+    overlapped = max(prepare_seconds / min(setting.num_workers, cores), forward_seconds_per_sample)
+    return max(overlapped, forward_seconds_per_sample + prepare_seconds / cores) if contended else overlapped
+
+
+def free_cores(context: Context) -> int:
+    """The cores the workers can use: those the baseline's profile found idle under other work
+    (accel.profiling.contention), else all the machine's."""
+    return idle_cores(getattr(context.report, "extra", None) or {}, max(context.machine.cores, 1))
 
 
 def _trial_pipeline(pipeline: Pipeline) -> Pipeline:
@@ -188,24 +200,26 @@ class LoaderTune(Optimizer):
         setup = now() - began
         prepare = self._prepare_seconds(pipeline)
         forward = self._forward_seconds_per_sample(pipeline)
+        idle, contended = free_cores(context), not context.machine.is_cuda
         start_time = next(p.median_seconds for p in points if p.setting == start)
         chosen_time = min(p.median_seconds for p in points if p.setting == chosen)
         notes = {
             "start": start.label(),
             "chosen": chosen.label(),
             "predicted_gain": (
-                predicted_seconds_per_sample(start, prepare, forward, cores)
-                / predicted_seconds_per_sample(chosen, prepare, forward, cores)
+                predicted_seconds_per_sample(start, prepare, forward, idle, contended)
+                / predicted_seconds_per_sample(chosen, prepare, forward, idle, contended)
             ),
             "predicted_gain_at_most_workers": (
-                predicted_seconds_per_sample(start, prepare, forward, cores)
-                / predicted_seconds_per_sample(settings[-1], prepare, forward, cores)
+                predicted_seconds_per_sample(start, prepare, forward, idle, contended)
+                / predicted_seconds_per_sample(settings[-1], prepare, forward, idle, contended)
             ),
             "measured_gain": start_time / chosen_time,
             "confirmed_speedup": confirmed,
             "prepare_seconds_per_sample": prepare,
             "forward_seconds_per_sample": forward,
             "cores": cores,
+            "idle_cores": idle,
             "trials": [{"setting": p.setting.label(), "median_seconds": p.median_seconds} for p in points],
         }
         if why_unchanged:

@@ -19,6 +19,8 @@ data_loading keeps the rest. The two shares add up to the measured wait share, n
 
 from __future__ import annotations
 
+import dataclasses
+
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
 from accel.profiling.data import ProfileData
@@ -51,14 +53,23 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     if model.decode_fraction > 0:
         summary += f" (decode's {model.decode_fraction:.0%} of loading is reported as input_decoding)"
     if model.best_saving > 0:
+        cores = f"{model.cores} cores" if model.cores >= data.cores else f"the {model.cores} of {data.cores} cores idle"
         cure = (
-            f"num_workers={model.tuned_workers} on {model.cores} cores"
+            f"num_workers={model.tuned_workers} on {cores}"
             if best == "loader.tune"
             else "caching decoded samples from the second epoch on"
         )
         summary += f"; {cure} is predicted to save {model.best_saving:.0%} of end-to-end time"
         if model.decode_fraction > 0:
             summary += f", {impact:.0%} of it counted here"
+    quiet = dataclasses.replace(model, cores=data.cores).best_saving * keep if model.cores < data.cores else impact
+    if quiet > impact:  # other work holds cores the workers would use (accel.profiling.contention)
+        evidence["predicted_saving_on_a_quiet_machine"] = quiet
+        summary += (
+            f"; other work holds {data.cores - model.cores} of the {data.cores} cores (load average "
+            f"{data.extra['contention']['load_average']:.1f}), so the cure is predicted from the idle ones: on a quiet "
+            f"machine it would save {quiet:.0%}, too noisy to decide here (profile on a quieter machine)"
+        )
     recommendations = [name for name, saving in model.cures.items() if saving > 0]
     return [
         Finding.from_impact(

@@ -13,13 +13,29 @@ from tests.profiling.analyzers.recorded import (
 )
 
 
+def _cut_by_contention(report) -> bool:
+    """Other work held the cores the workers would use, so the prediction came from the idle ones:
+    the finding then says "too noisy to decide" and gives the quiet machine's prediction beside it."""
+    finding = report.finding("data_loading")
+    quiet = finding.evidence.get("predicted_saving_on_a_quiet_machine")
+    if quiet is None:
+        return False
+    assert report.extra["contention"]["idle_cores"] < report.extra["contention"]["cores"]
+    assert quiet > finding.impact and "too noisy to decide" in finding.summary
+    assert report.primary in ("data_loading", "none"), [(f.kind, f.severity) for f in report.findings]
+    return True
+
+
 def test_slow_loader_names_its_stage_and_no_decoding():
     report = profile_data_path("data_slow_loading")
     assert report.finding("input_decoding") is None
     evidence = report.finding("data_loading").evidence
     assert evidence["limiting_stage"] == "transform"
     assert evidence["loader_samples_per_s"] < evidence["model_samples_per_s"]
-    assert "loader.tune" in report.finding("data_loading").recommendations
+    if _cut_by_contention(report):
+        assert evidence["predicted_saving_on_a_quiet_machine"] > 0.2
+    else:
+        assert "loader.tune" in report.finding("data_loading").recommendations
 
 
 def test_rate_model_predicts_workers_on_the_machines_cores():
@@ -47,7 +63,9 @@ def test_a_stream_that_is_read_once_gets_no_cache_recommendation():
 
 
 def test_planted_slow_loading_is_primary():
-    assert_planted_bottleneck_is_primary("data_slow_loading", "data_loading")
+    report = profile_data_path("data_slow_loading")
+    if not _cut_by_contention(report):  # a quiet machine: the cure's prediction stands
+        assert_planted_bottleneck_is_primary("data_slow_loading", "data_loading")
 
 
 def test_a_loop_that_never_waits_for_data_has_nothing_to_cure():
