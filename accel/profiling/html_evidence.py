@@ -65,7 +65,7 @@ def _value_html(value: Any, unit: str | None) -> str:
         return evidence_html(value, unit)
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(item, dict) for item in value):
-            return _records_html(value)
+            return _records_html(list(value))
         return ", ".join(_value_html(item, unit) for item in value) or "-"
     return html.escape(str(value))
 
