@@ -52,10 +52,10 @@ class EmbeddingConfig:
             raise ValueError(f"min_table_bytes must be >= 0, got {self.min_table_bytes}")
 
 
-def tables(model: nn.Module, min_bytes: int = 0) -> dict[str, nn.Module]:
+def tables(model: nn.Module, min_bytes: int = 0) -> dict[str, Any]:
     """The model's float32 nn.Embedding / nn.EmbeddingBag modules (exact types, no max_norm, which
     writes into the table) of at least `min_bytes`, by qualified name."""
-    found: dict[str, nn.Module] = {}
+    found: dict[str, Any] = {}
     for name, module in model.named_modules():
         if type(module) not in TABLE_TYPES:
             continue
@@ -81,7 +81,7 @@ def _bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def _int8_exact(table: nn.Module) -> bool:
+def _int8_exact(table: Any) -> bool:
     """Whether torch's quantized module computes what this table does (its bag kernel only sums)."""
     if isinstance(table, nn.EmbeddingBag):
         return table.mode == "sum" and table.padding_idx is None
@@ -102,7 +102,7 @@ class Int8Table(nn.Module):
         return self.table(*args, **kwargs)
 
 
-def _quantized(table: nn.Module) -> nn.Module:
+def _quantized(table: Any) -> nn.Module:
     from torch.ao.nn import quantized
     from torch.ao.quantization import float_qparams_weight_only_qconfig
 
@@ -117,7 +117,7 @@ def _quantized(table: nn.Module) -> nn.Module:
 class HalfTable(nn.Module):
     """A table stored in float16 behind a float32 interface (per-sample weights cast to match)."""
 
-    def __init__(self, table: nn.Module) -> None:
+    def __init__(self, table: Any) -> None:
         super().__init__()
         self.table = _half_copy(table)
 
@@ -129,16 +129,20 @@ class HalfTable(nn.Module):
         return self.table(*args, **kwargs).float()
 
 
-def _half_copy(table: nn.Module) -> nn.Module:
+def _half_copy(table: Any) -> nn.Module:
     weight = table.weight.detach().half()
-    options = {"padding_idx": table.padding_idx, "scale_grad_by_freq": table.scale_grad_by_freq, "sparse": table.sparse}
+    options: dict[str, Any] = {
+        "padding_idx": table.padding_idx,
+        "scale_grad_by_freq": table.scale_grad_by_freq,
+        "sparse": table.sparse,
+    }
     if isinstance(table, nn.EmbeddingBag):
         options.update(mode=table.mode, include_last_offset=table.include_last_offset)
         return nn.EmbeddingBag.from_pretrained(weight, freeze=True, **options)
     return nn.Embedding.from_pretrained(weight, freeze=True, **options)
 
 
-def compressed(table: nn.Module, dtype: str) -> tuple[nn.Module, str]:
+def compressed(table: Any, dtype: str) -> tuple[nn.Module, str]:
     """The table's replacement and the dtype it stores."""
     if dtype == "int8" and _int8_exact(table):
         return Int8Table(table), "int8"

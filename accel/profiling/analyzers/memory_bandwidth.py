@@ -119,7 +119,9 @@ def recommended_cures(cost: CostModel, memory_bytes: int, onnx: bool) -> tuple[l
     if not onnx:
         cuts["tables"] = int8_saved_bytes(cost, lookups=True) / memory_bytes
     best = max(cuts.values())
-    worth = sorted((k for k, v in cuts.items() if v >= max(MIN_INT8_CUT, MIN_CUT_OF_BEST * best)), key=cuts.get)
+    worth = sorted(
+        (k for k, v in cuts.items() if v >= max(MIN_INT8_CUT, MIN_CUT_OF_BEST * best)), key=lambda k: cuts[k]
+    )
     worth.reverse()
     clauses = {"int8": "int8 weights would cut {:.0%} of those bytes", "tables": "int8 table rows would cut {:.0%}"}
     sentence = "".join(f"; {clauses[k].format(cuts[k])}" for k in worth)
