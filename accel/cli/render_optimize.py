@@ -191,6 +191,19 @@ def render_script_summary(data: dict, out: Console) -> None:
         )
 
 
+# Optimizers whose model runs in another runtime: its memory is outside what torch counts in this process.
+OUTSIDE_TORCH = ("onnx.", "openvino.")
+
+
+def peak_memory_change(base_bytes: int, final_bytes: int, kept: list[str]) -> str:
+    """`a -> b`; a final peak of 0 B where a kept optimization runs the model in ONNX Runtime or
+    OpenVINO (which keep their arena from setup, unseen here) is said to be not measured."""
+    runtimes = [name for name in kept if name.startswith(OUTSIDE_TORCH)]
+    if final_bytes <= 0 < base_bytes and runtimes:
+        return f"{format_bytes(base_bytes)} -> not measured ({runtimes[0]} keeps its memory outside torch)"
+    return f"{format_bytes(base_bytes)} -> {format_bytes(final_bytes)}"
+
+
 def render_optimize(data: dict, out: Console) -> None:
     out.print(
         Text.assemble(
@@ -219,7 +232,7 @@ def render_optimize(data: dict, out: Console) -> None:
         line += f"  ({base['samples_per_s']:,.1f} -> {final['samples_per_s']:,.1f} samples/s)"
     out.print(line)
     if base.get("peak_bytes") is not None and final.get("peak_bytes") is not None:
-        out.print(f"peak memory {format_bytes(base['peak_bytes'])} -> {format_bytes(final['peak_bytes'])}")
+        out.print(f"peak memory {peak_memory_change(base['peak_bytes'], final['peak_bytes'], data.get('kept', []))}")
     style = "good" if data["kept"] else "warn"
     out.print(f"[{style}]{escape(data['message'])}[/]")
     if data.get("lock_path"):
