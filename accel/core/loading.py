@@ -190,8 +190,22 @@ def declared_form(file: Path) -> str:
 
 def is_plain_script(file: Path) -> bool:
     """True when the file cannot define a pipeline: it is run as a script, never imported first
-    (importing a script without a __main__ guard would run it twice)."""
-    return declared_form(file) == "script"
+    (importing a script without a __main__ guard would run it twice). A file that runs nothing at
+    all is neither: refused with a PipelineLoadError."""
+    form = declared_form(file)
+    if form == "script":
+        refuse_file_that_runs_nothing(file)
+    return form == "script"
+
+
+def refuse_file_that_runs_nothing(file: Path) -> None:
+    """An empty file (or one with only comments or a docstring) has no pipeline and no script to run:
+    every command says so, rather than profiling or tuning nothing."""
+    if _runs_nothing(file):
+        raise PipelineLoadError(
+            f"{file} defines no pipeline and runs nothing (it has no statement but comments or a docstring)",
+            "define pipeline = accel.Pipeline(...), or model and example_inputs, or give a script that runs",
+        )
 
 
 def _incomplete_form(has_model: bool, has_inputs: bool) -> str:
@@ -216,12 +230,8 @@ def find_target(path: str | os.PathLike, args: tuple[str, ...] = ()) -> Pipeline
     if file.suffix == ".onnx":
         raise PipelineLoadError(f"{file} is an ONNX model, not a pipeline file", "use accel profile for ONNX models")
     form = declared_form(file)
-    if form == "script" and _runs_nothing(file):
-        raise PipelineLoadError(
-            f"{file} defines no pipeline and runs nothing (it has no statement but comments or a docstring)",
-            "define pipeline = accel.Pipeline(...), or model and example_inputs, or give a script that runs",
-        )
     if form == "script":
+        refuse_file_that_runs_nothing(file)
         names = _names_in_tree(file)
         incomplete = _incomplete_form("model" in names, "example_inputs" in names)
         note = (

@@ -38,7 +38,7 @@ from accel.core.hashing import content_digest
 from accel.core.io import plain_data, write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock_files import file_sha256, resolve_lock_file
+from accel.optimizing.lock_files import FORCE_HINT, file_sha256, resolve_lock_file
 from accel.optimizing.runtimes import runtime_changes
 
 LOCK_SCHEMA = "accel.lock/1"
@@ -257,7 +257,7 @@ def check_lock(
 ) -> None:
     """Refuse, saying what changed, when the lock no longer describes what is loaded (`pipeline`
     None: a script, whose weights the lock does not record)."""
-    rerun = "run accel optimize again, or force it (force=True, --force)"
+    rerun = FORCE_HINT
     check_pipeline_file(lock, target, pipeline_path)
     # Artifacts (an exported ONNX file) hold a copy of the weights; optimizations without one are
     # re-applied to whatever weights the file loads now.
@@ -274,7 +274,7 @@ def check_lock(
     if changes:
         raise LockError(
             f"{target} was measured with other versions ({'; '.join(changes)}): what paid then may not now",
-            f"run `accel verify {target}` to re-time it here, then accel optimize again or force it (--force)",
+            f"run `accel verify {target}` to re-time it here, then accel optimize again or force it (accel.load(..., force=True))",
         )
 
 
@@ -319,7 +319,7 @@ def check_pipeline_file(lock: Lock, target: Path, pipeline_path: Path) -> None:
         raise LockError(
             f"{pipeline_path} changed since {target} was written (sha256 {actual[:12]}, lock has "
             f"{lock.pipeline_sha256[:12]})",
-            "run accel optimize again, or force it (force=True, --force)",
+            FORCE_HINT,
         )
 
 

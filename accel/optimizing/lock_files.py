@@ -21,6 +21,9 @@ from accel.core.errors import LockError
 HASH_BLOCK_BYTES = 1 << 20
 
 REWRITE_HINT = "run accel optimize again to write a fresh lock"
+# A lock that no longer matches what it describes can be forced from Python; of the commands only
+# `accel run` has --force, and it says so itself (accel.optimizing.script_loader).
+FORCE_HINT = "run accel optimize again, or force it (accel.load(..., force=True))"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -71,7 +74,7 @@ def resolve_lock_file(
         if actual != artifacts[name]:
             raise LockError(
                 f"{path} changed since the lock was written (sha256 {actual[:12]}, lock has {artifacts[name][:12]})",
-                "run accel optimize again, or force it (force=True, --force)",
+                FORCE_HINT,
             )
     return path
 

@@ -26,6 +26,7 @@ from accel.core.loading import Script, check_file
 from accel.core.measure import thread_count
 from accel.core.watchdog import children_reaped
 from accel.optimizing.lock import SCRIPT_LOCK, Lock, check_lock, lock_file, read_lock
+from accel.optimizing.lock_files import FORCE_HINT
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.profiling.script import run_script
 
@@ -145,7 +146,12 @@ def run_with_lock(
 ) -> tuple[Setting | None, list[CreatedLoader], int]:
     """Run the script as __main__ with the lock's DataLoader setting, at the torch thread count it was
     measured at (or `threads`); returns the setting, the loaders built and the thread count."""
-    setting = read_script_lock(lock, script.path, force=force)
+    try:
+        setting = read_script_lock(lock, script.path, force=force)
+    except LockError as exc:
+        if exc.hint != FORCE_HINT:
+            raise
+        raise LockError(exc.message, "run accel optimize again, or pass --force to accel run") from exc
     created: list[CreatedLoader] = []
     with (
         children_reaped(),  # the processes the script started and left running end with its run

@@ -218,3 +218,50 @@ def test_outputs_with_no_number_are_never_a_cosine_of_one(output):
     fidelity = compare_outputs(output, output)
     assert math.isnan(fidelity.cosine)
     assert "no number to compare" in fidelity.failure(Guard())
+
+
+@pytest.mark.parametrize(
+    "output, said",
+    [
+        (None, "None"),
+        ("text", "a string ('text')"),
+        (torch.full((2, 3), float("nan")), "only NaN/inf values"),
+        ((torch.full((2,), float("inf")), {"b": torch.full((1,), float("nan"))}), "only NaN/inf values"),
+        (torch.empty(0, 3), "an empty tensor"),
+        ((), "an empty structure"),
+    ],
+)
+def test_an_output_without_a_number_to_compare_is_named(output, said):
+    from accel.optimizing.search.fidelity import without_numbers
+
+    assert without_numbers(output) == said
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        torch.ones(2, 3),
+        torch.tensor([1.0, float("nan")]),
+        torch.tensor([1, 2]),
+        ["generated text"],
+        {"a": None, "b": 1.0},
+    ],
+)
+def test_an_output_with_something_to_compare_passes(output):
+    from accel.optimizing.search.fidelity import without_numbers
+
+    assert without_numbers(output) is None
+
+
+def test_the_guard_refuses_a_model_that_returns_none_before_any_candidate():
+    from accel.core.errors import PipelineError
+    from accel.optimizing.search.validation import Validator
+
+    class ReturnsNone(torch.nn.Module):
+        def forward(self, x):
+            x * 2  # noqa: B018 - the missing return is the bug under test
+
+    pipeline = accel.Pipeline(model=ReturnsNone(), inputs=(torch.ones(2, 4),))
+    with pytest.raises(PipelineError, match="the model returned None"):
+        Validator(pipeline, per_sample_results=False)
+    assert Validator(accel.Pipeline(model=torch.nn.Linear(4, 2), inputs=(torch.ones(2, 4),)), per_sample_results=False)

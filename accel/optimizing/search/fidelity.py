@@ -132,6 +132,23 @@ def leaves(value: Any, path: str = "output") -> dict[str, Leaf]:
     return found
 
 
+def without_numbers(output: Any) -> str | None:
+    """What a model's output is when the guard has nothing to compare in it ("None", "a string",
+    "only NaN/inf values", "an empty tensor"), or None when it holds a finite number or something
+    else that compares exactly (a list of generated strings, say)."""
+    if output is None:
+        return "None"
+    if isinstance(output, (str, bytes)):
+        return f"a string ({str(output)[:40]!r})"
+    found = leaves(output)
+    numbers = [leaf for leaf in found.values() if leaf.kind in ("exact", "float")]
+    if not numbers or len(numbers) < len(found):
+        return None if found else "an empty structure"
+    if any(leaf.kind == "exact" or np.isfinite(leaf.value).any() for leaf in numbers):
+        return None
+    return "only NaN/inf values" if any(leaf.value.size for leaf in numbers) else "an empty tensor"
+
+
 def _walk(value: Any, path: str, found: dict[str, Leaf]) -> None:
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()

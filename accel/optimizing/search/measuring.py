@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from accel.core.errors import AccelError, PipelineError
 from accel.core.measure import Comparison, Measurement, compare_interleaved, device_sync, now
 from accel.core.pipeline import Pipeline, batch_length
 from accel.optimizing.search.validation import reset_pipeline_state
@@ -27,7 +28,7 @@ class Measurer:
         self.target = target if (target != "throughput" or baseline.has_source) else "latency"
         self.sync = sync or device_sync(None)  # CUDA kernels run asynchronously: wait for them
         self.batch = baseline.example_batch()
-        self.samples_per_call = len(baseline.run()) if self.target == "throughput" else batch_length(self.batch)
+        self.samples_per_call = _samples_per_pass(baseline) if self.target == "throughput" else batch_length(self.batch)
 
     def call(self, pipeline: Pipeline) -> Callable[[], Any]:
         if self.target == "throughput":
@@ -54,6 +55,22 @@ class Measurer:
         if peak_bytes is not None:
             data["peak_bytes"] = peak_bytes
         return data
+
+
+def _samples_per_pass(baseline: Pipeline) -> int:
+    """The samples one pass over the source gives; a pass that raises is the pipeline's own error
+    (before any optimization is tried), one line."""
+    try:
+        return len(baseline.run())
+    except AccelError:
+        raise
+    except Exception as exc:
+        from accel.optimizing.search.outcome import failure_message
+
+        raise PipelineError(
+            f"the pipeline raised while its baseline was timed: {failure_message(exc)}",
+            "fix the pipeline (accel profile FILE shows which stage raises)",
+        ) from exc
 
 
 def compare_pipelines(

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from accel.core.errors import PipelineError
 from accel.core.pipeline import Pipeline, batch_length, split_batch
 from accel.optimizing.recipes.schema import Guard
-from accel.optimizing.search.fidelity import Fidelity, compare_samples
+from accel.optimizing.search.fidelity import Fidelity, compare_samples, without_numbers
 
 # The notes key through which an optimizer says how many leading source batches it was fitted on.
 CALIBRATION_NOTE = "calibration_batches"
@@ -51,6 +52,17 @@ def samples_of(output: Any, batch: Any) -> list[Any]:
         return [output]
 
 
+def refuse_output_without_numbers(output: Any) -> None:
+    """A model whose output holds no finite number (None, a string, NaN) leaves the guard nothing to
+    compare: every candidate would match it. That is the pipeline's bug, said before any search."""
+    what = without_numbers(output)
+    if what is not None:
+        raise PipelineError(
+            f"the model returned {what}: the guard has no number to compare a candidate's output with",
+            "return the model's output tensors; a forward without a return statement returns None",
+        )
+
+
 class Validator:
     """The baseline's outputs, and the comparison of a candidate's against them."""
 
@@ -61,6 +73,7 @@ class Validator:
         self._reference: dict[int, Any] = {}
         self.results = None
         self.metric = None
+        refuse_output_without_numbers(self.reference(0))
         if baseline.has_source and (per_sample_results or baseline.metric is not None):
             self.results = baseline.run()
             if baseline.metric is not None:
