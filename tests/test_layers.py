@@ -82,6 +82,7 @@ RULES = {
             "accel.profiling.data",
             "accel.profiling.report",
             "accel.profiling.costmodel",
+            "accel.profiling.cure_units",
             "accel.profiling.rates",
             "accel.profiling.ranks",
         )

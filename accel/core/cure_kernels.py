@@ -46,6 +46,10 @@ class CureKernel:
     description: str
     build: Callable[[str, int], AtRows]  # (device, threads) -> AtRows
     cpu_only: bool = False
+    # Runs in its own runtime's thread pool (ONNX Runtime's), beside torch's OpenMP threads, which
+    # spin for a while after torch's kernels: its CPU share then reads this process's own threads
+    # competing (67% measured at load 1.2), not other processes, and says nothing about the load.
+    own_pool: bool = False
 
 
 KERNELS: dict[str, CureKernel] = {}
@@ -53,12 +57,12 @@ BASELINE_KERNEL = "fp32_linear"
 
 
 def _kernel(
-    name: str, dtype: str, cure: str | None, description: str, cpu_only: bool = False
+    name: str, dtype: str, cure: str | None, description: str, cpu_only: bool = False, own_pool: bool = False
 ) -> Callable[[Callable[[str, int], AtRows]], Callable[[str, int], AtRows]]:
     def register(build: Callable[[str, int], AtRows]) -> Callable[[str, int], AtRows]:
         if name in KERNELS:
             raise ValueError(f"cure kernel {name!r} is registered twice")
-        KERNELS[name] = CureKernel(name, dtype, cure, description, build, cpu_only)
+        KERNELS[name] = CureKernel(name, dtype, cure, description, build, cpu_only, own_pool)
         return build
 
     return register
@@ -190,13 +194,16 @@ def _ort(quantized: bool) -> Callable[[str, int], AtRows]:
     return build
 
 
-_kernel("ort_fp32", "fp32", "onnx.runtime", "ONNX Runtime float32 MatMul (MLAS)", cpu_only=True)(_ort(False))
+_kernel("ort_fp32", "fp32", "onnx.runtime", "ONNX Runtime float32 MatMul (MLAS)", cpu_only=True, own_pool=True)(
+    _ort(False)
+)
 _kernel(
     "ort_int8",
     "int8",
     "onnx.int8_dynamic",
     "ONNX Runtime DynamicQuantizeLinear + MatMulInteger (MLAS), from quantize_dynamic",
     cpu_only=True,
+    own_pool=True,
 )(_ort(True))
 
 

@@ -86,17 +86,23 @@ class Machine:
     def cpu_class(self) -> str:
         return classify_cpu(self.isa_flags, self.cpu_capability)
 
-    def best_cure_gflops(self, dtype: str) -> tuple[float, str] | None:
-        """The fastest calibrated kernel a cure runs in `dtype` (fp32, bf16, fp16, int8), as
-        (GFLOP/s, kernel name); None when calibration timed none (an older calibration, a GPU)."""
+    def best_cure_gflops(self, dtype: str, cure: str | None = None) -> tuple[float, str] | None:
+        """The fastest calibrated kernel a cure (`cure` only, where given) runs in `dtype` (fp32,
+        bf16, fp16, int8), as (GFLOP/s, kernel name); None when calibration timed none (an older
+        calibration, a GPU)."""
         rates = [(rate, name) for name, rate in self.cure_gflops.items() if name in KERNELS and rate > 0]
-        best = [(rate, name) for rate, name in rates if KERNELS[name].dtype == dtype and KERNELS[name].cure]
+        best = [
+            (rate, name)
+            for rate, name in rates
+            if KERNELS[name].dtype == dtype and KERNELS[name].cure and cure in (None, KERNELS[name].cure)
+        ]
         return max(best, default=None)
 
-    def cure_speedup(self, dtype: str) -> tuple[float, str] | None:
-        """How many times faster than eager float32 the fastest `dtype` cure kernel runs the same
-        Linear-sized GEMM, as (ratio, kernel name); None when either was not calibrated."""
-        best = self.best_cure_gflops(dtype)
+    def cure_speedup(self, dtype: str, cure: str | None = None) -> tuple[float, str] | None:
+        """How many times faster than eager float32 the fastest `dtype` cure kernel (of `cure`, where
+        given) runs the same Linear-sized GEMM, as (ratio, kernel name); None when either was not
+        calibrated."""
+        best = self.best_cure_gflops(dtype, cure)
         baseline = self.cure_gflops.get(BASELINE_KERNEL)
         if best is None or not baseline:
             return None

@@ -162,6 +162,10 @@ class Comparison:
 
 # The fewest rounds a deadline leaves a comparison: a bootstrap interval over two pairs says nothing.
 MIN_ROUNDS_BY_DEADLINE = 3
+# A side whose last timed call took this long gets no settle calls: a runtime's spinning pool idles
+# out within milliseconds, under 1% of such a call, while a settle call doubles what every round of
+# a slow model costs (a BERT-base call at 9-13 s on a busy 2-core machine).
+SETTLE_BELOW_SECONDS = 0.5
 
 
 def compare_interleaved(
@@ -186,6 +190,7 @@ def compare_interleaved(
     Before each timed call the callable runs `settle_calls` untimed calls: runtimes keep worker
     threads spinning after a call, which distorts whatever is timed right after another runtime.
     `settle_seconds` of sleep before those calls lets the other side's spinning pool go idle first.
+    A side whose last timed call took SETTLE_BELOW_SECONDS or more is not settled (see there).
     """
     firsts = []
     for fn in (baseline, candidate):
@@ -202,9 +207,11 @@ def compare_interleaved(
     for round_index in range(max_rounds):
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         for side in order:
-            if settle_seconds > 0:
+            last = times[side][-1] if times[side] else firsts[side]
+            settles = settle_calls if last < SETTLE_BELOW_SECONDS else 0
+            if settle_seconds > 0 and settles:
                 time.sleep(settle_seconds)
-            for _ in range(settle_calls):
+            for _ in range(settles):
                 fns[side]()
             sync()
             t0 = clock()

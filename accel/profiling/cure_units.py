@@ -17,14 +17,18 @@ CURE_MIN_SPEEDUP = 1.1
 # The dtypes a cure runs a model in: cast whole (precision.bf16 / precision.fp16), or its Linear
 # layers quantized (quantize.int8_dynamic).
 CURE_DTYPES = ("bf16", "fp16", "int8")
+# The optimizer that runs a model in each dtype in PyTorch itself (what the dtype pass times);
+# other runtimes' kernels (ONNX Runtime's int8 MatMul) are other cures, predicted on their own.
+EAGER_CURES = {"bf16": "precision.bf16", "fp16": "precision.fp16", "int8": "quantize.int8_dynamic"}
 
 
-def dtype_kernel_speedups(machine: Machine) -> dict[str, tuple[float, str]]:
-    """Per cure dtype, how many times faster than eager fp32 its fastest cure kernel ran in
-    calibration (Machine.cure_speedup), as (ratio, kernel); on an older calibration without cure
-    kernels, the square-GEMM peak ratio, as (ratio, "<dtype> GEMM peak")."""
+def dtype_kernel_speedups(machine: Machine, cures: dict[str, str] | None = None) -> dict[str, tuple[float, str]]:
+    """Per cure dtype, how many times faster than eager fp32 its fastest cure kernel (of the cure
+    `cures` names for it, where given) ran in calibration (Machine.cure_speedup), as (ratio,
+    kernel); on an older calibration without cure kernels, the square-GEMM peak ratio, as (ratio,
+    "<dtype> GEMM peak")."""
     if machine.cure_gflops:
-        found = {name: machine.cure_speedup(name) for name in CURE_DTYPES}
+        found = {name: machine.cure_speedup(name, (cures or {}).get(name)) for name in CURE_DTYPES}
         return {name: speedup for name, speedup in found.items() if speedup is not None}
     fp32 = machine.peak_gflops or machine.peak_gflops_by_dtype.get("fp32") or 0.0
     by_dtype = machine.peak_gflops_by_dtype or {}
@@ -33,11 +37,12 @@ def dtype_kernel_speedups(machine: Machine) -> dict[str, tuple[float, str]]:
     }
 
 
-def faster_dtypes(machine: Machine) -> list[str]:
-    """The cure dtypes whose cure kernel calibrated CURE_MIN_SPEEDUP x faster than fp32 or more
-    (FASTER_UNIT_MIN_SPEEDUP x for a square-GEMM peak, on an older calibration)."""
+def faster_dtypes(machine: Machine, cures: dict[str, str] | None = None) -> list[str]:
+    """The cure dtypes whose cure kernel (of `cures`, where given) calibrated CURE_MIN_SPEEDUP x
+    faster than fp32 or more (FASTER_UNIT_MIN_SPEEDUP x for a square-GEMM peak, on an older
+    calibration)."""
     needed = CURE_MIN_SPEEDUP if machine.cure_gflops else FASTER_UNIT_MIN_SPEEDUP
-    return [name for name, (ratio, _) in dtype_kernel_speedups(machine).items() if ratio >= needed]
+    return [name for name, (ratio, _) in dtype_kernel_speedups(machine, cures).items() if ratio >= needed]
 
 
 def fastest_unit(machine: Machine) -> tuple[float, str]:

@@ -31,7 +31,7 @@ from accel.core.machine import Machine
 from accel.core.measure import device_sync, now
 from accel.core.steady import CpuMeter
 from accel.profiling.costmodel import CostModel, split_roofline
-from accel.profiling.cure_units import dtype_kernel_speedups, faster_dtypes
+from accel.profiling.cure_units import EAGER_CURES, dtype_kernel_speedups, faster_dtypes
 from accel.profiling.data import DtypeTiming
 
 # Interleaved rounds wanted, each one call of every dtype: a burst of load on a shared machine
@@ -49,10 +49,10 @@ def dtypes_worth_timing(cost: CostModel | None, machine: Machine, model: Any) ->
     split = split_roofline(cost)
     if split.share(split.compute_seconds) < MIN_COMPUTE_SHARE_TO_TIME:
         return [], {}
-    faster = faster_dtypes(machine)
+    faster = faster_dtypes(machine, EAGER_CURES)
     skipped = {
         name: f"its cure kernel ran {ratio:.2f}x fp32 in calibration ({kernel})"
-        for name, (ratio, kernel) in dtype_kernel_speedups(machine).items()
+        for name, (ratio, kernel) in dtype_kernel_speedups(machine, EAGER_CURES).items()
         if name not in faster
     }
     has_linear = any(isinstance(m, torch.nn.Linear) for m in model.modules())

@@ -77,6 +77,32 @@ def test_compare_interleaved_alternates_and_settles():
     assert comparison.baseline.count == comparison.candidate.count == 4
 
 
+def test_compare_interleaved_settles_only_short_calls():
+    """A settle call guards a short call from the other side's spinning pool; before a call of half
+    a second or more it would only double the round's cost (a fake clock makes one side slow)."""
+    ticks = [0.0]
+    calls = {"fast": 0, "slow": 0}
+
+    def side(name, seconds):
+        def call():
+            calls[name] += 1
+            ticks[0] += seconds
+
+        return call
+
+    compare_interleaved(
+        side("fast", 0.001),
+        side("slow", 0.8),
+        warmup=1,
+        settle_calls=1,
+        min_rounds=3,
+        max_rounds=3,
+        clock=lambda: ticks[0],
+    )
+    assert calls["fast"] == 1 + 3 * 2  # warm-up, then a settle and a timed call each round
+    assert calls["slow"] == 1 + 3  # warm-up, then the timed calls only
+
+
 def test_compare_interleaved_sees_a_planted_5x_gap():
     work = torch.randn(200, 200)
 

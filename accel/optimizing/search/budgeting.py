@@ -24,6 +24,7 @@ import dataclasses
 import math
 from typing import Any
 
+from accel.core.measure import SETTLE_BELOW_SECONDS
 from accel.optimizing.fresh import CHILD_SECONDS, MIN_PAIRS
 from accel.optimizing.optimizers import Optimizer
 from accel.optimizing.recipes.schema import Candidate, Guard, Rule
@@ -62,8 +63,8 @@ class Costs:
     def comparison_seconds(self, rounds: int | None = None) -> float:
         """Seconds an in-process comparison of two pipelines at the baseline's speed takes: a
         warm-up, then `rounds` rounds (default: the fewest a comparison takes), each with a settle
-        call except for throughput."""
-        settle = 0 if self.target == "throughput" else 1
+        call except for throughput and for calls too long to need one (core.measure.SETTLE_BELOW_SECONDS)."""
+        settle = 0 if self.target == "throughput" or self.call_seconds >= SETTLE_BELOW_SECONDS else 1
         rounds = min_rounds(self.target) if rounds is None else rounds
         return 2 * (WARMUP_CALLS + rounds * (1 + settle)) * self.call_seconds
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from accel.core.cure_kernels import BASELINE_KERNEL, KERNELS
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
 from accel.profiling.costmodel import MIN_CPU_SHARE, CostGroup
-from accel.profiling.cure_units import dtype_kernel_speedups, faster_dtypes, fastest_unit
+from accel.profiling.cure_units import CURE_MIN_SPEEDUP, EAGER_CURES, dtype_kernel_speedups, faster_dtypes, fastest_unit
 from accel.profiling.data import ProfileData, RooflineShare, model_time_share, roofline_share, share_of_model_time
 from accel.profiling.report import LOW_IMPACT, Finding
 
@@ -43,7 +44,7 @@ MIN_MEASURED_SPEEDUP = 1.2
 # of other load fell on the fp32 calls (once measured 16x for int8 under load).
 MEASURED_OVER_CALIBRATED = 1.5
 # Which optimizer turns the model to each dtype; int8 dynamic quantization covers Linear layers.
-CURES = {"bf16": "precision.bf16", "fp16": "precision.fp16", "int8": "quantize.int8_dynamic"}
+CURES = EAGER_CURES
 # An ONNX model is cured inside ONNX Runtime: int8 dynamic quantization of its MatMuls only.
 ONNX_CURES = {"int8": "onnx.int8_dynamic"}
 # With no faster unit the model runs at the machine's limit: more samples per call is what is left.
@@ -59,13 +60,13 @@ AT_LIMIT_FRACTION = 0.7
 SUSPECT_OVER_PEAK = 1.2
 
 
-def faster_units(machine: Machine, linear_share: float) -> dict[str, float]:
-    """Calibrated speed-up over fp32 per faster dtype (its cure kernel's, or its GEMM peak's on an
+def faster_units(machine: Machine, linear_share: float, cures: dict[str, str]) -> dict[str, float]:
+    """Calibrated speed-up over fp32 per faster dtype (its cure's kernel's, or its GEMM peak's on an
     older calibration), capped at MAX_PREDICTED_SPEEDUP; int8 only for the Linear share."""
-    ratios = dtype_kernel_speedups(machine)
+    ratios = dtype_kernel_speedups(machine, cures)
     return {
         name: min(ratios[name][0], MAX_PREDICTED_SPEEDUP)
-        for name in faster_dtypes(machine)
+        for name in faster_dtypes(machine, cures)
         if name != "int8" or linear_share > 0
     }
 
@@ -105,17 +106,36 @@ class DtypeSpeedups:
         return (1.0 - 1.0 / self.units[name]) * part
 
 
-def calibrated_peak_ratios(machine: Machine) -> dict[str, float]:
-    """Each cure dtype's calibrated ratio over fp32 (its cure kernel's, else its GEMM peak's), uncapped."""
-    return {name: ratio for name, (ratio, _) in dtype_kernel_speedups(machine).items()}
+def runtime_cure_savings(machine: Machine, speedups: DtypeSpeedups, compute_share: float) -> dict[str, float]:
+    """Savings predicted for the cures that run the Linear GEMMs in another runtime (ONNX Runtime's
+    MLAS fp32 and int8 kernels, onnx.runtime / onnx.int8_dynamic), from their calibrated kernel ratio
+    over eager fp32 (capped at MAX_PREDICTED_SPEEDUP), on the Linear share of the compute-bound time.
+    Calibrated, never measured on this model: they rank the optimize search's candidates (a BERT
+    whose fastest unit is ORT's int8 MatMul had ORT skipped for budget), not the finding's severity."""
+    baseline = machine.cure_gflops.get(BASELINE_KERNEL)
+    found: dict[str, float] = {}
+    for name, rate in machine.cure_gflops.items():
+        kernel = KERNELS.get(name)
+        if kernel is None or not kernel.cure or kernel.cure in CURES.values() or not baseline or rate <= 0:
+            continue
+        ratio = min(rate / baseline, MAX_PREDICTED_SPEEDUP)
+        if ratio >= CURE_MIN_SPEEDUP:
+            saving = (1.0 - 1.0 / ratio) * compute_share * speedups.linear_share
+            found[kernel.cure] = max(found.get(kernel.cure, 0.0), saving)
+    return found
+
+
+def calibrated_peak_ratios(machine: Machine, cures: dict[str, str]) -> dict[str, float]:
+    """Each cure dtype's calibrated ratio over fp32 (its cure's kernel's, else its GEMM peak's), uncapped."""
+    return {name: ratio for name, (ratio, _) in dtype_kernel_speedups(machine, cures).items()}
 
 
 def dtype_speedups(data: ProfileData, machine: Machine, found: RooflineShare, cures: dict[str, str]) -> DtypeSpeedups:
     compute_ops = [o for o in found.cost.ops if not o.memory_bound]
     linear_seconds = sum(o.seconds for o in compute_ops if o.op in GEMM_OPS)
     linear_share = linear_seconds / found.split.compute_seconds
-    peak_ratios = {name: ratio for name, ratio in faster_units(machine, linear_share).items() if name in cures}
-    raw_ratios = calibrated_peak_ratios(machine)
+    peak_ratios = {name: ratio for name, ratio in faster_units(machine, linear_share, cures).items() if name in cures}
+    raw_ratios = calibrated_peak_ratios(machine, cures)
     measured = measured_speedups(data)
     # A measured dtype replaces its calibrated ratio, which stays only for what was not timed; a
     # whole call cannot run much faster than the cure's own kernel did, so a measurement beyond
@@ -189,6 +209,9 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     best = max(savings, key=lambda name: savings[name]) if savings else None
     room = headroom(found, machine)
     predicted = {cures[name]: model_share * saving for name, saving in savings.items()}
+    if data.mode != "onnx" and not machine.calibration_noisy:
+        others = runtime_cure_savings(machine, speedups, found.share)
+        predicted.update({cure: model_share * saving for cure, saving in others.items() if cure not in predicted})
     evidence = _evidence(found, machine, speedups, model_share, predicted, room)
     share = min(max(model_share * found.share, 0.0), 1.0)
     if best is None and room.noise is not None:
@@ -201,6 +224,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     summary = _summary(found, room, speedups, best, impact, evidence)
     if best:
         recommendations = [cures[name] for name in sorted(savings, key=lambda name: -savings[name])]
+        recommendations += sorted((c for c in predicted if c not in recommendations), key=lambda c: -predicted[c])
     else:
         recommendations = [NO_FASTER_UNIT_CURE]
     return [

@@ -162,3 +162,19 @@ def test_dtype_timings_taken_while_threads_waited_for_cores_are_not_read():
     # the stalled rounds said bf16 is 2x slower; the calibrated ratio stands in for them
     assert found["compute_bound"].evidence["prediction"] == {"bf16": "calibrated GEMM peak ratio"}
     assert found["compute_bound"].recommendations == ["precision.bf16"]
+
+
+def test_a_cure_in_another_runtime_is_predicted_from_its_calibrated_kernel():
+    """The fastest unit of a CPU may be ONNX Runtime's int8 MatMul (MLAS): its cure is predicted from
+    that kernel's calibrated ratio (the engine orders candidates by it), after the measured cures."""
+    machine = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, ort_fp32=105.0)
+    found = kinds(gemm_model(80.0, machine), machine)["compute_bound"]
+    predicted = found.evidence["predicted_saving"]
+    assert predicted["quantize.int8_dynamic"] == pytest.approx(0.5, rel=0.01)
+    assert predicted["onnx.int8_dynamic"] == pytest.approx(1 - 1 / 3.5, rel=0.01)
+    assert "onnx.runtime" not in predicted  # 1.05x: within calibration noise, no cure
+    assert found.recommendations == ["quantize.int8_dynamic", "onnx.int8_dynamic"]
+    noisy = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, noisy=True)
+    assert "onnx.int8_dynamic" not in kinds(gemm_model(80.0, noisy), noisy)["compute_bound"].evidence.get(
+        "predicted_saving", {}
+    )
