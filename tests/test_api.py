@@ -3,6 +3,7 @@ side effect on torch's global RNG, and the CLI's budget check."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import accel
+from accel.optimizing.optimizers.loader_tune import Setting
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.script import ScriptOptimizeResult
 from tests.paths import PLANTED
@@ -104,3 +106,5 @@ def test_a_script_result_has_a_short_repr_and_says_it_has_no_pipeline():
     )
     with pytest.raises(accel.AccelError, match="train is a training script"):
         result.pipeline
+    chose = dataclasses.replace(result, chosen=Setting(num_workers=2))
+    assert "chosen='num_workers=2" in repr(chose) and len(repr(chose)) < 300, repr(chose)

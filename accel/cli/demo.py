@@ -32,8 +32,8 @@ def demo_command(
         table = Table(title="Bundled examples (accel examples DEST copies them out)", title_justify="left")
         table.add_column("file", no_wrap=True)
         table.add_column("what it shows")
-        for example in list_examples():
-            table.add_row(example.name, example.summary)
+        for listed in list_examples():
+            table.add_row(listed.name, listed.summary)
         console.print(table)
         return
     from accel.profiling.run import profile

@@ -138,7 +138,7 @@ class ScriptOptimizeResult:
         )
 
     def __repr__(self) -> str:  # short: no step list
-        chosen = self.chosen.loader.label() if self.chosen is not None and self.chosen.loader is not None else None
+        chosen = self.chosen.label() if self.chosen is not None else None
         return (
             f"ScriptOptimizeResult(name={self.name!r}, recipe={self.recipe!r}, speedup={self.speedup:.2f}x, "
             f"chosen={chosen!r}, steps={len(self.steps)}, lock_path={str(self.lock_path) if self.lock_path else None!r})"
