@@ -167,7 +167,9 @@ def budget_note(deadline: Deadline) -> str:
     line = f"budget {deadline.budget_seconds:g} s, measured for {spent:.1f} s"
     cut = [p for p in deadline.passes if p.cut_short]
     if cut:
-        line += "; cut short: " + ", ".join(f"{p.name} ({p.calls} call{'s' if p.calls != 1 else ''})" for p in cut)
+        line += "; cut short: " + ", ".join(
+            f"{p.name} ({p.calls} call{'s' if p.calls != 1 else ''})" if p.calls else f"{p.name} (not run)" for p in cut
+        )
         line += " (a larger --budget measures more calls)"
     return line
 

@@ -99,3 +99,24 @@ def test_a_pass_that_fails_on_an_unusual_model_is_skipped_and_named():
     data = hardware_passes(accel.Pipeline(model=RefusesModes(), inputs=(torch.ones(3),)), data, machine())
     assert data.ops is None and data.memory is not None
     assert data.extra["hardware_passes_skipped"] == {"cost": "RuntimeError: no dispatch modes here"}
+
+
+def test_passes_a_profile_can_do_without_are_not_run_once_the_budget_is_spent():
+    """A slow model's profile ended far past its budget: each pass made one call at least. Once not
+    one call fits in what is left, the memory and dtype passes are not run, and the note says so."""
+    import accel
+    from accel.core.budget import Deadline
+    from accel.profiling.data import ProfileData
+    from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes
+    from accel.profiling.run import budget_note
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    deadline = Deadline(1e-6, PASS_WEIGHTS)
+    data = hardware_passes(
+        accel.Pipeline(model=model, inputs=(torch.ones(4, 64),)), ProfileData(target="t"), machine(), deadline=deadline
+    )
+    assert data.ops is not None  # the cost pass makes its one call: the findings need it
+    assert data.memory is None and data.dtype_timings == ()
+    ran = {p.name: p.calls for p in deadline.passes}
+    assert ran["memory"] == 0 and ran["dtypes"] == 0
+    assert "memory (not run)" in budget_note(deadline) and "dtypes (not run)" in budget_note(deadline)
