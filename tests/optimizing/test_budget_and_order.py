@@ -303,3 +303,18 @@ def test_only_and_skip_on_the_command_line(tmp_path):
     assert steps["test.process_wide"]["verdict"] == "skipped", steps["test.process_wide"]
     assert steps["test.process_wide"]["reason"].startswith("needs ~")
     assert steps["onnx.runtime"]["verdict"] == "skipped" and "--only" in steps["onnx.runtime"]["reason"]
+
+
+def test_a_slow_baseline_is_timed_in_fewer_calls():
+    """At 15 s a call, three timed calls of the baseline were a minute of a 300 s budget: once the
+    calls have taken BASELINE_MAX_SECONDS, no more are made; a fast call is timed BASELINE_CALLS times."""
+    import time
+    import types
+
+    from accel.optimizing.search.measuring import BASELINE_CALLS, BASELINE_MAX_SECONDS, time_baseline
+
+    measurer = types.SimpleNamespace(sync=lambda: None, target="latency")
+    slow = time_baseline(lambda: time.sleep(BASELINE_MAX_SECONDS * 0.55), measurer, warm=False)
+    assert slow.count == 2
+    fast = time_baseline(lambda: None, measurer, warm=False)
+    assert fast.count >= BASELINE_CALLS

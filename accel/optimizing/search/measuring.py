@@ -115,10 +115,14 @@ def amortized(comparison: Comparison, setup_seconds: float, passes: int) -> Comp
 # Timed calls of the baseline before the search (after a warm-up): its per-call time, from which
 # each trial's cost is predicted, the fastest of them counted. At least BASELINE_CALLS, more (up
 # to MAX_BASELINE_CALLS) until BASELINE_SECONDS have passed: on a loaded machine most calls of a
-# small model are stretched, and the fastest of many is the model's own time.
+# small model are stretched, and the fastest of many is the model's own time...
 BASELINE_CALLS = 3
 BASELINE_SECONDS = 0.3
 MAX_BASELINE_CALLS = 30
+# ...but once the calls have taken this long, fewer than BASELINE_CALLS do: a BERT-base call of
+# 15 s on a busy machine made the baseline's timing a minute of a 300 s budget, to predict costs
+# that one call predicts as well.
+BASELINE_MAX_SECONDS = 2.0
 
 
 def time_baseline(call: Callable[[], Any], measurer: "Measurer", *, warm: bool) -> Measurement:
@@ -137,5 +141,7 @@ def time_baseline(call: Callable[[], Any], measurer: "Measurer", *, warm: bool) 
         if measurer.target == "throughput":
             break
         if len(samples) >= BASELINE_CALLS and now() - began >= BASELINE_SECONDS:
+            break
+        if now() - began >= BASELINE_MAX_SECONDS:
             break
     return Measurement(tuple(samples), warmup_calls=int(warm))
