@@ -105,11 +105,12 @@ def greedy_decode(step: Any, layout: CacheLayout, greedy: Greedy) -> torch.Tenso
     mask = greedy.attention_mask
     past = [torch.zeros(batch, layout.kv_heads, 0, layout.head_dim) for _ in layout.past_names]
     fed = tokens
+    # generate()'s positions: counted over the prompt's real tokens (pads at 0), then one more a step
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     unfinished = torch.ones(batch, dtype=torch.bool)
     eos = torch.tensor(greedy.eos_token_ids, dtype=torch.long)
     while True:
         length = tokens.shape[1]
-        positions = torch.arange(length - fed.shape[1], length).expand(batch, fed.shape[1])
         outputs = step(input_ids=fed, attention_mask=mask, position_ids=positions, **dict(zip(layout.past_names, past)))
         logits, past = outputs[0], list(outputs[1:])
         if eos.numel() and length < greedy.min_length:
@@ -123,6 +124,7 @@ def greedy_decode(step: Any, layout: CacheLayout, greedy: Greedy) -> torch.Tenso
             return tokens
         fed = chosen[:, None]
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+        positions = positions[:, -1:] + 1
 
 
 class _GenerateBase(Optimizer):
