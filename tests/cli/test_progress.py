@@ -167,3 +167,47 @@ def test_piped_optimize_at_80_columns_talks_line_by_line(tmp_path, machine):
         if step["speedup"] is not None:
             low, high = step["speedup_ci"]
             assert f"{step['speedup']:.2f}x [{low:.2f},{high:.2f}]" in text
+
+
+def test_the_engine_says_k_of_n_and_each_row_and_an_interrupt_keeps_what_was_decided(tmp_path, monkeypatch):
+    # The planted optimizers of tests/optimizing/test_engine.py (dead work removed), registered here.
+    import accel
+    from accel.core.machine import describe_machine
+    from accel.optimizing.optimizers import OPTIMIZERS, Context
+    from accel.optimizing.recipes.schema import parse_recipe
+    from accel.optimizing.search.engine import run_engine
+    from tests.optimizing import test_engine as planted
+
+    for cls in (planted.SkipA, planted.SkipB, planted.NeverApplies):
+        monkeypatch.setitem(OPTIMIZERS._items, cls.name, cls())
+    recipe = parse_recipe(
+        {
+            "name": "t",
+            "target": "latency",
+            "order": "as_written",
+            "rules": [{"name": "p", "try": ["test.never", "test.skip_a", "test.skip_b"]}],
+        }
+    )
+    events: list[ProgressEvent] = []
+
+    class StopAtTheSecondRow:
+        def __call__(self, message: str) -> None:
+            events.append(ProgressEvent(message))
+
+        def event(self, event: ProgressEvent) -> None:
+            events.append(event)
+            if event.row is not None and event.index == 2:
+                raise KeyboardInterrupt  # as accel.cli's signal handler raises it
+
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(baseline, recipe, context, budget_seconds=20, progress=StopAtTheSecondRow())
+    assert [e.phase for e in events if e.index == 1][0] == "test.never: checking that it applies"
+    assert [(e.index, e.total, e.row["verdict"]) for e in events if e.row] == [
+        (1, 3, "not applicable"),
+        (2, 3, result.steps[1].verdict.value),
+    ]
+    assert result.partial and len(result.steps) == 2  # test.skip_b never started
+    assert result.message.startswith("interrupted after 2 of 3 candidates: ")
+    kept = [c.optimizer for c in result.choices]
+    assert kept == (["test.skip_a"] if result.steps[1].verdict.value == "accepted" else [])
