@@ -21,7 +21,7 @@ RowRenderer = Callable[[dict, int | None, int | None], RenderableType]
 
 def clock(seconds: float) -> str:
     """Seconds as a short wall-clock reading: 42s, 3m05s."""
-    whole = int(max(seconds, 0.0))
+    whole = round(max(seconds, 0.0))
     return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
 
 
