@@ -12,10 +12,9 @@ from typing import Any, Callable
 
 import torch
 
-from accel.core.errors import AccelError, PipelineError
 from accel.core.measure import Comparison, Measurement, compare_interleaved, device_sync, now
 from accel.core.pipeline import Pipeline, batch_length
-from accel.optimizing.search.validation import reset_pipeline_state
+from accel.optimizing.search.validation import baseline_errors, reset_pipeline_state
 
 # Seconds of sleep before each side's untimed settle call: spinning thread pools go idle first.
 SETTLE_SECONDS = 0.002
@@ -58,19 +57,9 @@ class Measurer:
 
 
 def _samples_per_pass(baseline: Pipeline) -> int:
-    """The samples one pass over the source gives; a pass that raises is the pipeline's own error
-    (before any optimization is tried), one line."""
-    try:
+    """The samples one pass over the source gives (a pass that raises is the pipeline's own error)."""
+    with baseline_errors():
         return len(baseline.run())
-    except AccelError:
-        raise
-    except Exception as exc:
-        from accel.optimizing.search.outcome import failure_message
-
-        raise PipelineError(
-            f"the pipeline raised while its baseline was timed: {failure_message(exc)}",
-            "fix the pipeline (accel profile FILE shows which stage raises)",
-        ) from exc
 
 
 def compare_pipelines(

@@ -13,12 +13,13 @@ Baseline outputs are computed once per batch and reused for every candidate.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from accel.core.errors import PipelineError
+from accel.core.errors import AccelError, PipelineError
 from accel.core.pipeline import Pipeline, batch_length, split_batch
 from accel.optimizing.recipes.schema import Guard
 from accel.optimizing.search.fidelity import Fidelity, compare_samples, without_numbers
@@ -52,6 +53,22 @@ def samples_of(output: Any, batch: Any) -> list[Any]:
         return [output]
 
 
+@contextlib.contextmanager
+def baseline_errors() -> Iterator[None]:
+    """The baseline raising before any optimization is tried is the pipeline's own error: one line."""
+    try:
+        yield
+    except AccelError:
+        raise
+    except Exception as exc:
+        from accel.optimizing.search.outcome import failure_message
+
+        raise PipelineError(
+            f"the pipeline raised while its baseline was timed: {failure_message(exc)}",
+            "fix the pipeline (accel profile FILE shows which stage raises)",
+        ) from exc
+
+
 def refuse_output_without_numbers(output: Any) -> None:
     """A model whose output holds no finite number (None, a string, NaN) leaves the guard nothing to
     compare: every candidate would match it. That is the pipeline's bug, said before any search."""
@@ -73,7 +90,8 @@ class Validator:
         self._reference: dict[int, Any] = {}
         self.results = None
         self.metric = None
-        refuse_output_without_numbers(self.reference(0))
+        with baseline_errors():
+            refuse_output_without_numbers(self.reference(0))
         if baseline.has_source and (per_sample_results or baseline.metric is not None):
             self.results = baseline.run()
             if baseline.metric is not None:
