@@ -13,7 +13,7 @@ def available() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or available()
+    names = [a for a in argv if not a.startswith("-")] or available()  # options are the benchmark's (sys.argv)
     unknown = [n for n in names if n not in available()]
     if unknown:
         print(f"error: unknown benchmark {', '.join(unknown)} (available: {', '.join(available())})", file=sys.stderr)

@@ -1,0 +1,305 @@
+"""`python -m benchmarks peers [--quick] [--models=wide_mlp,bert,resnet,gpt2]`: accel optimize against
+the skilled user's tools, each applied as its own documentation says.
+
+Peers: OpenVINO fp32 (`openvino.convert_model`, `compile_model` with the f32 precision hint) and
+NNCF int8 (`nncf.quantize` on a few batches, the transformer scheme for transformers); ONNX Runtime
+fused fp32 (TorchScript export of eager attention, `onnxruntime.transformers.optimizer.optimize_model`
+at opt_level 0, as ORT documents for BERT and GPT-2; a plain export for the others) and int8
+(`quantize_dynamic` on the fused graph; `quantize_static` QDQ for the CNN, as ORT advises for
+convolutions); torch.compile `max-autotune-no-cudagraphs` with inductor's freezing (PyTorch's CPU
+inference advice); torchao int8 dynamic where torchao is installed. accel runs the `latency` recipe
+on the same model (runtime.allocator left out: malloc's thresholds hold for a whole process, so
+they cannot be timed in this one). Every candidate runs on 2 threads; all are timed interleaved in
+rounds in this one process (the eager model too), each round's order rotated; outputs are compared
+with the eager model's (centered cosine). One-time costs (export, quantization, compile, accel's
+search) are printed apart. `--quick`: tiny models and short budgets, for the smoke test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import accel
+from accel.core.machine import describe_machine
+from accel.core.stats import paired_ratio_ci
+from accel.optimizing.run import optimize
+from accel.optimizing.search.fidelity import compare_outputs
+from benchmarks._peer_models import Case, build
+
+THREADS = 2
+MODELS = ("wide_mlp", "bert", "resnet", "gpt2")
+# accel's search budget (seconds) per model; the latency recipe's own is 180 s.
+ACCEL_BUDGET_SECONDS = {False: 180.0, True: 15.0}
+# Interleaved rounds, and the seconds each candidate is called for in a round.
+ROUNDS = {False: 12, True: 3}
+SLOT_SECONDS = {False: 0.4, True: 0.02}
+CALIBRATION_BATCHES = 8
+Call = Callable[[], torch.Tensor]
+
+
+class _First(torch.nn.Module):
+    """The model's first output tensor (BERT's last hidden state, GPT-2's logits): what exporters follow."""
+
+    def __init__(self, case: Case) -> None:
+        super().__init__()
+        self.model = case.model
+        self.case = case
+        # The TorchScript exporter puts the traced module back in its own mode afterwards, through the model.
+        self.training = case.model.training
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return first(self.case.call(self.model, inputs))
+
+
+def first(out: Any) -> torch.Tensor:
+    if isinstance(out, np.ndarray):
+        return torch.from_numpy(out)
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def calibration(case: Case, count: int) -> list[tuple[torch.Tensor, ...]]:
+    """Batches shaped like the case's: other token ids, other images."""
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(count):
+        batches.append(
+            tuple(
+                torch.randint(1, int(t.max()) + 1, t.shape, generator=generator)
+                if not t.is_floating_point()
+                else torch.randn(t.shape, generator=generator)
+                for t in case.inputs
+            )
+        )
+    return batches
+
+
+def _session(path: Path) -> Callable[..., np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's pool spins between calls by default, stealing the cores of the candidate timed next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda *inputs: session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0]
+
+
+def _export(case: Case, path: Path) -> None:
+    names = [f"input_{i}" for i in range(len(case.inputs))]
+    torch.onnx.export(_First(case), case.inputs, str(path), dynamo=False, opset_version=17, input_names=names)
+
+
+def ort_fused(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    plain, fused, final = workdir / "plain.onnx", workdir / "fused.onnx", workdir / "int8.onnx"
+    _export(case, plain)
+    if case.fusion_type:
+        optimize_model(
+            str(plain), model_type=case.fusion_type, num_heads=case.num_heads, hidden_size=case.hidden_size, opt_level=0
+        ).save_model_to_file(str(fused))
+    else:
+        fused = plain
+    if not int8:
+        return _session(fused)
+    if case.fusion_type is None and any(isinstance(m, torch.nn.Conv2d) for m in case.model.modules()):
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                batches = calibration(case, CALIBRATION_BATCHES)
+                self.feeds = iter([{"input_0": b[0].numpy()} for b in batches])
+
+            def get_next(self) -> dict | None:
+                return next(self.feeds, None)
+
+        quantize_static(str(fused), str(final), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    else:
+        quantize_dynamic(
+            str(fused), str(final), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1}
+        )  # 1: FLOAT, for the fused kernels' outputs the quantizer cannot type
+    return _session(final)
+
+
+def openvino(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
+    import openvino as ov
+
+    model = ov.convert_model(_First(case), example_input=case.inputs)
+    if int8:
+        import nncf
+
+        dataset = nncf.Dataset(calibration(case, CALIBRATION_BATCHES), lambda b: tuple(t.numpy() for t in b))
+        kind = nncf.ModelType.TRANSFORMER if case.fusion_type else None
+        model = nncf.quantize(model, dataset, model_type=kind, subset_size=CALIBRATION_BATCHES)
+    compiled = ov.Core().compile_model(
+        model,
+        "CPU",
+        {"INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"},
+    )
+    return lambda *inputs: compiled(tuple(t.numpy() for t in inputs))[0]
+
+
+def compile_autotuned(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
+    from torch._inductor import config as inductor_config
+
+    compiled = torch.compile(case.model, mode="max-autotune-no-cudagraphs")
+
+    def call(*inputs: torch.Tensor) -> Any:
+        with inductor_config.patch(freezing=True):
+            return case.call(compiled, inputs)
+
+    return call
+
+
+def torchao_int8(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = copy.deepcopy(case.model)
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return lambda *inputs: case.call(model, inputs)
+
+
+PEERS: tuple[tuple[str, Callable[[Case, Path, bool], Callable[..., Any]], bool], ...] = (
+    ("OpenVINO fp32", openvino, False),
+    ("OpenVINO NNCF int8", openvino, True),
+    ("ORT fused fp32", ort_fused, False),
+    ("ORT fused int8", ort_fused, True),
+    ("compile max-autotune", compile_autotuned, False),
+    ("torchao int8", torchao_int8, True),
+)
+
+
+def _prepare(case: Case, workdir: Path, quick: bool) -> tuple[dict[str, Call], dict[str, str]]:
+    """Each candidate as a call of the case's batch, and what to print about it (one-time cost, cosine)."""
+    with torch.inference_mode():
+        reference = first(case.call(case.model))
+    calls: dict[str, Call] = {"eager": lambda: case.call(case.model)}
+    notes: dict[str, str] = {}
+    for label, make, int8 in PEERS:
+        if label == "torchao int8" and importlib.util.find_spec("torchao") is None:
+            notes[label] = "not installed"
+            continue
+        if label == "compile max-autotune" and quick:
+            notes[label] = "left out of --quick (minutes of compile)"
+            continue
+        folder = workdir / label.replace(" ", "-")
+        folder.mkdir()
+        began = time.perf_counter()
+        try:
+            fn = make(case, folder, int8)
+            with torch.inference_mode():
+                out = first(fn(*case.inputs))
+        except Exception as exc:  # noqa: BLE001 - a peer that fails is reported, not fatal
+            notes[label] = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
+            continue
+        cosine = compare_outputs(reference, out).cosine
+        notes[label] = f"setup {time.perf_counter() - began:.0f} s, cos {cosine:.4f}"
+        calls[label] = lambda fn=fn: fn(*case.inputs)
+    began = time.perf_counter()
+    pipeline = accel.Pipeline(model=case.model, inputs=case.batch, name=case.name)
+    result = optimize(
+        pipeline,
+        "latency",
+        out_dir=workdir / "accel",
+        budget_seconds=ACCEL_BUDGET_SECONDS[quick],
+        threads=THREADS,
+        skip=["runtime.allocator"],
+    )
+    kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
+    with torch.inference_mode():
+        cosine = compare_outputs(reference, first(result.pipeline.call_model(case.batch))).cosine
+    notes["accel"] = f"{kept}; search {time.perf_counter() - began:.0f} s, cos {cosine:.4f}"
+    calls["accel"] = lambda: result.pipeline.call_model(case.batch)
+    return calls, notes
+
+
+def time_interleaved(calls: dict[str, Call], rounds: int, slot_seconds: float) -> dict[str, list[float]]:
+    """Per candidate, seconds per call in each round; every round calls each candidate for about
+    `slot_seconds`, in an order rotated each round."""
+    names = list(calls)
+    repeats = {}
+    with torch.inference_mode():
+        for name in names:
+            calls[name]()  # warm
+            began = time.perf_counter()
+            calls[name]()
+            repeats[name] = max(1, int(slot_seconds / max(time.perf_counter() - began, 1e-6)))
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        for index in range(rounds):
+            for name in names[index % len(names) :] + names[: index % len(names)]:
+                began = time.perf_counter()
+                for _ in range(repeats[name]):
+                    calls[name]()
+                seconds[name].append((time.perf_counter() - began) / repeats[name])
+    return seconds
+
+
+def run_case(name: str, quick: bool) -> list[str]:
+    case = build(name, quick)
+    print(f"measuring {case.name}", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        calls, notes = _prepare(case, Path(workdir), quick)
+        for label, note in notes.items():
+            print(f"  {label}: {note}", flush=True)
+        seconds = time_interleaved(calls, ROUNDS[quick], SLOT_SECONDS[quick])
+    eager = seconds["eager"]
+    speedups = {n: paired_ratio_ci(eager, s)[0] for n, s in seconds.items()}
+    peers = [n for n in seconds if n not in ("eager", "accel")]
+    best = max(peers, key=lambda n: speedups[n]) if peers else None
+    row = [case.name, f"{np.median(eager) * 1e3:.1f} ms", f"{speedups['accel']:.2f}x ({notes['accel'].split(';')[0]})"]
+    row += [f"{speedups[label]:.2f}x" if label in speedups else "-" for label, _, _ in PEERS]
+    if best is None:
+        return [*row, "-"]
+    ratio, (low, high) = paired_ratio_ci(seconds[best], seconds["accel"])
+    return [*row, f"{ratio:.2f} [{low:.2f}, {high:.2f}] vs {best}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in argv
+    chosen = next((tuple(a.split("=", 1)[1].split(",")) for a in argv if a.startswith("--models=")), MODELS)
+    torch.set_num_threads(THREADS)
+    machine = describe_machine()
+    header = ["model", "eager", "accel optimize (kept)", *(p[0] for p in PEERS), "accel / best peer [95% CI]"]
+    rows = []
+    for name in chosen:
+        rows.append(run_case(name, quick))
+        print("  " + " | ".join(f"{h}: {v}" for h, v in zip(header, rows[-1])), flush=True)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(
+        f"CPU: {machine.device_name} ({machine.cpu_class}; {', '.join(machine.isa_flags)}); {THREADS} threads each; "
+        f"load average {' '.join(f'{v:.1f}' for v in _load())}; speedups over eager, interleaved in this run"
+    )
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+
+
+def _load() -> tuple[float, ...]:
+    try:
+        import os
+
+        return os.getloadavg()
+    except OSError:
+        return ()
+
+
+if __name__ == "__main__":
+    main()
