@@ -9,6 +9,7 @@ graph runtime (ONNX Runtime, torch.compile; CUDA graphs on a GPU) or a larger ba
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from accel.core.machine import Machine
 from accel.profiling.analyzers import Role, register
@@ -61,7 +62,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     short_seconds = sum(s for s in seconds if s < SHORT_OP_SECONDS)
     median_op = statistics.median(seconds)
     median_roofline = statistics.median(o.roofline_seconds for o in cost.ops)
-    evidence = {
+    evidence: dict[str, Any] = {
         "overhead_share_of_model": overhead_share,
         "model_time_share": model_share,
         "op_count_per_call": len(cost.ops),
