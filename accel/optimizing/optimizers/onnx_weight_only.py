@@ -181,9 +181,13 @@ class OnnxWeightOnly(_OnnxBase):
             return fits_in_cache(pipeline.model, context.machine)
         return reason
 
-    def apply(self, pipeline: Pipeline, config: WeightOnlyConfig, context: Context) -> Applied:
+    def apply(self, pipeline: Pipeline, config: OnnxConfig, context: Context) -> Applied:
         applied = super().apply(pipeline, config, context)
-        notes = {**applied.notes, "matmul_nbits_nodes": applied.state["matmul_nbits_nodes"], "bits": config.bits}
+        notes = {
+            **applied.notes,
+            "matmul_nbits_nodes": applied.state["matmul_nbits_nodes"],
+            "bits": applied.state["bits"],
+        }
         return dataclasses.replace(applied, notes=notes)
 
     def transform(
