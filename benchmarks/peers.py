@@ -226,7 +226,8 @@ def _prepare(case: Case, workdir: Path, quick: bool) -> tuple[dict[str, Call], d
     kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
     with torch.inference_mode():
         cosine = compare_outputs(reference, first(result.pipeline.call_model(case.batch))).cosine
-    notes["accel"] = f"{kept}; search {time.perf_counter() - began:.0f} s, cos {cosine:.4f}"
+    tried = ", ".join(f"{step.optimizer} {step.verdict.value}" for step in result.steps)
+    notes["accel"] = f"{kept}; search {time.perf_counter() - began:.0f} s ({tried}), cos {cosine:.4f}"
     calls["accel"] = lambda: result.pipeline.call_model(case.batch)
     return calls, notes
 
