@@ -7,6 +7,7 @@ accel.core.progress.ProgressEvent), so the library sends it whichever it has."""
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from rich.console import Console, RenderableType
@@ -17,6 +18,8 @@ from accel.core.measure import now
 from accel.core.progress import ProgressEvent
 
 RowRenderer = Callable[[dict, int | None, int | None], RenderableType]
+# What a plain progress line starts with ("[3s, 57s left] "), for whoever reads a log back.
+PROGRESS_LINE = re.compile(r"\[\d+(m\d\d)?s(, \d+(m\d\d)?s left)?\] ")
 
 
 def clock(seconds: float) -> str:

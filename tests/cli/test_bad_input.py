@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from accel.cli import app
+from accel.cli.live import PROGRESS_LINE
 from accel.core.errors import AccelError
 
 runner = CliRunner()
@@ -76,7 +77,7 @@ def run_console(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert all(needle in lines[0] for needle in needles), (needles, lines[0])
@@ -182,7 +183,8 @@ def test_subprocess_bad_input_exits_2_with_one_line(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("error: syntax error in")
+    lines = [line for line in result.stderr.splitlines() if not PROGRESS_LINE.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("error: syntax error in"), result.stderr
     assert "Traceback" not in result.stderr
     assert listing(tmp_path) == {"broken.py"}
 

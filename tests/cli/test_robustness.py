@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from accel.cli import app
+from accel.cli.live import PROGRESS_LINE
 from accel.cli.paths import check_output_paths
 from accel.core.errors import AccelError
 
@@ -54,7 +55,8 @@ def running(pid: int) -> bool:
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip()]
+    """stderr's lines less the progress lines a piped command prints ("[3s, 57s left] profile: ...")."""
+    return [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
 
 
 # --- output paths, before the work --------------------------------------------------------------
