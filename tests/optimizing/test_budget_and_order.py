@@ -318,3 +318,20 @@ def test_a_slow_baseline_is_timed_in_fewer_calls():
     assert slow.count == 2
     fast = time_baseline(lambda: None, measurer, warm=False)
     assert fast.count >= BASELINE_CALLS
+
+
+def test_a_search_that_measured_nothing_for_want_of_budget_says_why_and_what_to_do():
+    """At load 13 a BERT-base call took 15 s and every candidate was skipped for budget: the summary
+    says so with the call time and the load, rather than only 'no candidate helped'."""
+    from accel.optimizing.decision import Load, Verdict
+    from accel.optimizing.search.outcome import budget_note
+    from accel.optimizing.steps import Step
+
+    unfit = Step("quantize.int8_dynamic", {}, "compute", Verdict.SKIPPED, "needs ~354 s more budget: ...")
+    busy = Load(13.6, 2)
+    note = budget_note([unfit], busy, 15.2)
+    assert "no candidate fit the budget: the baseline took 15.2 s a call; load average 13.6 on 2 cores" in note
+    assert "fewer --threads or a quieter machine" in note
+    assert "quieter" not in budget_note([unfit], Load(0.5, 2), 15.2)
+    measured = Step("runtime.threads", {}, "threads", Verdict.REVERTED, "slower", speedup=0.9)
+    assert budget_note([unfit, measured], busy, 15.2) == ""  # something was measured: its row says it

@@ -57,8 +57,10 @@ from accel.optimizing.search.measuring import Measurer, amortized, min_rounds, t
 from accel.optimizing.search.memory import MemoryMeter
 from accel.optimizing.search.narrator import Narrator
 from accel.optimizing.search.outcome import (
+    NEEDS_BUDGET,
     EngineResult,
     Trial,
+    budget_note,
     changed_fields,
     failure_message,
     interrupted_result,
@@ -224,7 +226,9 @@ class Search:
             speedup=comparison.speedup,
             speedup_ci=(comparison.speedup_ci[0], comparison.speedup_ci[1]),
             memory_ratio=final.memory_ratio,
-            message=message + noise_note(self.steps, Load.now()),
+            message=message
+            + noise_note(self.steps, Load.now())
+            + budget_note(self.steps, Load.now(), self.costs.call_seconds),
             **self._identity(),
         )
 
@@ -303,7 +307,7 @@ class Search:
         if needs is not None:
             fresh = f", at most {PROCESS_WIDE_SHARE:.0%} of the budget in fresh processes" if cap is not None else ""
             return SKIPPED, (
-                f"needs ~{needs} s more budget: its trial is predicted at ~{predicted:.0f} s, "
+                f"{NEEDS_BUDGET}{needs} s more budget: its trial is predicted at ~{predicted:.0f} s, "
                 f"{max(available, 0.0):.0f} s were left{fresh}"
             )
         slot = slot_of(optimizer)

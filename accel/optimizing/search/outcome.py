@@ -100,6 +100,29 @@ def noise_note(steps: list[Step], load: Load | None) -> str:
     return f"; too noisy to decide on {', '.join(noisy)}: {why}"
 
 
+# The skip reason of a candidate whose predicted trial did not fit the budget left (engine._not_tried).
+NEEDS_BUDGET = "needs ~"
+
+
+def budget_note(steps: list[Step], load: Load | None, call_seconds: float) -> str:
+    """What the summary adds when no candidate was measured because none fit the budget: the
+    baseline's call time, the load, and what to do (the budget each needs is in its row)."""
+    measured = [step for step in steps if step.speedup is not None]
+    unfit = [step for step in steps if step.verdict == Verdict.SKIPPED and step.reason.startswith(NEEDS_BUDGET)]
+    if measured or not unfit:
+        return ""
+    where = f"; {load.describe()}" if load is not None else ""
+    fix = (
+        "fewer --threads or a quieter machine, or a larger --budget"
+        if load is not None and load.busy
+        else "a larger --budget"
+    )
+    return (
+        f"; no candidate fit the budget: the baseline took {call_seconds:.3g} s a call{where} "
+        f"(each row says how much more budget it needs): {fix}"
+    )
+
+
 def params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in params.items())
 
