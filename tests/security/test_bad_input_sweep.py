@@ -19,6 +19,7 @@ from typing import Callable
 
 import pytest
 
+from accel.cli.live import PROGRESS_LINE
 from tests.security.test_hangs import processes_naming
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("accel")
@@ -221,7 +222,7 @@ def test_each_kind_is_one_line_exit_2_and_leaves_nothing(tmp_path, name):
         timeout=300,
         env={**os.environ, "TMPDIR": str(temp), "COLUMNS": "400"},
     )
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("[")]
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
     assert done.returncode == 2, done.stdout + done.stderr
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
     assert all(needle in lines[0] for needle in kind.needles), (kind.needles, lines[0])
