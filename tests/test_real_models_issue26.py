@@ -106,8 +106,8 @@ def test_whisper_generating_without_cache_is_generation_and_the_cache_is_kept(tm
     report = accel.profile(REAL / "whisper_generate_no_cache.py", machine=machine, budget_seconds=3.0)
     assert report.primary == "generation", [(f.kind, f.impact) for f in report.findings]
     evidence = report.finding("generation").evidence
-    # the decoder starts from one start token: calls are fed 1..24 decoder tokens, 2 clips each
-    assert evidence["recomputed_tokens"] == 2 * sum(range(1, 24))
+    # each step feeds the decoder the whole prefix again: most of its token positions were computed before
+    assert evidence["recomputed_token_share"] > 0.8 and evidence["cache_gain_measured"] > 0.2
     assert evidence["cache_outputs_equal"] is True
     # one thread: the advice for this model on a busy machine (56.9 s a batch against 1.68 s)
     torch.set_num_threads(1)

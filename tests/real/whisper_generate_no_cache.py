@@ -13,21 +13,21 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 import accel
 
-NEW_TOKENS = 24
-CLIPS = 2
+NEW_TOKENS = 40
+CLIPS = 4
 FRAMES = 200
 
 torch.manual_seed(0)
 config = WhisperConfig(
     vocab_size=512,
     num_mel_bins=80,
-    d_model=64,
+    d_model=256,
     encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=2,
-    decoder_attention_heads=2,
-    encoder_ffn_dim=128,
-    decoder_ffn_dim=128,
+    decoder_layers=3,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=512,
+    decoder_ffn_dim=1024,
     max_source_positions=FRAMES // 2,
     max_target_positions=64,
     decoder_start_token_id=1,
