@@ -20,14 +20,40 @@ import torch
 import accel
 from accel.core.errors import AccelError, LockError, RecipeError
 from accel.core.machine import describe_machine
-from accel.optimizing.lock import Lock, LockEntry, apply_lock, artifact_digests, file_sha256, write_lock
+from accel.core.measure import thread_count
+from accel.optimizing.lock import Lock, LockEntry, apply_lock, artifact_digests, file_sha256, read_lock, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, make_config
 from accel.optimizing.optimizers.onnx_generate import OrtGenerator
+from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.recipes.schema import Guard
+from accel.optimizing.run import optimize
+from accel.optimizing.search.engine import ACCEPTED, SKIPPED
 from accel.optimizing.search.validation import Validator
 from tests.paths import REAL
 
 NEW = 48  # tests/real/gpt2_lm.py and llama_generate_no_cache.py generate 48 tokens
+# A Llama small enough that accel optimize's whole search fits a test's budget on a busy machine.
+SMALL_LLAMA = """
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import accel
+
+torch.manual_seed(0)
+config = LlamaConfig(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    vocab_size=256, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=0,
+)
+model = LlamaForCausalLM(config).eval()
+prompt = torch.randint(1, 256, (2, 8), generator=torch.Generator().manual_seed(0))
+
+
+def generate(model, ids):
+    return model.generate(ids, max_new_tokens=8, do_sample=False)
+
+
+pipeline = accel.Pipeline(model=model, inputs=(prompt,), generate=generate, name="small_llama_generate")
+"""
 
 
 def _context(folder: Path) -> Context:
@@ -230,3 +256,23 @@ def test_a_call_it_cannot_loop_is_one_clear_error(gpt2_fp32, gpt2):
 def test_bad_parameters_are_recipe_errors(params, match):
     with pytest.raises(RecipeError, match=match):
         make_config(OPTIMIZERS.get("onnx.generate_int8"), params)
+
+
+@pytest.mark.slow
+def test_optimize_keeps_the_loop_in_onnx_runtime_and_the_lock_reapplies_it(tmp_path):
+    file = tmp_path / "small_llama_generate.py"
+    file.write_text(SMALL_LLAMA)
+    recipe = parse_recipe({"name": "gen", "target": "latency", "rules": [{"name": "g", "try": ["onnx.generate"]}]})
+    with thread_count(1):  # a busy machine stalls a second OpenMP thread of eager torch for seconds a call
+        result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=90)
+    (step,) = result.steps
+    # kept or not is the machine's call (eager's per-step overhead against ORT's); the guard must pass
+    assert step.verdict != SKIPPED and "exact outputs differ" not in (step.reason or ""), step.reason
+    if step.verdict != ACCEPTED:
+        return
+    lock = read_lock(result.lock_path)
+    (onnx_name,) = [name for name in lock.artifacts if name.endswith(".onnx")]
+    assert lock.artifacts[onnx_name] == file_sha256(result.lock_path.parent / onnx_name)
+    locked = accel.load(file, lock=result.lock_path)
+    assert isinstance(locked.model, OrtGenerator)
+    assert torch.equal(_eager(locked), _eager(accel.load(file)))
