@@ -251,6 +251,8 @@ def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) 
     finally:
         os.close(read_fd)
         watchdog.end_processes([pid])
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # no zombie left, whatever end_processes found
     if text is None:
         raise BenchError(
             f"a replicate of {side.file} ran past {REPLICATE_TIMEOUT_SECONDS:.0f} s",

@@ -174,13 +174,13 @@ def watch_replicate(config: BenchConfig, results: IO[str], report_fd: int | None
     the stuck call to `report_fd` (the user's stderr), ends the replicate's children and exits 2."""
 
     def on_hang(hang: watchdog.Hang) -> None:
-        results.write(json.dumps(hang_answer(hang, config.hang_seconds)) + "\n")
-        results.flush()
-        if report_fd is not None:
+        if report_fd is not None:  # the stack first: the parent ends this process once it has the answer
             with contextlib.suppress(OSError):
                 os.write(
                     report_fd, f"stack of the hung {hang.stage} call (most recent call last):\n{hang.stack}".encode()
                 )
+        results.write(json.dumps(hang_answer(hang, config.hang_seconds)) + "\n")
+        results.flush()
 
     watchdog.arm(config.budget_seconds, on_hang, limit_seconds=config.hang_seconds)
 
