@@ -66,7 +66,7 @@ class CacheLayout:
     def from_dict(cls, data: Any) -> "CacheLayout":
         if not isinstance(data, dict):
             raise ValueError(f"cache_layout must be a mapping, got {type(data).__name__}")
-        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+        return cls(layers=data.get("layers"), kv_heads=data.get("kv_heads"), head_dim=data.get("head_dim"))  # type: ignore[arg-type]  # __post_init__ checks each
 
 
 def decoder_problem(model: Any) -> str | None:
@@ -103,7 +103,7 @@ def _cache_tensors(cache: Any) -> list[torch.Tensor]:
 class _Step(torch.nn.Module):
     """The model's forward with its cache as flat tensors in and out, and the last position's logits."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
         self.training = model.training
@@ -129,7 +129,7 @@ class _Step(torch.nn.Module):
         return (out.logits[:, -1, :], *_cache_tensors(out.past_key_values))
 
 
-def eager_copy(model: torch.nn.Module) -> torch.nn.Module:
+def eager_copy(model: Any) -> Any:
     """The model to trace: a copy switched to eager attention when it runs another (the user's
     model is left as it was), else the model itself."""
     current = getattr(getattr(model, "config", None), "_attn_implementation", None)
