@@ -20,6 +20,18 @@ from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 
+# A model-replacing optimizer that runs the generate loop itself (onnx.generate's decode step in ONNX
+# Runtime) passes the past keys and values between steps as tensors: the cache is already on.
+RUNS_OUTSIDE_TORCH = (
+    "the generate loop runs outside torch (a graph runtime's decode step, such as onnx.generate's), "
+    "which passes its KV cache between steps itself: use_cache has nothing to turn on"
+)
+
+
+def runs_outside_torch(model: Any) -> bool:
+    """The model has a generate() but is no torch module: a runtime's loop, not transformers'."""
+    return not isinstance(model, torch.nn.Module) and callable(getattr(model, "generate", None))
+
 
 class NotThroughGenerate(RuntimeError):
     """The pipeline's generate never called model.generate, so there was no call to give the cache."""
@@ -37,6 +49,8 @@ class KVCache(Optimizer):
             return "the pipeline has no generate loop"
         if is_cached(pipeline.model):
             return "the loop already runs with the cache forced on"
+        if runs_outside_torch(pipeline.model):
+            return RUNS_OUTSIDE_TORCH
         if not accepts_cache(pipeline.model):
             return "the model has no generate() taking use_cache/past_key_values (a transformers model has)"
         finding = context.report.finding("generation") if context.report is not None else None

@@ -32,6 +32,10 @@ class Choice:
     recurring_seconds: float = 0.0
 
 
+# How a step begins whose optimizer applies to the baseline but not on top of the chosen optimizations.
+IN_THE_COMPOSITION = "not applicable in the composition:"
+
+
 def slot_rank(slot: str) -> tuple[int, str]:
     return (SLOT_ORDER.index(slot), "") if slot in SLOT_ORDER else (len(SLOT_ORDER), slot)
 
@@ -90,3 +94,14 @@ class Composer:
         ordered = sorted(chosen.items(), key=lambda item: slot_rank(item[0]))
         keys = [tuple((s, o.name, repr(c)) for s, (o, c, _) in ordered[: i + 1]) for i in range(len(ordered))]
         return [self._left_out[k] for k in keys if k in self._left_out]
+
+    def why_not(self, optimizer: Optimizer, others: Chosen) -> str | None:
+        """Why `optimizer` is not tried on top of `others` (the chosen optimizations of the other
+        slots), or None. A reason only the composition gives (the optimizer applies to the baseline
+        alone) says so and names what it is composed with, so the user is not told the pipeline
+        itself lacks what an earlier choice took away."""
+        pipeline, choices, _ = self.build(others)
+        reason = optimizer.applicable(pipeline, self.context)
+        if reason is None or not choices or optimizer.applicable(self.baseline, self.context) is not None:
+            return reason
+        return f"{IN_THE_COMPOSITION} {reason} once {names(choices)} is applied"
