@@ -212,7 +212,8 @@ def test_nothing_kept_means_no_final_re_measure(tmp_path, monkeypatch):
     )
     assert not any("re-measuring" in message for message in said), said
     assert result.choices == () and result.speedup == 1.0 and result.final["median_seconds"] > 0
-    assert result.message == "no candidate helped: the lock is empty"
+    assert result.message.startswith("no candidate helped: the lock is empty")
+    assert "no candidate fit the budget" in result.message  # its one candidate needs more than 5 s
 
 
 def test_a_guard_failure_tries_the_safer_variants_and_keeps_the_first_that_passes(tmp_path, fake_timing):
