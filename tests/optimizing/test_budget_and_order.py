@@ -336,3 +336,36 @@ def test_a_search_that_measured_nothing_for_want_of_budget_says_why_and_what_to_
     assert "quieter" not in budget_note([unfit], Load(0.5, 2), 15.2)
     measured = Step("runtime.threads", {}, "threads", Verdict.REVERTED, "slower", speedup=0.9)
     assert budget_note([unfit, measured], busy, 15.2) == ""  # something was measured: its row says it
+
+
+def test_a_single_win_is_not_re_measured_when_no_budget_is_left():
+    """No reserve is held back before a first win (a BERT-base at load 10 skipped every candidate,
+    88 of 215 s 'left'): the first win was measured against the baseline itself, so where no budget
+    is left it stands as its trial measured it, and the summary says so. Nothing is re-timed here:
+    a re-measure would need `timing`, given as None."""
+    from accel.optimizing.search.composer import Choice
+    from accel.optimizing.search.final import measured_win, settle
+
+    comparison = Comparison(
+        Measurement((0.010, 0.011, 0.010)), Measurement((0.002, 0.002, 0.002)), speedup=5.0, speedup_ci=(4.5, 5.5)
+    )
+    decision = decide(KeepTest(), 5.0, (4.5, 5.5))
+    choice = Choice("test.skip_a", {}, {}, "test.skip_a")
+    win = measured_win(None, (choice,), comparison, decision)
+    composer = types.SimpleNamespace(baseline=None)
+    bests = [{}, {"test.skip_a": (None, None, None)}]
+    final, message = settle(None, composer, bests, lambda: 0.0, 30.0, lambda m: None, comparison.baseline, win)
+    assert final is win and final.comparison.speedup == 5.0
+    assert (
+        message
+        == "kept test.skip_a (not re-measured: no budget was left, and its trial measured it against the baseline)"
+    )
+
+
+def test_no_reserve_is_held_back_before_a_first_win(tmp_path):
+    search = Search(
+        accel.load(PLANTED / "opt_dead_work.py"), _recipe("test.process_wide"), _context(tmp_path), budget_seconds=300
+    )
+    assert search.reserve() == 0.0 and search.first_win is None
+    search.first_win = object()  # any win: from then on a re-measure of the composition is budgeted
+    assert search.reserve() >= 0.15 * 300

@@ -52,7 +52,7 @@ from accel.optimizing.search.budgeting import (
     shortfall,
 )
 from accel.optimizing.search.composer import Choice, Chosen, Composer
-from accel.optimizing.search.final import MIN_COMPARE_SECONDS, Timing, settle
+from accel.optimizing.search.final import MIN_COMPARE_SECONDS, Final, Timing, measured_win, settle
 from accel.optimizing.search.measuring import Measurer, amortized, min_rounds, time_baseline
 from accel.optimizing.search.memory import MemoryMeter
 from accel.optimizing.search.narrator import Narrator
@@ -72,20 +72,8 @@ from accel.optimizing.search.planning import Selection, matching_findings, plan,
 from accel.optimizing.search.validation import Validator, calibrated_batches
 from accel.optimizing.steps import Step
 
-__all__ = [
-    "ACCEPTED",
-    "FAILED",
-    "NOT_APPLICABLE",
-    "REVERTED",
-    "SKIPPED",
-    "Selection",
-    "EngineResult",
-    "Measurer",
-    "Search",
-    "amortized",
-    "matching_findings",
-    "run_engine",
-]
+__all__ = ["ACCEPTED", "FAILED", "NOT_APPLICABLE", "REVERTED", "SKIPPED", "Selection", "EngineResult", "Measurer"]
+__all__ += ["Search", "amortized", "matching_findings", "run_engine"]
 
 
 # Share of the budget kept for re-measuring the final composition against the baseline.
@@ -133,6 +121,7 @@ class Search:
         self.chosen: Chosen = {}
         self.best: tuple[Pipeline, tuple[Choice, ...]] = (baseline, ())
         self.bests: list[Chosen] = [{}]
+        self.first_win: Final | None = None  # the first win, as its trial measured it against the baseline
         self.steps: list[Step] = []
         self.tried: dict[tuple[str, str], str] = {}  # (optimizer, config) -> the rule that tried it
         self.predicted = predicted_savings(report)
@@ -153,8 +142,11 @@ class Search:
         return self.budget - (now() - self.started)
 
     def reserve(self) -> float:
-        """Seconds kept for re-measuring the final composition against the baseline: its share,
-        or what a full comparison at the baseline's speed takes (half the budget at most)."""
+        """Seconds kept for re-measuring the final composition against the baseline once there is a
+        win (a first win is measured against the baseline: .final.settle): its share, or what a
+        full comparison at the baseline's speed takes (half the budget at most)."""
+        if self.first_win is None and self.timing.test.target != "memory":  # peaks are always re-read
+            return 0.0
         return min(max(self.budget * FINAL_SHARE, self.costs.comparison_seconds()), self.budget / 2)
 
     def plan(self) -> list[tuple[Rule, Candidate]]:
@@ -211,6 +203,7 @@ class Search:
             self.reserve(),
             self.progress,
             self.baseline_time,
+            self.first_win,
         )
         comparison, peaks, measurer = final.comparison, final.peaks, self.timing.measurer
         final_seconds = comparison.candidate.median if final.choices else comparison.baseline.median
@@ -349,6 +342,8 @@ class Search:
             load=Load.now(),
         )
         if decision.kept:
+            if self.first_win is None and self.timing.test.target != "memory":
+                self.first_win = measured_win(trial.pipeline, trial.choices, counted, decision)
             applied = {c.slot for c in trial.choices}
             self.chosen = {s: c for s, c in trial_choice.items() if s in applied}
             self.bests.append(self.chosen)

@@ -119,6 +119,13 @@ def final_check(timing: Timing, composer: Composer, chosen: Chosen, seconds: flo
     return Final(pipeline, choices, comparison, peaks, decision, notes.get("timed_in", "this process"), shortened)
 
 
+def measured_win(pipeline: Pipeline, choices: tuple[Choice, ...], comparison: Comparison, decision: Decision) -> Final:
+    """The search's only win as its own trial measured it against the baseline: the result where
+    the budget leaves no time to re-measure it (for one win, a re-measure only confirms)."""
+    said = "not re-measured: no budget was left, and its trial measured it against the baseline"
+    return Final(pipeline, choices, comparison, (None, None), decision, "this process", said)
+
+
 def unmeasured(timing: Timing, baseline: Pipeline, measured: Measurement) -> Final:
     """The baseline as the result when nothing was kept: nothing to re-measure it against (timing
     it against itself would spend the budget to learn 1.0x), its time as measured before the search."""
@@ -134,13 +141,18 @@ def settle(
     final_seconds: float,
     progress: Progress,
     baseline_time: Measurement,
+    first_win: Final | None = None,
 ) -> tuple[Final, str]:
     """The final composition (`bests[-1]`; the search's earlier bests before it) re-measured for at
     most `final_seconds`, the previous best when it does not hold up (on what budget remains), else
     the baseline; and the message saying which. Nothing kept: nothing re-measured, the baseline at
-    `baseline_time`."""
+    `baseline_time`. One win (`first_win`, measured against the baseline) and less than
+    `final_seconds` left: that win as its trial measured it (the engine keeps no reserve for a
+    re-measure until a first win, so a slow model's first trial may take the whole budget)."""
     if not bests[-1]:
         return unmeasured(timing, composer.baseline, baseline_time), "no candidate helped: the lock is empty"
+    if first_win is not None and len(bests) == 2 and remaining() < final_seconds:
+        return first_win, f"kept {names(first_win.choices)} ({first_win.shortened})"
     progress("re-measuring the final pipeline against the baseline")
     # A trial's setup (an export) cannot be cut: when one ran over, the re-measure still gets a
     # third of its share, or a kept win would be reverted for want of rounds (5% over at most).
