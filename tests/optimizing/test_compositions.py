@@ -141,6 +141,17 @@ def test_the_kv_cache_under_int8_weights_on_a_generate_loop(tmp_path):
     assert torch.equal(locked.run()[0], original.run()[0])  # the same tokens out
 
 
+@pytest.mark.slow
+def test_the_step_says_why_the_kv_cache_does_not_compose_with_a_loop_in_onnx_runtime(tmp_path):
+    file = _pipeline_file(tmp_path, GPT2_SHORT, "gpt2_lm.py")
+    result = _optimize(tmp_path, file, ["onnx.generate", "generation.kv_cache"], "latency", budget=40)
+    steps = {step["optimizer"]: step for step in result["steps"]}
+    assert steps["onnx.generate"]["verdict"] == "accepted", steps["onnx.generate"]["reason"]
+    assert steps["generation.kv_cache"]["verdict"] == "not applicable"
+    assert RUNS_OUTSIDE_TORCH in steps["generation.kv_cache"]["reason"]
+    assert [entry.optimizer for entry in read_lock(tmp_path / "out").entries] == ["onnx.generate"]
+
+
 def _context(workdir: Path) -> Context:
     return Context(machine=describe_machine(), workdir=workdir)
 
