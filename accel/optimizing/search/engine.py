@@ -304,8 +304,7 @@ class Search:
                 f"{max(available, 0.0):.0f} s were left{fresh}"
             )
         slot = slot_of(optimizer)
-        base_for_check = self.composer.build({s: c for s, c in self.chosen.items() if s != slot})[0]
-        reason = optimizer.applicable(base_for_check, self.context)
+        reason = self.composer.why_not(optimizer, {s: c for s, c in self.chosen.items() if s != slot})
         return (NOT_APPLICABLE, reason) if reason else None
 
     def _measure(self, trial_choice: Chosen, slot: str, guard: Guard, deadline: float) -> Trial | None:
