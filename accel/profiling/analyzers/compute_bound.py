@@ -188,7 +188,7 @@ def headroom(found: RooflineShare, machine: Machine) -> Headroom:
     "compute_bound",
     Role.OP_CLASS,
     reads=("ops", "dtype_timings", "generation", "end_to_end", "stages"),
-    recommends=(*CURES.values(), *ONNX_CURES.values(), NO_FASTER_UNIT_CURE),
+    recommends=(*CURES.values(), *ONNX_CURES.values(), "onnx.runtime", NO_FASTER_UNIT_CURE),
 )
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     found = roofline_share(data, "compute", machine.peak_gflops, MIN_COMPUTE_SHARE)
@@ -209,7 +209,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     best = max(savings, key=lambda name: savings[name]) if savings else None
     room = headroom(found, machine)
     predicted = {cures[name]: model_share * saving for name, saving in savings.items()}
-    if data.mode != "onnx" and not machine.calibration_noisy:
+    if data.mode != "onnx":  # a noisy calibration's ratio still ranks candidates better than none
         others = runtime_cure_savings(machine, speedups, found.share)
         predicted.update({cure: model_share * saving for cure, saving in others.items() if cure not in predicted})
     evidence = _evidence(found, machine, speedups, model_share, predicted, room)
