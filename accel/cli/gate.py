@@ -1,6 +1,7 @@
 """`accel bench` and `accel gate`: measure a pipeline in fresh processes, and gate CI on it.
 
     accel bench FILE [--lock LOCK] [--json PATH] [--save-baseline PATH [--runs K] [--merge]] [--replicates N]
+                [--budget SECONDS]
     accel gate FILE (--baseline PATH | --against GIT_REF) [--max-slowdown 10%] ... [--strict]
     accel gate calibrate FILE
 
@@ -48,17 +49,24 @@ def bench_command(
     replicates: int = typer.Option(6, "--replicates", min=1, help="Fresh processes to measure in."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
     counts_only: bool = typer.Option(False, "--counts-only", help="Only the machine-independent counts (one process)."),
+    budget: Optional[float] = typer.Option(
+        None,
+        "--budget",
+        min=1.0,
+        help="Bounds a hung call of the pipeline's code (its import, a forward): one past max(3x, +30 s) of it "
+        "ends the bench naming the stage (exit 2) [default: a call past 120 s].",
+    ),
 ) -> None:
     """Latency (median, p90, p99), throughput, peak memory and counts, from fresh processes."""
     from accel.core.io import write_json_atomic
     from accel.gating.baseline import from_bench, load_baseline, merged
     from accel.gating.baseline import save_baseline as write_baseline
-    from accel.gating.bench import BenchConfig, bench
+    from accel.gating.bench import BenchConfig, bench, hang_seconds_for
 
     if (runs > 1 or merge) and save_baseline is None:
         raise AccelError("--runs and --merge shape a baseline", "add --save-baseline PATH")
     check_output_paths({"--json": json_path, "--save-baseline": save_baseline})
-    config = BenchConfig(replicates=replicates, threads=threads)
+    config = BenchConfig(replicates=replicates, threads=threads, hang_seconds=hang_seconds_for(budget))
     results = []
     with LiveProgress(err_console, "bench") as live:
         for index in range(1 if counts_only else runs):
@@ -150,7 +158,7 @@ def gate_command(
     budget: float = typer.Option(300.0, "--budget", min=1.0, help="Seconds after which no more pairs are added."),
 ) -> None:
     """Fail CI on a performance regression: paired fresh-process statistics and exact counts."""
-    from accel.gating.bench import BenchConfig
+    from accel.gating.bench import BenchConfig, hang_seconds_for
     from accel.gating.run import GateConfig
     from accel.gating.thresholds import resolve_thresholds
 
@@ -170,7 +178,8 @@ def gate_command(
     )
     config = GateConfig(
         thresholds=thresholds,
-        bench=BenchConfig(threads=threads),
+        # A small --budget also bounds a hung call in a replicate; the default keeps the bench's limit.
+        bench=BenchConfig(threads=threads, hang_seconds=hang_seconds_for(budget, tighten_only=True)),
         start_pairs=replicates,
         max_pairs=max(replicates, max_replicates),
         budget_seconds=budget,

@@ -35,10 +35,11 @@ import torch
 
 from accel.core import watchdog
 from accel.core.errors import AccelError, BenchError
-from accel.gating.process import (  # noqa: F401 - BenchConfig, Side and LAUNCHERS are part of this module's API
+from accel.gating.process import (  # noqa: F401 - BenchConfig, Side, LAUNCHERS and hang_seconds_for are part of this module's API
     LAUNCHERS,
     BenchConfig,
     Side,
+    hang_seconds_for,
     refuse_start_only_env,
     start_env,
     watch_replicate,
@@ -51,8 +52,15 @@ from accel.gating.replicate import (  # noqa: F401 - environment and environment
 )
 
 BENCH_SCHEMA = "accel.bench/1"
-# A replicate whose worker gives no answer in this long is stuck (a deadlocked pool, a hung file).
+# A replicate whose worker gives no answer in this long is stuck (a deadlocked pool, a hung file):
+# the backstop behind the replicate's own watchdog, which names the stage that hung.
 REPLICATE_TIMEOUT_SECONDS = 600.0
+
+
+def replicate_timeout_seconds(config: BenchConfig) -> float:
+    """The backstop for one replicate: never before its own watchdog could have answered (a hang
+    limit from a large --budget is past REPLICATE_TIMEOUT_SECONDS)."""
+    return max(REPLICATE_TIMEOUT_SECONDS, 2 * config.hang_seconds)
 
 
 # --- launching replicates ----------------------------------------------------------------------
@@ -165,7 +173,7 @@ def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool)
             with contextlib.suppress(BrokenPipeError):
                 process.stdin.write(request)
                 process.stdin.close()
-            text = read_answer(read_fd, process.poll, REPLICATE_TIMEOUT_SECONDS)
+            text = read_answer(read_fd, process.poll, replicate_timeout_seconds(config))
             code = _finished(process)
         finally:
             os.close(read_fd)
@@ -174,7 +182,7 @@ def _run_spawned(side: Side, config: BenchConfig, *, timing: bool, counts: bool)
                 process.wait(timeout=WORKER_EXIT_SECONDS)
         if text is None:
             raise BenchError(
-                f"a replicate of {side.file} ran past {REPLICATE_TIMEOUT_SECONDS:.0f} s",
+                f"a replicate of {side.file} ran past {replicate_timeout_seconds(config):.0f} s",
                 "check that the pipeline finishes; accel profile shows where it spends time",
             )
         if not text:
@@ -247,7 +255,7 @@ def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) 
         return os.waitstatus_to_exitcode(status) if done else None
 
     try:
-        text = read_answer(read_fd, exited, REPLICATE_TIMEOUT_SECONDS)
+        text = read_answer(read_fd, exited, replicate_timeout_seconds(config))
     finally:
         os.close(read_fd)
         watchdog.end_processes([pid])
@@ -255,7 +263,7 @@ def _run_forked(side: Side, config: BenchConfig, *, timing: bool, counts: bool) 
             os.waitpid(pid, 0)  # no zombie left, whatever end_processes found
     if text is None:
         raise BenchError(
-            f"a replicate of {side.file} ran past {REPLICATE_TIMEOUT_SECONDS:.0f} s",
+            f"a replicate of {side.file} ran past {replicate_timeout_seconds(config):.0f} s",
             "check that the pipeline finishes; accel profile shows where it spends time",
         )
     return _parse_answer(text, str(side.file))

@@ -26,6 +26,9 @@ from accel.core import watchdog
 from accel.core.errors import BenchError
 
 LAUNCHERS = ("spawn", "fork", "inline")
+# One call of the pipeline's code past this is taken as hung when no --budget says otherwise: room
+# for a first call that compiles a model on a busy machine.
+DEFAULT_HANG_SECONDS = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +49,7 @@ class BenchConfig:
     memory: bool = True
     launcher: str = "spawn"
     cores: tuple[int, ...] | None = None
-    hang_seconds: float = 120.0
+    hang_seconds: float = DEFAULT_HANG_SECONDS
 
     def __post_init__(self) -> None:
         for name in ("replicates", "min_calls", "max_calls"):
@@ -80,6 +83,16 @@ class Side:
     lock: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
     paths: tuple[str, ...] = ()
+
+
+def hang_seconds_for(budget_seconds: float | None, *, tighten_only: bool = False) -> float:
+    """A replicate's hang limit under a command's `--budget`: the watchdog's limit for that budget
+    (the one profile and optimize use); None: the default. With `tighten_only` (the gate, whose
+    budget bounds the adding of pairs, not one call) never past the default."""
+    if budget_seconds is None:
+        return DEFAULT_HANG_SECONDS
+    limit = watchdog.hang_limit_seconds(budget_seconds)
+    return min(limit, DEFAULT_HANG_SECONDS) if tighten_only else limit
 
 
 # Settings the OpenMP, Intel and CUDA runtimes read once, when torch loads them: a side's values
@@ -123,7 +136,10 @@ def load_side(side: Side, config: BenchConfig, *, apply_env: bool) -> Any:
         os.environ.update(dict(side.env))
     sys.path[:0] = [p for p in side.paths if p not in sys.path[: len(side.paths)]]
     quiet_process(config)
-    return load(side.file, side.lock)
+    # The import (and the lock's re-application) is the pipeline's code too: a hang in it is
+    # reported by the replicate's watchdog with the same limit as a hung forward.
+    with watchdog.watching("import" if side.lock is None else "load"):
+        return load(side.file, side.lock)
 
 
 def user_modules() -> dict[str, str]:

@@ -69,7 +69,7 @@ from accel.optimizing.search.outcome import (
     said_beside,
 )
 from accel.optimizing.search.planning import Selection, matching_findings, plan, select
-from accel.optimizing.search.validation import Validator, calibrated_batches
+from accel.optimizing.search.validation import Validator, calibrated_batches, refuse_user_data_failure
 from accel.optimizing.steps import Step
 
 __all__ = ["ACCEPTED", "FAILED", "NOT_APPLICABLE", "REVERTED", "SKIPPED", "Selection", "EngineResult", "Measurer"]
@@ -275,6 +275,7 @@ class Search:
         try:
             trial = self._measure(trial_choice, slot, guard, deadline)
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
+            refuse_user_data_failure(exc, self.composer.baseline, optimizer.name)  # unless the user's code broke
             verdict = NOT_APPLICABLE if isinstance(exc, NotApplicable) else FAILED  # seen only once applied
             return self._record(Step(*head, verdict, said + failure_message(exc), composed_with=others)), config
         if trial is None:

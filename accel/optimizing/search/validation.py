@@ -20,9 +20,10 @@ from typing import Any, Iterator
 import torch
 
 from accel.core.errors import AccelError, PipelineError
+from accel.core.outputs import refuse_output_without_numbers
 from accel.core.pipeline import Pipeline, batch_length, split_batch
 from accel.optimizing.recipes.schema import Guard
-from accel.optimizing.search.fidelity import Fidelity, compare_samples, without_numbers
+from accel.optimizing.search.fidelity import Fidelity, compare_samples
 
 # The notes key through which an optimizer says how many leading source batches it was fitted on.
 CALIBRATION_NOTE = "calibration_batches"
@@ -69,15 +70,71 @@ def baseline_errors() -> Iterator[None]:
         ) from exc
 
 
-def refuse_output_without_numbers(output: Any) -> None:
-    """A model whose output holds no finite number (None, a string, NaN) leaves the guard nothing to
-    compare: every candidate would match it. That is the pipeline's bug, said before any search."""
-    what = without_numbers(output)
-    if what is not None:
-        raise PipelineError(
-            f"the model returned {what}: the guard has no number to compare a candidate's output with",
-            "return the model's output tensors; a forward without a return statement returns None",
-        )
+# The pipeline's own data stages: code of the user's that a candidate runs as it is (calibrating on,
+# caching or re-batching the source), so an error raised inside it is the pipeline's, not the candidate's.
+USER_DATA_STAGES = ("source", "decode", "transform", "collate")
+# How deep a chain of wrapped exceptions (raise ... from) is searched for the user's frame.
+CAUSE_DEPTH = 8
+
+
+def user_code_of(pipeline: Pipeline) -> dict[Any, str]:
+    """The code objects of the pipeline's own data stages, each with its stage's name: a function's
+    code, a callable object's __call__, a Dataset's __getitem__/__iter__, a generator's frame."""
+    found: dict[Any, str] = {}
+    for stage in USER_DATA_STAGES:
+        part = getattr(pipeline, stage, None)
+        if part is None:
+            continue
+        candidates = [part, getattr(type(part), "__call__", None)]
+        if stage == "source":
+            candidates = [getattr(type(part), "__getitem__", None), getattr(type(part), "__iter__", None)]
+            candidates.append(getattr(part, "gi_code", None))
+        for item in candidates:
+            code = item if hasattr(item, "co_name") else getattr(item, "__code__", None)
+            if code is not None:
+                found[code] = stage
+    return found
+
+
+def user_stage_raised(exc: BaseException, pipeline: Pipeline) -> str | None:
+    """The pipeline's data stage (decode, transform...) that `exc` was raised inside, or None when
+    the error is not from the user's data code: a frame of that code on the traceback, or (an error
+    from a DataLoader worker, re-raised as text) that code named in the worker's traceback."""
+    codes = user_code_of(pipeline)
+    if not codes:
+        return None
+    seen: BaseException | None = exc
+    for _ in range(CAUSE_DEPTH):
+        if seen is None:
+            return None
+        traceback = seen.__traceback__
+        while traceback is not None:
+            stage = codes.get(traceback.tb_frame.f_code)
+            if stage is not None:
+                return stage
+            traceback = traceback.tb_next
+        text = str(seen)
+        if "DataLoader worker" in text:
+            for code, stage in codes.items():
+                if f'File "{code.co_filename}"' in text and f"in {code.co_name}\n" in text:
+                    return stage
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def refuse_user_data_failure(exc: Exception, baseline: Pipeline, trying: str) -> None:
+    """A candidate's trial that failed inside the pipeline's own source/decode/transform code is the
+    pipeline's error (the baseline, timed on the example batch alone, never reached it): one line
+    ending the search, not a 'failed' row for every candidate that reads the source."""
+    stage = user_stage_raised(exc, baseline)
+    if stage is None:
+        return
+    from accel.optimizing.search.outcome import failure_message
+
+    raise PipelineError(
+        f"the pipeline's {stage} raised while {trying} ran over the source: {failure_message(exc)}",
+        f"fix the {stage} (accel profile FILE runs every sample and shows which stage raises)",
+    ) from exc
 
 
 class Validator:
