@@ -89,12 +89,18 @@ def interruptible() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        for handled in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(handled, signal.SIG_IGN)
-        watchdog.end_children()
-        by = state.signal_name or "Ctrl-C"
-        err_console.print(f"[error]interrupted:[/] stopped by {by}; the processes accel started were ended")
-        raise typer.Exit(INTERRUPTED_EXIT) from None
+        exit_interrupted("the processes accel started were ended")
+
+
+def exit_interrupted(what_now: str) -> None:
+    """Ctrl-C or SIGTERM has stopped the command: ignore further signals while the way out cleans up,
+    end what is left of the processes accel started, say `what_now` in one line, exit 130."""
+    for handled in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(handled, signal.SIG_IGN)
+    watchdog.end_children()
+    by = state.signal_name or "Ctrl-C"
+    err_console.print(f"[error]interrupted:[/] stopped by {by}; {escape(what_now)}", soft_wrap=True)
+    raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 # optimize without --budget runs the recipe's: the watchdog then assumes the longest built-in recipe's.

@@ -7,6 +7,7 @@ accel.core.progress.ProgressEvent), so the library sends it whichever it has."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable
 
@@ -49,6 +50,7 @@ class LiveProgress:
         self.live = out.is_terminal and not out.is_dumb_terminal
         self.status: Status | None = None
         self.rows: list[dict] = []  # the rows decided so far, in order
+        self.phase = title  # what the command was doing at the last event
 
     def __enter__(self) -> LiveProgress:
         if self.live:
@@ -64,6 +66,7 @@ class LiveProgress:
         self.event(ProgressEvent(message))
 
     def event(self, event: ProgressEvent) -> None:
+        self.phase = event.phase
         if event.budget_left_seconds is not None:
             self.deadline = now() + event.budget_left_seconds
         if event.row is not None:
@@ -87,3 +90,15 @@ class LiveProgress:
             f"{self.unit}{event.index}/{event.total}: " if event.index is not None and event.total is not None else ""
         )
         return f"[{clocks}] {self.title}: {count}{event.phase}"
+
+
+def shares_terminal(first: Console, second: Console) -> bool:
+    """Whether two consoles print to the same terminal (stdout and stderr both on it): what one
+    showed live the other need not print again. Piped or redirected, they never do."""
+    if not (first.is_terminal and second.is_terminal):
+        return False
+    try:
+        one, other = os.fstat(first.file.fileno()), os.fstat(second.file.fileno())
+    except (AttributeError, OSError, ValueError):  # a file-like object with no descriptor
+        return False
+    return (one.st_dev, one.st_ino, one.st_rdev) == (other.st_dev, other.st_ino, other.st_rdev)

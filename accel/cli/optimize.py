@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from accel.cli.common import INTERRUPTED_EXIT, console, err_console, state
-from accel.cli.live import LiveProgress
+from accel.cli.common import INTERRUPTED_EXIT, console, err_console, exit_interrupted, state
+from accel.cli.live import LiveProgress, shares_terminal
 from accel.cli.paths import check_output_paths
 from accel.cli.render_optimize import decided_row, render_optimize, steps_table
 from accel.cli.units import format_seconds
@@ -55,22 +55,30 @@ def optimize_command(
 
     out_dir = out or Path("accel-runs") / file.stem / "optimize"
     check_output_paths({"--out": out_dir, "--json": json_path})
-    with LiveProgress(err_console, "optimize", budget_seconds=budget, render_row=decided_row, unit="candidate") as live:
-        result = optimize(
-            file,
-            recipe,
-            out_dir=out_dir,
-            json_path=json_path,
-            budget_seconds=budget,
-            threads=threads,
-            passes=passes,
-            progress=live,
-            args=tuple(args or ()),
-            as_script=as_script,
-            only=only,
-            skip=skip,
-        )
-    render_optimize(result.to_dict(), console)
+    live = LiveProgress(err_console, "optimize", budget_seconds=budget, render_row=decided_row, unit="candidate")
+    try:
+        with live:
+            result = optimize(
+                file,
+                recipe,
+                out_dir=out_dir,
+                json_path=json_path,
+                budget_seconds=budget,
+                threads=threads,
+                passes=passes,
+                progress=live,
+                args=tuple(args or ()),
+                as_script=as_script,
+                only=only,
+                skip=skip,
+            )
+    except KeyboardInterrupt:  # the search keeps its decided rows itself: this is before it decided any
+        if live.rows:
+            raise
+        exit_interrupted(f"while {live.phase}: nothing was decided yet, no lock written")
+    data = result.to_dict()
+    shown = shares_terminal(console, err_console) and len(live.rows) == len(data["steps"]) > 0
+    render_optimize(data, console, steps_shown=shown)
     if json_path and not state.json_to_stdout:
         err_console.print(f"[muted]result written to {escape(str(json_path))}[/]")
     if getattr(result, "partial", False):

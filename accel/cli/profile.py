@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from accel.cli.common import console, err_console, escape, state
+from accel.cli.common import INTERRUPTED_EXIT, console, err_console, escape, state
 from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
@@ -73,6 +73,15 @@ def profile_command(
         )
     render_profile(report, console)
     print_written(json_path, html_path)
+    if report.extra.get("partial"):
+        stopped = escape(str(report.extra.get("interrupted_pass", "")))
+        by = state.signal_name or "Ctrl-C"
+        err_console.print(
+            f"[error]interrupted:[/] stopped by {by} during the {stopped} pass; the stages measured so far are "
+            "above" + (", the report marked partial" if json_path or html_path else ""),
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED_EXIT)
 
 
 def calibration_cache() -> dict[str, Path]:

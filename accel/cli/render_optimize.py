@@ -204,7 +204,9 @@ def peak_memory_change(base_bytes: int, final_bytes: int, kept: list[str]) -> st
     return f"{format_bytes(base_bytes)} -> {format_bytes(final_bytes)}"
 
 
-def render_optimize(data: dict, out: Console) -> None:
+def render_optimize(data: dict, out: Console, *, steps_shown: bool = False) -> None:
+    """The result: the candidates, then the summary. `steps_shown`: the candidates were printed as
+    they were decided on the same terminal, so one line points at them instead of repeating them."""
     out.print(
         Text.assemble(
             ("accel optimize ", "title"),
@@ -213,12 +215,13 @@ def render_optimize(data: dict, out: Console) -> None:
             ("  " + data["objective"], "muted"),
         )
     )
+    if steps_shown:
+        out.print(f"[muted]{len(data['steps'])} candidates decided, each shown above as it was decided[/]")
+    elif data["steps"] or data.get("mode") != "script":
+        render_steps(data, out)
     if data.get("mode") == "script":
-        if data["steps"]:
-            render_steps(data, out)
         render_script_summary(data, out)
         return
-    render_steps(data, out)
     if data.get("partial"):
         render_partial(data, out)
         return

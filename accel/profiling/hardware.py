@@ -313,6 +313,8 @@ def hardware_passes(
             with deadline.run(name) as budget:
                 budget.call_seconds = deadline.call_seconds
                 result = run(budget)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: hand back the passes done so far
+            raise PassesInterrupted(_measured(data, found, skipped, not_timed), name) from stop
         except Exception as exc:  # noqa: BLE001 - a user model's failure in one pass must not lose the profile
             skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             continue
@@ -322,9 +324,22 @@ def hardware_passes(
         if name == "generation" and first_call:
             args, kwargs = first_call[0]
             call = lambda: pipeline.model(*args, **kwargs)  # noqa: E731
+    return _measured(data, found, skipped, not_timed)
+
+
+def _measured(data: ProfileData, found: dict[str, Any], skipped: dict, not_timed: dict) -> ProfileData:
+    """`data` with the passes' results, those skipped and the dtypes not timed."""
     extra = dict(data.extra)
     if skipped:
         extra["hardware_passes_skipped"] = skipped
     if not_timed:
         extra["dtypes_not_timed"] = not_timed
     return dataclasses.replace(data, extra=extra, **found)
+
+
+class PassesInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during the `pass_name` pass: `data` holds the passes done before it."""
+
+    def __init__(self, data: ProfileData, pass_name: str) -> None:
+        super().__init__(pass_name)
+        self.data, self.pass_name = data, pass_name

@@ -21,6 +21,7 @@ from accel.core.progress import Progress, ProgressEvent, emit, no_progress
 from accel.profiling.analyzers import analyze
 from accel.profiling.contention import Contention, contention_now, oversubscription_note
 from accel.profiling.data import ProfileData
+from accel.profiling.partial import ProfileInterrupted, marked_partial
 from accel.profiling.report import Report, Stage
 from accel.profiling.stages import DEFAULT_BUDGET_SECONDS, measure_pipeline
 
@@ -112,7 +113,8 @@ def profile_pipeline(
 
         progress("calibrating the machine (once per machine and torch version)")
         machine = calibrated_machine(machine)
-    from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes, start_profiler
+    from accel.profiling.hardware import PASS_WEIGHTS, PassesInterrupted, hardware_passes, start_profiler
+    from accel.profiling.trace import TRACED_BATCHES, trace_pipeline
 
     start_profiler()
     weights = {name: weight for name, weight in PASS_WEIGHTS.items() if name != "generation" or pipeline.generate}
@@ -125,16 +127,18 @@ def profile_pipeline(
         data = measure_pipeline(pipeline, cores=machine.cores, sync=device_sync(machine.device), budget=budget)
     add_contention(data, contention)
     deadline.call_seconds = model_call_seconds(data)
-    data = hardware_passes(pipeline, data, machine, progress, deadline)
     trace = None
-    if trace_dir is not None:
-        from accel.profiling.trace import TRACED_BATCHES, trace_pipeline
-
-        progress("tracing with torch.profiler")
-        with deadline.run("trace") as budget:
-            batches = budget.fit(deadline.call_seconds or 0.0, TRACED_BATCHES) if pipeline.has_source else 1
-            trace = str(trace_pipeline(pipeline, Path(trace_dir), batches))
-            budget.calls += batches
+    try:
+        data = hardware_passes(pipeline, data, machine, progress, deadline)
+        if trace_dir is not None:
+            progress("tracing with torch.profiler")
+            with deadline.run("trace") as budget:
+                batches = budget.fit(deadline.call_seconds or 0.0, TRACED_BATCHES) if pipeline.has_source else 1
+                trace = str(trace_pipeline(pipeline, Path(trace_dir), batches))
+                budget.calls += batches
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM once the stages are measured: keep them
+        data, stopped = (stop.data, stop.pass_name) if isinstance(stop, PassesInterrupted) else (data, "trace")
+        raise ProfileInterrupted(build_report(marked_partial(data, stopped, deadline), machine), stopped) from None
     data.extra["budget"] = deadline.to_dict()
     data.extra["notes"] = [*data.extra.get("notes", []), budget_note(deadline)]
     progress("analyzing")
@@ -240,22 +244,26 @@ def profile(
 ) -> Report:
     """Profile a pipeline file (or a Pipeline) and return the report; optionally write its JSON and HTML.
 
-    `as_script` runs a .py file as a script even when it defines `model` or `pipeline`.
+    `as_script` runs a .py file as a script even when it defines `model` or `pipeline`. Ctrl-C once
+    the stages are measured returns what was measured, marked partial (ProfileInterrupted).
     """
     check_budget(budget_seconds)
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda):  # seeded for repeatable inputs; the caller's RNG state is put back
         torch.manual_seed(0)
-        report = _profile_target(
-            target,
-            args=args,
-            trace_dir=trace_dir,
-            progress=progress,
-            budget_seconds=budget_seconds,
-            machine=machine,
-            dynamic_dims=dynamic_dims,
-            as_script=as_script,
-        )
+        try:
+            report = _profile_target(
+                target,
+                args=args,
+                trace_dir=trace_dir,
+                progress=progress,
+                budget_seconds=budget_seconds,
+                machine=machine,
+                dynamic_dims=dynamic_dims,
+                as_script=as_script,
+            )
+        except ProfileInterrupted as stop:  # what was measured, report.extra["partial"] True
+            report = stop.report
     if json_path is not None:
         write_json_atomic(json_path, report.to_dict())
     if html_path is not None:
