@@ -35,6 +35,8 @@ KV_CACHE = "generation.kv_cache"
 BATCH = "batch.size"
 # The loop itself in a graph runtime: the decode step exported with its cache, looped outside torch.
 ONNX_GENERATE = "onnx.generate"
+# ... with the step's weights in 4 or 8 bits, when they do not fit in cache.
+ONNX_GENERATE_WEIGHT_ONLY = "onnx.generate_weight_only"
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -108,7 +110,10 @@ def fit_steps(generation: GenerationProfile) -> StepFit:
 
 
 @register(
-    "generation", Role.CAUSE, reads=("generation", "end_to_end", "stages"), recommends=(KV_CACHE, BATCH, ONNX_GENERATE)
+    "generation",
+    Role.CAUSE,
+    reads=("generation", "end_to_end", "stages"),
+    recommends=(KV_CACHE, BATCH, ONNX_GENERATE, ONNX_GENERATE_WEIGHT_ONLY),
 )
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     generation = data.generation
