@@ -216,7 +216,7 @@ def render_optimize(data: dict, out: Console, *, steps_shown: bool = False) -> N
         )
     )
     if steps_shown:
-        out.print(f"[muted]{len(data['steps'])} candidates decided, each shown above as it was decided[/]")
+        out.print("[muted]the candidates are above, each shown as it was decided[/]")
     elif data["steps"] or data.get("mode") != "script":
         render_steps(data, out)
     if data.get("mode") == "script":
