@@ -5,7 +5,9 @@ nothing written outside the output folder (the user's folder unchanged, $TMPDIR 
 It extends tests/cli/test_bad_input.py (pipeline files that fail to load under `accel profile`) to the
 other commands and to the kinds the lock-is-untrusted-input review listed by name: output targets that
 cannot be written, a broken lock, hints that name --force on a command without it, a model returning
-None, a string or NaN, an empty .py, a baseline that fails under --recipe latency|throughput."""
+None, a string or NaN (under optimize and profile), an empty .py, a baseline that fails under --recipe
+latency|throughput, a decode that fails past the latency baseline's example batch, and a hung forward
+or import under `accel bench --budget` (ended within the budget's hang limit, the stage named)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ import getpass
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from accel.cli.live import PROGRESS_LINE
-from tests.security.test_hangs import processes_naming
+from accel.core.watchdog import hang_limit_seconds
+from tests.security.test_hangs import HUNG_FORWARD, MARGIN_SECONDS, processes_naming
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("accel")
 LINEAR = "import torch\nmodel = torch.nn.Linear(4, 2).eval()\nexample_inputs = (torch.ones(2, 4),)\n"
@@ -43,6 +47,11 @@ DECODE_RAISES_AT_57 = (
     "    return torch.ones(4)\n"
     "pipeline = accel.Pipeline(model=torch.nn.Linear(4, 2), source=list(range(256)), decode=decode, batch_size=4)\n"
 )
+
+HUNG_IMPORT = "import time\nimport torch\ntime.sleep(3600)\n" + LINEAR
+# A hang under `accel bench --budget HANG_BUDGET` ends within the watchdog's limit plus a worker's start.
+HANG_BUDGET = 5.0
+HANG_WITHIN_SECONDS = hang_limit_seconds(HANG_BUDGET) + MARGIN_SECONDS
 
 
 def stale_lock(user: Path) -> None:
@@ -80,6 +89,19 @@ class Kind:
     files: dict[str, str | bytes] = dataclasses.field(default_factory=lambda: {"pipe.py": LINEAR})
     setup: Callable[[Path], None] | None = None
     absent: tuple[str, ...] = ()
+    hangs: bool = False  # the stack of the hung call is printed too (not a traceback), within a bound
+    rows_before: bool = False  # the search's rows decided before the error are printed as they were
+
+
+def error_lines(stderr: str, kind: Kind) -> list[str]:
+    """stderr less the progress lines, less the hung call's stack where one is expected, and less
+    the rows of the candidates decided before the error, where the search had begun."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
+    if kind.hangs:
+        lines = [line for line in lines if not line.startswith((" ", "stack of the hung "))]
+    if kind.rows_before:
+        lines = lines[next((i for i, line in enumerate(lines) if line.startswith("error:")), 0) :]
+    return lines
 
 
 P = "{user}/pipe.py"
@@ -101,6 +123,31 @@ KINDS = {
     # an empty file has no pipeline, under every command that loads one
     "empty_py_optimize": Kind(("optimize", P, *QUICK_OPTIMIZE), ("defines no pipeline",), {"pipe.py": ""}),
     "empty_py_bench": Kind(("bench", P, "--replicates", "1"), ("defines no pipeline",), {"pipe.py": ""}),
+    # profile flags the same outputs, with optimize's message (not "no bottleneck")
+    "profile_model_returns_none": Kind(
+        ("profile", P, "--budget", "3", "--no-trace"), ("the model returned None",), {"pipe.py": returning("None")}
+    ),
+    "profile_model_returns_string": Kind(
+        ("profile", P, "--budget", "3", "--no-trace"),
+        ("the model returned a string",),
+        {"pipe.py": returning("'text'")},
+    ),
+    "profile_model_returns_nan": Kind(
+        ("profile", P, "--budget", "3", "--no-trace"), ("only NaN/inf",), {"pipe.py": returning("x * float('nan')")}
+    ),
+    # a hung forward, a hung import in a bench replicate: bounded by --budget, the stage named
+    "bench_hung_forward_budget": Kind(
+        ("bench", P, "--budget", f"{HANG_BUDGET:g}", "--replicates", "1"),
+        ("model stage has not returned", "taken as hung"),
+        {"pipe.py": HUNG_FORWARD},
+        hangs=True,
+    ),
+    "bench_hung_import_budget": Kind(
+        ("bench", P, "--budget", f"{HANG_BUDGET:g}", "--replicates", "1"),
+        ("import stage has not returned", "taken as hung"),
+        {"pipe.py": HUNG_IMPORT},
+        hangs=True,
+    ),
     # a baseline that fails under the latency and throughput recipes
     "forward_raises_latency": Kind(
         ("optimize", P, "--recipe", "latency", "--budget", "20"), ("raised", "mat1 and mat2"), {"pipe.py": MODEL_RAISES}
@@ -109,6 +156,13 @@ KINDS = {
         ("optimize", P, "--recipe", "throughput", "--budget", "20"),
         ("raised", "mat1 and mat2"),
         {"pipe.py": MODEL_RAISES},
+    ),
+    # the latency baseline times the example batch alone: the first candidate reading the source meets it
+    "decode_raises_at_57_latency": Kind(
+        ("optimize", P, "--recipe", "latency", "--only", "onnx.runtime", "--budget", "30"),
+        ("the pipeline's decode raised", "sample 57 is corrupt"),
+        {"pipe.py": DECODE_RAISES_AT_57},
+        rows_before=True,
     ),
     "decode_raises_at_57_throughput": Kind(
         ("optimize", P, "--recipe", "throughput", "--budget", "20"),
@@ -214,6 +268,7 @@ def test_each_kind_is_one_line_exit_2_and_leaves_nothing(tmp_path, name):
     if kind.setup is not None:
         kind.setup(user)
     before = snapshot(user)
+    began = time.monotonic()
     done = subprocess.run(
         [str(CONSOLE_SCRIPT), *(a.format(user=user) for a in kind.args)],
         cwd=work,
@@ -222,8 +277,12 @@ def test_each_kind_is_one_line_exit_2_and_leaves_nothing(tmp_path, name):
         timeout=300,
         env={**os.environ, "TMPDIR": str(temp), "COLUMNS": "400"},
     )
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
+    elapsed = time.monotonic() - began
+    lines = error_lines(done.stderr, kind)
     assert done.returncode == 2, done.stdout + done.stderr
+    if kind.hangs:
+        assert elapsed < HANG_WITHIN_SECONDS, f"the hang was ended after {elapsed:.0f} s"
+        assert "stack of the hung " in done.stderr
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
     assert all(needle in lines[0] for needle in kind.needles), (kind.needles, lines[0])
     assert not any(word in lines[0] for word in kind.absent), lines[0]

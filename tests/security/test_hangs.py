@@ -4,6 +4,7 @@ worker's stdout cannot keep accel waiting; no process is left behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from accel.gating.bench import BenchConfig, BenchError, Side, run_replicate
+from accel.core.watchdog import hang_limit_seconds
+from accel.gating.bench import BenchConfig, BenchError, Side, hang_seconds_for, run_replicate
+from accel.gating.process import DEFAULT_HANG_SECONDS
 
 HUNG_FORWARD = textwrap.dedent("""
     import time
@@ -30,6 +33,18 @@ HUNG_FORWARD = textwrap.dedent("""
         time.sleep(3600)
 
     model = Stuck()
+    example_inputs = (torch.randn(2, 4),)
+""")
+# A pipeline whose import never returns.
+HUNG_IMPORT = textwrap.dedent("""
+    import time
+    import torch
+
+    def stuck_in_import():
+        time.sleep(3600)
+
+    stuck_in_import()
+    model = torch.nn.Linear(4, 4)
     example_inputs = (torch.randn(2, 4),)
 """)
 # A pipeline whose import starts a long-lived child holding the worker's stdout and stderr open.
@@ -80,6 +95,27 @@ def test_a_hung_forward_in_a_replicate_is_reported_with_its_stage_and_stack(tmp_
     assert time.monotonic() - began < HANG_SECONDS + MARGIN_SECONDS
     assert "taken as hung" in raised.value.message
     assert "stuck_in_forward" in capfd.readouterr().err  # the stack of the stuck call, on the user's stderr
+
+
+@pytest.mark.slow
+def test_a_hung_import_in_a_replicate_is_reported_within_the_same_limit(tmp_path, capfd):
+    file = tmp_path / "stuck_import.py"
+    file.write_text(HUNG_IMPORT)
+    began = time.monotonic()
+    with pytest.raises(BenchError, match="import stage has not returned") as raised:
+        run_replicate(Side(file.resolve()), dataclasses.replace(QUICK, hang_seconds=HANG_SECONDS), timing=True)
+    assert time.monotonic() - began < HANG_SECONDS + MARGIN_SECONDS  # not the 600 s backstop
+    assert "taken as hung" in raised.value.message
+    assert "stuck_in_import" in capfd.readouterr().err
+
+
+def test_a_budget_bounds_the_replicates_hang_limit():
+    assert hang_seconds_for(None) == DEFAULT_HANG_SECONDS
+    assert hang_seconds_for(5.0) == hang_limit_seconds(5.0) < DEFAULT_HANG_SECONDS  # accel bench --budget 5
+    assert hang_seconds_for(1000.0) == hang_limit_seconds(1000.0)  # a slow model's bench may ask for more
+    # the gate's budget bounds the adding of pairs: it only tightens the limit
+    assert hang_seconds_for(5.0, tighten_only=True) == hang_limit_seconds(5.0)
+    assert hang_seconds_for(300.0, tighten_only=True) == DEFAULT_HANG_SECONDS
 
 
 @pytest.mark.slow
