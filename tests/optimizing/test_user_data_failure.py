@@ -35,7 +35,8 @@ def test_a_decode_error_met_while_reading_the_source_is_the_decodes():
     exc = raised_by(lambda: list(pipeline.iter_batches(num_workers=0)))
     assert user_stage_raised(exc, pipeline) == "decode"
     with pytest.raises(PipelineError, match="the pipeline's decode raised while onnx.runtime ran over the source"):
-        refuse_user_data_failure(exc, pipeline, "onnx.runtime")
+        refuse_user_data_failure(exc, pipeline, "onnx.runtime", "onnx.runtime")
+    refuse_user_data_failure(exc, pipeline, "decode.reduced", "data.decode")  # it changed what decode ran on
 
 
 def test_a_decode_error_from_a_dataloader_worker_is_the_decodes():
@@ -64,6 +65,6 @@ def test_a_candidate_that_breaks_on_its_own_is_not_the_pipelines_error():
 
     exc = raised_by(candidate_forward)
     assert user_stage_raised(exc, pipeline) is None
-    refuse_user_data_failure(exc, pipeline, "onnx.runtime")  # no error: the engine records it as failed
+    refuse_user_data_failure(exc, pipeline, "onnx.runtime", "onnx.runtime")  # no error: the engine records it as failed
     model_error = raised_by(lambda: pipeline.forward(torch.ones(2, 3)))  # the model, not a data stage
     assert user_stage_raised(model_error, pipeline) is None

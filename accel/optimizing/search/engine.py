@@ -275,7 +275,7 @@ class Search:
         try:
             trial = self._measure(trial_choice, slot, guard, deadline)
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reverted, not fatal
-            refuse_user_data_failure(exc, self.composer.baseline, optimizer.name)  # unless the user's code broke
+            refuse_user_data_failure(exc, self.composer.baseline, optimizer.name, slot)  # unless the user's code broke
             verdict = NOT_APPLICABLE if isinstance(exc, NotApplicable) else FAILED  # seen only once applied
             return self._record(Step(*head, verdict, said + failure_message(exc), composed_with=others)), config
         if trial is None:

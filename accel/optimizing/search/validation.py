@@ -122,10 +122,18 @@ def user_stage_raised(exc: BaseException, pipeline: Pipeline) -> str | None:
     return None
 
 
-def refuse_user_data_failure(exc: Exception, baseline: Pipeline, trying: str) -> None:
+# The slots of optimizers that change how a data stage runs (decode.reduced decodes at a reduced
+# size): the user's code raising under them may be the candidate's doing.
+DATA_SLOT_PREFIX = "data."
+
+
+def refuse_user_data_failure(exc: Exception, baseline: Pipeline, trying: str, slot: str) -> None:
     """A candidate's trial that failed inside the pipeline's own source/decode/transform code is the
     pipeline's error (the baseline, timed on the example batch alone, never reached it): one line
-    ending the search, not a 'failed' row for every candidate that reads the source."""
+    ending the search, not a 'failed' row for every candidate that reads the source. A candidate
+    in a data slot changed that code's input, so its failure stays its own."""
+    if slot.startswith(DATA_SLOT_PREFIX):
+        return
     stage = user_stage_raised(exc, baseline)
     if stage is None:
         return
