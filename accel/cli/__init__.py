@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from accel._version import __version__
-from accel.cli.common import INTERRUPTED_EXIT, err_console, runs_command, state
+from accel.cli.common import INTERRUPTED_EXIT, err_console, plain_help, runs_command, state
 from accel.core import watchdog
 from accel.core.profiler_notes import quiet_libraries
 
@@ -101,6 +101,7 @@ def _wrap_every_command(typer_app: typer.Typer) -> None:
             command.callback = runs_command(callback)
         if command.epilog is None:
             command.epilog = command_exit_codes(command.name)
+        command.cls = plain_help(command.cls)
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
             _wrap_every_command(group.typer_instance)

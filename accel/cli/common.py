@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import re
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterator
 import typer
 from rich.console import Console
 from rich.theme import Theme
+from typer.core import TyperCommand
 
 from accel.core import watchdog
 from accel.core.errors import AccelError
@@ -159,3 +161,70 @@ def escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
+
+
+# The value an option takes, in --help, in plain words: by option where the type says too little
+# (a float is seconds, a list is names joined by commas), else by its type.
+OPTION_PLACEHOLDERS = {
+    "--budget": "SECONDS",
+    "--only": "NAME[,NAME...]",
+    "--skip": "NAME[,NAME...]",
+    "--dynamic-dim": "NAME=VALUE",
+    "--recipe": "NAME|PATH",
+    "--against": "REF",
+    "--max-slowdown": "PERCENT",
+    "--max-memory-growth": "PERCENT",
+    "--max-flops-growth": "PERCENT",
+    "--out": "FOLDER",
+    "--trace-dir": "FOLDER",
+    "--traces": "FOLDER",
+    "--dir": "FOLDER",
+    "--namespace": "NAME",
+}
+# Else by what typer would write.
+TYPE_PLACEHOLDERS = {"int": "N", "int range": "N", "float": "NUMBER", "float range": "NUMBER", "path": "PATH"}
+# What typer writes after a parameter's name in --help: `<float range>`, `<list[str]>`, `<path>`.
+TYPER_PLACEHOLDER = re.compile(r" <(?P<type>[^<>]*)>(\.\.\.)?$")
+
+
+def plain_placeholder(opts: list[str], typer_type: str) -> str:
+    """An option's value in plain words (SECONDS, NAME[,NAME...], PATH, N) for --help, from its
+    names and what typer would write (`float range`)."""
+    long_name = next((name for name in opts if name.startswith("--")), "")
+    if long_name in OPTION_PLACEHOLDERS:
+        return OPTION_PLACEHOLDERS[long_name]
+    listed = re.fullmatch(r"list\[(.*)\]", typer_type)
+    if listed:
+        return plain_placeholder([], listed.group(1)) + "..."
+    return TYPE_PLACEHOLDERS.get(typer_type, "TEXT" if typer_type == "str" else typer_type.upper())
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose --help names each option's value in plain words (--budget SECONDS, --only
+    NAME[,NAME...]) where typer writes its types (<float range>, <list[str]>); an argument's help
+    row is its name alone (the usage line shows where it goes)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            name, text = record
+            typer_type = TYPER_PLACEHOLDER.search(name)
+            if param.param_type_name == "argument":
+                sections["Arguments"].append((TYPER_PLACEHOLDER.sub("", name), text))
+            elif typer_type:
+                plain = plain_placeholder(list(param.opts), typer_type.group("type"))
+                sections["Options"].append((name[: typer_type.start()] + " " + plain, text))
+            else:
+                sections["Options"].append((name, text))
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def plain_help(cls: type[TyperCommand] | None) -> type[TyperCommand]:
+    """The command class that gives a command's --help in plain words, unless it has its own."""
+    return PlainHelpCommand if cls is None or cls is TyperCommand else cls
