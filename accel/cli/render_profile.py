@@ -15,26 +15,46 @@ from accel.profiling.report import Report
 from accel.profiling.top import ABOVE_ROOF_NOTE, SECTIONS, GroupRate, top_groups
 
 BAR_WIDTH = 40
+# The share bar's narrowest: below this many characters a bar no longer shows a share apart.
+MIN_BAR_WIDTH = 10
+# What a boxed Rich table adds to its columns: one space either side of each, a border between
+# each and one at either edge.
+CELL_PADDING, EDGE = 3, 1
 # The top tables' layer or op name keeps this many characters a line, however narrow the terminal.
 MIN_NAME_WIDTH = 12
+STAGE_HEADERS = ("stage", "per sample", "samples/s", "share")
 
 
-def stage_table(report: Report) -> Table:
+def stage_table(report: Report, width: int = 80) -> Table:
+    """The stages with their share as a bar, the bar as wide as `width` leaves (up to BAR_WIDTH),
+    so the table fits an 80-column terminal whole: no column cut, a long stage name wraps."""
     title = (
         "Script loop (time in DataLoader __next__ vs the step between calls)"
         if report.mode == "script"
         else "Stages (each measured on its own, main process)"
     )
+    rows = [
+        (
+            stage.name,
+            format_seconds(stage.per_sample_seconds),
+            f"{stage.samples_per_s:,.1f}" if stage.samples_per_s else "-",
+            format_share(stage.share),
+        )
+        for stage in report.stages
+    ]
+    natural = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(STAGE_HEADERS)]
+    fixed = sum(natural[1:]) + CELL_PADDING * (len(natural) + 1) + EDGE
+    # A long stage name gives the bar half the room left at most, and wraps in its cell.
+    name_width = min(natural[0], max(MIN_NAME_WIDTH, (width - fixed) // 2))
+    bar_width = max(MIN_BAR_WIDTH, min(BAR_WIDTH, width - fixed - name_width))
     table = Table(title=title, title_justify="left", expand=False)
-    table.add_column("stage")
-    table.add_column("per sample", justify="right")
-    table.add_column("samples/s", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("", min_width=BAR_WIDTH)
-    for stage in report.stages:
-        bar = Text("█" * max(1, round(stage.share * BAR_WIDTH)) if stage.share > 0 else "", style="bar")
-        rate = f"{stage.samples_per_s:,.1f}" if stage.samples_per_s else "-"
-        table.add_row(stage.name, format_seconds(stage.per_sample_seconds), rate, format_share(stage.share), bar)
+    table.add_column("stage", overflow="fold", max_width=name_width)
+    for header in STAGE_HEADERS[1:]:
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("", width=bar_width, no_wrap=True)
+    for stage, row in zip(report.stages, rows):
+        bar = Text("█" * max(1, round(stage.share * bar_width)) if stage.share > 0 else "", style="bar")
+        table.add_row(*row, bar)
     return table
 
 
@@ -135,7 +155,7 @@ def render_profile(report: Report, console: Console) -> None:
     if lines:
         console.print("\n".join(lines))
     if report.stages:
-        console.print(stage_table(report))
+        console.print(stage_table(report, console.width))
     if report.extra.get("ranks"):
         console.print(rank_table(report))
     print_top_groups(report, console)

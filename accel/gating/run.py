@@ -203,8 +203,10 @@ def _timed_verdicts_against(
         invalids = [invalid(m, thresholds.for_metric(METRICS[m]), reason) for m in TIMED_METRICS if baseline.values(m)]
         return invalids, []
     size = max(len(run) for run in baseline.runs)
-    _report(progress, f"measuring: {size} replicates")
-    replicates = [Replicate.from_dict(run_replicate(side, config.bench)["replicate"]) for _ in range(size)]
+    replicates = []
+    for index in range(size):  # as many as the baseline's runs took, each said as bench says it
+        _report(progress, f"replicate {index + 1}/{size}")
+        replicates.append(Replicate.from_dict(run_replicate(side, config.bench)["replicate"]))
     verdicts = []
     for name in TIMED_METRICS:
         runs = baseline.run_values(name)
@@ -255,8 +257,8 @@ def gate_sides(
     if config.timing:
         decided: dict[str, MetricVerdict] = {}
         for look in looks:
-            _report(progress, f"measuring: {look} process pairs")
-            while len(pairs) < look:
+            while len(pairs) < look:  # the pairs of this look, k of the look's n (more only while undecided)
+                _report(progress, f"process pair {len(pairs) + 1}/{look} (at most {looks[-1]})")
                 base_rep, cand_rep, _ = lockstep_pair(base, cand, config.bench, index=len(pairs))
                 pairs.append((base_rep, cand_rep))
             final = look == looks[-1] or now() - started >= config.budget_seconds
@@ -327,8 +329,10 @@ def calibrate(
 ) -> NoiseFloor:
     path = check_file(file).resolve()
     side = Side(file=path, cwd=path.parent)
-    _report(progress, f"measuring {pairs} A/A process pairs")
-    got = [lockstep_pair(side, side, config.bench, index=i)[:2] for i in range(pairs)]
+    got = []
+    for index in range(pairs):
+        _report(progress, f"A/A process pair {index + 1}/{pairs}")
+        got.append(lockstep_pair(side, side, config.bench, index=index)[:2])
     noise: dict[str, float] = {}
     largest: dict[str, float] = {}
     for name in TIMED_METRICS:

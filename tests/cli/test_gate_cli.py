@@ -4,6 +4,7 @@ report files, exit codes."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -227,6 +228,7 @@ def test_timed_against_fails_a_slowdown_the_counts_cannot_see(tmp_path):
         tmp_path / "g.json",
     )
     assert done.exit_code == 1, done.output
+    assert re.search(r"gate: process pair 1/\d+ \(at most \d+\)", done.output)  # k of n, as bench says it
     data = json.loads((tmp_path / "g.json").read_text())
     verdicts = {v["metric"]: v for v in data["verdicts"]}
     assert verdicts["latency_seconds"]["verdict"] == "fail" and verdicts["latency_seconds"]["change"] > 0.5

@@ -75,3 +75,38 @@ def test_console_script_prints_the_top_layers_at_80_columns(tmp_path):
     rows = [line for line in top.splitlines() if line.startswith("│") and "%" in line]
     assert rows, top
     assert all("GB/s" in row or "GFLOP/s" in row for row in rows)
+
+
+def _stages_report(names: list[str], shares: list[float]) -> Report:
+    import dataclasses
+
+    from accel.profiling.report import Stage
+
+    data = crowded_report()
+    data["machine"].update(threads=2, torch_version="2", accel_version="0")
+    stages = [
+        Stage(name=name, seconds=share, share=share, per_sample_seconds=share / 100, samples_per_s=12345.6 / share)
+        for name, share in zip(names, shares)
+    ]
+    return dataclasses.replace(Report.from_dict(data), stages=stages)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_stages_table_keeps_its_share_and_bar_columns(width):
+    from accel.cli.render_profile import BAR_WIDTH, stage_table
+
+    names = ["load", "decode (a long stage name from the pipeline)", "model"]
+    report = _stages_report(names, [0.1, 0.3, 0.6])
+    out = StringIO()
+    Console(file=out, width=width, color_system=None, theme=THEME).print(stage_table(report, width))
+    text = out.getvalue()
+    assert all(len(line) <= width for line in text.splitlines()), text
+    assert table_headers(text) == [["stage", "per sample", "samples/s", "share", ""]]  # the bar column too
+    rows = [line for line in text.splitlines() if line.startswith("│") and "%" in line]
+    shares = [row.split("│")[4].strip() for row in rows]
+    assert shares == ["10.0%", "30.0%", "60.0%"]
+    bars = [row.split("│")[5].count("█") for row in rows]
+    assert bars[0] < bars[1] < bars[2] and bars[2] >= 10  # the bars show the shares apart, none cut off
+    assert abs(bars[2] / bars[1] - 2.0) < 0.25
+    if width == 120:
+        assert bars[2] == round(0.6 * BAR_WIDTH)  # room enough: the full-width bar
