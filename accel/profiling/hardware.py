@@ -301,7 +301,7 @@ def hardware_passes(
         ("memory", "measuring peak memory", lambda budget: memory_pass(pipeline, call, machine, budget)),
         ("dtypes", "timing the model's layers in faster dtypes", time_dtypes),
     ]
-    skipped = {}
+    skipped: dict[str, str] = {}
     found: dict[str, Any] = {}
     for name, message, run in passes:
         if name in OPTIONAL_PASSES and deadline.call_seconds and deadline.left() < deadline.call_seconds:
@@ -327,7 +327,9 @@ def hardware_passes(
     return _measured(data, found, skipped, not_timed)
 
 
-def _measured(data: ProfileData, found: dict[str, Any], skipped: dict, not_timed: dict) -> ProfileData:
+def _measured(
+    data: ProfileData, found: dict[str, Any], skipped: dict[str, str], not_timed: dict[str, str]
+) -> ProfileData:
     """`data` with the passes' results, those skipped and the dtypes not timed."""
     extra = dict(data.extra)
     if skipped:
