@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-slow install bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,18 @@ demo: $(STAMP)
 TEST_PARTS := tests/cli tests/core tests/gating tests/optimizing/optimizers \
 	'tests/optimizing/test_*.py' tests/profiling tests/security 'tests/test_*.py'
 
+# `make test` is the suite a developer runs (the tests not marked slow); `make test-slow` the slow
+# ones (real models end to end, console-script runs, browsers, signals). CI runs both.
 test: $(STAMP)
 	@status=0; for part in $(TEST_PARTS); do \
-		echo "== pytest $$part"; $(BIN)/python -m pytest -q -p no:cacheprovider $$part || status=1; \
+		echo "== pytest $$part (not slow)"; \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $$part || [ $$? = 5 ] || status=1; \
+	done; exit $$status
+
+test-slow: $(STAMP)
+	@status=0; for part in $(TEST_PARTS); do \
+		echo "== pytest $$part (slow)"; \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $$part || [ $$? = 5 ] || status=1; \
 	done; exit $$status
 
 bench: $(STAMP)
