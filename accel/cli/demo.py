@@ -36,6 +36,7 @@ def demo_command(
             table.add_row(listed.name, listed.summary)
         console.print(table)
         return
+    from accel.cli.profile import exit_if_partial
     from accel.profiling.run import profile
 
     example = demo_example()
@@ -48,6 +49,7 @@ def demo_command(
             example, trace_dir=out, json_path=json_path, html_path=html_path, progress=live, budget_seconds=budget
         )
     render_profile(report, console)
+    exit_if_partial(report, written=True)
     err_console.print(f"[muted]written to {escape(str(out))}/: profile.json, report.html and the trace[/]")
     err_console.print(
         "[muted]next: accel examples ./my-examples, then accel profile ./my-examples/wide_mlp.py "

@@ -12,6 +12,7 @@ from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
 from accel.core.errors import PipelineLoadError
+from accel.profiling.report import Report
 
 
 def profile_command(
@@ -73,15 +74,21 @@ def profile_command(
         )
     render_profile(report, console)
     print_written(json_path, html_path)
-    if report.extra.get("partial"):
-        stopped = escape(str(report.extra.get("interrupted_pass", "")))
-        by = state.signal_name or "Ctrl-C"
-        err_console.print(
-            f"[error]interrupted:[/] stopped by {by} during the {stopped} pass; the stages measured so far are "
-            "above" + (", the report marked partial" if json_path or html_path else ""),
-            soft_wrap=True,
-        )
-        raise typer.Exit(INTERRUPTED_EXIT)
+    exit_if_partial(report, written=bool(json_path or html_path))
+
+
+def exit_if_partial(report: Report, *, written: bool) -> None:
+    """A profile stopped by Ctrl-C or SIGTERM (rendered above): one line naming the pass, exit 130."""
+    if not report.extra.get("partial"):
+        return
+    stopped = escape(str(report.extra.get("interrupted_pass", "")))
+    by = state.signal_name or "Ctrl-C"
+    err_console.print(
+        f"[error]interrupted:[/] stopped by {by} during the {stopped} pass; the stages measured so far are "
+        "above" + (", the report marked partial" if written else ""),
+        soft_wrap=True,
+    )
+    raise typer.Exit(INTERRUPTED_EXIT)
 
 
 def calibration_cache() -> dict[str, Path]:
