@@ -236,7 +236,7 @@ def test_what_it_does_not_loop_is_not_applicable_with_its_reason_before_any_expo
     hook = gpt2.model.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
         for reason, pipeline in cases.items():
-            for name in ("onnx.generate", "onnx.generate_int8"):
+            for name in ("onnx.generate", "onnx.generate_int8", "onnx.generate_weight_only"):
                 assert reason in (OPTIMIZERS.get(name).applicable(pipeline, _context(tmp_path)) or ""), name
     finally:
         hook.remove()
