@@ -287,3 +287,26 @@ def has_attention(model: torch.nn.Module) -> bool:
     return any(
         isinstance(m, torch.nn.MultiheadAttention) or "attention" in type(m).__name__.lower() for m in model.modules()
     )
+
+
+class CalibrationReader:
+    """ORT's CalibrationDataReader over the pipeline's own batches."""
+
+    def __init__(self, pipeline: Pipeline, input_names: list[str], batches: int) -> None:
+        self.feeds = []
+        graph_batches = (
+            pipeline.iter_batches(limit_batches=batches, num_workers=0)
+            if pipeline.has_source
+            else [pipeline.example_batch()]
+        )
+        for batch in graph_batches:
+            args, kwargs = split_call(batch)
+            values = [*args, *kwargs.values()]
+            self.feeds.append({n: v.detach().cpu().numpy() for n, v in zip(input_names, values)})
+        self._iter = iter(self.feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self.feeds)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from accel.core.errors import AccelError, LockError, MissingDependencyError
+from accel.core.errors import AccelError, LockError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
@@ -44,7 +44,7 @@ from accel.optimizing.optimizers._weight_only import (
     fits_in_cache,
     quantize_weights,
 )
-from accel.optimizing.optimizers.onnx_runtime import DEFAULT_OPSET, OrtModel, _ort, session_options_dict
+from accel.optimizing.optimizers.onnx_runtime import DEFAULT_OPSET, OrtModel, _ort, ort_unusable, session_options_dict
 
 # The int8 kernels ORT's dynamic quantizer writes: counted, so the lock and notes say what was quantized.
 QUANTIZED_OP_TYPES = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm")
@@ -160,12 +160,9 @@ class _GenerateBase(Optimizer):
     predicted_setup_seconds: ClassVar[float] = 4.0
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
-        try:
-            _ort()
-        except MissingDependencyError as exc:
-            return exc.message
-        if context.machine.is_cuda:
-            return "accel runs ONNX Runtime on the CPU provider only; the model is on a GPU"
+        unusable = ort_unusable(context)
+        if unusable is not None:
+            return unusable
         if pipeline.generate is None:
             return "the pipeline has no generate loop (onnx.runtime exports single forward calls)"
         if isinstance(pipeline.model, OrtGenerator):

@@ -24,10 +24,11 @@ from accel.core.dtypes import onnx_numpy_dtype
 from accel.core.errors import LockError, MissingDependencyError, require
 from accel.core.machine import Machine
 from accel.core.measure import now
-from accel.core.pipeline import Pipeline, split_call
+from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 from accel.optimizing.optimizers._model_io import (
+    CalibrationReader,
     artifact_name,
     check_output_structure,
     rebuild_output,
@@ -195,6 +196,17 @@ def ort_model(path: Path, state: dict[str, Any], options: dict[str, Any]) -> Ort
     )
 
 
+def ort_unusable(context: Context) -> str | None:
+    """Why ONNX Runtime cannot run the model here (not installed; the model on a GPU), or None."""
+    try:
+        _ort()
+    except MissingDependencyError as exc:
+        return exc.message
+    if context.machine.is_cuda:
+        return "accel runs ONNX Runtime on the CPU provider only; the model is on a GPU"
+    return None
+
+
 class _OnnxBase(Optimizer):
     slot: ClassVar[str] = "model"
     runtime_packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx")
@@ -204,12 +216,9 @@ class _OnnxBase(Optimizer):
     predicted_setup_seconds: ClassVar[float] = 2.0
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
-        try:
-            _ort()
-        except MissingDependencyError as exc:
-            return exc.message
-        if context.machine.is_cuda:
-            return "accel runs ONNX Runtime on the CPU provider only; the model is on a GPU"
+        unusable = ort_unusable(context)
+        if unusable is not None:
+            return unusable
         if not isinstance(pipeline.model, torch.nn.Module):
             return "the model is not a torch.nn.Module, so torch.onnx cannot export it"
         if isinstance(pipeline.model, OrtModel):
@@ -319,29 +328,6 @@ class OnnxInt8Dynamic(_OnnxBase):
         return _ladder(config, steps)
 
 
-class _SourceReader:
-    """ORT's CalibrationDataReader over the pipeline's own batches."""
-
-    def __init__(self, pipeline: Pipeline, input_names: list[str], batches: int) -> None:
-        self.feeds = []
-        graph_batches = (
-            pipeline.iter_batches(limit_batches=batches, num_workers=0)
-            if pipeline.has_source
-            else [pipeline.example_batch()]
-        )
-        for batch in graph_batches:
-            args, kwargs = split_call(batch)
-            values = [*args, *kwargs.values()]
-            self.feeds.append({n: v.detach().cpu().numpy() for n, v in zip(input_names, values)})
-        self._iter = iter(self.feeds)
-
-    def get_next(self) -> dict | None:
-        return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = iter(self.feeds)
-
-
 @register
 class OnnxInt8Static(_OnnxBase):
     name = "onnx.int8_static"
@@ -358,7 +344,7 @@ class OnnxInt8Static(_OnnxBase):
 
         graph_inputs = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
         names = input_names_of(pipeline.example_batch())
-        reader = _SourceReader(pipeline, names, config.calibration_batches)
+        reader = CalibrationReader(pipeline, names, config.calibration_batches)
         for feed in reader.feeds:
             for name in list(feed):
                 if name not in graph_inputs:
