@@ -192,22 +192,25 @@ def compare_interleaved(
     `settle_seconds` of sleep before those calls lets the other side's spinning pool go idle first.
     A side whose last timed call took SETTLE_BELOW_SECONDS or more is not settled (see there).
     """
-    firsts = []
+    firsts, warm = [], []  # each side's first call, and its last warm-up call (what settling reads)
     for fn in (baseline, candidate):
         t0 = clock()
         fn()
         sync()
         firsts.append(clock() - t0)
+        warm.append(firsts[-1])
         for _ in range(max(warmup - 1, 0)):
+            t0 = clock()
             fn()
             sync()
+            warm[-1] = clock() - t0
     times: dict[int, list[float]] = {0: [], 1: []}
     fns = (baseline, candidate)
     began = clock()
     for round_index in range(max_rounds):
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         for side in order:
-            last = times[side][-1] if times[side] else firsts[side]
+            last = times[side][-1] if times[side] else warm[side]
             settles = settle_calls if last < SETTLE_BELOW_SECONDS else 0
             if settle_seconds > 0 and settles:
                 time.sleep(settle_seconds)
