@@ -11,23 +11,12 @@ or import under `accel bench --budget` (ended within the budget's hang limit, th
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from accel.cli.live import PROGRESS_LINE
-from accel.core.watchdog import hang_limit_seconds
-from tests.security.test_hangs import HUNG_FORWARD, MARGIN_SECONDS, processes_naming
-
-CONSOLE_SCRIPT = Path(sys.executable).with_name("accel")
-LINEAR = "import torch\nmodel = torch.nn.Linear(4, 2).eval()\nexample_inputs = (torch.ones(2, 4),)\n"
+from tests.security.sweep import HANG_BUDGET, LINEAR, Kind, check_kind
+from tests.security.test_hangs import HUNG_FORWARD
 
 
 def returning(value: str) -> str:
@@ -49,9 +38,6 @@ DECODE_RAISES_AT_57 = (
 )
 
 HUNG_IMPORT = "import time\nimport torch\ntime.sleep(3600)\n" + LINEAR
-# A hang under `accel bench --budget HANG_BUDGET` ends within the watchdog's limit plus a worker's start.
-HANG_BUDGET = 5.0
-HANG_WITHIN_SECONDS = hang_limit_seconds(HANG_BUDGET) + MARGIN_SECONDS
 
 
 def stale_lock(user: Path) -> None:
@@ -77,31 +63,6 @@ def pipeline_lock(user: Path) -> None:
         target="latency",
     )
     write_lock(user / "lock", lock)
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """One kind of bad input: the files in the user's folder, the command ({user}: that folder, run
-    from an empty work folder), what the one line must say and must not."""
-
-    args: tuple[str, ...]
-    needles: tuple[str, ...]
-    files: dict[str, str | bytes] = dataclasses.field(default_factory=lambda: {"pipe.py": LINEAR})
-    setup: Callable[[Path], None] | None = None
-    absent: tuple[str, ...] = ()
-    hangs: bool = False  # the stack of the hung call is printed too (not a traceback), within a bound
-    rows_before: bool = False  # the search's rows decided before the error are printed as they were
-
-
-def error_lines(stderr: str, kind: Kind) -> list[str]:
-    """stderr less the progress lines, less the hung call's stack where one is expected, and less
-    the rows of the candidates decided before the error, where the search had begun."""
-    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
-    if kind.hangs:
-        lines = [line for line in lines if not line.startswith((" ", "stack of the hung "))]
-    if kind.rows_before:
-        lines = lines[next((i for i, line in enumerate(lines) if line.startswith("error:")), 0) :]
-    return lines
 
 
 P = "{user}/pipe.py"
@@ -235,62 +196,10 @@ KINDS = {
 }
 
 
-# Not accel's files: onnxruntime writes its telemetry session id to $TMPDIR/.ses when it is imported,
-# and torch.compile keeps its kernel cache in $TMPDIR/torchinductor_<user> (reused across runs).
-THIRD_PARTY_TEMP = {".ses", f"torchinductor_{getpass.getuser()}"}
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
-
-
-def processes_in(folder: Path) -> list[int]:
-    """Live processes started from, or naming, a path inside `folder`."""
-    found = set(processes_naming(str(folder)))
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if Path(os.readlink(entry / "cwd")).is_relative_to(folder) and int(entry.name) != os.getpid():
-                found.add(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return sorted(found)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_each_kind_is_one_line_exit_2_and_leaves_nothing(tmp_path, name):
-    kind = KINDS[name]
-    user, work, temp = tmp_path / "user", tmp_path / "work", tmp_path / "tmp"
-    for folder in (user, work, temp):
-        folder.mkdir()
-    for file, content in kind.files.items():
-        (user / file).write_bytes(content if isinstance(content, bytes) else content.encode())
-    if kind.setup is not None:
-        kind.setup(user)
-    before = snapshot(user)
-    began = time.monotonic()
-    done = subprocess.run(
-        [str(CONSOLE_SCRIPT), *(a.format(user=user) for a in kind.args)],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TMPDIR": str(temp), "COLUMNS": "400"},
-    )
-    elapsed = time.monotonic() - began
-    lines = error_lines(done.stderr, kind)
-    assert done.returncode == 2, done.stdout + done.stderr
-    if kind.hangs:
-        assert elapsed < HANG_WITHIN_SECONDS, f"the hang was ended after {elapsed:.0f} s"
-        assert "stack of the hung " in done.stderr
-    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
-    assert all(needle in lines[0] for needle in kind.needles), (kind.needles, lines[0])
-    assert not any(word in lines[0] for word in kind.absent), lines[0]
-    assert "Traceback" not in done.stdout + done.stderr
-    assert processes_in(tmp_path) == []
-    assert snapshot(user) == before, "accel changed the user's folder"
-    assert [p.name for p in temp.iterdir() if p.name not in THIRD_PARTY_TEMP] == [], "accel left temporary files"
-    assert {p.name for p in work.iterdir()} <= {"accel-runs"}
+    check_kind(tmp_path, KINDS[name])
 
 
 def test_the_sweep_covers_every_command_that_takes_user_files():
