@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -33,6 +34,11 @@ from accel.profiling.trace import record_steps
 
 # The trace keeps this many batches (a profiler step each); a long run would fill memory.
 MAX_TRACED_STEPS = 200
+# A loop the budget stopped before this many batches says too little to decide from: one loader call
+# and no step between two. The report abstains (a note names the budget that would do).
+MIN_MEASURED_BATCHES = 4
+# The budget suggested then is long enough for this many batches at the rate measured.
+SUGGESTED_BATCHES = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,29 +184,36 @@ def measure_script(
 ) -> ProfileData:
     """Run the script once, timing DataLoader iteration; with trace_dir, under torch.profiler.
 
-    With `budget_seconds`, the script's loop is ended at the first batch request past the budget.
+    With `budget_seconds`, the script's loop is ended at the first batch request that many seconds
+    after its first one: the budget counts from when the steps start, the imports and set-up before
+    the loop are not in it. A loop stopped before MIN_MEASURED_BATCHES batches gives no stages and no
+    finding, only a note: "too few steps: N measured; give --budget S".
     """
     calls: list[LoaderCall] = []
     began = clock()
-    deadline = began + budget_seconds if budget_seconds is not None else None
-    stopped = False
+    stopped_at: float | None = None
     with children_reaped():  # the processes the script started and left running end with its run
         try:
-            _run_timed(script, calls, clock, deadline, trace_dir)
+            _run_timed(script, calls, clock, budget_seconds, trace_dir)
         except BudgetReached:
-            stopped = True
+            stopped_at = clock()
     total = clock() - began
-    e2e = end_to_end_from_calls(calls)
+    batches = sum(1 for c in calls if c.samples)
+    too_few = stopped_at is not None and batches < MIN_MEASURED_BATCHES
+    e2e = None if too_few else end_to_end_from_calls(calls)
     data = ProfileData(
         target=script.path.stem, mode="script", cores=cores, end_to_end=e2e, num_workers=e2e.num_workers if e2e else 0
     )
     data.extra["script"] = {
         "args": list(script.args),
         "run_seconds": total,
-        "stopped_at_budget": stopped,
-        "loader_calls": sum(1 for c in calls if c.samples),
+        "stopped_at_budget": stopped_at is not None,
+        "loader_calls": batches,
         "outside_loop_seconds": total - ((e2e.seconds + e2e.startup_seconds) if e2e else 0.0),
+        "loop_started_seconds": (calls[0].start_seconds - began) if calls else None,
     }
+    if too_few and stopped_at is not None:
+        data.extra["notes"] = [*data.extra.get("notes", []), too_few_note(calls, stopped_at, budget_seconds)]
     if e2e is not None:
         data.batch_size = max(c.samples for c in calls)
         data.stages = [
@@ -210,11 +223,22 @@ def measure_script(
     return data
 
 
+def too_few_note(calls: list[LoaderCall], stopped_at: float, budget_seconds: float | None) -> str:
+    """Why a loop the budget stopped early gives no finding, and the budget that would give one."""
+    batches = sum(1 for c in calls if c.samples)
+    per_batch = (stopped_at - calls[0].start_seconds) / max(batches, 1) if calls else 0.0
+    suggested = max(2.0 * (budget_seconds or 0.0), SUGGESTED_BATCHES * per_batch)
+    return (
+        f"too few steps: {batches} measured (a batch takes {per_batch:.1f} s), no finding drawn from them; "
+        f"give --budget {math.ceil(suggested)}"
+    )
+
+
 def _run_timed(
-    script: Script, calls: list[LoaderCall], clock: Clock, deadline: float | None, trace_dir: Path | None
+    script: Script, calls: list[LoaderCall], clock: Clock, loop_seconds: float | None, trace_dir: Path | None
 ) -> None:
     if trace_dir is None:
-        with timed_loader_iteration(calls, clock, deadline=deadline):
+        with timed_loader_iteration(calls, clock, loop_seconds=loop_seconds):
             run_script(script)
         return
     from torch.profiler import ProfilerActivity, profile, tensorboard_trace_handler
@@ -227,5 +251,5 @@ def _run_timed(
         on_trace_ready=tensorboard_trace_handler(str(trace_dir)),
     ) as prof:
         # Each batch request starts a profiler step, so the trace viewer shows one step per batch.
-        with timed_loader_iteration(calls, clock, on_call=prof.step, deadline=deadline):
+        with timed_loader_iteration(calls, clock, on_call=prof.step, loop_seconds=loop_seconds):
             run_script(script)

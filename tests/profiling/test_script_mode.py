@@ -144,3 +144,47 @@ def test_script_mode_writes_nothing_into_the_scripts_folder(tmp_path, monkeypatc
     report = accel.profile(user / "train.py")
     assert report.mode == "script" and report.extra["end_to_end"]["samples"] == 32
     assert sorted(p.name for p in user.iterdir()) == ["helper.py", "train.py"]
+
+
+# A second of set-up before the loop (imports, building a model), then short steps.
+SLOW_START = """
+import time
+import torch
+from torch.utils.data import DataLoader
+time.sleep(1.5)
+for epoch in range(10**6):
+    for batch in DataLoader(torch.randn(64, 4), batch_size=8):
+        time.sleep(0.01)
+"""
+
+# Each step takes longer than the whole budget.
+SLOW_STEPS = """
+import time
+import torch
+from torch.utils.data import DataLoader
+for batch in DataLoader(torch.randn(64, 4), batch_size=8):
+    time.sleep(1.2)
+"""
+
+
+def test_the_budget_counts_from_the_first_batch_not_from_the_imports(tmp_path):
+    script = tmp_path / "slow_start.py"
+    script.write_text(SLOW_START)
+    report = accel.profile(script, as_script=True, budget_seconds=1.0, trace_dir=None)
+    run = report.extra["script"]
+    assert run["stopped_at_budget"] is True and run["loop_started_seconds"] >= 1.5
+    # a second of steps, not the half-second the set-up left over: tens of batches, a real step time
+    assert run["loader_calls"] >= 20, run
+    assert report.extra["end_to_end"]["compute_seconds"] > 0.1
+    assert not any(note.startswith("too few steps") for note in report.extra.get("notes", []))
+
+
+def test_a_loop_stopped_after_too_few_steps_abstains_and_names_a_budget(tmp_path):
+    script = tmp_path / "slow_steps.py"
+    script.write_text(SLOW_STEPS)
+    report = accel.profile(script, as_script=True, budget_seconds=1.0, trace_dir=None)
+    assert report.extra["script"]["loader_calls"] < 4
+    (note,) = [n for n in report.extra.get("notes", []) if n.startswith("too few steps")]
+    assert "measured" in note and "give --budget " in note
+    assert int(note.rsplit(" ", 1)[1]) >= 20  # 20 batches at 1.2 s each
+    assert report.stages == [] and report.finding("data_loading") is None and report.primary == "none"
