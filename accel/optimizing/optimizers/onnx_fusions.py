@@ -21,7 +21,7 @@ import collections
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from accel.core.errors import AccelError
 from accel.core.pipeline import Pipeline
@@ -67,6 +67,25 @@ NO_MATCH_HINT = (
 )
 
 
+class FusionSettings(Protocol):
+    """What the fusions read of an optimizer's config (FusionsConfig's fields, and the generate loop's)."""
+
+    model_type: str
+    num_heads: int
+    hidden_size: int
+
+
+def check_fusion_settings(config: FusionSettings) -> None:
+    """A config's fusion fields, validated with the field named (ValueError)."""
+    if config.model_type not in ("auto", *FUSION_MODEL_TYPES):
+        raise ValueError(
+            f"model_type must be auto or one of {', '.join(FUSION_MODEL_TYPES)}, got {config.model_type!r}"
+        )
+    for name in ("num_heads", "hidden_size"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class FusionsConfig(OnnxConfig):
     exporter: str = "torchscript"
@@ -80,13 +99,7 @@ class FusionsConfig(OnnxConfig):
             raise ValueError(
                 f"exporter must be torchscript (ORT's fusions match its graphs only), got {self.exporter!r}"
             )
-        if self.model_type not in ("auto", *FUSION_MODEL_TYPES):
-            raise ValueError(
-                f"model_type must be auto or one of {', '.join(FUSION_MODEL_TYPES)}, got {self.model_type!r}"
-            )
-        for name in ("num_heads", "hidden_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_fusion_settings(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +120,7 @@ def fused_nodes(before: collections.Counter[str], after: collections.Counter[str
     return {op: after[op] - before[op] for op in FUSED_OP_TYPES if after[op] > before[op]}
 
 
-def fusion_shape(model: Any, config: FusionsConfig) -> tuple[str, int, int]:
+def fusion_shape(model: Any, config: FusionSettings) -> tuple[str, int, int]:
     """ORT's model type, num_heads and hidden_size: the config's, else the model's transformers config's."""
     hf = getattr(model, "config", None)
     model_type = config.model_type
@@ -130,12 +143,19 @@ def eager_attention(model: Any) -> tuple[Any, str | None]:
     return switched, str(current)
 
 
-def fuse(pipeline: Pipeline, fp32_path: Path, out_path: Path, config: FusionsConfig) -> dict[str, Any]:
-    """ORT's transformer fusions on the exported graph, written to `out_path`; what the lock records.
-    A graph where nothing matched is refused (AccelError) and its files removed."""
+def fuse(
+    model: Any,
+    fp32_path: Path,
+    out_path: Path,
+    config: FusionSettings,
+    no_match: type[AccelError] = AccelError,
+    hint: str = NO_MATCH_HINT,
+) -> dict[str, Any]:
+    """ORT's transformer fusions on `model`'s exported graph, written to `out_path`; what the lock
+    records. A graph where nothing matched is refused (`no_match`, with `hint`) and its files removed."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model_type, heads, hidden = fusion_shape(pipeline.model, config)
+    model_type, heads, hidden = fusion_shape(model, config)
     with quiet():
         fused = optimize_model(
             str(fp32_path), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=FUSION_OPT_LEVEL
@@ -145,7 +165,7 @@ def fuse(pipeline: Pipeline, fp32_path: Path, out_path: Path, config: FusionsCon
     fp32_path.unlink(missing_ok=True)
     if not counts:
         out_path.unlink(missing_ok=True)
-        raise AccelError("no transformer subgraph matched (0 fused nodes)", NO_MATCH_HINT)
+        raise no_match("no transformer subgraph matched (0 fused nodes)", hint)
     return {
         "fused_nodes": counts,
         "fused_node_count": sum(counts.values()),
@@ -194,7 +214,7 @@ class OnnxFusions(_FusionsBase):
     def transform(
         self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: FusionsConfig
     ) -> tuple[Path, dict[str, Any]]:
-        return out_path, fuse(pipeline, fp32_path, out_path, config)
+        return out_path, fuse(pipeline.model, fp32_path, out_path, config)
 
 
 @register
@@ -211,7 +231,7 @@ class OnnxFusionsInt8(_FusionsBase):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         fused_path = out_path.with_name(f"{out_path.stem}-fused.onnx")
-        state = fuse(pipeline, fp32_path, fused_path, config)
+        state = fuse(pipeline.model, fp32_path, fused_path, config)
         with quiet():
             quantize_dynamic(
                 str(fused_path),

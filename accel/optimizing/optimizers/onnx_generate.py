@@ -186,7 +186,9 @@ class _GenerateBase(Optimizer):
         stem = artifact_name(self.name.replace(".", "-"), pipeline, config)
         fp32_path = Path(context.workdir) / f"{stem}-fp32.onnx"
         layout = export_step(pipeline.model, greedy.input_ids, fp32_path, opset=config.opset)
-        final_path, transform_state = self.transform(fp32_path, Path(context.workdir) / f"{stem}.onnx", config)
+        final_path, transform_state = self.transform(
+            pipeline, fp32_path, Path(context.workdir) / f"{stem}.onnx", config
+        )
         options = session_options_dict(config.threads or torch.get_num_threads(), config.allow_spinning)
         session_started = now()
         model = OrtGenerator(final_path, layout, options, pipeline.model)
@@ -207,8 +209,10 @@ class _GenerateBase(Optimizer):
             recurring_seconds=session_seconds,
         )
 
-    def transform(self, fp32_path: Path, out_path: Path, config: Any) -> tuple[Path, dict[str, Any]]:
-        """The step to run, made from the fp32 export, and what the lock records of how."""
+    def transform(
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: Any
+    ) -> tuple[Path, dict[str, Any]]:
+        """The step to run, made from the fp32 export of `pipeline`'s model, and what the lock records of how."""
         shutil.move(str(fp32_path), out_path)
         return out_path, {}
 
@@ -256,7 +260,9 @@ class OnnxGenerateInt8(_GenerateBase):
     Config = GenerateInt8Config
     predicted_setup_calls: ClassVar[float] = 3.0  # the export, then a pass over its weights
 
-    def transform(self, fp32_path: Path, out_path: Path, config: GenerateInt8Config) -> tuple[Path, dict[str, Any]]:
+    def transform(
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: GenerateInt8Config
+    ) -> tuple[Path, dict[str, Any]]:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -301,7 +307,7 @@ class OnnxGenerateWeightOnly(_GenerateBase):
         return reason
 
     def transform(
-        self, fp32_path: Path, out_path: Path, config: GenerateWeightOnlyConfig
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: GenerateWeightOnlyConfig
     ) -> tuple[Path, dict[str, Any]]:
         return out_path, quantize_weights(fp32_path, out_path, config)
 
