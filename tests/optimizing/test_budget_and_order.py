@@ -99,7 +99,31 @@ class Quantizer(Optimizer):
         return [LevelConfig(level=1), LevelConfig(level=2)] if config.level == 0 else []
 
 
-PLANTED_OPTIMIZERS = (Cheap, Costly, Cure, ProcessWide, Quantizer, _slow(1.5), _slow(1.6), _slow(1.7))
+class Base(_Marked):
+    """A plain runtime: onnx.int8_dynamic's place."""
+
+    name, slot, speedup = "test.base", "test-runtime", 2.0
+
+
+class Extender(_Marked):
+    """Base's change and more (onnx.fusions_int8's place): the same slot, faster."""
+
+    name, slot, extends, speedup = "test.extender", "test-runtime", "test.base", 3.0
+    predicted_setup_seconds = 2.0  # dearer to set up: by saving per second alone it would follow Base
+
+
+PLANTED_OPTIMIZERS = (
+    Cheap,
+    Costly,
+    Cure,
+    ProcessWide,
+    Quantizer,
+    Base,
+    Extender,
+    _slow(1.5),
+    _slow(1.6),
+    _slow(1.7),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -369,3 +393,25 @@ def test_no_reserve_is_held_back_before_a_first_win(tmp_path):
     assert search.reserve() == 0.0 and search.first_win is None
     search.first_win = object()  # any win: from then on a re-measure of the composition is budgeted
     assert search.reserve() >= 0.15 * 300
+
+
+def test_an_extender_goes_just_before_its_base_with_its_prediction_and_when_kept_the_base_is_skipped(
+    tmp_path, fake_timing
+):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    recipe = _recipe("test.cheap", "test.base", "test.extender")
+    search = Search(baseline, recipe, _context(tmp_path), budget_seconds=60, report=_profile("test.base", 0.6))
+    order = [candidate.optimizer for _, candidate in search.plan()]
+    # the primary finding's cure is test.base: what extends it goes first, though dearer and unpredicted
+    assert order == ["test.extender", "test.base", "test.cheap"]
+    assert search.predicted["test.extender"] == pytest.approx(0.6)
+    result = run_engine(baseline, recipe, _context(tmp_path), budget_seconds=30, report=_profile("test.base", 0.6))
+    steps = _steps(result)
+    assert steps["test.extender"].verdict is Verdict.ACCEPTED, steps["test.extender"].reason
+    assert steps["test.base"].verdict is Verdict.SKIPPED
+    assert "test.extender (kept) already does what it does" in steps["test.base"].reason
+
+
+def test_the_fusion_optimizers_extend_their_plain_runtimes():
+    assert OPTIMIZERS.get("onnx.fusions_int8").extends == "onnx.int8_dynamic"
+    assert OPTIMIZERS.get("onnx.fusions").extends == "onnx.runtime"

@@ -86,6 +86,10 @@ class Optimizer(abc.ABC):
     # The distributions (pip names) whose version its lock entries depend on: a lock made under
     # another version of one says so when loaded (torch's is always checked).
     runtime_packages: ClassVar[tuple[str, ...]] = ()
+    # The optimizer whose change this one makes with more on top (onnx.fusions_int8 quantizes what
+    # onnx.int8_dynamic does, on a graph with fused attention): the engine tries it just before its
+    # base, which follows only when it is not kept (say, no subgraph fused).
+    extends: ClassVar[str] = ""
     # Its one-time cost (apply: an export, a quantization pass, a compile), as the engine predicts
     # it before trying: predicted_setup_calls calls of the baseline plus predicted_setup_seconds. A
     # candidate whose predicted trial does not fit the budget left is skipped (recipes.budgeting).

@@ -204,6 +204,7 @@ class _FusionsBase(_OnnxBase):
 @register
 class OnnxFusions(_FusionsBase):
     name = "onnx.fusions"
+    extends = "onnx.runtime"
     cures = ("overhead", "compute_bound")
     description = (
         "ONNX Runtime with its transformer graph fusions (Attention, SkipLayerNorm, BiasGelu...), fp32; "
@@ -220,6 +221,7 @@ class OnnxFusions(_FusionsBase):
 @register
 class OnnxFusionsInt8(_FusionsBase):
     name = "onnx.fusions_int8"
+    extends = "onnx.int8_dynamic"
     cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime's fused transformer graph with dynamic int8 quantization (Attention -> QAttention)."
     Config = FusionsInt8Config

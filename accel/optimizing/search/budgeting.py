@@ -122,13 +122,32 @@ def primary_cure(report: Any, among: set[str]) -> str | None:
 
 
 def by_prediction(planned: list[Planned], first: str | None) -> list[Planned]:
-    """The order the engine tries candidates in (see the module docstring); ties keep the recipe's."""
+    """The order the engine tries candidates in (see the module docstring); ties keep the recipe's.
+    A candidate that extends another (Optimizer.extends) goes just before it, wherever the base
+    ranks: kept, it makes the base's trial needless; not kept, the base follows at once."""
 
     def key(item: tuple[int, Planned]) -> tuple[int, int, float, int]:
         index, p = item
         return (0 if p.optimizer.name == first else 1, int(p.optimizer.process_wide), -p.value, index)
 
-    return [p for _, p in sorted(enumerate(planned), key=key)]
+    ordered = [p for _, p in sorted(enumerate(planned), key=key)]
+    names = {p.optimizer.name for p in ordered}
+    extenders = [p for p in ordered if p.optimizer.extends in names]
+    for extender in extenders:
+        ordered.remove(extender)
+        base = next(i for i, p in enumerate(ordered) if p.optimizer.name == extender.optimizer.extends)
+        ordered.insert(base, extender)
+    return ordered
+
+
+def extended(predicted: dict[str, float], optimizers: list[Optimizer]) -> dict[str, float]:
+    """The savings predicted, with each extender given its base's where it has none of its own:
+    it makes the base's change and more, so it is predicted to save at least as much."""
+    found = dict(predicted)
+    for optimizer in optimizers:
+        if optimizer.extends in predicted and optimizer.name not in predicted:
+            found[optimizer.name] = predicted[optimizer.extends]
+    return found
 
 
 def shortfall(predicted: float, available: float, process_wide_cap: float | None, budget: float) -> int | None:

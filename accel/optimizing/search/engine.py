@@ -47,6 +47,7 @@ from accel.optimizing.search.budgeting import (
     Costs,
     Planned,
     by_prediction,
+    extended,
     predicted_savings,
     primary_cure,
     shortfall,
@@ -154,6 +155,7 @@ class Search:
         found, skipped = plan(self.recipe, self.composer.baseline, self.report)
         found, unselected = select(found, self.selection)
         self.steps.extend(skipped + unselected)
+        self.predicted = extended(self.predicted, [OPTIMIZERS.get(c.optimizer) for _, c in found])
         planned = [
             Planned(
                 rule,
@@ -295,6 +297,9 @@ class Search:
         if key in self.tried:
             return SKIPPED, f"already tried (rule '{self.tried[key]}')"
         self.tried[key] = rule
+        extender = next((o for o, _, _ in self.chosen.values() if o.extends == optimizer.name), None)
+        if extender is not None:
+            return SKIPPED, f"{extender.name} (kept) already does what it does, and more"
         predicted, available = self.costs.trial_seconds(optimizer, guard), self._available()
         cap = PROCESS_WIDE_SHARE * self.budget if optimizer.process_wide else None
         needs = shortfall(predicted, available, cap, self.budget)
