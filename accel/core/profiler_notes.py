@@ -9,18 +9,21 @@ warning the user should see still reaches the terminal).
 `quiet_libraries()` is put around accel's own commands: transformers' generation advice ("Setting
 `pad_token_id` to `eos_token_id`", "The attention mask ... not set") and ONNX Runtime's graph
 notes (`CanUpdateImplicitInputName`, removed initializers), printed on every run of a model that
-accel exports or generates with, are raised to errors-only while it runs, and put back after.
+accel exports or generates with, are raised to errors-only while it runs, and put back after. The
+Python API's entry points (`accel.profile`, `accel.optimize`, `accel.load`) are wrapped in it by the
+`quietly` decorator; nested (a command calling the API), only the outermost block sets and restores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
 import tempfile
 import warnings
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, ParamSpec, TypeVar
 
 # The lines torch.profiler prints at start and stop (kineto's USDT probes' log lines).
 PROFILER_NOTE = re.compile(rb"^USDT:.*\bprofiler_(start|stop)\s*$")
@@ -64,10 +67,40 @@ ORT_WARNING, ORT_ERROR = 2, 3
 TRANSFORMERS_VERBOSITY = "TRANSFORMERS_VERBOSITY"
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+# How many quiet_libraries blocks are open: only the outermost sets the libraries and puts them back.
+_depth = [0]
+
+
+def quietly(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`function` run inside quiet_libraries (the Python API's entry points)."""
+
+    @functools.wraps(function)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with quiet_libraries():
+            return function(*args, **kwargs)
+
+    return run
+
+
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
     """transformers and ONNX Runtime at errors only during the block (a transformers imported later
     reads the environment variable; one imported already is set directly), then as they were."""
+    _depth[0] += 1
+    try:
+        if _depth[0] > 1:  # inside another block: the libraries are quiet already, and it puts them back
+            yield
+        else:
+            with _libraries_quiet():
+                yield
+    finally:
+        _depth[0] -= 1
+
+
+@contextlib.contextmanager
+def _libraries_quiet() -> Iterator[None]:
     saved_env = os.environ.get(TRANSFORMERS_VERBOSITY)
     os.environ[TRANSFORMERS_VERBOSITY] = "error"
     transformers_logging = _transformers_logging()

@@ -38,6 +38,7 @@ from accel.core.hashing import content_digest
 from accel.core.io import plain_data, write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
+from accel.core.profiler_notes import quietly
 from accel.optimizing.lock_files import FORCE_HINT, file_sha256, resolve_lock_file
 from accel.optimizing.runtimes import runtime_changes
 
@@ -234,6 +235,7 @@ def read_lock(path: str | Path) -> Lock:
     return Lock.from_dict(data, where=str(target))
 
 
+@quietly
 def load(path: str | os.PathLike, lock: str | os.PathLike | None = None, *, force: bool = False) -> Pipeline:
     """Load the Pipeline a file defines; with `lock`, re-apply the optimizations it records."""
     if lock is not None:  # a script's lock is refused before the file is loaded (it defines no pipeline)

@@ -20,6 +20,7 @@ from accel.core.loading import Script, check_file, is_plain_script
 from accel.core.machine import describe_machine
 from accel.core.measure import now, thread_count
 from accel.core.pipeline import Pipeline
+from accel.core.profiler_notes import quietly
 from accel.core.progress import stamped
 from accel.optimizing.lock import LOCK_NAME, artifact_files, write_lock
 from accel.optimizing.locking import build_lock
@@ -156,6 +157,7 @@ def optimize(
 ) -> "OptimizeResult | ScriptOptimizeResult": ...
 
 
+@quietly
 def optimize(
     target: str | os.PathLike | Pipeline,
     recipe: str | os.PathLike | Recipe = "default",

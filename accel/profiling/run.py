@@ -17,6 +17,7 @@ from accel.core.loading import Script, check_file, find_target
 from accel.core.machine import Machine, describe_machine
 from accel.core.measure import device_sync
 from accel.core.pipeline import Pipeline
+from accel.core.profiler_notes import quietly
 from accel.core.progress import Progress, ProgressEvent, emit, no_progress
 from accel.profiling.analyzers import analyze
 from accel.profiling.contention import Contention, contention_now, oversubscription_note
@@ -229,6 +230,7 @@ def profile_script(
     return build_report(data, machine, trace_dir=str(trace) if trace is not None else None)
 
 
+@quietly
 def profile(
     target: str | os.PathLike | Pipeline,
     *,
@@ -300,33 +302,23 @@ def _profile_target(
         file = check_file(target)  # type: ignore[arg-type]
         if file.suffix != ".py":
             raise PipelineLoadError(f"{file} is not a Python script", "--script runs a .py file as __main__")
-        report = profile_script(
-            Script(path=file, args=tuple(args)),
-            machine=machine,
-            trace_dir=trace_dir,
-            progress=progress,
-            budget_seconds=budget_seconds,
-        )
+        found: Pipeline | Script = Script(path=file, args=tuple(args))
     elif isinstance(target, Pipeline):
-        report = profile_pipeline(
-            target, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
-        )
+        found = target
     elif str(target).endswith(".onnx"):
-        report = profile_onnx_file(
+        return profile_onnx_file(
             target, machine=machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds
         )
     else:
         progress(f"loading {target}")
         found = find_target(target, args)
-        if isinstance(found, Script):
-            report = profile_script(
-                found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
-            )
-        else:
-            report = profile_pipeline(
-                found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
-            )
-    return report
+    if isinstance(found, Script):
+        return profile_script(
+            found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
+        )
+    return profile_pipeline(
+        found, machine=machine, trace_dir=trace_dir, progress=progress, budget_seconds=budget_seconds
+    )
 
 
 def write_html(report: Report, path: str | os.PathLike) -> None:
