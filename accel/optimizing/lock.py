@@ -39,13 +39,17 @@ from accel.core.io import plain_data, write_text_atomic
 from accel.core.loading import load_pipeline
 from accel.core.pipeline import Pipeline
 from accel.core.profiler_notes import quietly
-from accel.optimizing.lock_files import FORCE_HINT, file_sha256, resolve_lock_file
+from accel.optimizing.lock_files import FORCE_HINT, REWRITE_HINT, file_sha256, resolve_lock_file
+from accel.optimizing.lock_schema import check_entry, check_lock_fields
 from accel.optimizing.runtimes import runtime_changes
 
 LOCK_SCHEMA = "accel.lock/1"
 LOCK_NAME = "accel.lock.yaml"
 PIPELINE_LOCK, SCRIPT_LOCK = "pipeline", "script"
 LOCK_KINDS = (PIPELINE_LOCK, SCRIPT_LOCK)
+# accel's locks are a few kilobytes (one entry per kept optimization); a file past this is not
+# one, and parsing megabytes of YAML would take minutes before saying so.
+MAX_LOCK_BYTES = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Lock:
                 f"{where} is not an accel lock (schema: {found!r}, expected {LOCK_SCHEMA!r})",
                 "pass the accel.lock.yaml that accel optimize wrote",
             )
+        check_lock_fields(data, where)
         pipeline = data.get("pipeline")
         entries = data.get("optimizations")
         kind = data.get("kind", PIPELINE_LOCK)
@@ -127,16 +132,7 @@ class Lock:
             )
         parsed = []
         for i, entry in enumerate(entries):
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("optimizer"), str)
-                or not isinstance(entry.get("params", {}), dict)
-                or not isinstance(entry.get("state", {}), dict)
-            ):
-                raise LockError(
-                    f"{where} is corrupt: optimization {i + 1} needs optimizer, params and state",
-                    "run accel optimize again to write a fresh lock",
-                )
+            check_entry(entry, i + 1, where)
             parsed.append(
                 LockEntry(entry["optimizer"], dict(entry.get("params") or {}), dict(entry.get("state") or {}))
             )
@@ -226,12 +222,18 @@ def read_lock(path: str | Path) -> Lock:
     target = lock_file(path)
     if not target.is_file():
         raise LockError(f"no such lock file: {target}", "pass the accel.lock.yaml written by accel optimize --out DIR")
+    size = target.stat().st_size
+    if size > MAX_LOCK_BYTES:
+        raise LockError(
+            f"{target} is {size / 1e6:.1f} MB: too big for an accel lock (at most {MAX_LOCK_BYTES // 1_000_000} MB)",
+            "pass the accel.lock.yaml that accel optimize wrote",
+        )
     try:
         data = yaml.safe_load(target.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise LockError(
-            f"{target} is corrupt: not valid YAML", "run accel optimize again to write a fresh lock"
-        ) from exc
+    except UnicodeDecodeError as exc:
+        raise LockError(f"{target} is corrupt: not UTF-8 text", REWRITE_HINT) from exc
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise LockError(f"{target} is corrupt: not valid YAML", REWRITE_HINT) from exc
     return Lock.from_dict(data, where=str(target))
 
 
