@@ -21,6 +21,7 @@ import typer
 from accel._version import __version__
 from accel.cli.common import INTERRUPTED_EXIT, err_console, plain_help, runs_command, state
 from accel.core import watchdog
+from accel.core.library_env import keep_library_files_in_cache
 from accel.core.profiler_notes import quiet_libraries
 
 ROOT_EXIT_CODES = (
@@ -131,6 +132,7 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def main() -> None:
     """Entry point of the `accel` console script."""
+    keep_library_files_in_cache()  # before any command imports onnxruntime or compiles
     for handled in HANDLED_SIGNALS:
         signal.signal(handled, _interrupt)
     try:
