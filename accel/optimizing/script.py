@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-import torch
 
 from accel.core.errors import AccelError
 from accel.core.loading import Script
@@ -39,6 +38,7 @@ from accel.optimizing.locking import build_lock
 from accel.optimizing.optimizers.loader_tune import Setting
 from accel.optimizing.recipes.schema import Recipe
 from accel.optimizing.script_loader import SCRIPT_LOADER_ENTRY
+from accel.optimizing.script_settings import ScriptSetting, candidates, label
 from accel.optimizing.script_trial import MIN_STEADY_BATCHES, Trial, batches_differ, run_trial
 from accel.optimizing.steps import Step
 
@@ -50,61 +50,10 @@ MAX_ROUNDS = 7
 # second; nor shorter than MIN_TRIAL_BATCHES batches at the as-written rate (a median needs a few).
 MIN_LOOP_SECONDS = 3.0
 MIN_TRIAL_BATCHES = 8
-ACCEPTED, REVERTED, FAILED = Verdict.ACCEPTED, Verdict.REVERTED, Verdict.FAILED
+ACCEPTED, REVERTED, FAILED, SKIPPED = Verdict.ACCEPTED, Verdict.REVERTED, Verdict.FAILED, Verdict.SKIPPED
 THROUGHPUT = "throughput"  # what a script's setting is measured and locked for
 
 Progress = Callable[[str], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class ScriptSetting:
-    """One point of the search: a DataLoader setting (None: what the script passed) and the torch
-    intra-op thread count of the script's own process."""
-
-    loader: Setting | None
-    threads: int
-
-    def params(self) -> dict[str, Any]:
-        return {**(dataclasses.asdict(self.loader) if self.loader else {}), "threads": self.threads}
-
-
-def own_setting(asked: dict[str, Any]) -> Setting:
-    """What the script passed to its DataLoader, as a Setting."""
-    return Setting(
-        int(asked.get("num_workers") or 0),
-        asked.get("prefetch_factor"),
-        bool(asked.get("persistent_workers")),
-        bool(asked.get("pin_memory")),
-    )
-
-
-def candidates(start: dict[str, Any], cores: int, threads: int) -> list[ScriptSetting]:
-    """num_workers 0..cores (pinned memory where CUDA is) at the script's `threads`, and each
-    setting with workers (the script's own too) at cores - workers threads where that is fewer;
-    less the script's own setting at its own thread count."""
-    pin = torch.cuda.is_available()
-    own = own_setting(start)
-    loaders = [Setting(w, None, False, pin) for w in range(cores + 1)]
-    found: list[ScriptSetting] = []
-    for loader in loaders + ([own] if own.num_workers and own not in loaders else []):
-        counts = [threads] + ([max(1, cores - loader.num_workers)] if loader.num_workers else [])
-        for count in counts:
-            setting = ScriptSetting(loader, count)
-            if count <= threads and setting not in found and not (loader == own and count == threads):
-                found.append(setting)
-    return found
-
-
-def label(setting: ScriptSetting | None, asked: dict[str, Any], threads: int) -> str:
-    """'as written (num_workers=0)', 'num_workers=2', 'num_workers=2, threads=1' (threads named when
-    they differ from the script's own `threads`)."""
-    if setting is None or setting.loader is None:
-        text = f"as written (num_workers={asked.get('num_workers', 0)})"
-    else:
-        text = setting.loader.label()
-    if setting is not None and setting.threads != threads:
-        text += f", threads={setting.threads}"
-    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +76,8 @@ class ScriptOptimizeResult:
     elapsed_seconds: float
     lock_path: Path | None = None
     keep: KeepTest = KeepTest(target=THROUGHPUT)
+    # Interrupted (Ctrl-C, SIGTERM): the rounds run by then judged, what was kept by then locked.
+    partial: bool = False
     lock_kind: ClassVar[str] = SCRIPT_LOCK
 
     @property
@@ -171,6 +122,7 @@ class ScriptOptimizeResult:
             "steps": [step.to_dict() for step in self.steps],
             "lock_path": str(self.lock_path) if self.lock_path else None,
             "elapsed_seconds": self.elapsed_seconds,
+            "partial": self.partial,
         }
 
 
@@ -185,6 +137,7 @@ class _Found:
     speedup: float = 1.0
     speedup_ci: tuple[float, float] = (1.0, 1.0)
     message: str = ""
+    partial: bool = False
 
 
 def optimize_script(
@@ -228,6 +181,7 @@ def optimize_script(
         rounds=found.rounds,
         elapsed_seconds=now() - began,
         keep=test,
+        partial=found.partial,
     )
     if out_dir is None:
         return result
@@ -258,18 +212,22 @@ def search_settings(
     share = seconds / (rounds * len(settings)) - reference.setup_seconds
     loop_seconds = max(MIN_LOOP_SECONDS, share, MIN_TRIAL_BATCHES * reference.batch_seconds)
     names = [label(s, asked, threads) for s in settings]
-    trials, failed = measure_settings(script, settings, rounds, loop_seconds, names, progress)
-    steps = judge(settings, names, trials, failed, reference, test)
+    trials, failed, stopped = measure_settings(script, settings, rounds, loop_seconds, names, progress)
+    steps = judge(settings, names, trials, failed, reference, test, interrupted=stopped is not None)
     base = [r for t in trials[0] if (r := t.pass_seconds_per_sample(reference.first_pass_batches))]
     base_rate = 1.0 / float(np.median(base)) if base else None
     best = next((i for i, step in enumerate(steps, start=1) if step.verdict == ACCEPTED), None)
+    # Ctrl-C or SIGTERM: what the rounds run so far decided, said as such
+    stop = f"interrupted in round {stopped} of {rounds}: " if stopped is not None else ""
+    partial = stopped is not None
     if best is None:
         message = f"nothing kept: {names[0]} stays (no setting was faster beyond noise with the same batches)"
-        return _Found(tuple(steps), None, rounds, base_rate, message=message)
+        message = f"{stop}nothing was kept: the lock is empty" if partial else message
+        return _Found(tuple(steps), None, rounds, base_rate, message=message, partial=partial)
     kept = steps[best - 1]
     speedup, ci = kept.speedup or 1.0, kept.speedup_ci or (1.0, 1.0)
-    message = f"kept {names[best]}: {speedup:.2f}x samples/s over {names[0]}, same batches"
-    return _Found(tuple(steps), settings[best], rounds, base_rate, speedup, (ci[0], ci[1]), message)
+    message = f"{stop}kept {names[best]}: {speedup:.2f}x samples/s over {names[0]}, same batches"
+    return _Found(tuple(steps), settings[best], rounds, base_rate, speedup, (ci[0], ci[1]), message, partial)
 
 
 def measure_settings(
@@ -279,25 +237,45 @@ def measure_settings(
     loop_seconds: float,
     names: list[str],
     progress: Progress,
-) -> tuple[list[list[Trial]], dict[int, str]]:
+) -> tuple[list[list[Trial]], dict[int, str], int | None]:
     """Trials of each setting in interleaved rounds (forward, then backward), each at its thread
-    count, and why any failed."""
+    count, why any failed, and the round Ctrl-C or SIGTERM stopped them in (None: all ran). The
+    trials of the rounds run by then are kept: the caller judges them."""
     trials: list[list[Trial]] = [[] for _ in settings]
     failed: dict[int, str] = {}
-    for r in range(rounds):
-        order = range(len(settings)) if r % 2 == 0 else reversed(range(len(settings)))
-        for i in order:
-            if i in failed:
-                continue
-            progress(f"round {r + 1}/{rounds}: {names[i]}")
-            try:
-                with thread_count(settings[i].threads):
-                    trials[i].append(run_trial(script, settings[i].loader, loop_seconds=loop_seconds))
-            except AccelError as exc:
-                if i == 0:  # the script fails as written: nothing to compare against
-                    raise
-                failed[i] = exc.message
-    return trials, failed
+    r = 0
+    try:
+        for r in range(rounds):
+            order = range(len(settings)) if r % 2 == 0 else reversed(range(len(settings)))
+            for i in order:
+                if i in failed:
+                    continue
+                progress(f"round {r + 1}/{rounds}: {names[i]}")
+                try:
+                    with thread_count(settings[i].threads):
+                        trials[i].append(run_trial(script, settings[i].loader, loop_seconds=loop_seconds))
+                except AccelError as exc:
+                    if stopped_by_signal(exc):  # the script caught the interrupt and exited (Lightning does)
+                        raise KeyboardInterrupt from exc
+                    if i == 0:  # the script fails as written: nothing to compare against
+                        raise
+                    failed[i] = exc.message
+    except KeyboardInterrupt:
+        return trials, failed, r + 1
+    return trials, failed, None
+
+
+def stopped_by_signal(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is behind the error: a script that catches Ctrl-C and exits
+    (Lightning's Trainer does) raises SystemExit while handling it."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,14 +287,17 @@ class _Judge:
     base: list[float | None]
     own_differs: str | None  # the as-written runs' batches differ from one another
     test: KeepTest
+    interrupted: bool = False  # Ctrl-C or SIGTERM ended the rounds early
 
     def step(self, setting: ScriptSetting, name: str, trials: list[Trial]) -> Step:
         batches = self.reference.first_pass_batches
         startup = float(np.median([t.startup_seconds / max(t.passes, 1) for t in trials])) if trials else 0.0
         pairs = [(b, c) for b, t in zip(self.base, trials) if b and (c := t.pass_seconds_per_sample(batches))]
         if len(pairs) < MIN_ROUNDS:
+            verdict = SKIPPED if self.interrupted else REVERTED
             reason = f"fewer than {MIN_ROUNDS} rounds gave a steady-state rate"
-            return Step(name, setting.params(), SCRIPT_LOADER_ENTRY, REVERTED, reason, setup_seconds=startup)
+            reason = f"interrupted: {reason} ({len(pairs)})" if self.interrupted else reason
+            return Step(name, setting.params(), SCRIPT_LOADER_ENTRY, verdict, reason, setup_seconds=startup)
         speedup, ci = paired_ratio_ci([b for b, _ in pairs], [c for _, c in pairs])
         guard, fidelity = self.guard(trials)
         decision = decide(self.test, speedup, (ci[0], ci[1]), guard_failure=guard)
@@ -359,12 +340,15 @@ def judge(
     failed: dict[int, str],
     reference: Trial,
     test: KeepTest,
+    *,
+    interrupted: bool = False,
 ) -> list[Step]:
     """One step per candidate (settings[1:]) against the as-written settings[0], each held to the
-    keep test; at most one is accepted, the fastest of those kept. Pure."""
+    keep test; at most one is accepted, the fastest of those kept. Pure. `interrupted`: the rounds
+    were ended early, and a candidate with too few of them was skipped, not reverted."""
     base = [t.pass_seconds_per_sample(reference.first_pass_batches) for t in trials[0]]
     own_differs = next((d for t in trials[0] if (d := batches_differ(reference, t))), None)
-    judged = _Judge(reference, base, own_differs, test)
+    judged = _Judge(reference, base, own_differs, test, interrupted)
     steps = [
         Step(name, setting.params(), SCRIPT_LOADER_ENTRY, FAILED, f"the script failed with it: {failed[i]}")
         if i in failed
