@@ -30,6 +30,7 @@ from accel.profiling.count_cache import cached_counts
 from accel.profiling.data import LayerActivation, MemoryProfile, PatchPlan, ProfileData
 from accel.profiling.dtype_pass import dtype_pass, dtypes_worth_timing
 from accel.profiling.generation import generation_pass
+from accel.profiling.partial import PassesInterrupted
 from accel.profiling.patch_plan import plan_patches
 
 # Plain (unprofiled) calls the cost pass wants beside its profiled ones, where the budget holds them.
@@ -337,11 +338,3 @@ def _measured(
     if not_timed:
         extra["dtypes_not_timed"] = not_timed
     return dataclasses.replace(data, extra=extra, **found)
-
-
-class PassesInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during the `pass_name` pass: `data` holds the passes done before it."""
-
-    def __init__(self, data: ProfileData, pass_name: str) -> None:
-        super().__init__(pass_name)
-        self.data, self.pass_name = data, pass_name

@@ -6,7 +6,8 @@ session, and a profiling pass on a session with ORT's profiler on, whose per-nod
 (with each node's input and output shapes) give FLOPs and bytes per node: MatMul, Gemm and Conv
 from their shapes, one FLOP per output element for the rest. Inputs that are initializers are
 weight bytes. The nodes become a CostModel, so the overhead, memory_bandwidth and compute_bound
-analyzers read an ONNX model exactly as they read a PyTorch one.
+analyzers read an ONNX model exactly as they read a PyTorch one. Ctrl-C or SIGTERM during the
+profiling pass keeps the timing (PassesInterrupted; the report is marked partial).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from accel.core.dtypes import element_bytes, onnx_numpy_dtype, onnx_torch_name
 from accel.core.errors import AccelError, PipelineLoadError, require
 from accel.core.machine import Machine
 from accel.core.measure import time_calls
-from accel.profiling.costmodel import build_cost_model
+from accel.profiling.costmodel import CostModel, build_cost_model
 from accel.profiling.data import EndToEnd, ProfileData, StageTiming
+from accel.profiling.partial import PassesInterrupted
 
 PROFILED_RUNS = 5
 TIMING_BUDGET_SECONDS = 5.0
 DEFAULT_DYNAMIC_DIM = 1
+# The pass named in a partial report when Ctrl-C or SIGTERM stops the node profiling.
+NODES_PASS = "nodes"
 
 
 def parse_dynamic_dims(values: list[str]) -> dict[str, int]:
@@ -223,7 +227,35 @@ def profile_onnx(
     feeds, shapes = synthesize_inputs(session, dynamic_dims or {})
     progress("timing ONNX Runtime runs")
     latency = time_calls(lambda: session.run(None, feeds), budget_seconds=min(budget_seconds, TIMING_BUDGET_SECONDS))
+    batch = max((s[0] for s in shapes.values() if s), default=1)
+    data = ProfileData(target=str(path), mode="onnx", batch_size=batch, cores=machine.cores)
+    data.model_latency = latency
+    data.stages = [StageTiming("model", latency.median * batch, batch)]
+    data.end_to_end = EndToEnd(
+        seconds=latency.median,
+        samples=batch,
+        batches=1,
+        wait_seconds=0.0,
+        compute_seconds=latency.median,
+        num_workers=0,
+        batch_seconds=latency.samples,
+    )
+    data.extra["onnx"] = {"inputs": shapes, "providers": session.get_providers()}
     progress("profiling ONNX Runtime nodes")
+    try:
+        ops, nodes = _node_cost_model(ort, path, feeds, machine, latency.median)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: hand back the timing measured
+        raise PassesInterrupted(data, NODES_PASS) from stop
+    data.ops = ops
+    data.extra["onnx"]["nodes_profiled"] = nodes
+    return data
+
+
+def _node_cost_model(
+    ort: Any, path: Path, feeds: dict[str, np.ndarray], machine: Machine, call_seconds: float
+) -> tuple[CostModel, int]:
+    """The per-node cost model from ORT's profiler over PROFILED_RUNS runs (each node's median), and
+    how many nodes one run has."""
     runs = _profiled_runs(ort, path, feeds, PROFILED_RUNS)
     weights = _node_weights(path)
     per_node: dict[tuple[str, int], list[float]] = defaultdict(list)
@@ -240,20 +272,4 @@ def profile_onnx(
     for count in template:
         op_seconds.append(statistics.median(per_node[(count.module, seen_nodes[count.module])]))
         seen_nodes[count.module] += 1
-    counts = Counts(ops=tuple(template))
-    batch = max((s[0] for s in shapes.values() if s), default=1)
-    data = ProfileData(target=str(path), mode="onnx", batch_size=batch, cores=machine.cores)
-    data.model_latency = latency
-    data.stages = [StageTiming("model", latency.median * batch, batch)]
-    data.end_to_end = EndToEnd(
-        seconds=latency.median,
-        samples=batch,
-        batches=1,
-        wait_seconds=0.0,
-        compute_seconds=latency.median,
-        num_workers=0,
-        batch_seconds=latency.samples,
-    )
-    data.ops = build_cost_model(counts, op_seconds, machine, latency.median)
-    data.extra["onnx"] = {"inputs": shapes, "providers": session.get_providers(), "nodes_profiled": len(template)}
-    return data
+    return build_cost_model(Counts(ops=tuple(template)), op_seconds, machine, call_seconds), len(template)

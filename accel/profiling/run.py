@@ -22,7 +22,7 @@ from accel.core.progress import Progress, ProgressEvent, emit, no_progress
 from accel.profiling.analyzers import analyze
 from accel.profiling.contention import Contention, contention_now, oversubscription_note
 from accel.profiling.data import ProfileData
-from accel.profiling.partial import ProfileInterrupted, marked_partial
+from accel.profiling.partial import PassesInterrupted, ProfileInterrupted, marked_partial
 from accel.profiling.report import Report, Stage
 from accel.profiling.stages import DEFAULT_BUDGET_SECONDS, measure_pipeline
 
@@ -114,7 +114,7 @@ def profile_pipeline(
 
         progress("calibrating the machine (once per machine and torch version)")
         machine = calibrated_machine(machine)
-    from accel.profiling.hardware import PASS_WEIGHTS, PassesInterrupted, hardware_passes, start_profiler
+    from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes, start_profiler
     from accel.profiling.trace import TRACED_BATCHES, trace_pipeline
 
     start_profiler()
@@ -197,7 +197,11 @@ def profile_onnx_file(
 
         progress("calibrating the machine (once per machine and torch version)")
         machine = calibrated_machine(machine)
-    data = profile_onnx(path, machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds)
+    try:
+        data = profile_onnx(path, machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds)
+    except PassesInterrupted as stop:  # Ctrl-C or SIGTERM once the model was timed: keep the timing
+        report = build_report(marked_partial(stop.data, stop.pass_name), machine)
+        raise ProfileInterrupted(report, stop.pass_name) from None
     progress("analyzing")
     return build_report(data, machine)
 
