@@ -23,6 +23,11 @@ from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.core.errors import AccelError
 
+# Bounds on counts and seconds a flag takes: each replicate is a fresh process of seconds, so a
+# thousand is hours, and a budget past a day is a typo (inf, 1e9) that would unbound a hung call.
+MAX_REPLICATES = 1000
+MAX_BUDGET_SECONDS = 86_400.0
+
 VERDICT_STYLE = {
     "fail": "bad",
     "invalid": "warn",
@@ -46,13 +51,14 @@ def bench_command(
     merge: bool = typer.Option(
         False, "--merge", help="Append the run(s) to the baseline at --save-baseline (CI history)."
     ),
-    replicates: int = typer.Option(6, "--replicates", min=1, help="Fresh processes to measure in."),
+    replicates: int = typer.Option(6, "--replicates", min=1, max=MAX_REPLICATES, help="Fresh processes to measure in."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
     counts_only: bool = typer.Option(False, "--counts-only", help="Only the machine-independent counts (one process)."),
     budget: Optional[float] = typer.Option(
         None,
         "--budget",
         min=1.0,
+        max=MAX_BUDGET_SECONDS,
         help="Bounds a hung call of the pipeline's code (its import, a forward): one past max(3x, +30 s) of it "
         "ends the bench naming the stage (exit 2) [default: a call past 120 s].",
     ),
@@ -66,6 +72,8 @@ def bench_command(
     if (runs > 1 or merge) and save_baseline is None:
         raise AccelError("--runs and --merge shape a baseline", "add --save-baseline PATH")
     check_output_paths({"--json": json_path, "--save-baseline": save_baseline})
+    if merge and save_baseline is not None and save_baseline.exists():
+        load_baseline(save_baseline)  # a baseline that cannot be merged into is refused before the work
     config = BenchConfig(replicates=replicates, threads=threads, hang_seconds=hang_seconds_for(budget))
     results = []
     with LiveProgress(err_console, "bench") as live:
@@ -151,11 +159,16 @@ def gate_command(
         6,
         "--replicates",
         min=2,
+        max=MAX_REPLICATES,
         help="Process pairs to start with (more are added while undecided; under 6 is INVALID); calibrate: A/A pairs.",
     ),
-    max_replicates: int = typer.Option(16, "--max-replicates", min=4, help="Most process pairs to take."),
+    max_replicates: int = typer.Option(
+        16, "--max-replicates", min=4, max=MAX_REPLICATES, help="Most process pairs to take."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads in each replicate."),
-    budget: float = typer.Option(300.0, "--budget", min=1.0, help="Seconds after which no more pairs are added."),
+    budget: float = typer.Option(
+        300.0, "--budget", min=1.0, max=MAX_BUDGET_SECONDS, help="Seconds after which no more pairs are added."
+    ),
 ) -> None:
     """Fail CI on a performance regression: paired fresh-process statistics and exact counts."""
     from accel.gating.bench import BenchConfig, hang_seconds_for

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from accel.cli.common import console, err_console
+from accel.cli.gate import MAX_BUDGET_SECONDS
 
 # Exit code when the lock as a whole is no longer faster (2 stays reserved for bad input).
 NO_LONGER_PAYS_EXIT = 1
@@ -53,7 +54,9 @@ def verify_command(
     pipeline: Optional[Path] = typer.Option(
         None, "--pipeline", help="The pipeline file [default: the lock's file name, beside it or its folder]."
     ),
-    budget: float = typer.Option(30.0, "--budget", min=1.0, help="Seconds to spend on all the timing."),
+    budget: float = typer.Option(
+        30.0, "--budget", min=1.0, max=MAX_BUDGET_SECONDS, help="Seconds to spend on all the timing."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch/ORT threads on both sides."),
 ) -> None:
     """Re-time each optimization a lock kept against the plain pipeline; exit 1 when the lock no longer pays."""
