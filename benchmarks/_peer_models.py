@@ -1,6 +1,6 @@
-"""The models of `python -m benchmarks peers`, at random init: BERT-base (batch 1, seq 128), a
-ResNet-50 written from plain torch modules (torchvision is not a dependency), GPT-2 small's forward,
-and the wide MLP of examples/wide_mlp.py; each at full size or, for the smoke test, tiny. (A helper
+"""The models of `python -m benchmarks peers`, at random init: BERT-base (batch 1 and 16, seq 128), a
+ResNet-50 written from plain torch modules (torchvision is not a dependency), GPT-2 small's forward
+and its generate() of 32 tokens with the KV cache, and the wide MLP of examples/wide_mlp.py; each at full size or, for the smoke test, tiny. (A helper
 module: its leading underscore keeps it off the list of benchmarks.)
 
 A model is a `Case`: the torch module, the batch it is called on, whether it is a transformer (ORT's
@@ -26,14 +26,20 @@ class Case:
     fusion_type: str | None = None  # ORT's transformer fusion set ("bert", "gpt2"), None for others
     num_heads: int = 0
     hidden_size: int = 0
+    new_tokens: int = 0  # > 0: the case is generate() of this many greedy tokens, KV cache on
 
     @property
     def batch(self) -> Any:
         """The batch as accel's Pipeline takes it: keywords as a dict, else the tuple."""
         return dict(zip(self.keywords, self.inputs)) if self.keywords else self.inputs
 
+    def generate(self, model: Any, ids: torch.Tensor) -> torch.Tensor:
+        return model.generate(ids, max_new_tokens=self.new_tokens, do_sample=False, use_cache=True, pad_token_id=0)
+
     def call(self, model: Any, inputs: tuple[torch.Tensor, ...] | None = None) -> Any:
         inputs = self.inputs if inputs is None else inputs
+        if self.new_tokens:
+            return self.generate(model, *inputs)
         return model(**dict(zip(self.keywords, inputs))) if self.keywords else model(*inputs)
 
 
@@ -96,15 +102,15 @@ class ResNet(nn.Module):
 TEXT_KEYWORDS = ("input_ids", "attention_mask")
 
 
-def bert(quick: bool) -> Case:
+def bert(quick: bool, batch: int = 1) -> Case:
     from transformers import BertConfig, BertModel
 
     size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128) if quick else {}
     config = BertConfig(**size, attn_implementation="eager")
     length = 16 if quick else 128
-    ids = torch.randint(1, config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
     return Case(
-        "BERT-base, batch 1, seq 128" if not quick else "BERT (tiny)",
+        f"BERT-base, batch {batch}, seq 128" if not quick else f"BERT (tiny, batch {batch})",
         BertModel(config).eval(),
         (ids, torch.ones_like(ids)),
         TEXT_KEYWORDS,
@@ -126,6 +132,30 @@ def gpt2(quick: bool) -> Case:
     return Case(name, model, (ids, torch.ones_like(ids)), TEXT_KEYWORDS, "gpt2", config.n_head, config.n_embd)
 
 
+def bert16(quick: bool) -> Case:
+    return bert(quick, batch=16)
+
+
+# The issue's generate case: a 32-token prompt, 32 greedy tokens.
+GENERATE_PROMPT = 32
+GENERATE_TOKENS = 32
+
+
+def gpt2_generate(quick: bool) -> Case:
+    """GPT-2 small generating with its KV cache (eos off, so every side runs all its tokens)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    size = dict(n_embd=64, n_layer=2, n_head=2, vocab_size=500) if quick else {}
+    config = GPT2Config(**size, n_positions=1024, bos_token_id=0, eos_token_id=None)
+    length, tokens = (8, 8) if quick else (GENERATE_PROMPT, GENERATE_TOKENS)
+    ids = torch.randint(1, config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
+    name = f"GPT-2 small, generate {tokens} tokens, cache on" if not quick else "GPT-2 generate (tiny)"
+    model = GPT2LMHeadModel(config).eval()
+    return Case(
+        name, model, (ids,), fusion_type="gpt2", num_heads=config.n_head, hidden_size=config.n_embd, new_tokens=tokens
+    )
+
+
 def resnet(quick: bool) -> Case:
     model = ResNet((1, 1, 1, 1), width=8, classes=10) if quick else ResNet()
     image = 32 if quick else 224
@@ -142,7 +172,14 @@ def wide_mlp(quick: bool) -> Case:
     return Case(name, nn.Sequential(*layers).eval(), (torch.randn(1, widths[0]),))
 
 
-BUILDERS = {"bert": bert, "resnet": resnet, "gpt2": gpt2, "wide_mlp": wide_mlp}
+BUILDERS = {
+    "bert": bert,
+    "bert16": bert16,
+    "resnet": resnet,
+    "gpt2": gpt2,
+    "gpt2_generate": gpt2_generate,
+    "wide_mlp": wide_mlp,
+}
 
 
 def build(name: str, quick: bool) -> Case:

@@ -1,5 +1,5 @@
-"""`python -m benchmarks peers [--quick] [--models=wide_mlp,bert,resnet,gpt2]`: accel optimize against
-the skilled user's tools, each applied as its own documentation says.
+"""`python -m benchmarks peers [--quick] [--models=wide_mlp,bert,bert16,resnet,gpt2,gpt2_generate]`:
+accel optimize against the skilled user's tools, each applied as its own documentation says.
 
 Peers: OpenVINO fp32 (`openvino.convert_model`, `compile_model` with the f32 precision hint) and
 NNCF int8 (`nncf.quantize` on a few batches, the transformer scheme for transformers); ONNX Runtime
@@ -13,6 +13,8 @@ they cannot be timed in this one). Every candidate runs on 2 threads; all are ti
 rounds in this one process (the eager model too), each round's order rotated; outputs are compared
 with the eager model's (centered cosine). One-time costs (export, quantization, compile, accel's
 search) are printed apart. `--quick`: tiny models and short budgets, for the smoke test.
+GPT-2 generating 32 tokens with its cache is its own case (benchmarks/_peer_generate.py): the peers
+loop the decode step in their runtime, and the tokens are compared instead of a cosine.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from accel.core.machine import describe_machine
 from accel.core.stats import paired_ratio_ci
 from accel.optimizing.run import optimize
 from accel.optimizing.search.fidelity import compare_outputs
+from benchmarks._peer_generate import prepare_generate
 from benchmarks._peer_models import Case, build
 
 THREADS = 2
-MODELS = ("wide_mlp", "bert", "resnet", "gpt2")
+MODELS = ("wide_mlp", "bert", "bert16", "resnet", "gpt2", "gpt2_generate")
 # accel's search budget (seconds) per model; the latency recipe's own is 180 s.
 ACCEL_BUDGET_SECONDS = {False: 180.0, True: 15.0}
 # Interleaved rounds, and the seconds each candidate is called for in a round.
@@ -189,6 +192,8 @@ PEERS: tuple[tuple[str, Callable[[Case, Path, bool], Callable[..., Any]], bool],
 
 def _prepare(case: Case, workdir: Path, quick: bool) -> tuple[dict[str, Call], dict[str, str]]:
     """Each candidate as a call of the case's batch, and what to print about it (one-time cost, cosine)."""
+    if case.new_tokens:
+        return prepare_generate(case, workdir, ACCEL_BUDGET_SECONDS[quick], THREADS)
     with torch.inference_mode():
         reference = first(case.call(case.model))
     calls: dict[str, Call] = {"eager": lambda: case.call(case.model)}

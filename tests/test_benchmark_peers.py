@@ -51,3 +51,20 @@ def test_the_resnet_is_resnet_50_and_the_text_models_take_keywords():
         assert tiny.call(tiny.model).shape == (1, 10)
     bert = build("bert", quick=True)
     assert set(bert.batch) == {"input_ids", "attention_mask"} and bert.fusion_type == "bert"
+    bert16 = build("bert16", quick=True)
+    assert bert16.inputs[0].shape[0] == 16
+
+
+@pytest.mark.slow
+def test_the_generate_case_loops_the_fused_step_to_eager_generates_tokens(tmp_path):
+    from accel.optimizing.optimizers._generate_step import export_step
+    from benchmarks._peer_generate import kv_loop, ort_fused
+
+    case = build("gpt2_generate", quick=True)
+    (ids,) = case.inputs
+    with torch.inference_mode():
+        expected = case.call(case.model)
+    assert expected.shape == (1, ids.shape[1] + case.new_tokens)  # generate() ran every token (eos off)
+    layout = export_step(case.model, ids, tmp_path / "step.onnx", opset=17)
+    step = ort_fused(case, tmp_path / "step.onnx", tmp_path, False, 2)
+    assert torch.equal(kv_loop(step, layout, ids, case.new_tokens), expected)
