@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from accel._version import __version__
-from accel.cli.common import INTERRUPTED_EXIT, err_console, plain_help, runs_command, state
+from accel.cli.common import INTERRUPTED_EXIT, err_console, escape, plain_help, runs_command, state
 from accel.core import watchdog
 from accel.core.library_env import keep_library_files_in_cache
 from accel.core.profiler_notes import quiet_libraries
@@ -143,6 +143,10 @@ def main() -> None:
     except typer.TyperException as exc:
         if "--debug" in sys.argv:
             raise
-        err_console.print(f"[error]error:[/] {exc.format_message()}  [hint](run 'accel --help')[/]", highlight=False)
+        err_console.print(
+            f"[error]error:[/] {escape(exc.format_message())}  [hint](run 'accel --help')[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
