@@ -265,3 +265,24 @@ def test_the_guard_refuses_a_model_that_returns_none_before_any_candidate():
     with pytest.raises(PipelineError, match="the model returned None"):
         Validator(pipeline, per_sample_results=False)
     assert Validator(accel.Pipeline(model=torch.nn.Linear(4, 2), inputs=(torch.ones(2, 4),)), per_sample_results=False)
+
+
+def test_a_real_berts_pooler_output_is_features_not_class_scores():
+    """BERT at batch 1 returns a 768-value pooler_output per sample: within MAX_CLASSES, but features.
+    An int8 rounding that keeps the cosine at 0.9995 flipped its argmax in every sample, and the
+    guard reverted ORT int8 on "top-1 agreement 0%" (the held-out BERT-base, latency recipe)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    model = BertModel(config).eval()
+    ids = torch.randint(1, config.vocab_size, (1, 16))
+    with torch.no_grad():
+        reference = model(input_ids=ids)
+        candidate = model(input_ids=ids)
+    candidate.pooler_output[0] = reference.pooler_output[0].roll(1)  # argmax moved, a feature vector still
+    fidelity = compare_outputs(reference, candidate)
+    assert fidelity.top1_agreement is None, fidelity.top1_at
+    # A classifier's logits of the same size are still class scores.
+    logits = torch.randn(1, 768)
+    assert compare_outputs({"logits": logits}, {"logits": logits.roll(1, -1)}).top1_agreement == 0.0

@@ -41,6 +41,9 @@ ZERO_NORM = 1e-30
 MAX_CLASSES = 1000
 # Keys under which a model returns class scores (transformers: `logits`).
 SCORE_KEYS = ("logit", "score", "prob")
+# A leaf named as features is never class scores, whatever its shape: BERT's pooler_output at
+# batch 1 is 768 tanh values, and its argmax flips between near-equal ones under any rounding.
+FEATURE_KEYS = ("hidden", "pooler", "embed", "state", "feature", "attention", "past", "cache")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +125,8 @@ def looks_like_class_scores(path: str, shape: tuple[int, ...]) -> bool:
     last_key = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     if any(word in last_key for word in SCORE_KEYS):
         return True
+    if any(word in last_key for word in FEATURE_KEYS):
+        return False
     return len(shape) == 1 and shape[-1] <= MAX_CLASSES
 
 
