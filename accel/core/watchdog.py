@@ -16,6 +16,7 @@ code (a script that leaves without returning) an error rather than the silent en
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import os
@@ -191,13 +192,46 @@ def end_group(pgid: int) -> None:
 @contextlib.contextmanager
 def children_reaped() -> Iterator[None]:
     """End, when the block ends, every process started inside it that is still running: the
-    children (and their children) a user's script left behind, which would otherwise outlive accel."""
+    children (and their children) a user's script left behind, which would otherwise outlive accel.
+
+    This process is a child subreaper while the block runs, so a daemon that double-forks (its
+    parent exits, which would hand it to init) becomes accel's child and is ended with the rest."""
     before = set(descendants(os.getpid()))
+    was_subreaper = _subreaper(True)
     try:
         yield
     finally:
         gc.collect()  # ended DataLoader iterators first shut their workers down cleanly
         end_processes([pid for pid in descendants(os.getpid()) if pid not in before])
+        _subreaper(was_subreaper)
+
+
+# prctl(2) options (linux/prctl.h): orphaned descendants reparent to a subreaper, not to init.
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+
+def _subreaper(on: bool) -> bool:
+    """Make this process a child subreaper (or stop being one); whether it was one before.
+    Linux only: elsewhere (no prctl) nothing changes and the answer is False."""
+    libc = _libc()
+    if libc is None:
+        return False
+    was = ctypes.c_int(0)
+    if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0) != 0:
+        return False
+    libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    return bool(was.value)
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "prctl") else None
 
 
 def end_processes(pids: list[int]) -> None:

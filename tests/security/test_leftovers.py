@@ -1,5 +1,6 @@
 """Nothing is left running or lying around: the children a user's script starts end with each run
-(`accel profile` and `accel optimize` of the script), SIGTERM to a two-rank `accel profile` ends
+(`accel profile` and `accel optimize` of the script), a daemon it double-forks (reparented to accel, a
+child subreaper while the script runs) included, SIGTERM to a two-rank `accel profile` ends
 torchrun and both ranks, and a gate killed mid-run removes its git worktree and temporary checkout."""
 
 from __future__ import annotations
@@ -18,12 +19,28 @@ from tests.security.test_hangs import processes_naming
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("accel")
 # A training script that starts long-lived children (one in a session of its own) and leaves them.
+# (GNU sleep refuses an extra argument and exits at once: the sleeper is Python, its marker in argv.)
 SPAWNING_SCRIPT = textwrap.dedent("""
-    import subprocess, torch
+    import subprocess, sys, torch
     from torch.utils.data import DataLoader
+    SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)", "{marker}"]
     for _ in range(3):
-        subprocess.Popen(["sleep", "600", "{marker}"])
-    subprocess.Popen(["sleep", "600", "{marker}"], start_new_session=True)
+        subprocess.Popen(SLEEPER)
+    subprocess.Popen(SLEEPER, start_new_session=True)
+    for batch in DataLoader(torch.randn(256, 8), batch_size=8):
+        torch.nn.functional.relu(batch @ torch.randn(8, 8))
+""")
+# A script that starts a daemon the classic way: a shell backgrounds a sleeper in a session of its
+# own and exits at once, so the sleeper's parent is gone (init, or the nearest subreaper, adopts it).
+DOUBLE_FORKING_SCRIPT = textwrap.dedent("""
+    import shlex, subprocess, sys, torch
+    from torch.utils.data import DataLoader
+    sleeper = shlex.join([sys.executable, "-c", "import time; time.sleep(600)", "{marker}"])
+    subprocess.run(
+        ["sh", "-c", sleeper + " >/dev/null 2>&1 </dev/null & echo $! >> {pids}"],
+        start_new_session=True,
+        check=True,
+    )
     for batch in DataLoader(torch.randn(256, 8), batch_size=8):
         torch.nn.functional.relu(batch @ torch.randn(8, 8))
 """)
@@ -76,6 +93,23 @@ def test_children_a_script_starts_are_ended_after_each_run(tmp_path, command):
         assert done.returncode in (0, 1), done.stderr[-2000:]
         assert "Traceback" not in done.stderr
         assert processes_naming(marker) == []
+    finally:
+        kill_all(marker)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["profile", "--budget", "5", "--no-trace"], ["optimize", "--budget", "15"]])
+def test_a_daemon_the_script_double_forks_is_ended_after_each_run(tmp_path, command):
+    marker = f"accel-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    pids = tmp_path / "daemon.pids"
+    (tmp_path / "train.py").write_text(DOUBLE_FORKING_SCRIPT.format(marker=marker, pids=pids))
+    try:
+        done = run_accel(tmp_path, command[0], "train.py", *command[1:])
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        started = [int(line) for line in pids.read_text().split()]
+        assert started, "the script started no daemon"
+        assert processes_naming(marker) == []
+        assert all(not Path(f"/proc/{pid}").exists() for pid in started)
     finally:
         kill_all(marker)
 
