@@ -22,9 +22,13 @@ DIR_OPTION = typer.Option(
 
 
 def _root(directory: Optional[Path]) -> Path:
+    from accel.core.errors import AccelError
     from accel.optimizing.optimizers._store import default_cache_dir
 
-    return directory if directory is not None else default_cache_dir()
+    root = directory if directory is not None else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise AccelError(f"cache directory {root} is a file, not a folder", "pass the cache's folder with --dir")
+    return root
 
 
 @cache_app.command("info")
@@ -67,10 +71,17 @@ def clear_command(
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Clear only this namespace."),
 ) -> None:
     """Remove cached samples (all, or one namespace)."""
+    from accel.core.errors import AccelError
     from accel.optimizing.optimizers._store import clear
 
     root = _root(directory)
-    removed = clear(root, namespace)
+    try:
+        removed = clear(root, namespace)
+    except OSError as exc:
+        raise AccelError(
+            f"cannot remove cached records under {root}: {exc.strerror} ({exc.filename})",
+            "check the cache folder's permissions, or remove it by hand",
+        ) from exc
     console.print(f"removed {removed:,} cached records from {escape(str(root))}")
 
 

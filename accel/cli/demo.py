@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from accel.cli.common import console, err_console, escape
+from accel.cli.gate import MAX_BUDGET_SECONDS  # a day: inf or 1e300 would unbound a hung stage
 from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
@@ -23,7 +24,7 @@ DEFAULT_COPY = Path("accel-examples")
 
 def demo_command(
     list_only: bool = typer.Option(False, "--list", help="List the bundled examples and exit."),
-    budget: float = typer.Option(10.0, "--budget", min=1.0, help="Seconds to spend measuring."),
+    budget: float = typer.Option(10.0, "--budget", min=1.0, max=MAX_BUDGET_SECONDS, help="Seconds to spend measuring."),
 ) -> None:
     """Profile the bundled image pipeline (writes ./accel-runs/image_pipeline/)."""
     from accel.core.examples import demo_example, list_examples
@@ -63,6 +64,7 @@ def examples_command(
     """Copy the bundled example pipelines into a folder, to read, edit and run."""
     from accel.core.examples import copy_examples
 
+    check_output_paths({"the examples folder": destination})
     copied = copy_examples(destination)
     console.print(f"copied {len(copied)} examples to {escape(str(destination))}/")
     for path in copied:

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from accel.cli.common import INTERRUPTED_EXIT, console, err_console, exit_interrupted, state
+from accel.cli.gate import MAX_BUDGET_SECONDS  # a day: inf or 1e300 would unbound a hung stage
 from accel.cli.live import LiveProgress, shares_terminal
 from accel.cli.paths import check_output_paths
 from accel.cli.render_optimize import decided_row, render_optimize, steps_table
@@ -28,7 +29,9 @@ def optimize_command(
         None, "--out", help="Folder for accel.lock.yaml and artifacts [default: ./accel-runs/<name>/optimize]."
     ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON (accel.optimize/1)."),
-    budget: Optional[float] = typer.Option(None, "--budget", min=1.0, help="Seconds to spend [default: the recipe's]."),
+    budget: Optional[float] = typer.Option(
+        None, "--budget", min=1.0, max=MAX_BUDGET_SECONDS, help="Seconds to spend [default: the recipe's]."
+    ),
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="torch/ORT threads on both sides [default: torch's]."
     ),

@@ -3,7 +3,8 @@
 Every command that writes a file or a folder names it by a flag; `check_output_paths({flag: path})`
 refuses, with one line naming the flag, a target that could not be written at the end: a folder
 where a file goes, a file where a folder goes, a path under a file, a read-only folder, a missing
-parent that cannot be created. It creates nothing: the run's own writers create what they need.
+parent that cannot be created, a pipe or a device (the atomic rename would replace /dev/null itself).
+It creates nothing: the run's own writers create what they need.
 `-` (stdout, for `--json -`) is always writable.
 """
 
@@ -17,7 +18,7 @@ from accel.core.errors import AccelError
 
 STDOUT = "-"
 # Flags whose value is a folder accel writes into; every other output flag names a file.
-FOLDER_FLAGS = frozenset({"--trace-dir", "--out", "the calibration cache"})
+FOLDER_FLAGS = frozenset({"--trace-dir", "--out", "the calibration cache", "the examples folder"})
 
 
 def check_output_paths(paths: Mapping[str, "str | os.PathLike | None"]) -> None:
@@ -36,6 +37,8 @@ def output_problem(path: Path, *, folder: bool) -> str | None:
         return "is a folder, not a file"
     if path.exists() and not path.is_dir() and folder:
         return "is a file, not a folder"
+    if path.exists() and not path.is_file() and not folder:  # the atomic rename would replace the device
+        return "is not a regular file (a pipe or a device); use - for stdout"
     existing = path if folder and path.is_dir() else _nearest_existing_parent(path)
     if existing is None:
         return "no folder above it exists"

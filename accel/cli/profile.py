@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from accel.cli.common import INTERRUPTED_EXIT, console, err_console, escape, state
+from accel.cli.gate import MAX_BUDGET_SECONDS  # a day: inf or 1e300 would unbound a hung stage
 from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
@@ -29,6 +30,7 @@ def profile_command(
         20.0,
         "--budget",
         min=1.0,
+        max=MAX_BUDGET_SECONDS,
         help="Seconds to spend measuring (start-up and calibration aside); each pass gets a share, "
         "at least one model call, and the report says which passes were cut short.",
     ),

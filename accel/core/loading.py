@@ -50,6 +50,10 @@ def check_file(path: str | os.PathLike) -> Path:
         raise PipelineLoadError(f"no such file: {file}", "check the path of the pipeline file")
     if file.is_dir():
         raise PipelineLoadError(f"{file} is a folder, not a pipeline file", "pass a .py file (or a .onnx model)")
+    if not file.is_file():  # a FIFO would block the read, /dev/zero would never end it
+        raise PipelineLoadError(
+            f"{file} is not a regular file (a pipe, a socket or a device)", "pass a .py file saved on disk"
+        )
     if file.suffix not in (".py", ".onnx"):
         raise PipelineLoadError(f"{file} is not a Python file", "pass a .py pipeline file (or a .onnx model)")
     return file

@@ -65,6 +65,8 @@ DEFAULT_VALIDATION_BATCHES = 4
 DEFAULT_MIN_MEMORY_SAVING = 0.05
 DEFAULT_MAX_SLOWDOWN = 1.25
 DEFAULT_BUDGET_SECONDS = 120.0
+# The built-in recipes are about 2 KB; a file this large is not a recipe (and parsing it would be slow).
+MAX_RECIPE_BYTES = 1_000_000
 # How many passes one-time costs (export, compile, cache prebuild) are spread over when a recipe does
 # not say: a throughput pass is a run over the whole source, a latency or memory pass one call.
 DEFAULT_PASSES = {"throughput": 10, "latency": 100_000, "memory": 100_000}
@@ -361,6 +363,17 @@ def _kind(value: Any) -> str:
 def read_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
     file = Path(path)
+    if file.is_dir():
+        raise RecipeError(f"recipe {file} is a folder, not a file", "pass the path of a .yaml recipe")
+    if file.exists() and not file.is_file():  # a FIFO would block the read, /dev/zero would never end it
+        raise RecipeError(
+            f"recipe {file} is not a regular file (a pipe or a device)", "pass a .yaml file saved on disk"
+        )
+    if file.exists() and file.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"recipe {file} is {file.stat().st_size:,} bytes, over the {MAX_RECIPE_BYTES:,} a recipe may have",
+            "a recipe is a few lines of YAML: check that this is the file you meant",
+        )
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
