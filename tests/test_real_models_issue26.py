@@ -127,3 +127,32 @@ def test_training_scripts_of_frameworks_are_profiled_as_scripts(name, machine):
     assert report.mode == "script"
     assert report.primary == "data_loading", [(f.kind, f.severity) for f in report.findings]
     assert "loader.tune" in report.finding("data_loading").recommendations
+
+
+# A budget a user would give: the search runs its 3 rounds of every setting (each trial the whole
+# script, one epoch of 8-10 batches), past it if need be.
+SCRIPT_BUDGET_SECONDS = "60"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["trainer_text_classifier.py", "lightning_image_classifier.py"])
+def test_training_scripts_of_frameworks_keep_the_loader_cure_through_optimize(name, tmp_path):
+    """The profile's data_loading finding recommends loader.tune (test above); `accel optimize` on the
+    script, as a user runs it with the default recipe, tries DataLoader workers first (the as-written
+    loader has none) and keeps a setting with workers whose batches are the script's own."""
+    if name.startswith("lightning"):
+        pytest.importorskip("lightning")
+    else:
+        pytest.importorskip("accelerate")
+    result = optimize_cli(name, tmp_path, "--budget", SCRIPT_BUDGET_SECONDS)
+    assert result["mode"] == "script" and result["recipe"] == "default"
+    steps = result["steps"]
+    assert steps[0]["optimizer"].startswith("num_workers=1"), steps[0]
+    assert result["chosen"] is not None and result["chosen"]["num_workers"] > 0, result["message"]
+    (kept,) = [s for s in steps if s["verdict"] == "accepted"]
+    # large where it pays: the per-sample Python preprocessing overlaps the steps (5-11x measured)
+    assert kept["speedup_ci"][0] > 1.5, kept
+    assert kept["fidelity"] == {"batches": "same batches"}  # outputs intact: the script's own batches
+    assert result["kept"] == ["script.loader"] and result["partial"] is False
+    lock = (tmp_path / "out" / "accel.lock.yaml").read_text()
+    assert "script.loader" in lock
