@@ -174,3 +174,35 @@ def test_a_gate_killed_mid_run_removes_its_worktree_and_temporary_checkout(tmp_p
     assert process.returncode == 130, err
     assert len(_git(repo, "worktree", "list").splitlines()) == 1
     assert [p.name for p in temp.iterdir() if p.name.startswith("accel-gate-")] == []
+
+
+@pytest.mark.parametrize("link_written", [True, False], ids=["added", "half-added"])
+def test_a_signal_while_git_adds_the_gate_worktree_leaves_no_worktree(tmp_path, monkeypatch, link_written):
+    """A Ctrl-C/SIGTERM landing as `git worktree add` returns (or before it wrote the worktree's .git
+    link, which `git worktree remove` then refuses): the registration and the checkout both go."""
+    from accel.gating import against
+
+    repo, temp = tmp_path / "repo", tmp_path / "tmp"
+    repo.mkdir()
+    temp.mkdir()
+    (repo / "model.py").write_text(SLOW_MODEL)
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "model.py")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "model")
+    git = against._git
+
+    def interrupted_add(args: list[str], cwd: Path) -> str:
+        out = git(args, cwd)
+        if args[:2] == ["worktree", "add"]:
+            if not link_written:
+                (Path(args[-2]) / ".git").unlink()
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(against, "_git", interrupted_add)
+    monkeypatch.setattr(against.tempfile, "tempdir", str(temp))
+    with pytest.raises(KeyboardInterrupt):
+        with against.worktree_at(repo / "model.py", "HEAD"):
+            pass
+    assert _git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert list(temp.iterdir()) == []
