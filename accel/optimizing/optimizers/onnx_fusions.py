@@ -70,9 +70,12 @@ NO_MATCH_HINT = (
 class FusionSettings(Protocol):
     """What the fusions read of an optimizer's config (FusionsConfig's fields, and the generate loop's)."""
 
-    model_type: str
-    num_heads: int
-    hidden_size: int
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def num_heads(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
 
 
 def check_fusion_settings(config: FusionSettings) -> None:

@@ -90,7 +90,7 @@ class OnnxGenerateFusedInt8(OnnxGenerateInt8):
         return with_fused_notes(super().apply(pipeline, config, context))
 
     def transform(
-        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: GenerateFusedInt8Config
+        self, pipeline: Pipeline, fp32_path: Path, out_path: Path, config: Any
     ) -> tuple[Path, dict[str, Any]]:
         fused_path = out_path.with_name(f"{out_path.stem}-fused.onnx")
         fused = fuse_step(pipeline, fp32_path, fused_path, config)
