@@ -2,6 +2,11 @@
 elapsed, budget left) with each decided row printed above it; one plain line per event when stderr
 is not a terminal (a CI log): no spinner, no control codes.
 
+On a terminal the status line is one line (cut with an ellipsis, never wrapped: a wrapped status
+line redraws two lines on every spinner frame), its clocks run between events (a phase that lasts a
+minute does not show the elapsed time and the budget left of its start), and a decided row also
+moves it on (it never says "checking that it applies" of a candidate already shown as decided).
+
 A `LiveProgress` is both a plain `Progress` (a line of text) and an `EventSink` (a typed
 accel.core.progress.ProgressEvent), so the library sends it whichever it has."""
 
@@ -54,7 +59,7 @@ class LiveProgress:
 
     def __enter__(self) -> LiveProgress:
         if self.live:
-            self.status = self.out.status(Text(self.title))
+            self.status = self.out.status(StatusLine(self, None))
             self.status.start()
         return self
 
@@ -73,16 +78,19 @@ class LiveProgress:
             self.rows.append(event.row)
             if self.render_row is not None:
                 self.out.print(self.render_row(event.row, event.index, event.total))
-                return
-        line = self.line(event)
+                if self.status is None:
+                    return
         if self.status is not None:
-            self.status.update(Text(line))
+            self.status.update(StatusLine(self, event))
         else:
-            self.out.print(Text(line), soft_wrap=True)
+            self.out.print(Text(self.line(event)), soft_wrap=True)
 
-    def line(self, event: ProgressEvent) -> str:
-        """The event in one line: [elapsed, budget left] title: k/n phase."""
+    def line(self, event: ProgressEvent, *, since: float | None = None) -> str:
+        """The event in one line: [elapsed, budget left] title: k/n phase. `since`: when the event
+        came, for a line shown live (its elapsed time runs on from the event's)."""
         elapsed = event.elapsed_seconds if event.elapsed_seconds is not None else now() - self.started
+        if since is not None and event.elapsed_seconds is not None:
+            elapsed += now() - since
         clocks = clock(elapsed)
         if self.deadline is not None:
             clocks += f", {clock(self.deadline - now())} left"
@@ -90,6 +98,19 @@ class LiveProgress:
             f"{self.unit}{event.index}/{event.total}: " if event.index is not None and event.total is not None else ""
         )
         return f"[{clocks}] {self.title}: {count}{event.phase}"
+
+
+class StatusLine:
+    """The live status line: rendered again on every refresh, so its clocks run; one line, cut with
+    an ellipsis at the terminal's width. Before the first event: the title alone (no clock: the
+    library's clock may start later, after loading, and a clock must not run backwards)."""
+
+    def __init__(self, progress: LiveProgress, event: ProgressEvent | None) -> None:
+        self.progress, self.event, self.since = progress, event, now()
+
+    def __rich__(self) -> Text:
+        text = self.progress.title if self.event is None else self.progress.line(self.event, since=self.since)
+        return Text(text, no_wrap=True, overflow="ellipsis")
 
 
 def shares_terminal(first: Console, second: Console) -> bool:

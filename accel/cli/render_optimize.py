@@ -31,6 +31,15 @@ VERDICT_STYLES = {
 VERDICT_LABELS = {Verdict.NOT_APPLICABLE: "n/a"}
 
 
+def step_name(step: dict) -> str:
+    """The candidate's optimizer with its parameters, when it has any: two variants of one optimizer
+    (runtime.threads, runtime.threads (threads=1)) never read as the same row twice."""
+    params = step.get("params") or {}
+    if not params:
+        return step["optimizer"]
+    return f"{step['optimizer']} ({', '.join(f'{key}={value}' for key, value in params.items())})"
+
+
 def _verdict(value: str) -> Text:
     verdict = Verdict(value)
     return Text(VERDICT_LABELS.get(verdict, verdict.value), style=VERDICT_STYLES[verdict])
@@ -107,7 +116,7 @@ def steps_table(data: dict) -> Table:
     table.add_column("verdict", no_wrap=True)
     table.add_column("reason", ratio=1)
     for step in data["steps"]:
-        row = [step["optimizer"], _speedup(step)]
+        row = [escape(step_name(step)), _speedup(step)]
         if predicted:
             row.append(f"{predicted[step['optimizer']]:.2f}x" if step["optimizer"] in predicted else "-")
         if show_memory:
@@ -127,7 +136,7 @@ class StepBlock:
     dropped or cut, no padding to the right edge in a log)."""
 
     def __init__(self, step: dict, predicted: dict[str, float] | None = None, count: str = "") -> None:
-        self.head = Text.assemble((count, "muted"), (step["optimizer"], "bold"), "  ", _verdict(step["verdict"]))
+        self.head = Text.assemble((count, "muted"), (step_name(step), "bold"), "  ", _verdict(step["verdict"]))
         self.fields: list[tuple[str, str]] = []
         if step.get("speedup") is not None:
             speed = _speedup(step)
