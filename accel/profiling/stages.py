@@ -80,7 +80,11 @@ def measure_pipeline(
         cores=cores,
         source_is_sequence=pipeline.is_sequence if pipeline.has_source else True,
     )
-    if pipeline.has_source and not pipeline.is_sequence and iter(pipeline.source) is pipeline.source:
+    if (
+        pipeline.has_source
+        and not pipeline.is_sequence
+        and _run_stage("source", lambda: iter(pipeline.source)) is pipeline.source
+    ):
         raise PipelineError(
             f"the pipeline's source is a one-shot {type(pipeline.source).__name__}: accel reads the source more than once",
             "pass a list, or an object whose __iter__ starts a fresh pass over the samples",
