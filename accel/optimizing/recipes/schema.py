@@ -65,6 +65,8 @@ DEFAULT_VALIDATION_BATCHES = 4
 DEFAULT_MIN_MEMORY_SAVING = 0.05
 DEFAULT_MAX_SLOWDOWN = 1.25
 DEFAULT_BUDGET_SECONDS = 120.0
+# A day, as --budget's bound: .inf or .nan would leave a hung stage unbounded.
+MAX_BUDGET_SECONDS = 86_400.0
 # The built-in recipes are about 2 KB; a file this large is not a recipe (and parsing it would be slow).
 MAX_RECIPE_BYTES = 1_000_000
 # How many passes one-time costs (export, compile, cache prebuild) are spread over when a recipe does
@@ -216,9 +218,10 @@ def parse_recipe(data: Any, source: str = "<memory>") -> Recipe:
             "set target: latency, throughput or memory",
         )
     budget = data.get("budget_seconds", DEFAULT_BUDGET_SECONDS)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= MAX_BUDGET_SECONDS:
         raise RecipeError(
-            f"{where}key 'budget_seconds': expected a positive number of seconds, got {budget!r}",
+            f"{where}key 'budget_seconds': expected a positive number of seconds up to {MAX_BUDGET_SECONDS:g}"
+            f" (a day), got {budget!r}",
             "e.g. budget_seconds: 120",
         )
     order = data.get("order", ORDERS[0])
