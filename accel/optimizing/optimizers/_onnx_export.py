@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from accel.core.pipeline import Pipeline, split_call
-from accel.optimizing.optimizers import NotApplicable
+from accel.optimizing.optimizers import NotApplicable, _export_cache
 from accel.optimizing.optimizers._model_io import flatten_output, output_structure, positional_parameters, varying_dims
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -127,6 +127,19 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
     inputs stay keywords, optional arguments keep their defaults) and its batch and padded axes
     dynamic; returns what the lock must record."""
     example = pipeline.example_batch()
+    dims = varying_dims(pipeline)
+    settings = repr((opset, requested, input_names_of(example), _input_shapes(example), dims))
+    io = _export_cache.reuse(pipeline.model, settings, path)
+    if io is not None:
+        return io
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files_before = {p.name for p in path.parent.iterdir()}
+    io = _export(pipeline, path, example, dims, opset=opset, requested=requested)
+    _export_cache.remember(pipeline.model, settings, path, io, files_before)
+    return io
+
+
+def _export(pipeline: Pipeline, path: Path, example: Any, dims: Any, *, opset: int, requested: str) -> dict[str, Any]:
     args, kwargs = split_call(example)
     input_names = input_names_of(example)
     parameters = positional_parameters(pipeline.model)
@@ -134,7 +147,6 @@ def export_onnx(pipeline: Pipeline, path: Path, *, opset: int, requested: str) -
         (parameters[i] if i < len(parameters) else name): name for i, name in enumerate(input_names[: len(args)])
     }
     input_for.update({name: name for name in kwargs})
-    dims = varying_dims(pipeline)
     with torch.inference_mode(False), torch.no_grad():
         sample_output = pipeline.call_model(example)
     structure = output_structure(sample_output)
