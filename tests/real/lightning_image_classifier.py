@@ -7,10 +7,14 @@ Lightning drives the loop (its own fetcher around the DataLoader); accel runs th
 and times that loader against the steps. Expected: script mode, data_loading, cured by DataLoader
 workers. Needs `lightning` (the test extra pins it; it installs without torchvision).
 
-    python tests/real/lightning_image_classifier.py
+    python tests/real/lightning_image_classifier.py [IMAGES]
+
+IMAGES (256 by default) sets the training set's size: a test passes fewer through accel
+(`accel optimize lightning_image_classifier.py -- 160`), so each of the search's runs is shorter.
 """
 
 import math
+import sys
 import tempfile
 
 import lightning as L
@@ -71,4 +75,6 @@ trainer = L.Trainer(
     enable_model_summary=False,
     default_root_dir=tempfile.mkdtemp(prefix="lightning-"),
 )
-trainer.fit(Classifier(), DataLoader(Shapes(256), batch_size=32, shuffle=True))
+trainer.fit(
+    Classifier(), DataLoader(Shapes(int(sys.argv[1]) if len(sys.argv) > 1 else 256), batch_size=32, shuffle=True)
+)

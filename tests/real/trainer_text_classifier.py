@@ -7,11 +7,15 @@ Trainer builds its own DataLoader from the dataset; accel runs the file as a scr
 loader against the steps. Expected: script mode, data_loading (the per-sample Python tokenizer
 starves the model), cured by DataLoader workers.
 
-    python tests/real/trainer_text_classifier.py
+    python tests/real/trainer_text_classifier.py [REVIEWS]
+
+REVIEWS (320 by default) sets the training set's size: a test passes fewer through accel
+(`accel optimize trainer_text_classifier.py -- 192`), so each of the search's runs is shorter.
 """
 
 import random
 import re
+import sys
 import tempfile
 
 import torch
@@ -73,5 +77,7 @@ arguments = TrainingArguments(
     logging_strategy="no",
     disable_tqdm=True,
 )
-trainer = Trainer(model=model, args=arguments, train_dataset=Reviews(make_reviews(320)))
+trainer = Trainer(
+    model=model, args=arguments, train_dataset=Reviews(make_reviews(int(sys.argv[1]) if len(sys.argv) > 1 else 320))
+)
 trainer.train()
