@@ -25,8 +25,10 @@ import tempfile
 import warnings
 from typing import Any, Callable, Iterator, ParamSpec, TypeVar
 
-# The lines torch.profiler prints at start and stop (kineto's USDT probes' log lines).
-PROFILER_NOTE = re.compile(rb"^USDT:.*\bprofiler_(start|stop)\s*$")
+# The lines torch.profiler prints at start and stop (kineto's USDT probes' log lines), wherever they
+# start: on a terminal, the live status line's redraws (no newline of their own) land in the same
+# capture, and a note follows the redraw on its line.
+PROFILER_NOTE = re.compile(rb"USDT:[^\n]*?\bprofiler_(?:start|stop)[ \t\r]*(?:\n|$)")
 
 
 @contextlib.contextmanager
@@ -57,9 +59,9 @@ def notes_dropped(fd: int = 2) -> Iterator[None]:
             os.dup2(saved, fd)
             os.close(saved)
             caught.seek(0)
-            kept = [line for line in caught.read().splitlines(keepends=True) if not PROFILER_NOTE.match(line)]
+            kept = PROFILER_NOTE.sub(b"", caught.read())
             if kept:
-                os.write(fd, b"".join(kept))
+                os.write(fd, kept)
 
 
 # ONNX Runtime's logger severities: 2 warning (its default), 3 error.

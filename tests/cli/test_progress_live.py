@@ -156,6 +156,7 @@ def test_on_a_narrow_terminal_the_status_stays_one_line_and_its_clock_runs(tmp_p
     assert code == 0, raw
     live_part = raw[: raw.index("\x1b[?25h")]  # the status line's frames, up to the cursor shown again
     assert "\x1b[1A" not in live_part, live_part  # never a second line to move back up over
+    assert "USDT" not in raw and "profiler_start" not in raw, raw  # torch.profiler's notes, glued to a redraw
     assert "…" in live_part  # "counting FLOPs and bytes per op" with its clocks is cut at 50 columns
     clocks: dict[str, set[tuple[str, str]]] = {}
     for elapsed, left, phase in STATUS.findall(live_part):
