@@ -8,6 +8,8 @@ warms up, times calls of the model on one example batch under collector_off, and
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import platform
 import subprocess
@@ -33,8 +35,20 @@ class Replicate:
     first_call_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        # A replicate read back from a baseline file is input: each field is checked for its type
+        # too, so a wrong one is the baseline's error here rather than a crash in the statistics.
+        for name in ("median_seconds", "p90_seconds", "p99_seconds", "first_call_seconds"):
+            value = getattr(self, name)
+            if not (value is None and name == "first_call_seconds") and not _finite_number(value):
+                raise ValueError(f"Replicate: {name} must be a finite number, got {value!r}")
         if not (0 <= self.median_seconds <= self.p90_seconds <= self.p99_seconds):
             raise ValueError("Replicate: need 0 <= median <= p90 <= p99 seconds")
+        for name, least in (("calls", 1), ("batch_samples", 0), ("peak_memory_bytes", 0)):
+            value = getattr(self, name)
+            if value is None and name == "peak_memory_bytes":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"Replicate: {name} must be a whole number >= {least}, got {value!r}")
 
     @property
     def samples_per_s(self) -> float:
@@ -47,6 +61,10 @@ class Replicate:
     def from_dict(cls, data: dict[str, Any]) -> "Replicate":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def environment() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from accel.core.errors import BaselineError
 from accel.core.loading import check_file
 from accel.core.measure import now
 from accel.core.progress import Progress
@@ -146,6 +147,11 @@ def gate_baseline(
     started = now()
     path = check_file(file)
     baseline = load_baseline(baseline_path)
+    if baseline.target and baseline.target != path.name:  # another pipeline's numbers would decide nothing
+        raise BaselineError(
+            f"{baseline_path} is the baseline of {baseline.target}, not {path.name}",
+            f"gate {baseline.target} against it, or save one for this file: accel bench {path.name} --save-baseline PATH",
+        )
     side = Side(file=path.resolve(), lock=Path(lock).resolve() if lock else None)
     _report(progress, "counting")
     first = run_replicate(side, config.bench, timing=False, counts=True)
