@@ -262,7 +262,11 @@ def test_int8_optimizers_declare_their_ladders():
     vnni = dataclasses.replace(machine, isa_flags=("avx2", "avx512f", "avx512_vnni"))
     assert [r.weight_type for r in onnx.safer_variants(onnx.Config(), vnni)] == ["QInt8", "QInt8"]
     torch_int8 = OPTIMIZERS.get("quantize.int8_dynamic")
-    assert torch_int8.safer_variants(torch_int8.Config(), machine) == [torch_int8.Config(per_channel=True)]
+    assert torch_int8.safer_variants(torch_int8.Config(), machine) == [
+        torch_int8.Config(per_channel=True),
+        torch_int8.Config(per_channel=True, keep_float=0.1),  # the worst tenth of the layers left in float
+        torch_int8.Config(per_channel=True, keep_float=0.25),
+    ]
     assert OPTIMIZERS.get("onnx.runtime").safer_variants(OPTIMIZERS.get("onnx.runtime").Config(), machine) == []
 
 

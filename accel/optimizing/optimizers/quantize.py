@@ -27,8 +27,12 @@ from accel.core.machine import Machine
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.optimizing.optimizers._sensitivity import layer_errors, worst_layers
 
 BACKENDS = ("auto", "torchao", "eager")
+# The safer variants' shares of Linear layers left in float, after per-channel scales: the worst
+# tenth, then the worst quarter (measured per layer on the example batch).
+KEEP_FLOAT_LADDER = (0.1, 0.25)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +41,15 @@ class QuantizeConfig:
     # Per-output-channel weight scales (eager backend): the safer variant when one scale per
     # tensor loses too much (activations already use a 7-bit range: fbgemm's reduce_range is on).
     per_channel: bool = False
+    # The share of the Linear layers left in float, those whose int8 output differs most from
+    # their float output on the example batch (optimizers._sensitivity): the ladder's last rungs.
+    keep_float: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not 0.0 <= self.keep_float < 1.0:
+            raise ValueError(f"keep_float must lie in [0, 1), got {self.keep_float!r}")
 
 
 def _has_torchao() -> bool:
@@ -109,7 +118,10 @@ class QuantizeInt8Dynamic(Optimizer):
             return "the model's weights are not float32"
         return None
 
-    def apply(self, pipeline: Pipeline, config: QuantizeConfig, context: Context) -> Applied:
+    def apply(
+        self, pipeline: Pipeline, config: QuantizeConfig, context: Context, float_layers: list[str] | None = None
+    ) -> Applied:
+        """`float_layers`: the layers a lock left in float (else measured when config.keep_float asks)."""
         started = now()
         backend = config.backend
         if backend == "auto":
@@ -121,31 +133,59 @@ class QuantizeInt8Dynamic(Optimizer):
 
             quantize_(model, Int8DynamicActivationInt8WeightConfig())
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-                spec: Any = {torch.nn.Linear: per_channel_dynamic_qconfig} if config.per_channel else {torch.nn.Linear}
-                model = quantize_dynamic(model, spec, dtype=torch.qint8)
-        return Applied(
-            pipeline=pipeline.replace(model=model),
-            state={"backend": backend, "linear_layers": _linear_count(pipeline.model), "conv1d_layers": conv1d_layers},
-            setup_seconds=now() - started,
-            notes={"backend": backend, "conv1d_layers": conv1d_layers},
-        )
+            float_layers = _float_layers(model, pipeline, config, float_layers)
+            model = _quantized(model, config.per_channel, float_layers)
+        state = {"backend": backend, "linear_layers": _linear_count(pipeline.model), "conv1d_layers": conv1d_layers}
+        notes: dict[str, Any] = {"backend": backend, "conv1d_layers": conv1d_layers}
+        if float_layers:
+            state["float_layers"] = notes["float_layers"] = list(float_layers)
+        return Applied(pipeline=pipeline.replace(model=model), state=state, setup_seconds=now() - started, notes=notes)
 
     def safer_variants(self, config: QuantizeConfig, machine: Machine) -> list[Any]:
-        """Per-channel weight scales on the eager kernels (torchao's int8 path has them already)."""
-        if config.backend == "torchao" or config.per_channel:
+        """Per-channel weight scales on the eager kernels (torchao's int8 path has them already), then
+        the worst layers left in float (KEEP_FLOAT_LADDER)."""
+        if config.backend == "torchao" or config.keep_float:
             return []
-        return [dataclasses.replace(config, per_channel=True)]
+        ladder = [] if config.per_channel else [dataclasses.replace(config, per_channel=True)]
+        return ladder + [dataclasses.replace(config, per_channel=True, keep_float=share) for share in KEEP_FLOAT_LADDER]
 
     def restore(self, pipeline: Pipeline, config: QuantizeConfig, state: dict[str, Any], lock_dir: Any) -> Pipeline:
         backend = state.get("backend", config.backend)
         if backend == "torchao" and not _has_torchao():
             backend = "eager"
         context = Context(machine=_cpu_machine(), workdir=lock_dir)
-        return self.apply(pipeline, dataclasses.replace(config, backend=backend), context).pipeline
+        kept = state.get("float_layers")
+        float_layers = [str(name) for name in kept] if isinstance(kept, list) else None
+        return self.apply(pipeline, dataclasses.replace(config, backend=backend), context, float_layers).pipeline
+
+
+def _float_layers(
+    model: torch.nn.Module, pipeline: Pipeline, config: QuantizeConfig, given: list[str] | None
+) -> list[str]:
+    """The layers to leave in float: the lock's, else the measured worst share config.keep_float asks."""
+    if given is not None or not config.keep_float:
+        return list(given or [])
+    errors = layer_errors(model, _quantized(copy.deepcopy(model), config.per_channel, []), pipeline)
+    return worst_layers(errors, config.keep_float)
+
+
+def _quantized(model: torch.nn.Module, per_channel: bool, float_layers: list[str]) -> torch.nn.Module:
+    """The eager dynamic int8 model: every Linear but `float_layers` (names) quantized."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+        qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+        if not float_layers:
+            spec: Any = {torch.nn.Linear: qconfig} if per_channel else {torch.nn.Linear}
+        else:
+            skip = set(float_layers)
+            spec = {
+                name: qconfig
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and name not in skip
+            }
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def _cpu_machine() -> Any:

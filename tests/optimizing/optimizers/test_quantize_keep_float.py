@@ -1,0 +1,71 @@
+"""quantize.int8_dynamic's last rungs: the Linear layers whose int8 output differs most from their
+float output, measured on the example batch, are left in float (optimizers._sensitivity)."""
+
+from __future__ import annotations
+
+import torch
+
+import accel
+from accel.core.machine import describe_machine
+from accel.optimizing.optimizers import OPTIMIZERS, Context
+from accel.optimizing.optimizers.quantize import KEEP_FLOAT_LADDER, QuantizeConfig
+from accel.optimizing.search.fidelity import compare_outputs
+
+
+def _mlp_with_one_fragile_layer() -> torch.nn.Module:
+    """Four Linear layers; layer 6's input has one feature 1000x the rest (layer 4's bias), which
+    layer 6 ignores (a zero weight column): one int8 scale for that input rounds every feature
+    that matters to zero, while the other layers' inputs quantize well."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(64, 64) for _ in range(4)]
+    model = torch.nn.Sequential(
+        layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2], torch.nn.ReLU(), layers[3]
+    )
+    with torch.no_grad():
+        layers[2].bias[0] = 1000.0
+        layers[3].weight[:, 0] = 0.0
+    return model.eval()
+
+
+def _apply(model: torch.nn.Module, config: QuantizeConfig, tmp_path, float_layers=None):
+    pipeline = accel.Pipeline(model=model, inputs=(torch.randn(16, 64, generator=torch.Generator().manual_seed(1)),))
+    optimizer = OPTIMIZERS.get("quantize.int8_dynamic")
+    context = Context(machine=describe_machine("cpu"), workdir=tmp_path)
+    return pipeline, optimizer.apply(pipeline, config, context, float_layers)
+
+
+def test_the_measured_worst_layer_is_left_in_float_and_the_rest_quantized(tmp_path):
+    model = _mlp_with_one_fragile_layer()
+    pipeline, applied = _apply(model, QuantizeConfig(per_channel=True, keep_float=0.25), tmp_path)
+    assert applied.state["float_layers"] == ["6"]  # the fragile layer, by its module name
+    quantized = applied.pipeline.model
+    assert type(quantized[6]) is torch.nn.Linear  # left in float
+    assert all(type(quantized[i]) is not torch.nn.Linear for i in (0, 2, 4))  # int8 dynamic Linear
+    _, whole = _apply(model, QuantizeConfig(per_channel=True), tmp_path)
+    x = pipeline.example_batch()[0]
+    with torch.no_grad():
+        exact = model(x)
+        kept, all_int8 = quantized(x), whole.pipeline.model(x)
+    assert compare_outputs(exact, kept).cosine > compare_outputs(exact, all_int8).cosine
+    assert compare_outputs(exact, kept).cosine > 0.999
+
+
+def test_the_lock_reapplies_the_layers_it_recorded_without_measuring_again(tmp_path):
+    model = _mlp_with_one_fragile_layer()
+    _, applied = _apply(model, QuantizeConfig(per_channel=True), tmp_path, float_layers=["0"])
+    assert applied.state["float_layers"] == ["0"] and type(applied.pipeline.model[0]) is torch.nn.Linear
+    restored = OPTIMIZERS.get("quantize.int8_dynamic").restore(
+        accel.Pipeline(model=model, inputs=(torch.randn(2, 64),)),
+        QuantizeConfig(per_channel=True, keep_float=0.25),
+        {"backend": "eager", "float_layers": ["2"]},
+        tmp_path,
+    )
+    assert type(restored.model[2]) is torch.nn.Linear and type(restored.model[6]) is not torch.nn.Linear
+
+
+def test_the_ladder_ends_with_the_worst_layers_in_float():
+    optimizer = OPTIMIZERS.get("quantize.int8_dynamic")
+    rungs = optimizer.safer_variants(QuantizeConfig(), describe_machine("cpu"))
+    assert rungs[0] == QuantizeConfig(per_channel=True)
+    assert [r.keep_float for r in rungs[1:]] == list(KEEP_FLOAT_LADDER)
+    assert optimizer.safer_variants(rungs[-1], describe_machine("cpu")) == []
