@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -52,17 +52,31 @@ def info_command(directory: Optional[Path] = DIR_OPTION) -> None:
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for item in infos:
+        stages, functions = _names(item.meta, "stages", item, root), _names(item.meta, "functions", item, root)
         table.add_row(
             item.namespace,
-            "+".join(item.meta.get("stages", [])),
-            escape(", ".join(item.meta.get("functions", []))),
+            "+".join(stages),
+            escape(", ".join(functions)),
             f"{item.entries:,}",
             format_bytes(item.bytes_on_disk),
-            str(item.meta.get("accel_version", "")),
+            escape(str(item.meta.get("accel_version", ""))),
         )
     console.print(table)
     total = sum(i.bytes_on_disk for i in infos)
     console.print(f"{sum(i.entries for i in infos):,} records, {format_bytes(total)} in {len(infos)} namespaces")
+
+
+def _names(meta: Any, key: str, item: Any, root: Path) -> list[str]:
+    """meta.json's list of names under `key`; a meta.json that is not what the store writes is refused."""
+    names = meta.get(key, []) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        from accel.core.errors import CacheError
+
+        raise CacheError(
+            f"the cache namespace {item.namespace} under {root} has a corrupt meta.json (not the store's own)",
+            f"clear it: accel cache clear --dir {root} --namespace {item.namespace}",
+        )
+    return names
 
 
 @cache_app.command("clear")
