@@ -162,3 +162,34 @@ def test_on_a_narrow_terminal_the_status_stays_one_line_and_its_clock_runs(tmp_p
     for elapsed, left, phase in STATUS.findall(live_part):
         clocks.setdefault(phase.strip(), set()).add((elapsed, left))
     assert max(len(seen) for seen in clocks.values()) >= 2, clocks  # a phase whose clocks moved while it ran
+
+
+def test_recording_the_baselines_outputs_is_its_own_phase(tmp_path, monkeypatch):
+    """Seen on BERT: the status said "analyzing" (the profile's last phase) for 26 s while the engine
+    ran the baseline over the data to record the outputs every candidate is checked against."""
+    import accel
+    from accel.core.machine import describe_machine
+    from accel.optimizing.optimizers import OPTIMIZERS, Context
+    from accel.optimizing.recipes.schema import parse_recipe
+    from accel.optimizing.search import engine
+    from tests.optimizing import test_engine as planted
+    from tests.paths import PLANTED
+
+    monkeypatch.setitem(OPTIMIZERS._items, planted.NeverApplies.name, planted.NeverApplies())
+    recipe = parse_recipe(
+        {"name": "t", "target": "latency", "order": "as_written", "rules": [{"name": "p", "try": ["test.never"]}]}
+    )
+    phases: list[str] = []
+    recorded = engine.Validator
+
+    def validator(*args, **kwargs):
+        phases.append("(the baseline's outputs recorded)")
+        return recorded(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "Validator", validator)
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    engine.run_engine(baseline, recipe, context, budget_seconds=20, progress=phases.append)
+    at = phases.index("(the baseline's outputs recorded)")
+    assert phases[at - 1].startswith("recording the baseline's outputs"), phases
+    assert phases[at + 1] == "timing the baseline", phases

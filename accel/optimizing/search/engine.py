@@ -117,6 +117,7 @@ class Search:
             MemoryMeter(peaks_path, context.workdir),
             KeepTest.of(recipe, measurer.target),
         )
+        progress("recording the baseline's outputs (each candidate's are checked against them)")
         self.validator = Validator(baseline, per_sample_results=measurer.target == "throughput")
         self.composer = Composer(baseline, context)
         self.chosen: Chosen = {}
