@@ -254,13 +254,15 @@ def test_int8_optimizers_declare_their_ladders():
     machine = dataclasses.replace(describe_machine(), isa_flags=("avx2", "fma"))
     onnx = OPTIMIZERS.get("onnx.int8_dynamic")
     rungs = onnx.safer_variants(onnx.Config(), machine)
-    assert [(r.per_channel, r.reduce_range, r.weight_type) for r in rungs] == [
-        (True, False, "QInt8"),
-        (True, True, "QInt8"),
-        (True, True, "QUInt8"),  # U8U8 only where there is no VNNI
+    assert [(r.per_channel, r.reduce_range, r.weight_type, r.keep_float) for r in rungs] == [
+        (True, False, "QInt8", 0.0),
+        (True, True, "QInt8", 0.0),
+        (True, True, "QUInt8", 0.0),  # U8U8 only where there is no VNNI
+        (True, True, "QUInt8", 0.1),  # then the worst layers left in float
+        (True, True, "QUInt8", 0.25),
     ]
     vnni = dataclasses.replace(machine, isa_flags=("avx2", "avx512f", "avx512_vnni"))
-    assert [r.weight_type for r in onnx.safer_variants(onnx.Config(), vnni)] == ["QInt8", "QInt8"]
+    assert [r.weight_type for r in onnx.safer_variants(onnx.Config(), vnni)] == ["QInt8"] * 4
     torch_int8 = OPTIMIZERS.get("quantize.int8_dynamic")
     assert torch_int8.safer_variants(torch_int8.Config(), machine) == [
         torch_int8.Config(per_channel=True),

@@ -27,6 +27,7 @@ from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
+from accel.optimizing.optimizers._keep_float import float_nodes
 from accel.optimizing.optimizers._model_io import (
     CalibrationReader,
     artifact_name,
@@ -36,6 +37,7 @@ from accel.optimizing.optimizers._model_io import (
     tensors_only,
 )
 from accel.optimizing.optimizers._onnx_export import EXPORTERS, check_export, export_onnx, input_names_of, quiet
+from accel.optimizing.optimizers.quantize import KEEP_FLOAT_LADDER
 
 DEFAULT_OPSET = 17
 # Batches of the source used to calibrate activation ranges for static int8.
@@ -154,11 +156,16 @@ class OnnxInt8DynamicConfig(OnnxConfig):
     per_channel: bool = False
     reduce_range: bool = False
     weight_type: str = "QInt8"
+    # The share of the Linear layers left in float (their MatMul/Gemm nodes excluded from the
+    # quantizer), those whose int8 output differs most on the example batch: the ladder's last rungs.
+    keep_float: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.weight_type not in WEIGHT_TYPES:
             raise ValueError(f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {self.weight_type!r}")
+        if not 0.0 <= self.keep_float < 1.0:
+            raise ValueError(f"keep_float must lie in [0, 1), got {self.keep_float!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +315,7 @@ class OnnxInt8Dynamic(_OnnxBase):
     ) -> tuple[Path, dict[str, Any]]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        excluded, state = float_nodes(pipeline, fp32_path, config)
         with quiet():
             quantize_dynamic(
                 str(fp32_path),
@@ -315,9 +323,10 @@ class OnnxInt8Dynamic(_OnnxBase):
                 weight_type=getattr(QuantType, config.weight_type),
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
+                nodes_to_exclude=excluded,
             )
         fp32_path.unlink(missing_ok=True)
-        return out_path, {}
+        return out_path, state
 
     def safer_variants(self, config: OnnxInt8DynamicConfig, machine: Machine) -> list[Any]:
         """Per-channel weights, then a 7-bit range, then (without VNNI) U8U8 weights: each on top
@@ -325,7 +334,9 @@ class OnnxInt8Dynamic(_OnnxBase):
         steps: list[dict[str, Any]] = [{"per_channel": True}, {"reduce_range": True}]
         if "avx2" in machine.isa_flags and not any(flag in machine.isa_flags for flag in VNNI_FLAGS):
             steps.append({"weight_type": "QUInt8"})
-        return _ladder(config, steps)
+        if config.keep_float:
+            return []
+        return _ladder(config, steps + [{"keep_float": share} for share in KEEP_FLOAT_LADDER])
 
 
 @register

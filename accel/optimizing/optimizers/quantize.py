@@ -169,6 +169,16 @@ def _float_layers(
     return worst_layers(errors, config.keep_float)
 
 
+def worst_linear_layers(pipeline: Pipeline, share: float, per_channel: bool) -> list[str]:
+    """The names of the `share` of the pipeline model's Linear (and Conv1D) layers whose int8
+    output differs most from their float output on the example batch (fbgemm's dynamic int8 as
+    the measure: ONNX Runtime's dynamic quantizer rounds the same way, u8 activations per tensor
+    and s8 weights), worst first."""
+    model = copy.deepcopy(pipeline.model).eval()
+    conv1d_as_linear_(model)
+    return _float_layers(model, pipeline, QuantizeConfig(per_channel=per_channel, keep_float=share), None)
+
+
 def _quantized(model: torch.nn.Module, per_channel: bool, float_layers: list[str]) -> torch.nn.Module:
     """The eager dynamic int8 model: every Linear but `float_layers` (names) quantized."""
     with warnings.catch_warnings():

@@ -69,3 +69,25 @@ def test_the_ladder_ends_with_the_worst_layers_in_float():
     assert rungs[0] == QuantizeConfig(per_channel=True)
     assert [r.keep_float for r in rungs[1:]] == list(KEEP_FLOAT_LADDER)
     assert optimizer.safer_variants(rungs[-1], describe_machine("cpu")) == []
+
+
+def test_onnx_int8_dynamic_leaves_the_worst_layer_s_node_in_float(tmp_path):
+    import onnx
+
+    model = _mlp_with_one_fragile_layer()
+    pipeline = accel.Pipeline(model=model, inputs=(torch.randn(16, 64, generator=torch.Generator().manual_seed(1)),))
+    optimizer = OPTIMIZERS.get("onnx.int8_dynamic")
+    context = Context(machine=describe_machine("cpu"), workdir=tmp_path)
+    applied = optimizer.apply(pipeline, optimizer.Config(per_channel=True, keep_float=0.25), context)
+    assert applied.state["float_layers"] == ["6"] and applied.state["float_nodes"] == 1
+    graph = onnx.load(str(tmp_path / applied.state["onnx_file"])).graph
+    float_ops = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert float_ops and all(name.startswith("/6/") for name in float_ops)  # the rest became int8 kernels
+    plain = optimizer.apply(pipeline, optimizer.Config(per_channel=True), context)
+    x = pipeline.example_batch()[0]
+    with torch.no_grad():
+        exact = model(x)
+    kept = compare_outputs(exact, applied.pipeline.model(x)).cosine
+    assert kept > compare_outputs(exact, plain.pipeline.model(x)).cosine and kept > 0.999
+    ladder = optimizer.safer_variants(optimizer.Config(), describe_machine("cpu"))
+    assert [r.keep_float for r in ladder[-2:]] == list(KEEP_FLOAT_LADDER)
