@@ -136,7 +136,10 @@ def main() -> None:
     for handled in HANDLED_SIGNALS:
         signal.signal(handled, _interrupt)
     try:
-        code = app(standalone_mode=False)
+        # Whatever the command ran (a pipeline's import, a script as __main__) and left running ends
+        # with it, a daemon it double-forked included.
+        with watchdog.children_reaped():
+            code = app(standalone_mode=False)
     except (typer.Abort, KeyboardInterrupt):  # outside a command (commands end through common.interruptible)
         err_console.print("[error]interrupted:[/] nothing was started")
         sys.exit(INTERRUPTED_EXIT)
