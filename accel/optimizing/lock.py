@@ -263,6 +263,9 @@ def check_lock(
     None: a script, whose weights the lock does not record)."""
     rerun = FORCE_HINT
     check_pipeline_file(lock, target, pipeline_path)
+    if lock.kind == PIPELINE_LOCK:  # a script lock's entry is a DataLoader setting, not an optimizer
+        for entry in lock.entries:
+            entry_config(entry, target)
     # Artifacts (an exported ONNX file) hold a copy of the weights; optimizations without one are
     # re-applied to whatever weights the file loads now.
     if pipeline is not None and lock.weights_sha256 is not None and lock.artifacts:
@@ -298,17 +301,23 @@ def apply_lock(
 
 def apply_entries(pipeline: Pipeline, entries: tuple[LockEntry, ...], target: Path) -> Pipeline:
     """Restore each entry in order (artifacts are read next to the lock file `target`)."""
-    from accel.optimizing.optimizers import OPTIMIZERS, make_config
-
     for entry in entries:
-        try:
-            optimizer = OPTIMIZERS.get(entry.optimizer)
-            config = make_config(optimizer, entry.params, where=f"{target}: ")
-        except AccelError as exc:
-            raise LockError(f"{target}: {exc.message}", exc.hint) from exc
+        optimizer, config = entry_config(entry, target)
         check_entry_files(target, (entry,), None, external_data=False)  # the lock's own check parsed them
         pipeline = optimizer.restore(pipeline, config, entry.state, target.parent)
     return pipeline
+
+
+def entry_config(entry: LockEntry, target: Path) -> tuple[Any, Any]:
+    """The registered optimizer an entry names and its Config from the entry's params; an unknown
+    name or a bad parameter is the lock's error (a LockError), whoever reads the lock."""
+    from accel.optimizing.optimizers import OPTIMIZERS, make_config
+
+    try:
+        optimizer = OPTIMIZERS.get(entry.optimizer)
+        return optimizer, make_config(optimizer, entry.params)
+    except AccelError as exc:
+        raise LockError(f"{target}: {exc.message}", exc.hint) from exc
 
 
 def check_pipeline_file(lock: Lock, target: Path, pipeline_path: Path) -> None:

@@ -61,18 +61,26 @@ def check_lock_fields(data: dict[str, Any], where: str) -> None:
         check_keys(pipeline, PIPELINE_KEYS, where, "pipeline")
         for key in ("file", "path", "weights_sha256"):
             if pipeline.get(key) is not None and not isinstance(pipeline[key], str):
-                raise corrupt(where, f"pipeline.{key} is {pipeline[key]!r}, not text")
+                raise corrupt(where, f"pipeline.{key} is {_shown(pipeline[key])}, not text")
     for key in TEXT_FIELDS:
         if data.get(key) is not None and not isinstance(data[key], str):
-            raise corrupt(where, f"{key} is {data[key]!r}, not text")
+            raise corrupt(where, f"{key} is {_shown(data[key])}, not text")
     if data.get("target") not in (None, *LOCK_TARGETS):
         raise corrupt(where, f"target {data['target']!r} is not one of {', '.join(t for t in LOCK_TARGETS if t)}")
+    _check_numbers(data, where)
+    _check_name_mappings(data, where)
+
+
+def _check_numbers(data: dict[str, Any], where: str) -> None:
     for key in NUMBER_FIELDS:
         value = data.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise corrupt(where, f"{key} is {value!r}, not a number of 0 or more")
+            raise corrupt(where, f"{key} is {_shown(value)}, not a number of 0 or more")
+
+
+def _check_name_mappings(data: dict[str, Any], where: str) -> None:
     for key in ("versions", "artifacts"):
         value = data.get(key)
         if value is None:

@@ -90,12 +90,24 @@ def script_setting(lock: Lock, where: Path) -> Setting | None:
     if not entries:
         return None
     try:
-        return Setting(**entries[0].state)
+        setting = Setting(**entries[0].state)
     except TypeError as exc:
         raise LockError(
             f"{where} is corrupt: the {SCRIPT_LOADER_ENTRY} entry has {sorted(entries[0].state)}",
             "run accel optimize again to write a fresh lock",
         ) from exc
+    for name, value in dataclasses.asdict(setting).items():  # data from a lock: the types are checked too
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        valid = {
+            "num_workers": whole and value >= 0,
+            "prefetch_factor": value is None or (whole and value >= 1),
+        }.get(name, isinstance(value, bool))
+        if not valid:
+            raise LockError(
+                f"{where} is corrupt: the {SCRIPT_LOADER_ENTRY} entry's {name} is {value!r}",
+                "run accel optimize again to write a fresh lock",
+            )
+    return setting
 
 
 def read_script_lock(

@@ -155,7 +155,8 @@ def make_config(optimizer: Optimizer, params: dict[str, Any] | None, where: str 
     try:
         return optimizer.Config(**params)
     except (TypeError, ValueError) as exc:
-        raise RecipeError(f"{where}optimizer '{optimizer.name}': {exc}", "fix the parameter's value") from exc
+        given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        raise RecipeError(f"{where}optimizer '{optimizer.name}' ({given}): {exc}", "fix the parameter's value") from exc
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 
 from accel.core.errors import AccelError, LockError
-from accel.core.loading import load_pipeline
+from accel.core.loading import check_file, load_pipeline
 from accel.core.measure import Comparison, device_sync, peak_memory_pair, thread_count
 from accel.core.pipeline import Pipeline
 from accel.optimizing.decision import KeepTest, decide
@@ -91,7 +91,7 @@ def find_pipeline_file(lock: Lock, target: Path, given: str | os.PathLike | None
     is the file the lock was written for (its sha256)."""
     name = Path(lock.pipeline_file).name
     if given is not None:
-        candidates = [Path(given)]
+        candidates = [check_file(given)]  # a --pipeline that is not there is named as such
     else:
         candidates = [target.parent / name, target.parent.parent / name] if name else []
     for path in candidates:
