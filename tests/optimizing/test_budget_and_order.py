@@ -24,7 +24,7 @@ from accel.core.measure import Comparison, Measurement
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
 from accel.optimizing.recipes.schema import Guard, parse_recipe
-from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, shortfall
+from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, extends_closure, shortfall
 from accel.optimizing.search.engine import Search, run_engine
 from accel.optimizing.search.final import Timing
 from accel.optimizing.search.planning import Selection, select
@@ -420,4 +420,27 @@ def test_an_extender_goes_just_before_its_base_with_its_prediction_and_when_kept
 
 def test_the_fusion_optimizers_extend_their_plain_runtimes():
     assert OPTIMIZERS.get("onnx.fusions_int8").extends == "onnx.int8_dynamic"
+    assert OPTIMIZERS.get("onnx.int8_dynamic").extends == "onnx.runtime"
+    assert extends_closure(OPTIMIZERS.get("onnx.fusions_int8")) == {"onnx.int8_dynamic", "onnx.runtime"}
     assert OPTIMIZERS.get("onnx.fusions").extends == "onnx.runtime"
+    assert OPTIMIZERS.get("onnx.int8_static").extends == "onnx.runtime"
+    assert OPTIMIZERS.get("openvino.int8").extends == "openvino.runtime"
+
+
+def test_a_chain_of_extenders_is_tried_outermost_first(tmp_path):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    planted = [
+        type("Runtime", (_Marked,), {"name": "test.rt", "slot": "test-chain"}),
+        type("Int8", (_Marked,), {"name": "test.rt_int8", "slot": "test-chain", "extends": "test.rt"}),
+        type("Fused", (_Marked,), {"name": "test.rt_int8_fused", "slot": "test-chain", "extends": "test.rt_int8"}),
+    ]
+    for cls in planted:
+        OPTIMIZERS.add(cls.name, cls())
+    try:
+        recipe = _recipe("test.rt", "test.cheap", "test.rt_int8", "test.rt_int8_fused")
+        search = Search(baseline, recipe, _context(tmp_path), budget_seconds=60, report=_profile("test.rt", 0.5))
+        order = [candidate.optimizer for _, candidate in search.plan()]
+        assert order == ["test.rt_int8_fused", "test.rt_int8", "test.rt", "test.cheap"]
+    finally:
+        for cls in planted:
+            OPTIMIZERS.remove(cls.name)

@@ -170,6 +170,7 @@ class OpenVinoRuntime(_OpenVinoBase):
 @register
 class OpenVinoInt8(_OpenVinoBase):
     name = "openvino.int8"
+    extends = "openvino.runtime"
     # The conversion, then NNCF runs a calibration call per batch and quantizes the graph.
     predicted_setup_calls: ClassVar[float] = 12.0
     predicted_setup_seconds: ClassVar[float] = 8.0

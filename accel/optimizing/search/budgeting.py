@@ -26,7 +26,7 @@ from typing import Any
 
 from accel.core.measure import SETTLE_BELOW_SECONDS
 from accel.optimizing.fresh import CHILD_SECONDS, MIN_PAIRS
-from accel.optimizing.optimizers import Optimizer
+from accel.optimizing.optimizers import OPTIMIZERS, Optimizer
 from accel.optimizing.recipes.schema import Candidate, Guard, Rule
 from accel.optimizing.search.measuring import min_rounds
 
@@ -131,13 +131,28 @@ def by_prediction(planned: list[Planned], first: str | None) -> list[Planned]:
         return (0 if p.optimizer.name == first else 1, int(p.optimizer.process_wide), -p.value, index)
 
     ordered = [p for _, p in sorted(enumerate(planned), key=key)]
-    names = {p.optimizer.name for p in ordered}
-    extenders = [p for p in ordered if p.optimizer.extends in names]
-    for extender in extenders:
-        ordered.remove(extender)
-        base = next(i for i, p in enumerate(ordered) if p.optimizer.name == extender.optimizer.extends)
-        ordered.insert(base, extender)
+    for _ in range(len(ordered)):  # chains (fusions_int8 -> int8_dynamic -> runtime) settle in as many passes
+        moved = False
+        for extender in [p for p in ordered if p.optimizer.extends]:
+            position = {p.optimizer.name: i for i, p in enumerate(ordered)}
+            base = position.get(extender.optimizer.extends)
+            if base is not None and ordered.index(extender) > base:
+                ordered.remove(extender)
+                ordered.insert(base, extender)
+                moved = True
+        if not moved:
+            break
     return ordered
+
+
+def extends_closure(optimizer: Optimizer) -> set[str]:
+    """The optimizers whose change `optimizer` makes, directly or through another it extends."""
+    found: set[str] = set()
+    name = optimizer.extends
+    while name and name not in found and name in OPTIMIZERS:
+        found.add(name)
+        name = OPTIMIZERS.get(name).extends
+    return found
 
 
 def extended(predicted: dict[str, float], optimizers: list[Optimizer]) -> dict[str, float]:
