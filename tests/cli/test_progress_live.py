@@ -193,3 +193,29 @@ def test_recording_the_baselines_outputs_is_its_own_phase(tmp_path, monkeypatch)
     at = phases.index("(the baseline's outputs recorded)")
     assert phases[at - 1].startswith("recording the baseline's outputs"), phases
     assert phases[at + 1] == "timing the baseline", phases
+
+
+def test_a_candidate_skipped_for_budget_is_not_said_to_be_tried_when_named_again(tmp_path, monkeypatch):
+    """Seen on BERT: "[1/7] batch.bucket skipped: needs ~11 s more budget", then "[2/7] batch.bucket
+    skipped: already tried (rule 'recommended')" of a candidate that never ran."""
+    import accel
+    from accel.core.machine import describe_machine
+    from accel.optimizing.optimizers import OPTIMIZERS, Context
+    from accel.optimizing.recipes.schema import parse_recipe
+    from accel.optimizing.search import engine
+    from tests.optimizing import test_engine as planted
+    from tests.paths import PLANTED
+
+    monkeypatch.setitem(OPTIMIZERS._items, planted.SkipA.name, planted.SkipA())
+    monkeypatch.setattr(engine, "shortfall", lambda *args: 11)  # no trial fits the budget left
+    data = {
+        "name": "t",
+        "target": "latency",
+        "rules": [{"name": "first", "try": ["test.skip_a"]}, {"name": "second", "try": ["test.skip_a"]}],
+    }
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    result = engine.run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=20)
+    first, second = [s for s in result.steps if s.optimizer == "test.skip_a"]
+    assert first.verdict.value == "skipped" and "needs ~11 s more budget" in first.reason, first.reason
+    assert second.reason == "already skipped for want of budget (rule 'first')", second.reason
+    assert "tried" not in second.reason

@@ -48,6 +48,7 @@ from accel.optimizing.search.budgeting import (
     Planned,
     by_prediction,
     extended,
+    extends_closure,
     predicted_savings,
     primary_cure,
     shortfall,
@@ -125,7 +126,7 @@ class Search:
         self.bests: list[Chosen] = [{}]
         self.first_win: Final | None = None  # the first win, as its trial measured it against the baseline
         self.steps: list[Step] = []
-        self.tried: dict[tuple[str, str], str] = {}  # (optimizer, config) -> the rule that tried it
+        self.tried: dict[tuple[str, str], str] = {}  # (optimizer, config) -> what its rule did with it
         self.predicted = predicted_savings(report)
         progress("timing the baseline")
         self.baseline_time = self._time_baseline()
@@ -295,16 +296,17 @@ class Search:
         """Why the candidate is not tried (already tried, its trial does not fit the budget left,
         not applicable), or None."""
         key = (optimizer.name, repr(config))
-        if key in self.tried:
-            return SKIPPED, f"already tried (rule '{self.tried[key]}')"
-        self.tried[key] = rule
-        extender = next((o for o, _, _ in self.chosen.values() if o.extends == optimizer.name), None)
+        if key in self.tried:  # "tried (rule 'x')", or never tried: "skipped for want of budget (rule 'x')"
+            return SKIPPED, f"already {self.tried[key]}"
+        self.tried[key] = f"tried (rule '{rule}')"
+        extender = next((o for o, _, _ in self.chosen.values() if optimizer.name in extends_closure(o)), None)
         if extender is not None:
             return SKIPPED, f"{extender.name} (kept) already does what it does, and more"
         predicted, available = self.costs.trial_seconds(optimizer, guard), self._available()
         cap = PROCESS_WIDE_SHARE * self.budget if optimizer.process_wide else None
         needs = shortfall(predicted, available, cap, self.budget)
         if needs is not None:
+            self.tried[key] = f"skipped for want of budget (rule '{rule}')"
             fresh = f", at most {PROCESS_WIDE_SHARE:.0%} of the budget in fresh processes" if cap is not None else ""
             return SKIPPED, (
                 f"{NEEDS_BUDGET}{needs} s more budget: its trial is predicted at ~{predicted:.0f} s, "
