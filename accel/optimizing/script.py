@@ -14,7 +14,9 @@ when the 95% interval of its speedup (ratio of medians, whole rounds resampled:
 accel.core.stats.paired_ratio_ci) lies above the recipe's keep.min_speedup, and the batches it
 yields are the script's own (its guard): the digests of the first batches of each pass must match
 the as-written run's (a Dataset that draws from the global RNG in __getitem__ gives other samples
-in worker processes). Its steps, verdicts and lock are the engine's kinds too.
+in worker processes). Its steps, verdicts and lock are the engine's kinds too. Ctrl-C or SIGTERM
+ends the rounds early: those run by then are judged (a setting with fewer than MIN_ROUNDS is
+skipped), and the result, marked partial, is written and locked as a whole one is.
 """
 
 from __future__ import annotations
@@ -220,6 +222,7 @@ def search_settings(
     # Ctrl-C or SIGTERM: what the rounds run so far decided, said as such
     stop = f"interrupted in round {stopped} of {rounds}: " if stopped is not None else ""
     partial = stopped is not None
+    rounds = stopped - 1 if stopped is not None else rounds  # the whole rounds run
     if best is None:
         message = f"nothing kept: {names[0]} stays (no setting was faster beyond noise with the same batches)"
         message = f"{stop}nothing was kept: the lock is empty" if partial else message
