@@ -219,3 +219,24 @@ def test_a_candidate_skipped_for_budget_is_not_said_to_be_tried_when_named_again
     assert first.verdict.value == "skipped" and "needs ~11 s more budget" in first.reason, first.reason
     assert second.reason == "already skipped for want of budget (rule 'first')", second.reason
     assert "tried" not in second.reason
+
+
+def test_a_budget_skip_counts_the_seconds_kept_for_the_final_re_measure(tmp_path, monkeypatch):
+    """Seen on BERT: "needs ~25 s more budget: ... 64 s were left" while the status said 2m38s left:
+    the rest was kept to re-measure the final pipeline, which the reason now says."""
+    import accel
+    from accel.core.machine import describe_machine
+    from accel.optimizing.optimizers import OPTIMIZERS, Context
+    from accel.optimizing.recipes.schema import parse_recipe
+    from accel.optimizing.search import engine
+    from tests.optimizing import test_engine as planted
+    from tests.paths import PLANTED
+
+    monkeypatch.setitem(OPTIMIZERS._items, planted.SkipA.name, planted.SkipA())
+    monkeypatch.setattr(engine, "shortfall", lambda *args: 25)
+    monkeypatch.setattr(engine.Search, "reserve", lambda self: 94.0)
+    data = {"name": "t", "target": "latency", "rules": [{"name": "first", "try": ["test.skip_a"]}]}
+    context = Context(machine=describe_machine(), workdir=tmp_path)
+    result = engine.run_engine(accel.load(PLANTED / "opt_dead_work.py"), parse_recipe(data), context, budget_seconds=20)
+    (step,) = [s for s in result.steps if s.optimizer == "test.skip_a"]
+    assert "s were left for trials (94 s more kept to re-measure the final pipeline)" in step.reason, step.reason

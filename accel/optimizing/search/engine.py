@@ -293,8 +293,7 @@ class Search:
         return self.remaining() - self.reserve()
 
     def _not_tried(self, optimizer: Optimizer, config: Any, rule: str, guard: Guard) -> tuple[Verdict, str] | None:
-        """Why the candidate is not tried (already tried, its trial does not fit the budget left,
-        not applicable), or None."""
+        """Why the candidate is not tried (tried or skipped before, no budget for its trial, not applicable), or None."""
         key = (optimizer.name, repr(config))
         if key in self.tried:  # "tried (rule 'x')", or never tried: "skipped for want of budget (rule 'x')"
             return SKIPPED, f"already {self.tried[key]}"
@@ -308,9 +307,10 @@ class Search:
         if needs is not None:
             self.tried[key] = f"skipped for want of budget (rule '{rule}')"
             fresh = f", at most {PROCESS_WIDE_SHARE:.0%} of the budget in fresh processes" if cap is not None else ""
+            kept = f" ({self.reserve():.0f} s more kept to re-measure the final pipeline)" if self.reserve() else ""
             return SKIPPED, (
                 f"{NEEDS_BUDGET}{needs} s more budget: its trial is predicted at ~{predicted:.0f} s, "
-                f"{max(available, 0.0):.0f} s were left{fresh}"
+                f"{max(available, 0.0):.0f} s were left for trials{kept}{fresh}"
             )
         slot = slot_of(optimizer)
         reason = self.composer.why_not(optimizer, {s: c for s, c in self.chosen.items() if s != slot})
