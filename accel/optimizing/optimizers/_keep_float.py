@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import NotApplicable
 from accel.optimizing.optimizers.quantize import worst_linear_layers
 
-if TYPE_CHECKING:
-    from accel.optimizing.optimizers.onnx_runtime import OnnxInt8DynamicConfig
 
-
-def float_nodes(
-    pipeline: Pipeline, fp32_path: Path, config: "OnnxInt8DynamicConfig"
-) -> tuple[list[str], dict[str, Any]]:
-    """The MatMul/Gemm nodes of the worst config.keep_float share of the Linear layers (measured in
+def float_nodes(pipeline: Pipeline, fp32_path: Path, config: Any) -> tuple[list[str], dict[str, Any]]:
+    """`config`: an onnx.int8_dynamic config (keep_float, per_channel). The MatMul/Gemm nodes of the worst config.keep_float share of the Linear layers (measured in
     torch, quantize.worst_linear_layers), found by the module path the TorchScript exporter puts in
     node names (`/encoder/layer.0/output/dense/MatMul`); what the lock records of them."""
     if not config.keep_float:
