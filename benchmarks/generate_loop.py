@@ -1,5 +1,6 @@
 """`python -m benchmarks generate_loop`: eager `generate()` against accel's generate loop in ONNX Runtime
-(`onnx.generate` fp32, `onnx.generate_int8`, `onnx.generate_weight_only` 4- and 8-bit) and in
+(`onnx.generate` fp32, `onnx.generate_int8`, both on the fused step with `onnx.generate_fused` and
+`onnx.generate_fused_int8`, `onnx.generate_weight_only` 4- and 8-bit) and in
 OpenVINO (`openvino.generate` fp32, `openvino.generate_int8`: NNCF int8 weights, and its int4_asym
 mode), side by side in one run.
 
@@ -39,6 +40,8 @@ THREADS = 2
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ORT fp32", "onnx.generate", {}),
     ("ORT int8", "onnx.generate_int8", {}),
+    ("ORT fused fp32", "onnx.generate_fused", {}),
+    ("ORT fused int8", "onnx.generate_fused_int8", {}),
     ("ORT weight-only int4", "onnx.generate_weight_only", {"bits": 4}),
     ("ORT weight-only int8", "onnx.generate_weight_only", {"bits": 8}),
     ("OV fp32", "openvino.generate", {}),
