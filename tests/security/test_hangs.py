@@ -51,7 +51,10 @@ HUNG_IMPORT = textwrap.dedent("""
 STDOUT_HOLDER = textwrap.dedent("""
     import subprocess, sys
     import torch
-    holder = subprocess.Popen(["sleep", "600", "{marker}"])
+    # A Python sleeper carrying the marker (GNU sleep exits at once on the extra argument); it
+    # inherits the worker's stdout, which the bench protocol must not wait on.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "{marker}"])
+    open("{marker}.pid", "a").write(str(holder.pid) + " ")
     model = torch.nn.Linear(4, 4).eval()
     example_inputs = (torch.randn(2, 4),)
 """)
@@ -122,7 +125,7 @@ def test_a_budget_bounds_the_replicates_hang_limit():
 def test_a_child_holding_the_workers_stdout_does_not_block_bench_and_is_ended(tmp_path):
     marker = f"accel-holder-{os.getpid()}-{time.monotonic_ns()}"
     file = tmp_path / "holder.py"
-    file.write_text(STDOUT_HOLDER.format(marker=marker))
+    file.write_text(STDOUT_HOLDER.format(marker=tmp_path / marker))
     began = time.monotonic()
     try:
         done = subprocess.run(
@@ -135,6 +138,8 @@ def test_a_child_holding_the_workers_stdout_does_not_block_bench_and_is_ended(tm
         assert "latency median" in done.stdout
         assert time.monotonic() - began < 200
         assert processes_naming(marker) == []
+        started = (tmp_path / f"{marker}.pid").read_text().split()
+        assert started, "the pipeline's import never started its child"  # so the test cannot pass vacuously
     finally:
         for pid in processes_naming(marker):
             os.kill(pid, 9)
