@@ -13,10 +13,10 @@ import typer
 from rich.table import Table
 
 from accel.cli.common import console, err_console, escape
-from accel.cli.gate import MAX_BUDGET_SECONDS  # a day: inf or 1e300 would unbound a hung stage
 from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
+from accel.core.budget import MAX_BUDGET_SECONDS
 
 RUNS = Path("accel-runs")
 DEFAULT_COPY = Path("accel-examples")

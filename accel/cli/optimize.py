@@ -10,11 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from accel.cli.common import INTERRUPTED_EXIT, console, err_console, exit_interrupted, state
-from accel.cli.gate import MAX_BUDGET_SECONDS  # a day: inf or 1e300 would unbound a hung stage
 from accel.cli.live import LiveProgress, shares_terminal
 from accel.cli.paths import check_output_paths
 from accel.cli.render_optimize import decided_row, render_optimize, steps_table
 from accel.cli.units import format_seconds
+from accel.core.budget import MAX_BUDGET_SECONDS
 
 __all__ = ["optimize_command", "recipes_command", "register", "render_optimize", "steps_table"]
 

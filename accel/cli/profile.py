@@ -8,10 +8,10 @@ from typing import List, Optional
 import typer
 
 from accel.cli.common import INTERRUPTED_EXIT, console, err_console, escape, state
-from accel.cli.gate import MAX_BUDGET_SECONDS  # a day: inf or 1e300 would unbound a hung stage
 from accel.cli.live import LiveProgress
 from accel.cli.paths import check_output_paths
 from accel.cli.render_profile import render_profile
+from accel.core.budget import MAX_BUDGET_SECONDS
 from accel.core.errors import PipelineLoadError
 from accel.profiling.report import Report
 

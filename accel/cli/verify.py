@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from accel.cli.common import console, err_console
-from accel.cli.gate import MAX_BUDGET_SECONDS
+from accel.core.budget import MAX_BUDGET_SECONDS
 
 # Exit code when the lock as a whole is no longer faster (2 stays reserved for bad input).
 NO_LONGER_PAYS_EXIT = 1

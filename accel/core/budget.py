@@ -11,6 +11,10 @@ from typing import Any, Callable, Iterator
 
 from accel.core.measure import TARGET_RELATIVE_HALF_WIDTH, Clock, Measurement, device_sync, now
 
+# The largest budget any command or recipe takes: a day. A budget past it is a typo (inf, 1e9,
+# .nan in YAML) that would leave a hung stage unbounded.
+MAX_BUDGET_SECONDS = 86_400.0
+
 
 @dataclasses.dataclass
 class PassBudget:

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from accel.core.budget import MAX_BUDGET_SECONDS
 from accel.core.errors import RecipeError
 from accel.profiling.report import SEVERITIES, finding_kinds
 
@@ -65,8 +66,6 @@ DEFAULT_VALIDATION_BATCHES = 4
 DEFAULT_MIN_MEMORY_SAVING = 0.05
 DEFAULT_MAX_SLOWDOWN = 1.25
 DEFAULT_BUDGET_SECONDS = 120.0
-# A day, as --budget's bound: .inf or .nan would leave a hung stage unbounded.
-MAX_BUDGET_SECONDS = 86_400.0
 # The built-in recipes are about 2 KB; a file this large is not a recipe (and parsing it would be slow).
 MAX_RECIPE_BYTES = 1_000_000
 # How many passes one-time costs (export, compile, cache prebuild) are spread over when a recipe does
