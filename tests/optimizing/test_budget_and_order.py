@@ -425,6 +425,13 @@ def test_the_fusion_optimizers_extend_their_plain_runtimes():
     assert OPTIMIZERS.get("onnx.fusions").extends == "onnx.runtime"
     assert OPTIMIZERS.get("onnx.int8_static").extends == "onnx.runtime"
     assert OPTIMIZERS.get("openvino.int8").extends == "openvino.runtime"
+    # the generate loops in a graph runtime keep the KV cache on, and more: tried before it
+    assert extends_closure(OPTIMIZERS.get("onnx.generate_fused_int8")) == {
+        "onnx.generate_fused",
+        "onnx.generate",
+        "generation.kv_cache",
+    }
+    assert extends_closure(OPTIMIZERS.get("openvino.generate_int8")) == {"openvino.generate", "generation.kv_cache"}
 
 
 def test_a_chain_of_extenders_is_tried_outermost_first(tmp_path):

@@ -246,6 +246,7 @@ class _GenerateBase(Optimizer):
 @register
 class OnnxGenerate(_GenerateBase):
     name = "onnx.generate"
+    extends = "generation.kv_cache"
     description = (
         "The generate loop in ONNX Runtime: the decode step exported with explicit past/present KV tensors, "
         "looped greedily by accel (fp32)."
@@ -256,6 +257,7 @@ class OnnxGenerate(_GenerateBase):
 @register
 class OnnxGenerateInt8(_GenerateBase):
     name = "onnx.generate_int8"
+    extends = "onnx.generate"
     description = "The generate loop in ONNX Runtime with the decode step quantized to int8 (quantize_dynamic)."
     Config = GenerateInt8Config
     predicted_setup_calls: ClassVar[float] = 3.0  # the export, then a pass over its weights
@@ -290,6 +292,7 @@ class OnnxGenerateInt8(_GenerateBase):
 @register
 class OnnxGenerateWeightOnly(_GenerateBase):
     name = "onnx.generate_weight_only"
+    extends = "onnx.generate"
     description = (
         "The generate loop in ONNX Runtime with the decode step's weights in 4 or 8 bits (MatMulNBits), "
         "activations in float: for LMs whose Linear weights do not fit in cache."

@@ -63,6 +63,7 @@ def with_fused_notes(applied: Applied) -> Applied:
 @register
 class OnnxGenerateFused(OnnxGenerate):
     name = "onnx.generate_fused"
+    extends = "onnx.generate"
     description = (
         "The generate loop in ONNX Runtime with ORT's transformer fusions on the decode step "
         "(SkipLayerNorm, FastGelu, Attention...), fp32; the fused nodes are counted."
@@ -82,6 +83,7 @@ class OnnxGenerateFused(OnnxGenerate):
 @register
 class OnnxGenerateFusedInt8(OnnxGenerateInt8):
     name = "onnx.generate_fused_int8"
+    extends = "onnx.generate_fused"
     description = "The generate loop in ONNX Runtime with the fused decode step quantized to int8 (quantize_dynamic)."
     Config = GenerateFusedInt8Config
     predicted_setup_calls: ClassVar[float] = 4.0  # the export, the fusion pass, then a pass over its weights

@@ -237,6 +237,7 @@ class _OvGenerateBase(Optimizer):
 @register
 class OpenVinoGenerate(_OvGenerateBase):
     name = "openvino.generate"
+    extends = "generation.kv_cache"
     description = (
         "The generate loop in OpenVINO: the decode step exported with explicit past/present KV tensors, "
         "compiled by the CPU plugin in float32 and looped greedily by accel."
@@ -247,6 +248,7 @@ class OpenVinoGenerate(_OvGenerateBase):
 @register
 class OpenVinoGenerateInt8(_OvGenerateBase):
     name = "openvino.generate_int8"
+    extends = "openvino.generate"
     description = (
         "The generate loop in OpenVINO with the decode step's weights compressed to int8 by NNCF "
         "(compress_weights), activations in float."
