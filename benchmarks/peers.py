@@ -190,6 +190,20 @@ PEERS: tuple[tuple[str, Callable[[Case, Path, bool], Callable[..., Any]], bool],
 )
 
 
+def accel_pipeline(case: Case) -> accel.Pipeline:
+    """The case as accel's pipeline: its batch first, then the batches the peers calibrate on, as
+    the source (so accel's static int8 calibrates on some and validates on the others, where with
+    the example batch alone it could validate on nothing and reverts them)."""
+    batches = [case.inputs, *calibration(case, CALIBRATION_BATCHES)]
+    size = int(case.inputs[0].shape[0])
+    samples: list[Any] = []
+    for batch in batches:
+        for i in range(size):
+            row = tuple(t[i] for t in batch)
+            samples.append(dict(zip(case.keywords, row)) if case.keywords else row)
+    return accel.Pipeline(model=case.model, source=samples, batch_size=size, name=case.name)
+
+
 def _prepare(case: Case, workdir: Path, quick: bool) -> tuple[dict[str, Call], dict[str, str]]:
     """Each candidate as a call of the case's batch, and what to print about it (one-time cost, cosine)."""
     if case.new_tokens:
@@ -219,7 +233,7 @@ def _prepare(case: Case, workdir: Path, quick: bool) -> tuple[dict[str, Call], d
         notes[label] = f"setup {time.perf_counter() - began:.0f} s, cos {cosine:.4f}"
         calls[label] = lambda fn=fn: fn(*case.inputs)
     began = time.perf_counter()
-    pipeline = accel.Pipeline(model=case.model, inputs=case.batch, name=case.name)
+    pipeline = accel_pipeline(case)
     result = optimize(
         pipeline,
         "latency",
