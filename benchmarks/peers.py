@@ -200,7 +200,7 @@ def accel_pipeline(case: Case) -> accel.Pipeline:
     for batch in batches:
         for i in range(size):
             row = tuple(t[i] for t in batch)
-            samples.append(dict(zip(case.keywords, row)) if case.keywords else row)
+            samples.append(dict(zip(case.keywords, row)) if case.keywords else row if len(row) > 1 else row[0])
     return accel.Pipeline(model=case.model, source=samples, batch_size=size, name=case.name)
 
 
