@@ -12,6 +12,7 @@ from rich.text import Text
 
 from accel.cli.units import format_seconds, format_share
 from accel.profiling.report import Report
+from accel.profiling.script import TOO_FEW_STEPS
 from accel.profiling.top import ABOVE_ROOF_NOTE, SECTIONS, GroupRate, top_groups
 
 BAR_WIDTH = 40
@@ -162,7 +163,10 @@ def render_profile(report: Report, console: Console) -> None:
     if report.findings:
         console.print(findings_block(report))
     primary = report.primary
+    too_few = any(str(note).startswith(TOO_FEW_STEPS) for note in report.extra.get("notes", []))
     verdict = f"bottleneck: [bold]{primary}[/]" if primary != "none" else "no bottleneck above low severity"
+    if primary == "none" and too_few:
+        verdict = "no verdict: too few steps were measured (the note above says what budget would do)"
     console.print(Panel(verdict, expand=False))
     if report.trace_dir:
         logdir = escape(str(Path(report.trace_dir).parent))

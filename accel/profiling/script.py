@@ -39,6 +39,8 @@ MAX_TRACED_STEPS = 200
 MIN_MEASURED_BATCHES = 4
 # The budget suggested then is long enough for this many batches at the rate measured.
 SUGGESTED_BATCHES = 20
+# How the note begins that stands for a finding when the budget stopped the loop too early.
+TOO_FEW_STEPS = "too few steps"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +231,7 @@ def too_few_note(calls: list[LoaderCall], stopped_at: float, budget_seconds: flo
     per_batch = (stopped_at - calls[0].start_seconds) / max(batches, 1) if calls else 0.0
     suggested = max(2.0 * (budget_seconds or 0.0), SUGGESTED_BATCHES * per_batch)
     return (
-        f"too few steps: {batches} measured (a batch takes {per_batch:.1f} s), no finding drawn from them; "
+        f"{TOO_FEW_STEPS}: {batches} measured (a batch takes {per_batch:.1f} s), no finding drawn from them; "
         f"give --budget {math.ceil(suggested)}"
     )
 

@@ -188,3 +188,16 @@ def test_a_loop_stopped_after_too_few_steps_abstains_and_names_a_budget(tmp_path
     assert "measured" in note and "give --budget " in note
     assert int(note.rsplit(" ", 1)[1]) >= 20  # 20 batches at 1.2 s each
     assert report.stages == [] and report.finding("data_loading") is None and report.primary == "none"
+
+
+def test_the_terminal_says_no_verdict_not_no_bottleneck_when_too_few_steps_were_measured(tmp_path):
+    from typer.testing import CliRunner
+
+    from accel.cli import app
+
+    script = tmp_path / "slow_steps.py"
+    script.write_text(SLOW_STEPS)
+    done = CliRunner().invoke(app, ["profile", str(script), "--budget", "1", "--no-trace"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert "no verdict: too few steps were measured" in done.output
+    assert "no bottleneck above low severity" not in done.output
