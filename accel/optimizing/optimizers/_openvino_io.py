@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 import torch
 
-from accel.core.errors import require
+from accel.core.errors import MissingDependencyError, require
+from accel.core.machine import Machine
 from accel.core.pipeline import Pipeline, split_call
 from accel.optimizing.optimizers._model_io import (
     flatten_output,
@@ -35,6 +36,20 @@ from accel.optimizing.optimizers._model_io import (
 from accel.optimizing.optimizers._onnx_export import check_export, input_names_of, quiet
 
 EXTRA = "openvino"
+
+
+def openvino_unusable(name: str, needs: tuple[str, ...], machine: Machine) -> str | None:
+    """Why OpenVINO cannot run optimizer `name` here (a missing package of the extra, a GPU), or None."""
+    for module in ("openvino", *needs):
+        try:
+            require(module, name, EXTRA)
+        except MissingDependencyError as exc:
+            return f"{module} is not installed: {exc.hint}"
+    if machine.is_cuda:
+        return "accel runs OpenVINO on its CPU plugin only; the model is on a GPU"
+    return None
+
+
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 # OpenVINO's names for the precision its CPU plugin computes in. f32 is asked for explicitly: on a
 # CPU with AVX-512 BF16 or AMX the plugin's default is bf16, which is a different optimization.

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from accel.core.errors import LockError, MissingDependencyError, require
+from accel.core.errors import LockError, require
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
@@ -37,6 +37,7 @@ from accel.optimizing.optimizers._openvino_io import (
     compile_properties,
     convert,
     openvino_module,
+    openvino_unusable,
     save_ir,
     silenced,
 )
@@ -86,13 +87,9 @@ class _OpenVinoBase(Optimizer):
     needs: ClassVar[tuple[str, ...]] = ()
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
-        for module in ("openvino", *self.needs):
-            try:
-                require(module, self.name, EXTRA)
-            except MissingDependencyError as exc:
-                return f"{module} is not installed: {exc.hint}"
-        if context.machine.is_cuda:
-            return "accel runs OpenVINO on its CPU plugin only; the model is on a GPU"
+        unusable = openvino_unusable(self.name, self.needs, context.machine)
+        if unusable is not None:
+            return unusable
         if not isinstance(pipeline.model, torch.nn.Module):
             return "the model is not a torch.nn.Module, so OpenVINO cannot convert it"
         if isinstance(pipeline.model, OvModel):

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from accel.core.errors import AccelError, LockError, MissingDependencyError, require
+from accel.core.errors import AccelError, LockError, require
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
@@ -38,6 +38,7 @@ from accel.optimizing.optimizers._openvino_io import (
     OvModel,
     compile_properties,
     openvino_module,
+    openvino_unusable,
     save_ir,
     silenced,
 )
@@ -147,13 +148,9 @@ class _OvGenerateBase(Optimizer):
     needs: ClassVar[tuple[str, ...]] = ()
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
-        for module in ("openvino", *self.needs):
-            try:
-                require(module, self.name, EXTRA)
-            except MissingDependencyError as exc:
-                return f"{module} is not installed: {exc.hint}"
-        if context.machine.is_cuda:
-            return "accel runs OpenVINO on its CPU plugin only; the model is on a GPU"
+        unusable = openvino_unusable(self.name, self.needs, context.machine)
+        if unusable is not None:
+            return unusable
         if pipeline.generate is None:
             return "the pipeline has no generate loop (openvino.runtime converts single forward calls)"
         if isinstance(pipeline.model, (OvGenerator, OrtGenerator)):
