@@ -142,13 +142,17 @@ def test_the_kv_cache_under_int8_weights_on_a_generate_loop(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_step_says_why_the_kv_cache_does_not_compose_with_a_loop_in_onnx_runtime(tmp_path):
+def test_the_step_says_why_the_kv_cache_is_not_tried_once_a_loop_in_onnx_runtime_is_kept(tmp_path):
+    """onnx.generate extends generation.kv_cache (its loop keeps the cache): tried first, and once
+    kept the KV cache's step says so, without a trial. Composer.why_not, which would refuse the
+    cache on top of the loop (RUNS_OUTSIDE_TORCH), is proven below on the composer itself."""
     file = _pipeline_file(tmp_path, GPT2_SHORT, "gpt2_lm.py")
     result = _optimize(tmp_path, file, ["onnx.generate", "generation.kv_cache"], "latency", budget=40)
     steps = {step["optimizer"]: step for step in result["steps"]}
+    assert [step["optimizer"] for step in result["steps"]][:2] == ["onnx.generate", "generation.kv_cache"]
     assert steps["onnx.generate"]["verdict"] == "accepted", steps["onnx.generate"]["reason"]
-    assert steps["generation.kv_cache"]["verdict"] == "not applicable"
-    assert RUNS_OUTSIDE_TORCH in steps["generation.kv_cache"]["reason"]
+    assert steps["generation.kv_cache"]["verdict"] == "skipped"
+    assert "onnx.generate (kept) already does what it does" in steps["generation.kv_cache"]["reason"]
     assert [entry.optimizer for entry in read_lock(tmp_path / "out").entries] == ["onnx.generate"]
 
 
