@@ -22,9 +22,10 @@ from typing import Any, Iterator
 
 import torch
 
-from accel.core.errors import MissingDependencyError, require
+from accel.core.errors import LockError, MissingDependencyError, require
 from accel.core.machine import Machine
 from accel.core.pipeline import Pipeline, split_call
+from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers._model_io import (
     flatten_output,
     output_structure,
@@ -36,6 +37,20 @@ from accel.optimizing.optimizers._model_io import (
 from accel.optimizing.optimizers._onnx_export import check_export, input_names_of, quiet
 
 EXTRA = "openvino"
+
+
+def resolve_ir(lock_dir: Path, state: dict[str, Any]) -> Path:
+    """The .xml of the OpenVINO IR a lock's state names, inside the lock's folder and listed, with its
+    .bin beside it (accel.optimizing.lock_files); a pair that is not one IR refuses the lock."""
+    xml_path = resolve_lock_file(lock_dir, state.get("xml_file"), "xml_file")
+    bin_path = resolve_lock_file(lock_dir, state.get("bin_file"), "bin_file")
+    if xml_path.suffix != ".xml" or bin_path != xml_path.with_suffix(".bin"):
+        raise LockError(
+            f"the lock's xml_file {xml_path.name!r} and bin_file {bin_path.name!r} are not one OpenVINO IR "
+            "(NAME.xml and NAME.bin)",
+            "run accel optimize again",
+        )
+    return xml_path
 
 
 def openvino_unusable(name: str, needs: tuple[str, ...], machine: Machine) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -150,6 +150,37 @@ def greedy_decode(step: Any, layout: CacheLayout, greedy: Greedy) -> torch.Tenso
         positions = positions[:, -1:] + 1
 
 
+def restored_loop(
+    name: str,
+    pipeline: Pipeline,
+    state: dict[str, Any],
+    file: Path,
+    runtime: str,
+    build: Callable[[CacheLayout], Any],
+    output_names: Callable[[Any], list[str]],
+) -> Pipeline:
+    """The pipeline with a lock's generate loop (`build` from the lock's cache layout) behind its own
+    model; the state is data from a lock that may have travelled, so anything in it that does not
+    build `runtime`, or builds a step with other outputs than the layout's, refuses the lock."""
+    problem = decoder_problem(pipeline.model)
+    if problem is not None:
+        raise LockError(f"the lock's {name} entry needs a causal LM: {problem}", "run accel optimize again")
+    try:
+        layout = CacheLayout.from_dict(state.get("cache_layout"))
+        model = build(layout)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise LockError(
+            f"the lock's {name} state does not build {runtime}: {type(exc).__name__}: {str(exc)[:200]}",
+            "run accel optimize again",
+        ) from exc
+    if output_names(model) != layout.output_names:
+        raise LockError(
+            f"the lock's {file.name} has outputs {output_names(model)[:3]}..., not the decode step's",
+            "run accel optimize again",
+        )
+    return pipeline.replace(model=model)
+
+
 class _GenerateBase(Optimizer):
     slot: ClassVar[str] = "model"
     cures = ("generation",)
@@ -222,25 +253,16 @@ class _GenerateBase(Optimizer):
         path = resolve_lock_file(Path(lock_dir), state.get("onnx_file"), "onnx_file")
         if path.suffix != ".onnx":
             raise LockError(f"the lock's onnx_file {path.name!r} is not an .onnx file", "run accel optimize again")
-        problem = decoder_problem(pipeline.model)
-        if problem is not None:
-            raise LockError(f"the lock's {self.name} entry needs a causal LM: {problem}", "run accel optimize again")
-        try:
-            layout = CacheLayout.from_dict(state.get("cache_layout"))
-            options = state.get("session_options") or session_options_dict(torch.get_num_threads(), False)
-            model = OrtGenerator(path, layout, options, pipeline.model)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # ORT's Fail is a RuntimeError
-            raise LockError(
-                f"the lock's {self.name} state does not build an ONNX Runtime session: {type(exc).__name__}: "
-                f"{str(exc)[:200]}",
-                "run accel optimize again",
-            ) from exc
-        if model.step.output_names != layout.output_names:
-            raise LockError(
-                f"the lock's {path.name} has outputs {model.step.output_names[:3]}..., not the decode step's",
-                "run accel optimize again",
-            )
-        return pipeline.replace(model=model)
+        options = state.get("session_options") or session_options_dict(torch.get_num_threads(), False)
+        return restored_loop(
+            self.name,
+            pipeline,
+            state,
+            path,
+            "an ONNX Runtime session",  # ORT's Fail is a RuntimeError
+            lambda layout: OrtGenerator(path, layout, options, pipeline.model),
+            lambda model: model.step.output_names,
+        )
 
 
 @register

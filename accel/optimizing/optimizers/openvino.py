@@ -25,7 +25,6 @@ import torch
 from accel.core.errors import LockError, require
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 from accel.optimizing.optimizers._model_io import artifact_name, check_output_structure, has_attention, tensors_only
 from accel.optimizing.optimizers._openvino_io import (
@@ -38,6 +37,7 @@ from accel.optimizing.optimizers._openvino_io import (
     convert,
     openvino_module,
     openvino_unusable,
+    resolve_ir,
     save_ir,
     silenced,
 )
@@ -135,14 +135,7 @@ class _OpenVinoBase(Optimizer):
     def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Path) -> Pipeline:
         """The IR the lock names, compiled again; the state is data from a lock that may have
         travelled, so anything in it that does not build a compiled model refuses the lock."""
-        xml_path = resolve_lock_file(Path(lock_dir), state.get("xml_file"), "xml_file")
-        bin_path = resolve_lock_file(Path(lock_dir), state.get("bin_file"), "bin_file")
-        if xml_path.suffix != ".xml" or bin_path != xml_path.with_suffix(".bin"):
-            raise LockError(
-                f"the lock's xml_file {xml_path.name!r} and bin_file {bin_path.name!r} are not one OpenVINO IR "
-                "(NAME.xml and NAME.bin)",
-                "run accel optimize again",
-            )
+        xml_path = resolve_ir(Path(lock_dir), state)
         check_output_structure(state.get("output_structure"))
         io = {key: state.get(key) for key in LOCK_STATE_FIELDS}
         try:

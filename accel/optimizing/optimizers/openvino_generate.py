@@ -24,13 +24,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from accel.core.errors import AccelError, LockError, require
+from accel.core.errors import AccelError, require
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
-from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 from accel.optimizing.optimizers._generate_settings import GenerateCall, resolve_greedy
-from accel.optimizing.optimizers._generate_step import CacheLayout, decoder_problem, export_step
+from accel.optimizing.optimizers._generate_step import CacheLayout, export_step
 from accel.optimizing.optimizers._model_io import artifact_name
 from accel.optimizing.optimizers._openvino_io import (
     EXTRA,
@@ -39,10 +38,11 @@ from accel.optimizing.optimizers._openvino_io import (
     compile_properties,
     openvino_module,
     openvino_unusable,
+    resolve_ir,
     save_ir,
     silenced,
 )
-from accel.optimizing.optimizers.onnx_generate import OrtGenerator, _GenerateBase, greedy_decode
+from accel.optimizing.optimizers.onnx_generate import OrtGenerator, _GenerateBase, greedy_decode, restored_loop
 from accel.optimizing.optimizers.onnx_runtime import DEFAULT_OPSET
 
 # NNCF's weight compression modes accel offers: 8-bit per channel, 4-bit in groups.
@@ -203,32 +203,17 @@ class _OvGenerateBase(Optimizer):
     def restore(self, pipeline: Pipeline, config: Any, state: dict[str, Any], lock_dir: Path) -> Pipeline:
         """The IR the lock names, compiled again behind the pipeline's own model; the state is data
         from a lock that may have travelled, so anything in it that does not build refuses it."""
-        xml_path = resolve_lock_file(Path(lock_dir), state.get("xml_file"), "xml_file")
-        bin_path = resolve_lock_file(Path(lock_dir), state.get("bin_file"), "bin_file")
-        if xml_path.suffix != ".xml" or bin_path != xml_path.with_suffix(".bin"):
-            raise LockError(
-                f"the lock's xml_file {xml_path.name!r} and bin_file {bin_path.name!r} are not one OpenVINO IR "
-                "(NAME.xml and NAME.bin)",
-                "run accel optimize again",
-            )
-        problem = decoder_problem(pipeline.model)
-        if problem is not None:
-            raise LockError(f"the lock's {self.name} entry needs a causal LM: {problem}", "run accel optimize again")
-        try:
-            layout = CacheLayout.from_dict(state.get("cache_layout"))
-            model = OvGenerator(xml_path, layout, state.get("compile_properties"), pipeline.model)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise LockError(
-                f"the lock's {self.name} state does not build an OpenVINO model: {type(exc).__name__}: "
-                f"{str(exc)[:200]}",
-                "run accel optimize again",
-            ) from exc
-        if model.output_names != layout.output_names:
-            raise LockError(
-                f"the lock's {xml_path.name} has outputs {model.output_names[:3]}..., not the decode step's",
-                "run accel optimize again",
-            )
-        return pipeline.replace(model=model)
+        xml_path = resolve_ir(Path(lock_dir), state)
+        properties = state.get("compile_properties")
+        return restored_loop(
+            self.name,
+            pipeline,
+            state,
+            xml_path,
+            "an OpenVINO model",
+            lambda layout: OvGenerator(xml_path, layout, properties, pipeline.model),
+            lambda model: model.output_names,
+        )
 
 
 @register
