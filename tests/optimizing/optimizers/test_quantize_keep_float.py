@@ -3,6 +3,7 @@ float output, measured on the example batch, are left in float (optimizers._sens
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import accel
@@ -91,3 +92,25 @@ def test_onnx_int8_dynamic_leaves_the_worst_layer_s_node_in_float(tmp_path):
     assert kept > compare_outputs(exact, plain.pipeline.model(x)).cosine and kept > 0.999
     ladder = optimizer.safer_variants(optimizer.Config(), describe_machine("cpu"))
     assert [r.keep_float for r in ladder[-2:]] == list(KEEP_FLOAT_LADDER)
+
+
+@pytest.mark.parametrize("exporter", ["auto", "torchscript"])
+def test_onnx_keep_float_finds_a_transformers_models_layers_under_either_exporter(tmp_path, exporter):
+    """A keyword-called BERT: torch.export names nodes `node_MatMul_N` (the layer is in its
+    name_scopes metadata); the TorchScript tracer, through the keyword wrapper, `/model/encoder/layer.0/...`."""
+    import onnx
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    model = BertModel(config).eval()
+    ids = torch.randint(1, 1000, (2, 16))
+    pipeline = accel.Pipeline(model=model, inputs={"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    optimizer = OPTIMIZERS.get("onnx.int8_dynamic")
+    context = Context(machine=describe_machine("cpu"), workdir=tmp_path)
+    config_ = optimizer.Config(per_channel=True, keep_float=0.25, exporter=exporter)
+    applied = optimizer.apply(pipeline, config_, context)
+    layers = applied.state["float_layers"]
+    assert len(layers) == 4 and all(name.startswith("encoder.layer.") for name in layers)
+    graph = onnx.load(str(tmp_path / applied.state["onnx_file"])).graph
+    assert sum(n.op_type in ("MatMul", "Gemm") for n in graph.node) >= applied.state["float_nodes"] >= 4
