@@ -4,7 +4,12 @@
   plugin's default is bf16), threads set to torch's count, the latency hint;
 - `openvino.int8`: NNCF post-training quantization of the converted model, activation ranges
   calibrated on the pipeline's own first batches (the transformer scheme where the model has
-  attention layers); the guard validates it on the batches after them;
+  attention layers); the guard validates it on the batches after them. Its safer variants, when
+  the guard refuses it: NNCF's careful settings (SmoothQuant off, the full bias correction), then
+  those with the worst tenth and quarter of the Linear layers left in float (NNCF's ignored scope;
+  the layers measured as `quantize.int8_dynamic`'s are, _sensitivity). SmoothQuant moves activation
+  outliers into the weights: on BERT-base it took the pooler output's centered cosine from 0.9996
+  to 0.9939 at the same speed;
 - `openvino.bf16`: the float32 graph computed in bf16 (the inference-precision hint), only where
   the machine's calibration measured a fast bf16 unit.
 
@@ -17,12 +22,14 @@ version; `restore` compiles that IR again, without converting the model. OpenVIN
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from accel.core.errors import LockError, require
+from accel.core.machine import Machine
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
@@ -41,6 +48,7 @@ from accel.optimizing.optimizers._openvino_io import (
     save_ir,
     silenced,
 )
+from accel.optimizing.optimizers.quantize import KEEP_FLOAT_LADDER, worst_linear_layers
 
 # Batches of the pipeline's own data NNCF calibrates activation ranges on: a few are enough for
 # min/max statistics, and each costs a full forward pass at optimize time.
@@ -67,6 +75,9 @@ class OpenVinoConfig:
 class OpenVinoInt8Config(OpenVinoConfig):
     calibration_batches: int = DEFAULT_CALIBRATION_BATCHES
     preset: str = "performance"  # NNCF's: symmetric activations (performance) or asymmetric (mixed)
+    smooth_quant: bool = True  # NNCF's SmoothQuant for transformers (its default)
+    fast_bias_correction: bool = True  # NNCF's default; False: the slower, more accurate correction
+    keep_float: float = 0.0  # the share of Linear layers with the largest int8 error left in float
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +85,8 @@ class OpenVinoInt8Config(OpenVinoConfig):
             raise ValueError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
         if self.preset not in ("performance", "mixed"):
             raise ValueError(f"preset must be performance or mixed, got {self.preset!r}")
+        if not 0.0 <= self.keep_float < 1.0:
+            raise ValueError(f"keep_float must lie in [0, 1), got {self.keep_float}")
 
 
 class _OpenVinoBase(Optimizer):
@@ -173,8 +186,19 @@ class OpenVinoInt8(_OpenVinoBase):
         self, pipeline: Pipeline, model: Any, io: dict[str, Any], config: OpenVinoInt8Config
     ) -> tuple[Any, dict[str, Any]]:
         nncf = require("nncf", self.name, EXTRA)
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
         feeds = calibration_feeds(pipeline, io["input_names"], config.calibration_batches)
         transformer = has_attention(pipeline.model)
+        float_layers = worst_linear_layers(pipeline, config.keep_float, per_channel=True) if config.keep_float else []
+        # -1 turns SmoothQuant off for every operation kind (NNCF's documented switch)
+        advanced = (
+            None
+            if config.smooth_quant
+            else AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)
+            )
+        )
         with silenced():
             quantized = nncf.quantize(
                 model,
@@ -182,13 +206,36 @@ class OpenVinoInt8(_OpenVinoBase):
                 preset=getattr(nncf.QuantizationPreset, config.preset.upper()),
                 model_type=nncf.ModelType.TRANSFORMER if transformer else None,
                 subset_size=len(feeds),
+                fast_bias_correction=config.fast_bias_correction,
+                ignored_scope=nncf.IgnoredScope(patterns=ignored_patterns(float_layers), validate=False)
+                if float_layers
+                else None,
+                advanced_parameters=advanced,
             )
-        return quantized, {
+        state: dict[str, Any] = {
             "calibration_batches": len(feeds),
             "calibrated_on": "source" if pipeline.has_source else "example inputs",
             "model_type": "transformer" if transformer else "default",
             "nncf_version": nncf.__version__,
         }
+        if float_layers:
+            state["float_layers"] = float_layers
+        return quantized, state
+
+    def safer_variants(self, config: OpenVinoInt8Config, machine: Machine) -> list[Any]:
+        """NNCF's careful settings (SmoothQuant off, the full bias correction), then those with the
+        worst layers left in float (KEEP_FLOAT_LADDER), as its accuracy advice orders them."""
+        if config.keep_float:
+            return []
+        careful = dataclasses.replace(config, smooth_quant=False, fast_bias_correction=False)
+        ladder = [] if careful == config else [careful]
+        return ladder + [dataclasses.replace(careful, keep_float=share) for share in KEEP_FLOAT_LADDER]
+
+
+def ignored_patterns(layers: list[str]) -> list[str]:
+    """NNCF ignored-scope patterns for the operations of the named torch modules: OpenVINO's
+    converter names each after its module path under the wrapper (`__module.model.<name>/aten::...`)."""
+    return [rf"__module\.model\.{re.escape(name)}/.*" for name in layers]
 
 
 @register

@@ -4,6 +4,7 @@ re-applied from the IR its lock lists."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import types
@@ -149,6 +150,61 @@ def test_bert_int8_uses_the_transformer_scheme_and_agrees_within_the_guard(bert)
     assert not torch.allclose(got.last_hidden_state, fp32.pipeline.model(**batch).last_hidden_state, atol=1e-5)
     fidelity = compare_outputs(expected, got)
     assert fidelity.cosine > 0.99
+
+
+# Operations that pass a value on unchanged in kind: a FakeQuantize behind them still feeds the MatMul.
+_PASS_THROUGH = {"Reshape", "Transpose", "Convert", "Multiply", "Subtract", "Squeeze", "Unsqueeze"}
+
+
+def _fed_by_fake_quantize(node, depth: int = 3) -> bool:
+    for value in node.input_values():
+        source = value.get_node()
+        if source.get_type_name() == "FakeQuantize":
+            return True
+        if depth and source.get_type_name() in _PASS_THROUGH and _fed_by_fake_quantize(source, depth - 1):
+            return True
+    return False
+
+
+def _quantized_matmuls(xml: Path) -> dict[str, bool]:
+    """Each MatMul of an IR by name: whether a FakeQuantize feeds it (its int8 inputs)."""
+    import openvino as ov
+
+    ops = ov.Core().read_model(str(xml)).get_ordered_ops()
+    return {op.get_friendly_name(): _fed_by_fake_quantize(op) for op in ops if op.get_type_name() == "MatMul"}
+
+
+def test_the_safer_int8_variants_turn_smooth_quant_off_then_leave_the_worst_layers_in_float(bert, tmp_path):
+    import openvino as ov
+
+    _, pipeline, _, int8 = bert
+    optimizer = OPTIMIZERS.get("openvino.int8")
+    variants = optimizer.safer_variants(make_config(optimizer, {}), describe_machine())
+    assert [(v.smooth_quant, v.fast_bias_correction, v.keep_float) for v in variants] == [
+        (False, False, 0.0),
+        (False, False, 0.1),
+        (False, False, 0.25),
+    ]
+    assert optimizer.safer_variants(variants[-1], describe_machine()) == []
+    default_ops = [op.get_friendly_name() for op in ov.Core().read_model(int8.notes["xml_file"]).get_ordered_ops()]
+    assert any("smooth_quant" in name for name in default_ops)  # NNCF's transformer scheme scales by default
+
+    safer = _apply("openvino.int8", pipeline, tmp_path, smooth_quant=False, fast_bias_correction=False, keep_float=0.25)
+    xml = Path(safer.notes["xml_file"])
+    assert not any("smooth_quant" in op.get_friendly_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops())
+    float_layers = safer.state["float_layers"]
+    linears = [n for n, m in pipeline.model.named_modules() if isinstance(m, nn.Linear)]
+    assert set(float_layers) <= set(linears) and len(float_layers) == math.ceil(0.25 * len(linears))
+    careful = _apply("openvino.int8", pipeline, tmp_path, smooth_quant=False, fast_bias_correction=False)
+    quantized, before = _quantized_matmuls(xml), _quantized_matmuls(Path(careful.notes["xml_file"]))
+    for name in float_layers:  # int8 in the careful variant, float here
+        node = next(n for n in quantized if n.startswith(f"__module.model.{name}/"))
+        assert before[node] and not quantized[node], name
+    assert sum(quantized.values()) == sum(before.values()) - len(float_layers)
+    batch = _padded_batch(_bert_module(), [12, 40], seed=3)
+    with torch.no_grad():
+        expected = pipeline.model(**batch)
+    assert compare_outputs(expected, safer.pipeline.model(**batch)).cosine > 0.99
 
 
 def _bert_lock(bert, tmp_path) -> tuple[Path, Path]:
