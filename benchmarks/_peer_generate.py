@@ -98,19 +98,33 @@ NOT_RUN = {
 }
 
 
+def steps_text(steps: Any) -> str:
+    """accel's search, a candidate each that applied: its verdict, the reason where it was not kept."""
+    parts = []
+    for step in steps:
+        if step.verdict.value == "not applicable" or step.reason.startswith(("rule does not apply", "left out by")):
+            continue
+        params = f" {step.params}" if step.params else ""
+        kept = step.verdict.value == "accepted"
+        parts.append(f"{step.optimizer}{params} {step.verdict.value}" + ("" if kept else f" [{step.reason[:110]}]"))
+    return "; ".join(parts)
+
+
 def _tokens_note(expected: torch.Tensor, got: torch.Tensor) -> str:
     return "tokens same" if torch.equal(expected, got) else "tokens OTHER"
 
 
 def prepare_generate(
     case: Case, workdir: Path, budget_seconds: float, threads: int
-) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
-    """Each side as a call generating the case's tokens, and what to print about it."""
+) -> tuple[dict[str, Callable[[], Any]], dict[str, str], set[str]]:
+    """Each side as a call generating the case's tokens, what to print about it, and the peers
+    whose tokens differ from eager's (outside accel's exact token guard)."""
     (ids,) = case.inputs
     with torch.inference_mode():
         expected = case.call(case.model)
     calls: dict[str, Callable[[], Any]] = {"eager": lambda: case.call(case.model)}
     notes: dict[str, str] = {}
+    outside: set[str] = set()
     began = time.perf_counter()
     step_path = workdir / "step" / "step.onnx"
     layout = export_step(case.model, ids, step_path, opset=17)
@@ -126,6 +140,8 @@ def prepare_generate(
             notes[label] = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
             continue
         seconds = time.perf_counter() - began + export_seconds
+        if not torch.equal(expected, got):
+            outside.add(label)
         notes[label] = f"{STEP_NOTE}; setup {seconds:.0f} s, {_tokens_note(expected, got)}"
         calls[label] = lambda step=step: kv_loop(step, layout, ids, case.new_tokens)
     notes.update(NOT_RUN)
@@ -142,7 +158,7 @@ def prepare_generate(
     kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
     with torch.inference_mode():
         got = result.pipeline.forward((ids,))
-    tried = ", ".join(f"{step.optimizer} {step.verdict.value}" for step in result.steps)
+    tried = steps_text(result.steps)
     notes["accel"] = f"{kept}; search {time.perf_counter() - began:.0f} s ({tried}), {_tokens_note(expected, got)}"
     calls["accel"] = lambda: result.pipeline.forward((ids,))
-    return calls, notes
+    return calls, notes, outside

@@ -37,7 +37,8 @@ def test_the_quick_benchmark_prints_every_peer_and_accel():
         assert cosines[label] >= MIN_COSINE, out
     assert re.search(r"^CPU: .*\(\w+; .*\); 2 threads each; load average", out, re.MULTILINE), out
     header = next(line for line in out.splitlines() if line.startswith("model "))
-    assert all(label in header for label, _, _ in PEERS) and "accel / best peer" in header
+    assert all(label in header for label, _, _ in PEERS) and "accel / best peer within the guard" in header
+    assert "*: outside accel's guard" in out
     row = next(line for line in out.splitlines() if line.startswith("MLP (tiny) "))
     assert re.search(r"\d+\.\d\dx \(", row) and re.search(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\] vs ", row), row
 
