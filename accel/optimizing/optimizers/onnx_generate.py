@@ -183,7 +183,7 @@ def restored_loop(
 
 class _GenerateBase(Optimizer):
     slot: ClassVar[str] = "model"
-    cures = ("generation",)
+    cures = ("generation", "overhead")
     runtime_packages: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx", "transformers")
     Config: ClassVar[type] = GenerateConfig
     # The TorchScript export of the step and a session; one loop's worth of calls, a few seconds of imports.

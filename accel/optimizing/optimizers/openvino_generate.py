@@ -139,7 +139,7 @@ class OvGenerator:
 
 class _OvGenerateBase(Optimizer):
     slot: ClassVar[str] = "model"
-    cures = ("generation",)
+    cures = ("generation", "overhead")
     runtime_packages: ClassVar[tuple[str, ...]] = ("openvino", "onnx", "transformers")
     Config: ClassVar[type] = OvGenerateConfig
     # The TorchScript export of the step, reading it and the CPU plugin's compile.

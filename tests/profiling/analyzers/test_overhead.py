@@ -39,9 +39,10 @@ def test_overhead_recommends_only_the_cures_that_fit_the_model():
     fixed = kinds(_tiny_ops_data(), fake_machine())["overhead"]
     assert fixed.recommendations == ["onnx.runtime", "compile"]
     assert "no source" in fixed.evidence["cures_left_out"]["batch.size"]
-    # a generate loop: exports cover single forward calls only
+    # a generate loop: exports cover single forward calls only; the loop runs in a graph runtime
     generating = cures_for(_tiny_ops_data(stages=SOURCE_STAGES, generation=object()))
-    assert generating[0] == ["compile", "batch.size"] and "generate loop" in generating[1]["onnx.runtime"]
+    assert generating[0] == ["onnx.generate", "openvino.generate", "compile", "batch.size"]
+    assert "generate loop" in generating[1]["onnx.runtime"]
     # a stepwise RNN's samples, one per call at several lengths: a larger batch would pad them
     ragged = [BatchPadding(n, n, (n,)) for n in (3, 9, 5)]
     rnn = kinds(_tiny_ops_data(stages=SOURCE_STAGES, padding=ragged), fake_machine())["overhead"]
@@ -53,6 +54,18 @@ def test_overhead_recommends_only_the_cures_that_fit_the_model():
     assert cures_for(_tiny_ops_data(stages=SOURCE_STAGES, padding=even))[0] == ["onnx.runtime", "compile", "batch.size"]
     # a training script: no ONNX Runtime, no batch size of accel's choosing
     assert cures_for(_tiny_ops_data(mode="script"))[0] == ["compile"]
+
+
+def test_a_generate_loops_overhead_predicts_the_graph_runtime_loops_save_it():
+    # what ranks the loops run outside torch in the search: without it they came after every
+    # torch candidate, and GPT-2's generate() spent its budget before reaching them
+    looped = kinds(_tiny_ops_data(stages=SOURCE_STAGES, generation=object()), fake_machine())["overhead"]
+    share = looped.evidence["overhead_share_of_model"]
+    assert share > 0.5
+    assert looped.evidence["predicted_saving"] == {"onnx.generate": share, "openvino.generate": share}
+    # no generate loop: neither is named, nothing predicted for them
+    forward = kinds(_tiny_ops_data(stages=SOURCE_STAGES), fake_machine())["overhead"]
+    assert forward.evidence["predicted_saving"] == {} and "onnx.generate" not in forward.recommendations
 
 
 def test_a_long_op_near_its_roofline_is_not_overhead():
