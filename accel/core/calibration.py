@@ -280,6 +280,9 @@ def decide_cached(cached: Calibration, check: Check) -> CacheDecision:
         )
     if not cached.check_gflops or not cached.check_gbs:
         return CacheDecision(False, "the cached calibration has no check figures")
+    missing = sorted(set(KERNELS) - set(cached.cure_gflops) - set(cached.cure_unavailable))
+    if cached.cure_gflops and missing:
+        return CacheDecision(False, f"the cached calibration lacks the cure kernels {', '.join(missing)}")
     for what, measured, then in (
         ("fp32 GEMM", check.gflops, cached.check_gflops),
         ("copy", check.gbs, cached.check_gbs),
