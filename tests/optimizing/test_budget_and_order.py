@@ -228,6 +228,18 @@ def test_a_fresh_process_candidate_may_take_a_small_share_of_the_budget():
     assert costs.trial_seconds(ProcessWide(), Guard()) > 5 * costs.trial_seconds(Cheap(), Guard())
 
 
+def test_after_a_win_a_trial_is_predicted_at_the_current_bests_speed():
+    # its guard and rounds time the current best (3x faster here); its setup still runs the model as it was
+    costs = Costs(call_seconds=2.4, load_seconds=8.0, target="latency")
+    won = dataclasses.replace(costs, best_call_seconds=0.8)
+    setup = Cheap.predicted_setup_seconds + Cheap.predicted_setup_calls * 2.4
+    assert won.trial_seconds(Cheap(), Guard()) - setup == pytest.approx(
+        (costs.trial_seconds(Cheap(), Guard()) - setup) / 3
+    )
+    slower = dataclasses.replace(costs, best_call_seconds=5.0)  # a burst of load on the best's calls
+    assert slower.trial_seconds(Cheap(), Guard()) == costs.trial_seconds(Cheap(), Guard())
+
+
 def test_nothing_kept_means_no_final_re_measure(tmp_path, monkeypatch):
     said: list[str] = []
     baseline = accel.load(PLANTED / "opt_dead_work.py")

@@ -356,6 +356,8 @@ class Search:
             self.chosen = {s: c for s, c in trial_choice.items() if s in applied}
             self.bests.append(self.chosen)
             self.best = (trial.pipeline, trial.choices)
+            fastest = min(trial.comparison.candidate.samples, default=None)
+            self.costs = dataclasses.replace(self.costs, best_call_seconds=fastest)
         return Step(
             *head,
             decision.verdict,
