@@ -1,7 +1,9 @@
 """The models of `python -m benchmarks peers`, at random init: BERT-base (batch 1 and 16, seq 128), a
 ResNet-50 written from plain torch modules (torchvision is not a dependency), GPT-2 small's forward
-and its generate() of 32 tokens with the KV cache, and the wide MLP of examples/wide_mlp.py; each at full size or, for the smoke test, tiny. (A helper
-module: its leading underscore keeps it off the list of benchmarks.)
+and its generate() of 32 tokens with the KV cache, the wide MLP of examples/wide_mlp.py, each at
+full size or, for the smoke test, tiny; and the corpus's padded BERT stream (tests/real/bert_padded.py
+as it is: its 96 long-tailed sequences padded to the longest of each batch of 16), timed over the
+whole stream. (A helper module: its leading underscore keeps it off the list of benchmarks.)
 
 A model is a `Case`: the torch module, the batch it is called on, whether it is a transformer (ORT's
 fusions and NNCF's transformer scheme apply) and, for one, ORT's fusion set and shape.
@@ -10,6 +12,7 @@ fusions and NNCF's transformer scheme apply) and, for one, ORT's fusion set and 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +30,9 @@ class Case:
     num_heads: int = 0
     hidden_size: int = 0
     new_tokens: int = 0  # > 0: the case is generate() of this many greedy tokens, KV cache on
+    # A pipeline over a stream: each side is timed over its whole run (Pipeline.run), every padded
+    # batch through the side's model, and the graphs keep batch and sequence axes dynamic.
+    stream: Any = None
 
     @property
     def batch(self) -> Any:
@@ -172,6 +178,28 @@ def wide_mlp(quick: bool) -> Case:
     return Case(name, nn.Sequential(*layers).eval(), (torch.randn(1, widths[0]),))
 
 
+CORPUS_FILE = Path(__file__).resolve().parent.parent / "tests" / "real" / "bert_padded.py"
+
+
+def corpus(quick: bool) -> Case:
+    """The corpus's padded BERT stream, as its file defines it (its size is already small)."""
+    import accel
+
+    pipeline = accel.load(CORPUS_FILE)
+    ids = pipeline.example_batch()
+    config = pipeline.model.config
+    return Case(
+        "corpus: padded BERT stream (tests/real/bert_padded.py), 96 sequences",
+        pipeline.model,
+        (ids["input_ids"], ids["attention_mask"]),
+        TEXT_KEYWORDS,
+        "bert",
+        config.num_attention_heads,
+        config.hidden_size,
+        stream=pipeline,
+    )
+
+
 BUILDERS = {
     "bert": bert,
     "bert16": bert16,
@@ -179,6 +207,7 @@ BUILDERS = {
     "gpt2": gpt2,
     "gpt2_generate": gpt2_generate,
     "wide_mlp": wide_mlp,
+    "corpus": corpus,
 }
 
 

@@ -1,4 +1,4 @@
-"""`python -m benchmarks peers [--quick] [--models=wide_mlp,bert,bert16,resnet,gpt2,gpt2_generate]`:
+"""`python -m benchmarks peers [--quick] [--models=wide_mlp,bert,bert16,resnet,gpt2,gpt2_generate,corpus]`:
 accel optimize against the skilled user's tools, each applied as its own documentation says.
 
 Peers: OpenVINO fp32 (`openvino.convert_model`, `compile_model` with the f32 precision hint) and
@@ -16,6 +16,9 @@ relative error <= 0.1), the loosest it applies. A peer outside it is timed and s
 "best peer" the ratio is taken against (a result accel's guard would refuse is not one it could
 have kept); the fastest peer at any fidelity gets a ratio of its own. One-time costs (export, quantization, compile, accel's
 search) are printed apart. `--quick`: tiny models and short budgets, for the smoke test.
+The corpus case (tests/real/bert_padded.py's padded stream) times each side over the whole stream
+(`Pipeline.run`, every padded batch through the side's model; the peers' graphs with dynamic batch
+and sequence axes) and accel runs the `throughput` recipe, whose target that is.
 GPT-2 generating 32 tokens with its cache is its own case (benchmarks/_peer_generate.py): the peers
 loop the decode step in their runtime, and the tokens are compared instead of a cosine (other tokens
 than eager's are outside the guard, as accel's exact token guard says).
@@ -44,7 +47,7 @@ from benchmarks._peer_generate import prepare_generate, steps_text
 from benchmarks._peer_models import Case, build
 
 THREADS = 2
-MODELS = ("wide_mlp", "bert", "bert16", "resnet", "gpt2", "gpt2_generate")
+MODELS = ("wide_mlp", "bert", "bert16", "resnet", "gpt2", "gpt2_generate", "corpus")
 # accel's search budget (seconds) per model; the latency recipe's own is 180 s.
 ACCEL_BUDGET_SECONDS = {False: 180.0, True: 15.0}
 # Interleaved rounds, and the seconds each candidate is called for in a round.
@@ -77,7 +80,9 @@ class _First(torch.nn.Module):
 def first(out: Any) -> torch.Tensor:
     if isinstance(out, np.ndarray):
         return torch.from_numpy(out)
-    return out if isinstance(out, torch.Tensor) else out[0]
+    if isinstance(out, torch.Tensor):
+        return out
+    return next(iter(out.values())) if hasattr(out, "values") else out[0]  # a dict or ModelOutput, a tuple
 
 
 def calibration(case: Case, count: int) -> list[tuple[torch.Tensor, ...]]:
@@ -111,7 +116,10 @@ def _session(path: Path) -> Callable[..., np.ndarray]:
 
 def _export(case: Case, path: Path) -> None:
     names = [f"input_{i}" for i in range(len(case.inputs))]
-    torch.onnx.export(_First(case), case.inputs, str(path), dynamo=False, opset_version=17, input_names=names)
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} if case.stream is not None else None
+    torch.onnx.export(
+        _First(case), case.inputs, str(path), dynamo=False, opset_version=17, input_names=names, dynamic_axes=dynamic
+    )
 
 
 def ort_fused(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
@@ -155,7 +163,8 @@ def ort_fused(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
 def openvino(case: Case, workdir: Path, int8: bool) -> Callable[..., Any]:
     import openvino as ov
 
-    model = ov.convert_model(_First(case), example_input=case.inputs)
+    shapes = [ov.PartialShape([-1] * t.dim()) for t in case.inputs] if case.stream is not None else None
+    model = ov.convert_model(_First(case), example_input=case.inputs, input=shapes)
     if int8:
         import nncf
 
@@ -216,14 +225,48 @@ def accel_pipeline(case: Case) -> accel.Pipeline:
     return accel.Pipeline(model=case.model, source=samples, batch_size=size, name=case.name)
 
 
+class _Runtime(torch.nn.Module):
+    """A peer's callable as the stream pipeline's model: called as the model is, its first output."""
+
+    def __init__(self, fn: Callable[..., Any], keywords: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fn, self.keywords = fn, keywords
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        return first(self.fn(*args, *(kwargs[k] for k in self.keywords if k in kwargs)))
+
+
+def _timed(case: Case, model: Any = None, peer: Callable[..., Any] | None = None) -> Call:
+    """One side's timed call: the model (or a peer's callable) on the case's batch, or over its
+    whole stream; what it returns is compared with eager's."""
+    if case.stream is not None:
+        pipeline = case.stream.replace(model=_Runtime(peer, case.keywords) if peer else model)
+        return lambda: [first(item) for item in pipeline.run()]
+    if peer is not None:
+        return lambda: first(peer(*case.inputs))
+    return lambda: first(case.call(model))
+
+
+def _named(output: Any) -> Callable[[Any], Any]:
+    """What puts a first-output tensor (or a stream's list of them) under the name the model gives
+    it, so the guard judges a peer's as it judges accel's: GPT-2's `logits` as class scores (top-1
+    agreement), BERT's `last_hidden_state` as features."""
+    keys = list(output.keys()) if hasattr(output, "keys") else []
+    if not keys:
+        return lambda value: value
+    name = keys[0]
+    return lambda value: [{name: t} for t in value] if isinstance(value, list) else {name: value}
+
+
 def _prepare(case: Case, workdir: Path, quick: bool) -> Prepared:
-    """Each candidate as a call of the case's batch, what to print about it (one-time cost, cosine),
-    and the peers whose outputs are outside accel's guard."""
+    """Each candidate as a timed call, what to print about it (one-time cost, cosine), and the
+    peers whose outputs are outside accel's guard."""
     if case.new_tokens:
         return prepare_generate(case, workdir, ACCEL_BUDGET_SECONDS[quick], THREADS)
+    calls: dict[str, Call] = {"eager": _timed(case, case.model)}
     with torch.inference_mode():
-        reference = first(case.call(case.model))
-    calls: dict[str, Call] = {"eager": lambda: case.call(case.model)}
+        reference = calls["eager"]()
+        named = _named(case.call(case.model))
     notes: dict[str, str] = {}
     outside: set[str] = set()
     guard = peer_guard()
@@ -234,39 +277,46 @@ def _prepare(case: Case, workdir: Path, quick: bool) -> Prepared:
         if label == "compile max-autotune" and quick:
             notes[label] = "left out of --quick (minutes of compile)"
             continue
+        if label == "compile max-autotune" and case.stream is not None:
+            notes[label] = "not run on the stream: it autotunes again for each padded length"
+            continue
         folder = workdir / label.replace(" ", "-")
         folder.mkdir()
         began = time.perf_counter()
         try:
-            fn = make(case, folder, int8)
+            call = _timed(case, peer=make(case, folder, int8))
             with torch.inference_mode():
-                out = first(fn(*case.inputs))
+                out = call()
         except Exception as exc:  # noqa: BLE001 - a peer that fails is reported, not fatal
             notes[label] = f"failed ({type(exc).__name__}: {str(exc)[:80]})"
             continue
-        fidelity = compare_outputs(reference, out)
+        fidelity = compare_outputs(named(reference), named(out))
         failure = fidelity.failure(guard)
         if failure is not None:
             outside.add(label)
         within = "" if failure is None else f", OUTSIDE accel's guard ({failure})"
         notes[label] = f"setup {time.perf_counter() - began:.0f} s{within}, cos {fidelity.cosine:.4f}"
-        calls[label] = lambda fn=fn: fn(*case.inputs)
+        calls[label] = call
     began = time.perf_counter()
-    pipeline = accel_pipeline(case)
+    pipeline = case.stream if case.stream is not None else accel_pipeline(case)
     result = optimize(
         pipeline,
-        "latency",
+        "throughput" if case.stream is not None else "latency",
         out_dir=workdir / "accel",
         budget_seconds=ACCEL_BUDGET_SECONDS[quick],
         threads=THREADS,
         skip=["runtime.allocator"],
     )
     kept = "+".join(c.optimizer for c in result.result.choices) or "nothing"
+    calls["accel"] = (
+        (lambda: [first(item) for item in result.pipeline.run()])
+        if case.stream is not None
+        else lambda: first(result.pipeline.call_model(case.batch))
+    )
     with torch.inference_mode():
-        cosine = compare_outputs(reference, first(result.pipeline.call_model(case.batch))).cosine
+        cosine = compare_outputs(reference, calls["accel"]()).cosine
     tried = steps_text(result.steps)
     notes["accel"] = f"{kept}; search {time.perf_counter() - began:.0f} s ({tried}), cos {cosine:.4f}"
-    calls["accel"] = lambda: result.pipeline.call_model(case.batch)
     return calls, notes, outside
 
 

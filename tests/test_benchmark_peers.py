@@ -69,3 +69,23 @@ def test_the_generate_case_loops_the_fused_step_to_eager_generates_tokens(tmp_pa
     layout = export_step(case.model, ids, tmp_path / "step.onnx", opset=17)
     step = ort_fused(case, tmp_path / "step.onnx", tmp_path, False, 2)
     assert torch.equal(kv_loop(step, layout, ids, case.new_tokens), expected)
+
+
+@pytest.mark.slow
+def test_the_corpus_case_runs_each_peer_over_the_whole_padded_stream(tmp_path):
+    from accel.optimizing.search.fidelity import compare_outputs
+    from benchmarks.peers import _timed, openvino, ort_fused
+
+    case = build("corpus", quick=True)
+    assert case.stream is not None and case.fusion_type == "bert"
+    lengths = {len(s) for s in case.stream.source}
+    assert min(lengths) < 48 and max(lengths) > 200  # the long tail the stream pads to
+    with torch.inference_mode():
+        expected = _timed(case, case.model)()
+        assert len(expected) == len(case.stream.source)  # one result a sequence, trimmed to its tokens
+        for make in (ort_fused, openvino):  # graphs with dynamic batch and sequence axes
+            folder = tmp_path / make.__name__
+            folder.mkdir()
+            got = _timed(case, peer=make(case, folder, False))()
+            assert [t.shape for t in got] == [t.shape for t in expected]
+            assert compare_outputs(expected, got).cosine > 0.9999
