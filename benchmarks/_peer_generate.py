@@ -159,6 +159,9 @@ def prepare_generate(
     with torch.inference_mode():
         got = result.pipeline.forward((ids,))
     tried = steps_text(result.steps)
-    notes["accel"] = f"{kept}; search {time.perf_counter() - began:.0f} s ({tried}), {_tokens_note(expected, got)}"
+    took = time.perf_counter() - began
+    notes["accel"] = (
+        f"{kept}; search {took:.0f} s, budget {budget_seconds:.0f} s ({tried}), {_tokens_note(expected, got)}"
+    )
     calls["accel"] = lambda: result.pipeline.forward((ids,))
     return calls, notes, outside
