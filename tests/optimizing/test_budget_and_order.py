@@ -99,6 +99,19 @@ class Quantizer(Optimizer):
         return [LevelConfig(level=1), LevelConfig(level=2)] if config.level == 0 else []
 
 
+class Breaker(Optimizer):
+    """An int8 rung ladder no rung of which holds the outputs (zeros), each a second to apply."""
+
+    name, slot, Config = "test.breaker", "test-break", LevelConfig
+
+    def apply(self, pipeline, config, context):
+        time.sleep(1.0)
+        return Applied(pipeline=pipeline.replace(model=lambda x: torch.zeros(x.shape[0], 8)))
+
+    def safer_variants(self, config, machine):
+        return [LevelConfig(level=n) for n in range(1, 9)] if config.level == 0 else []
+
+
 class Base(_Marked):
     """A plain runtime: onnx.int8_dynamic's place."""
 
@@ -118,6 +131,7 @@ PLANTED_OPTIMIZERS = (
     Cure,
     ProcessWide,
     Quantizer,
+    Breaker,
     Base,
     Extender,
     _slow(1.5),
@@ -260,6 +274,22 @@ def test_a_guard_failure_tries_the_safer_variants_and_keeps_the_first_that_passe
     assert rows[0].verdict is Verdict.REVERTED and rows[0].cause is Cause.GUARD
     assert rows[1].verdict is Verdict.ACCEPTED and rows[1].reason.startswith("safer variant (level=1): kept")
     assert [(c.optimizer, c.params) for c in result.choices] == [("test.quantizer", {"level": 1})]
+
+
+def test_safer_variants_that_never_pass_stop_at_their_share_and_the_others_are_tried(tmp_path, fake_timing):
+    # GPT-2's forward at random init: five int8 rungs took the budget, the float runtimes never ran
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    result = run_engine(
+        baseline, _recipe("test.breaker", "test.cheap", order="as_written"), _context(tmp_path), budget_seconds=12
+    )
+    rows = [step for step in result.steps if step.optimizer == "test.breaker"]
+    tried = [row for row in rows if row.verdict is Verdict.REVERTED]
+    assert 2 <= len(tried) < 9 and all(row.cause is Cause.GUARD for row in tried)
+    stopped = rows[-1]
+    assert stopped.verdict is Verdict.SKIPPED and "over 33% of the" in stopped.reason, stopped.reason
+    assert stopped.reason.startswith(f"safer variant (level={len(tried)}): not tried")
+    cheap = next(step for step in result.steps if step.optimizer == "test.cheap")
+    assert cheap.verdict is Verdict.ACCEPTED, cheap.reason
 
 
 def test_int8_optimizers_declare_their_ladders():

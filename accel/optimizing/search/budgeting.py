@@ -47,6 +47,11 @@ UNPREDICTED_SAVING = 0.05
 # The fewest calls a comparison makes per side (core.measure.compare_interleaved as the engine's
 # Measurer calls it): warm-up, then the minimum rounds, each with a settle call (latency) or not.
 WARMUP_CALLS = 2
+# A failing candidate's safer variants may take this share of what was left for trials when the
+# candidate started (its first variant always runs): on GPT-2's forward at random init, where no
+# int8 rung could hold its near-tied logits' top-1, ORT int8's five rungs took the budget and the
+# float32 runtimes that pass were never tried.
+LADDER_SHARE = 1 / 3
 # The rounds a trial's prediction counts: fewer than a comparison's usual minimum (a deadline cuts
 # it there) and enough for an interval that separates a large effect. On a loaded machine the
 # baseline's calls, and so every prediction, run long: a candidate that can still be decided is
@@ -130,6 +135,18 @@ def primary_cure(report: Any, among: set[str]) -> str | None:
     if predicted:
         return max(predicted, key=lambda cure: predicted[cure])
     return next((name for name in finding.recommendations if name in among), None)
+
+
+def ladder_stop(before: float, available: float) -> str | None:
+    """Why the next safer variant is not tried: the candidate and its variants so far took more
+    than LADDER_SHARE of the `before` seconds left when it started; None while they have not."""
+    spent = before - available
+    if spent <= LADDER_SHARE * before:
+        return None
+    return (
+        f"not tried: this candidate's trials took {spent:.0f} s, over {LADDER_SHARE:.0%} of the "
+        f"{before:.0f} s left when it started; the other candidates keep the rest"
+    )
 
 
 def by_prediction(planned: list[Planned], first: str | None) -> list[Planned]:

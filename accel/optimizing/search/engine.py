@@ -15,7 +15,8 @@ fresh-process candidates last), unless the recipe says `order: as_written`. Ever
 deadline from what is left of the budget: a candidate predicted not to fit is skipped with the
 budget it needs, a comparison past its slot is cut at the next round's end. A candidate that fails
 the guard (not the speed test) is followed by its optimizer's safer variants (`safer_variants`),
-each a measured, guarded candidate of its own, until one passes the guard.
+each a measured, guarded candidate of its own, until one passes the guard or they have taken their
+share of the budget (budgeting.ladder_stop).
 
 Candidates in one slot are alternatives (every way of replacing the model is one slot), so a trial
 replaces that slot's current choice; every trial contains the other accepted optimizations, so
@@ -49,6 +50,7 @@ from accel.optimizing.search.budgeting import (
     by_prediction,
     extended,
     extends_closure,
+    ladder_stop,
     predicted_savings,
     primary_cure,
     shortfall,
@@ -80,13 +82,7 @@ __all__ += ["Search", "amortized", "matching_findings", "run_engine"]
 
 # Share of the budget kept for re-measuring the final composition against the baseline.
 FINAL_SHARE = 0.15
-ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = (
-    Verdict.ACCEPTED,
-    Verdict.REVERTED,
-    Verdict.NOT_APPLICABLE,
-    Verdict.FAILED,
-    Verdict.SKIPPED,
-)
+ACCEPTED, REVERTED, NOT_APPLICABLE, FAILED, SKIPPED = tuple(Verdict)  # in the enum's order
 
 
 class Search:
@@ -177,14 +173,19 @@ class Search:
     def try_candidate(self, rule: Rule, candidate: Candidate) -> Step:
         """Try one candidate in its slot on top of the accepted ones; keep it or not; its step.
         One that fails the guard is followed by its safer variants until one passes it."""
-        sharing = max(self.left, 1)
+        sharing, before = max(self.left, 1), self._available()
         self.left = max(self.left - 1, 0)
         self.narrator.start(candidate.optimizer)
         step, config = self._try(rule, candidate, sharing)
         if step.cause is Cause.GUARD and config is not None:
             optimizer = OPTIMIZERS.get(candidate.optimizer)
-            for variant in optimizer.safer_variants(config, self.context.machine):
+            for index, variant in enumerate(optimizer.safer_variants(config, self.context.machine)):
                 params = {**candidate.params, **changed_fields(config, variant)}
+                stop = ladder_stop(before, self._available()) if index else None
+                if stop is not None:  # the others keep the rest of the budget
+                    said = f"safer variant ({params_text(params)}): {stop}"
+                    self._record(Step(candidate.optimizer, params, rule.name, SKIPPED, said))
+                    break
                 tried, _ = self._try(rule, Candidate(candidate.optimizer, params), sharing, safer=True)
                 if tried.cause is not Cause.GUARD:
                     break
@@ -386,13 +387,7 @@ def run_engine(
 ) -> EngineResult:
     """Search the recipe's candidates for `baseline`; see the module docstring."""
     search = Search(
-        baseline,
-        recipe,
-        context,
-        budget_seconds=budget_seconds,
-        progress=progress,
-        report=report,
-        selection=selection,
+        baseline, recipe, context, budget_seconds=budget_seconds, progress=progress, report=report, selection=selection
     )
     try:
         for rule, candidate in search.plan():
