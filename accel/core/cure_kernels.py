@@ -197,19 +197,6 @@ def _ort(quantized: bool) -> Callable[[str, int], AtRows]:
     return build
 
 
-_kernel("ort_fp32", "fp32", "onnx.runtime", "ONNX Runtime float32 MatMul (MLAS)", cpu_only=True, own_pool=True)(
-    _ort(False)
-)
-_kernel(
-    "ort_int8",
-    "int8",
-    "onnx.int8_dynamic",
-    "ONNX Runtime DynamicQuantizeLinear + MatMulInteger (MLAS), from quantize_dynamic",
-    cpu_only=True,
-    own_pool=True,
-)(_ort(True))
-
-
 # OpenVINO's activation range for the int8 kernel's FakeQuantize: the rows are standard normal.
 OV_ACTIVATION_RANGE = 4.0
 
@@ -250,17 +237,26 @@ def _openvino(quantized: bool) -> Callable[[str, int], AtRows]:
     return build
 
 
-_kernel("ov_fp32", "fp32", "openvino.runtime", "OpenVINO CPU plugin float32 MatMul", cpu_only=True, own_pool=True)(
-    _openvino(False)
-)
-_kernel(
-    "ov_int8",
-    "int8",
-    "openvino.int8",
-    "OpenVINO CPU plugin MatMul behind FakeQuantize (NNCF's int8 graph: u8 activations, i8 weights)",
-    cpu_only=True,
-    own_pool=True,
-)(_openvino(True))
+# The kernels of the other runtimes' cures, each in its runtime's own thread pool.
+for _name, _dtype, _cure, _description, _build in (
+    ("ort_fp32", "fp32", "onnx.runtime", "ONNX Runtime float32 MatMul (MLAS)", _ort(False)),
+    (
+        "ort_int8",
+        "int8",
+        "onnx.int8_dynamic",
+        "ONNX Runtime DynamicQuantizeLinear + MatMulInteger (MLAS), from quantize_dynamic",
+        _ort(True),
+    ),
+    ("ov_fp32", "fp32", "openvino.runtime", "OpenVINO CPU plugin float32 MatMul", _openvino(False)),
+    (
+        "ov_int8",
+        "int8",
+        "openvino.int8",
+        "OpenVINO CPU plugin MatMul behind FakeQuantize (NNCF's int8 graph: u8 activations, i8 weights)",
+        _openvino(True),
+    ),
+):
+    _kernel(_name, _dtype, _cure, _description, cpu_only=True, own_pool=True)(_build)
 
 
 def prepare(
