@@ -2,11 +2,8 @@
 
 A square GEMM's peak says what a unit can do; a cure runs something else: quantize.int8_dynamic
 runs the quantized engine's dynamic Linear (fbgemm on x86), onnx.int8_dynamic ONNX Runtime's
-DynamicQuantizeLinear + MatMulInteger (MLAS), onnx.runtime ORT's float32 MatMul, openvino.runtime
-and openvino.int8 OpenVINO's CPU plugin MatMul in float32 and behind FakeQuantize (what NNCF's
-int8 graph is, which the plugin runs as u8 x i8), precision.bf16 a bf16 Linear (cast, or under
-autocast), precision.fp16 an fp16 one. Each runtime's kernels are its own: on the same CPU
-OpenVINO's int8 MatMul ran BERT-base at batch 16 1.4x faster than ORT's. On an AVX2-only CPU the square
+DynamicQuantizeLinear + MatMulInteger (MLAS), onnx.runtime ORT's float32 MatMul, precision.bf16 a
+bf16 Linear (cast, or under autocast), precision.fp16 an fp16 one. On an AVX2-only CPU the square
 bf16 and int8 GEMMs crawl in software while fbgemm's and MLAS's int8 kernels are fast, so only the
 cures' own kernels say which cure can pay.
 
@@ -197,66 +194,17 @@ def _ort(quantized: bool) -> Callable[[str, int], AtRows]:
     return build
 
 
-# OpenVINO's activation range for the int8 kernel's FakeQuantize: the rows are standard normal.
-OV_ACTIVATION_RANGE = 4.0
-
-
-def _openvino(quantized: bool) -> Callable[[str, int], AtRows]:
-    """OpenVINO's CPU plugin running the Linear as openvino.runtime / openvino.int8 compile it (f32
-    precision hint, the latency hint, the thread count); int8 as NNCF leaves a graph: symmetric
-    per-tensor activations and per-output-channel weights behind FakeQuantize."""
-
-    def build(device: str, threads: int) -> AtRows:
-        import numpy as np
-        import openvino as ov
-        import openvino.opset13 as ops
-
-        weight = _weight("cpu").weight.numpy()
-        x = ops.parameter([-1, LAYER_IN], ov.Type.f32, name="x")
-        a, w = x, ops.constant(weight)
-        if quantized:
-            r = np.float32(OV_ACTIVATION_RANGE)
-            high = np.float32(OV_ACTIVATION_RANGE * 127 / 128)
-            a = ops.fake_quantize(x, -r, high, -r, high, 256)
-            scale = np.abs(weight).max(axis=1, keepdims=True).astype(np.float32)
-            w = ops.fake_quantize(w, -scale, scale, -scale, scale, 255)
-        model = ov.Model([ops.matmul(a, w, False, True)], [x], "linear")
-        properties = {
-            "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        request = ov.Core().compile_model(model, "CPU", properties).create_infer_request()
-
-        def at_rows(rows: int) -> Call:
-            feed = _rows(rows, "cpu").numpy()
-            return lambda: request.infer({0: feed})
-
-        return at_rows
-
-    return build
-
-
-# The kernels of the other runtimes' cures, each in its runtime's own thread pool.
-for _name, _dtype, _cure, _description, _build in (
-    ("ort_fp32", "fp32", "onnx.runtime", "ONNX Runtime float32 MatMul (MLAS)", _ort(False)),
-    (
-        "ort_int8",
-        "int8",
-        "onnx.int8_dynamic",
-        "ONNX Runtime DynamicQuantizeLinear + MatMulInteger (MLAS), from quantize_dynamic",
-        _ort(True),
-    ),
-    ("ov_fp32", "fp32", "openvino.runtime", "OpenVINO CPU plugin float32 MatMul", _openvino(False)),
-    (
-        "ov_int8",
-        "int8",
-        "openvino.int8",
-        "OpenVINO CPU plugin MatMul behind FakeQuantize (NNCF's int8 graph: u8 activations, i8 weights)",
-        _openvino(True),
-    ),
-):
-    _kernel(_name, _dtype, _cure, _description, cpu_only=True, own_pool=True)(_build)
+_kernel("ort_fp32", "fp32", "onnx.runtime", "ONNX Runtime float32 MatMul (MLAS)", cpu_only=True, own_pool=True)(
+    _ort(False)
+)
+_kernel(
+    "ort_int8",
+    "int8",
+    "onnx.int8_dynamic",
+    "ONNX Runtime DynamicQuantizeLinear + MatMulInteger (MLAS), from quantize_dynamic",
+    cpu_only=True,
+    own_pool=True,
+)(_ort(True))
 
 
 def prepare(

@@ -108,8 +108,7 @@ class DtypeSpeedups:
 
 def runtime_cure_savings(machine: Machine, speedups: DtypeSpeedups, compute_share: float) -> dict[str, float]:
     """Savings predicted for the cures that run the Linear GEMMs in another runtime (ONNX Runtime's
-    MLAS fp32 and int8 kernels, onnx.runtime / onnx.int8_dynamic; OpenVINO's, openvino.runtime /
-    openvino.int8), from their calibrated kernel ratio
+    MLAS fp32 and int8 kernels, onnx.runtime / onnx.int8_dynamic), from their calibrated kernel ratio
     over eager fp32 (capped at MAX_PREDICTED_SPEEDUP), on the Linear share of the compute-bound time.
     Calibrated, never measured on this model: they rank the optimize search's candidates (a BERT
     whose fastest unit is ORT's int8 MatMul had ORT skipped for budget), not the finding's severity."""
@@ -189,14 +188,7 @@ def headroom(found: RooflineShare, machine: Machine) -> Headroom:
     "compute_bound",
     Role.OP_CLASS,
     reads=("ops", "dtype_timings", "generation", "end_to_end", "stages"),
-    recommends=(
-        *CURES.values(),
-        *ONNX_CURES.values(),
-        "onnx.runtime",
-        "openvino.runtime",
-        "openvino.int8",
-        NO_FASTER_UNIT_CURE,
-    ),
+    recommends=(*CURES.values(), *ONNX_CURES.values(), "onnx.runtime", NO_FASTER_UNIT_CURE),
 )
 def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     found = roofline_share(data, "compute", machine.peak_gflops, MIN_COMPUTE_SHARE)

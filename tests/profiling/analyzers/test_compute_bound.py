@@ -177,22 +177,3 @@ def test_a_cure_in_another_runtime_is_predicted_from_its_calibrated_kernel():
     # on a busy machine the calibration is flagged noisy: its ratio still orders the search
     noisy = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, noisy=True)
     assert "onnx.int8_dynamic" in kinds(gemm_model(80.0, noisy), noisy)["compute_bound"].recommendations
-
-
-def test_openvinos_int8_is_predicted_from_its_own_kernel_and_ranked_where_it_is_fastest():
-    # BERT-base at batch 16 on a Zen 4: OpenVINO's int8 MatMul beat ORT's, and the search, ranking
-    # ORT's alone, spent its budget before reaching OpenVINO (0.70x of NNCF int8 by hand)
-    machine = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=250.0, ov_int8=380.0, ov_fp32=130.0)
-    found = kinds(gemm_model(80.0, machine), machine)["compute_bound"]
-    predicted = found.evidence["predicted_saving"]
-    assert predicted["openvino.int8"] == pytest.approx(1 - 1 / 3.8, rel=0.01)
-    assert predicted["openvino.runtime"] == pytest.approx(1 - 1 / 1.3, rel=0.01)
-    assert found.recommendations == [
-        "quantize.int8_dynamic",
-        "openvino.int8",
-        "onnx.int8_dynamic",
-        "openvino.runtime",
-    ]
-    slower = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, ov_int8=150.0)
-    order = kinds(gemm_model(80.0, slower), slower)["compute_bound"].recommendations
-    assert order.index("onnx.int8_dynamic") < order.index("openvino.int8")
