@@ -74,7 +74,8 @@ def test_the_generate_case_loops_the_fused_step_to_eager_generates_tokens(tmp_pa
 @pytest.mark.slow
 def test_the_corpus_case_runs_each_peer_over_the_whole_padded_stream(tmp_path):
     from accel.optimizing.search.fidelity import compare_outputs
-    from benchmarks.peers import _timed, openvino, ort_fused
+    from benchmarks._peer_runtimes import openvino, ort_fused
+    from benchmarks.peers import _timed
 
     case = build("corpus", quick=True)
     assert case.stream is not None and case.fusion_type == "bert"
