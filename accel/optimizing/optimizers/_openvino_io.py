@@ -99,6 +99,12 @@ def check_compile_properties(properties: Any) -> dict[str, Any]:
     return dict(properties)
 
 
+def module_scope(name: str) -> str:
+    """The prefix OpenVINO's converter gives the operations of the model's submodule `name` (a
+    torch module path): it names each after its path under _FlatCall's `model` attribute."""
+    return f"__module.model.{name}/"
+
+
 class _FlatCall(torch.nn.Module):
     """The model called with flat tensors (positional inputs, then keyword ones), returning its
     output's tensors flat: what a tracer can follow whatever the model's signature and output."""

@@ -42,6 +42,7 @@ from accel.optimizing.optimizers._openvino_io import (
     check_conversion,
     compile_properties,
     convert,
+    module_scope,
     openvino_module,
     openvino_unusable,
     resolve_ir,
@@ -233,9 +234,8 @@ class OpenVinoInt8(_OpenVinoBase):
 
 
 def ignored_patterns(layers: list[str]) -> list[str]:
-    """NNCF ignored-scope patterns for the operations of the named torch modules: OpenVINO's
-    converter names each after its module path under the wrapper (`__module.model.<name>/aten::...`)."""
-    return [rf"__module\.model\.{re.escape(name)}/.*" for name in layers]
+    """NNCF ignored-scope patterns for the operations of the named torch modules (_openvino_io.module_scope)."""
+    return [re.escape(module_scope(name)) + ".*" for name in layers]
 
 
 @register
