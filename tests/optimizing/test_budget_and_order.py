@@ -22,7 +22,7 @@ from accel.core.errors import UnknownComponentError
 from accel.core.machine import describe_machine
 from accel.core.measure import Comparison, Measurement
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
-from accel.optimizing.optimizers import OPTIMIZERS, Applied, Context, Optimizer
+from accel.optimizing.optimizers import NUMERICS, OPTIMIZERS, Applied, Context, Optimizer
 from accel.optimizing.recipes.schema import Guard, parse_recipe
 from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, extends_closure, shortfall
 from accel.optimizing.search.engine import Search, run_engine
@@ -125,7 +125,41 @@ class Extender(_Marked):
     predicted_setup_seconds = 2.0  # dearer to set up: by saving per second alone it would follow Base
 
 
+class Int8Breaks(Optimizer):
+    """An int8 candidate no tool's int8 holds the outputs under (zeros), without a ladder."""
+
+    name, slot, numerics = "test.int8_breaks", "test-int8-breaks", "int8"
+    predicted_setup_calls: ClassVar[float] = 0.0  # ranked as the others are: the recipe's order decides
+
+    def apply(self, pipeline, config, context):
+        return Applied(pipeline=pipeline.replace(model=lambda x: torch.zeros(x.shape[0], 8)))
+
+
+class Int8Holds(Quantizer):
+    """Quantizer's ladder (its safer variant passes), at int8."""
+
+    name, slot, numerics = "test.int8_holds", "test-int8-holds", "int8"
+    predicted_setup_calls: ClassVar[float] = 0.0
+
+
+class FloatBreaks(Int8Breaks):
+    name, slot, numerics = "test.float_breaks", "test-float-breaks", "float32"
+
+
+class Int8Other(_Marked):
+    name, slot, numerics = "test.int8_other", "test-int8-other", "int8"
+
+
+class Half(_Marked):
+    name, slot, numerics = "test.half", "test-half", "float16"
+
+
 PLANTED_OPTIMIZERS = (
+    Int8Breaks,
+    Int8Holds,
+    FloatBreaks,
+    Int8Other,
+    Half,
     Cheap,
     Costly,
     Cure,
@@ -290,6 +324,45 @@ def test_safer_variants_that_never_pass_stop_at_their_share_and_the_others_are_t
     assert stopped.reason.startswith(f"safer variant (level={len(tried)}): not tried")
     cheap = next(step for step in result.steps if step.optimizer == "test.cheap")
     assert cheap.verdict is Verdict.ACCEPTED, cheap.reason
+
+
+def test_an_int8_failure_at_every_rung_puts_the_other_int8_candidates_after_the_rest(tmp_path, fake_timing):
+    # GPT-2's forward at random init: every int8 tool failed top-1, and the float runtimes were skipped
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    names = ("test.int8_breaks", "test.int8_other", "test.half", "test.cheap")
+    said: list[str] = []
+    result = run_engine(baseline, _recipe(*names), _context(tmp_path), budget_seconds=30, progress=said.append)
+    assert [step.optimizer for step in result.steps] == [
+        "test.int8_breaks",
+        "test.half",
+        "test.cheap",
+        "test.int8_other",
+    ]
+    assert any(
+        "test.int8_breaks failed the guard at every rung tried" in line and "(test.int8_other)" in line for line in said
+    )
+    assert {c.optimizer for c in result.choices} == {"test.half", "test.cheap", "test.int8_other"}
+    as_written = run_engine(baseline, _recipe(*names, order="as_written"), _context(tmp_path), budget_seconds=30)
+    assert [step.optimizer for step in as_written.steps] == list(names)
+
+
+def test_a_safer_variant_that_holds_or_a_float_failure_moves_nothing(tmp_path, fake_timing):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    for first in ("test.int8_holds", "test.float_breaks"):  # a rung that passes; a float32 failure
+        names = (first, "test.int8_other", "test.cheap")
+        result = run_engine(baseline, _recipe(*names), _context(tmp_path), budget_seconds=40)
+        order = list(dict.fromkeys(step.optimizer for step in result.steps))
+        assert order == list(names), (first, order)
+
+
+def test_every_optimizer_declares_how_coarse_its_arithmetic_is():
+    assert all(optimizer.numerics in NUMERICS for _, optimizer in OPTIMIZERS.items())
+    coarse = {name: OPTIMIZERS.get(name).numerics for name in OPTIMIZERS.names()}
+    assert coarse["onnx.runtime"] == coarse["openvino.runtime"] == coarse["compile"] == "float32"
+    assert coarse["precision.bf16"] == coarse["openvino.bf16"] == "float16"
+    int8 = ("onnx.int8_dynamic", "onnx.fusions_int8", "quantize.int8_dynamic", "openvino.int8", "onnx.generate_int8")
+    assert {coarse[name] for name in int8} == {"int8"}
+    assert coarse["onnx.weight_only"] == "int4"
 
 
 def test_int8_optimizers_declare_their_ladders():

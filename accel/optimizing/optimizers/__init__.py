@@ -95,6 +95,10 @@ class Optimizer(abc.ABC):
     # candidate whose predicted trial does not fit the budget left is skipped (recipes.budgeting).
     predicted_setup_calls: ClassVar[float] = 1.0
     predicted_setup_seconds: ClassVar[float] = 0.0
+    # How far from float32 it takes the arithmetic of the layers it changes, one of NUMERICS. Once a
+    # candidate failed the guard at every rung it tried, the engine tries the others at its level
+    # or coarser after the rest (accel.optimizing.search.budgeting.after_guard_failure).
+    numerics: ClassVar[str] = "float32"
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None
@@ -121,6 +125,10 @@ def _machine() -> Machine:
 
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+
+# Optimizer.numerics, finest first: an 8-bit weight or activation loses more than a 16-bit float,
+# a 4-bit weight more than either.
+NUMERICS = ("float32", "float16", "int8", "int4")
 
 # The order in which the engine composes slots: what replaces the model first, then what changes
 # how batches are formed around it; any other slot after these, by name.

@@ -224,6 +224,7 @@ class OnnxFusions(_FusionsBase):
 @register
 class OnnxFusionsInt8(_FusionsBase):
     name = "onnx.fusions_int8"
+    numerics: ClassVar[str] = "int8"
     extends = "onnx.int8_dynamic"
     cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime's fused transformer graph with dynamic int8 quantization (Attention -> QAttention)."

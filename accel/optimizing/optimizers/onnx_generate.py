@@ -279,6 +279,7 @@ class OnnxGenerate(_GenerateBase):
 @register
 class OnnxGenerateInt8(_GenerateBase):
     name = "onnx.generate_int8"
+    numerics: ClassVar[str] = "int8"
     extends = "onnx.generate"
     description = "The generate loop in ONNX Runtime with the decode step quantized to int8 (quantize_dynamic)."
     Config = GenerateInt8Config
@@ -314,6 +315,7 @@ class OnnxGenerateInt8(_GenerateBase):
 @register
 class OnnxGenerateWeightOnly(_GenerateBase):
     name = "onnx.generate_weight_only"
+    numerics: ClassVar[str] = "int4"
     extends = "onnx.generate"
     description = (
         "The generate loop in ONNX Runtime with the decode step's weights in 4 or 8 bits (MatMulNBits), "

@@ -83,6 +83,7 @@ class OnnxGenerateFused(OnnxGenerate):
 @register
 class OnnxGenerateFusedInt8(OnnxGenerateInt8):
     name = "onnx.generate_fused_int8"
+    numerics: ClassVar[str] = "int8"
     extends = "onnx.generate_fused"
     description = "The generate loop in ONNX Runtime with the fused decode step quantized to int8 (quantize_dynamic)."
     Config = GenerateFusedInt8Config

@@ -305,6 +305,7 @@ class OnnxRuntime(_OnnxBase):
 @register
 class OnnxInt8Dynamic(_OnnxBase):
     name = "onnx.int8_dynamic"
+    numerics: ClassVar[str] = "int8"
     extends = "onnx.runtime"
     cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime with int8 weights and per-call activation quantization (quantize_dynamic)."
@@ -343,6 +344,7 @@ class OnnxInt8Dynamic(_OnnxBase):
 @register
 class OnnxInt8Static(_OnnxBase):
     name = "onnx.int8_static"
+    numerics: ClassVar[str] = "int8"
     extends = "onnx.runtime"
     cures = ("compute_bound", "memory_bandwidth")
     description = "ONNX Runtime int8 (QDQ) with activation ranges calibrated on the pipeline's own source samples."

@@ -48,6 +48,7 @@ class WeightOnlyConfig(OnnxConfig):
 @register
 class OnnxWeightOnly(_OnnxBase):
     name = "onnx.weight_only"
+    numerics: ClassVar[str] = "int4"
     cures = ("memory_bandwidth",)
     description = (
         "ONNX Runtime with 4- or 8-bit blockwise weights (MatMulNBits), activations in float: for "

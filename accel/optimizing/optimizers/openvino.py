@@ -174,6 +174,7 @@ class OpenVinoRuntime(_OpenVinoBase):
 @register
 class OpenVinoInt8(_OpenVinoBase):
     name = "openvino.int8"
+    numerics: ClassVar[str] = "int8"
     extends = "openvino.runtime"
     # The conversion, then NNCF runs a calibration call per batch and quantizes the graph.
     predicted_setup_calls: ClassVar[float] = 12.0
@@ -241,6 +242,7 @@ def ignored_patterns(layers: list[str]) -> list[str]:
 @register
 class OpenVinoBf16(_OpenVinoBase):
     name = "openvino.bf16"
+    numerics: ClassVar[str] = "float16"
     cures = ("compute_bound", "memory_bandwidth")
     description = "OpenVINO computing in bf16 (its inference-precision hint), where the CPU has a fast bf16 unit."
     Config = OpenVinoConfig

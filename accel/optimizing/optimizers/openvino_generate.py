@@ -230,6 +230,7 @@ class OpenVinoGenerate(_OvGenerateBase):
 @register
 class OpenVinoGenerateInt8(_OvGenerateBase):
     name = "openvino.generate_int8"
+    numerics: ClassVar[str] = "int8"
     extends = "openvino.generate"
     description = (
         "The generate loop in OpenVINO with the decode step's weights compressed to int8 by NNCF "

@@ -148,6 +148,7 @@ class _HalfPrecision(Optimizer):
 @register
 class Bf16(_HalfPrecision):
     name = "precision.bf16"
+    numerics: ClassVar[str] = "float16"
     cures = ("compute_bound", "memory_bandwidth", "straggler")
     description = "bfloat16 weights and activations (float32 in and out), where the device has fast bf16 units."
     dtype_name = "bfloat16"
@@ -156,6 +157,7 @@ class Bf16(_HalfPrecision):
 @register
 class Fp16(_HalfPrecision):
     name = "precision.fp16"
+    numerics: ClassVar[str] = "float16"
     cures = ("compute_bound", "memory_bandwidth")
     description = "float16 weights and activations (float32 in and out), where the device has fast fp16 units."
     dtype_name = "float16"

@@ -101,6 +101,7 @@ def conv1d_as_linear_(model: torch.nn.Module) -> int:
 @register
 class QuantizeInt8Dynamic(Optimizer):
     name = "quantize.int8_dynamic"
+    numerics: ClassVar[str] = "int8"
     cures = ("compute_bound", "memory_bandwidth")
     description = "PyTorch int8 dynamic quantization of Linear layers (eager fbgemm kernels; torchao when asked for)."
     slot: ClassVar[str] = "model"

@@ -10,6 +10,9 @@ says `order: as_written`):
 3. candidates timed in fresh processes (a process-wide setting) last: each process rebuilds the
    pipeline, so they are the dearest probes there are. They may take PROCESS_WIDE_SHARE of the
    budget at most.
+4. once a candidate failed the guard at every rung it tried (a safer variant that passes stops
+   the ladder), the candidates whose arithmetic is as coarse as its go after all the others
+   (after_guard_failure): bf16 failing demotes the other 16-bit floats, int8 and int4.
 
 A trial's predicted cost is its optimizer's declared one-time cost (`predicted_setup_calls` calls
 of the baseline plus `predicted_setup_seconds`: an export or a calibration runs the model as it
@@ -29,7 +32,7 @@ from typing import Any
 
 from accel.core.measure import SETTLE_BELOW_SECONDS
 from accel.optimizing.fresh import CHILD_SECONDS, MIN_PAIRS
-from accel.optimizing.optimizers import OPTIMIZERS, Optimizer
+from accel.optimizing.optimizers import NUMERICS, OPTIMIZERS, Optimizer
 from accel.optimizing.recipes.schema import Candidate, Guard, Rule
 from accel.optimizing.search.measuring import min_rounds
 
@@ -39,8 +42,8 @@ PROCESS_WIDE_SHARE = 0.15
 # A fresh Python process importing torch and accel before it builds the pipeline.
 FRESH_START_SECONDS = 3.0
 # Fresh processes a process-wide candidate's applicability probe runs (runtime.allocator's: the
-# plain pipeline's page faults, in two processes) before its pairs are timed.
-PROBE_PROCESSES = 2
+# plain pipeline's page faults in two processes, the pinned one's in a third) before its pairs are timed.
+PROBE_PROCESSES = 3
 # What a candidate the profile predicts nothing for is assumed to save, to rank it by its cost:
 # below any real prediction worth trying first, above a prediction of nothing.
 UNPREDICTED_SAVING = 0.05
@@ -107,6 +110,18 @@ class Planned:
     predicted_saving: float | None
     trial_seconds: float
 
+    @classmethod
+    def of(cls, rule: Rule, candidate: Candidate, predicted: dict[str, float], costs: Costs, guard: Guard) -> Planned:
+        """`candidate` with its saving as `predicted` and its trial's cost under its rule's guard (else `guard`)."""
+        optimizer = OPTIMIZERS.get(candidate.optimizer)
+        return cls(
+            rule,
+            candidate,
+            optimizer,
+            predicted.get(optimizer.name),
+            costs.trial_seconds(optimizer, rule.guard or guard),
+        )
+
     @property
     def value(self) -> float:
         """Predicted saving per second of trial cost."""
@@ -146,6 +161,25 @@ def ladder_stop(before: float, available: float) -> str | None:
     return (
         f"not tried: this candidate's trials took {spent:.0f} s, over {LADDER_SHARE:.0%} of the "
         f"{before:.0f} s left when it started; the other candidates keep the rest"
+    )
+
+
+def after_guard_failure(queue: list[Planned], failed: Optimizer) -> tuple[list[Planned], str]:
+    """The candidates still to try once `failed` failed the guard at every rung it tried: those whose
+    arithmetic is as coarse as its or coarser (Optimizer.numerics) go after the others, in their
+    order; what moved, in a line ("" when nothing did). A float32 candidate's failure says nothing
+    of the others. What fails the guard at int8 on one output (GPT-2's near-tied logits at random
+    init: top-1 agreement 85-93% under every int8 tool) fails it under the next int8 tool too; with
+    them first, the float32 runtimes that pass were skipped for want of budget."""
+    level = NUMERICS.index(failed.numerics)
+    coarse = [p for p in queue if level and NUMERICS.index(p.optimizer.numerics) >= level]
+    rest = [p for p in queue if p not in coarse]
+    if not coarse or not rest:
+        return queue, ""
+    names = ", ".join(dict.fromkeys(p.optimizer.name for p in coarse))
+    return rest + coarse, (
+        f"{failed.name} failed the guard at every rung tried: the {failed.numerics} and coarser candidates "
+        f"({names}) go after the other {len(rest)}"
     )
 
 

@@ -22,9 +22,9 @@ Candidates in one slot are alternatives (every way of replacing the model is one
 replaces that slot's current choice; every trial contains the other accepted optimizations, so
 each acceptance re-measures the combination (two wins alone can lose together).
 
-The search is a `Search`: `plan()` the candidates, `try_candidate()` each, `finish()`. Which
-candidates are tried is accel.optimizing.search.planning; how a set of choices is composed,
-.composer; how a pipeline is timed, .measuring; the last re-measure, .final; the keep test every
+The search is a `Search`: `plan()` the candidates, `try_candidate()` each in the `queue`'s order
+(a guard failure at every rung demotes the candidates as coarse), `finish()`. Which
+candidates are tried is accel.optimizing.search.planning; how a set of choices is composed, .composer; how a pipeline is timed, .measuring; the last re-measure, .final; the keep test every
 candidate (and the final composition) is held to, accel.optimizing.decision.
 """
 
@@ -47,6 +47,7 @@ from accel.optimizing.search.budgeting import (
     PROCESS_WIDE_SHARE,
     Costs,
     Planned,
+    after_guard_failure,
     by_prediction,
     extended,
     extends_closure,
@@ -135,6 +136,7 @@ class Search:
             peak_processes=2 if peaks_path is not None else 0,
         )
         self.left = 0  # planned candidates not yet tried
+        self.queue: list[Planned] = []  # plan()'s candidates not yet tried, in order
         self.narrator = Narrator(progress)
 
     def remaining(self) -> float:
@@ -155,18 +157,11 @@ class Search:
         self.steps.extend(skipped + unselected)
         self.predicted = extended(self.predicted, [OPTIMIZERS.get(c.optimizer) for _, c in found])
         planned = [
-            Planned(
-                rule,
-                candidate,
-                OPTIMIZERS.get(candidate.optimizer),
-                self.predicted.get(candidate.optimizer),
-                self.costs.trial_seconds(OPTIMIZERS.get(candidate.optimizer), rule.guard or self.recipe.guard),
-            )
-            for rule, candidate in found
+            Planned.of(rule, candidate, self.predicted, self.costs, self.recipe.guard) for rule, candidate in found
         ]
         if self.recipe.order == "by_prediction":
             planned = by_prediction(planned, primary_cure(self.report, {p.optimizer.name for p in planned}))
-        self.left = len(planned)
+        self.left, self.queue = len(planned), planned
         self.narrator.plan(len(planned), skipped + unselected)
         return [(p.rule, p.candidate) for p in planned]
 
@@ -178,7 +173,7 @@ class Search:
         self.narrator.start(candidate.optimizer)
         step, config = self._try(rule, candidate, sharing)
         if step.cause is Cause.GUARD and config is not None:
-            optimizer = OPTIMIZERS.get(candidate.optimizer)
+            optimizer, held = OPTIMIZERS.get(candidate.optimizer), False
             for index, variant in enumerate(optimizer.safer_variants(config, self.context.machine)):
                 params = {**candidate.params, **changed_fields(config, variant)}
                 stop = ladder_stop(before, self._available()) if index else None
@@ -188,7 +183,12 @@ class Search:
                     break
                 tried, _ = self._try(rule, Candidate(candidate.optimizer, params), sharing, safer=True)
                 if tried.cause is not Cause.GUARD:
+                    held = tried.verdict in (ACCEPTED, REVERTED)
                     break
+            if not held and self.recipe.order == "by_prediction":
+                self.queue, said = after_guard_failure(self.queue, optimizer)
+                if said:
+                    self.narrator.say(said)
         return step
 
     def interrupted(self) -> EngineResult:
@@ -390,8 +390,10 @@ def run_engine(
         baseline, recipe, context, budget_seconds=budget_seconds, progress=progress, report=report, selection=selection
     )
     try:
-        for rule, candidate in search.plan():
-            search.try_candidate(rule, candidate)
+        search.plan()
+        while search.queue:  # a guard failure may re-order what is left (budgeting.after_guard_failure)
+            head = search.queue.pop(0)
+            search.try_candidate(head.rule, head.candidate)
         return search.finish()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see accel.cli.main): keep what was decided
         return search.interrupted()
