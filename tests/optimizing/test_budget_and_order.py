@@ -346,6 +346,17 @@ def test_an_int8_failure_at_every_rung_puts_the_other_int8_candidates_after_the_
     assert [step.optimizer for step in as_written.steps] == list(names)
 
 
+def test_a_trial_that_failed_the_guard_is_timed_briefly_and_not_said_to_be_cut(tmp_path, monkeypatch):
+    def brief(self, best, trial, seconds, deadline=None):
+        samples = Measurement((0.01, 0.01, 0.01))
+        return Comparison(samples, samples, speedup=1.0, speedup_ci=(0.97, 1.03)), {}
+
+    monkeypatch.setattr(Timing, "compare", brief)
+    result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), _recipe("test.int8_breaks"), _context(tmp_path))
+    (step,) = result.steps
+    assert step.cause is Cause.GUARD and "cut at the end" not in step.reason, step.reason
+
+
 def test_a_safer_variant_that_holds_or_a_float_failure_moves_nothing(tmp_path, fake_timing):
     baseline = accel.load(PLANTED / "opt_dead_work.py")
     for first in ("test.int8_holds", "test.float_breaks"):  # a rung that passes; a float32 failure

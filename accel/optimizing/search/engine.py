@@ -333,7 +333,7 @@ class Search:
         if self.timing.test.target == "memory":
             base_peak, trial_peak = self.timing.peaks(self.best, (pipeline, choices))
             memory_ratio = trial_peak / base_peak if base_peak > 0 else 1.0
-        cut = not notes and len(comparison.candidate.samples) < min_rounds(self.timing.test.target)
+        cut = not (notes or failure) and len(comparison.candidate.samples) < min_rounds(self.timing.test.target)
         return Trial(pipeline, choices, setup, fidelity, failure, comparison, notes, memory_ratio, cut)
 
     def _judge(self, head: tuple[str, dict[str, Any], str], slot: str, trial_choice: Chosen, trial: Trial) -> Step:
