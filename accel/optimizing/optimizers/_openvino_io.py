@@ -271,7 +271,10 @@ class OvModel(torch.nn.Module):
         return feeds
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        results = self._request.infer(self._feeds(args, kwargs))  # outputs copied out of the request
+        # The call is synchronous, so the request reads the feeds' memory in place (share_inputs: no
+        # copy of each input, a generate step's KV cache included); the outputs are copied out, since
+        # the request reuses their memory on its next call.
+        results = self._request.infer(self._feeds(args, kwargs), share_inputs=True)
         return rebuild_output(self.structure, [torch.from_numpy(results[i]) for i in range(self._output_count)])
 
     def runtime_op_types(self) -> set[str]:
