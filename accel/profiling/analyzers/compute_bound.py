@@ -52,6 +52,10 @@ ONNX_CURES = {"int8": "onnx.int8_dynamic"}
 # ranked behind every predicted candidate (BERT-base batch 16: skipped at 292 s, where NNCF int8 by
 # hand is 1.4x ORT's).
 PROXY_INT8_CURE = "openvino.int8"
+# ...only on a CPU class with int8 dot-product units (VNNI, AMX): without them OpenVINO's int8 ran
+# BERT-base no faster than its float32 (an AVX2-only Zen 3: 3.86x against 3.91x over eager; AVX2
+# emulated on a Zen 4: 1.25x against 1.34x) while ORT's int8 kernel stayed fast (8.16x; 3.80x).
+PROXY_INT8_CLASSES = ("amx", "avx512_bf16", "avx512_vnni")
 # With no faster unit the model runs at the machine's limit: more samples per call is what is left.
 NO_FASTER_UNIT_CURE = "batch.size"
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul", "onnx::MatMul", "onnx::Gemm")
@@ -216,7 +220,7 @@ def analyze(data: ProfileData, machine: Machine) -> list[Finding]:
     predicted = {cures[name]: model_share * saving for name, saving in savings.items()}
     if data.mode != "onnx":  # a noisy calibration's ratio still ranks candidates better than none
         others = runtime_cure_savings(machine, speedups, found.share)
-        if ONNX_CURES["int8"] in others:
+        if ONNX_CURES["int8"] in others and machine.cpu_class in PROXY_INT8_CLASSES:
             others.setdefault(PROXY_INT8_CURE, others[ONNX_CURES["int8"]])
         predicted.update({cure: model_share * saving for cure, saving in others.items() if cure not in predicted})
     evidence = _evidence(found, machine, speedups, model_share, predicted, room)

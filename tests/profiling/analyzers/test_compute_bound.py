@@ -167,15 +167,25 @@ def test_dtype_timings_taken_while_threads_waited_for_cores_are_not_read():
 def test_a_cure_in_another_runtime_is_predicted_from_its_calibrated_kernel():
     """The fastest unit of a CPU may be ONNX Runtime's int8 MatMul (MLAS): its cure is predicted from
     that kernel's calibrated ratio (the engine orders candidates by it), after the measured cures."""
-    machine = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, ort_fp32=105.0)
-    found = kinds(gemm_model(80.0, machine), machine)["compute_bound"]
+    vnni = dataclasses.replace(
+        cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, ort_fp32=105.0),
+        isa_flags=("avx2", "fma", "avx512f", "avx512_vnni"),
+        cpu_capability="AVX512",
+    )
+    found = kinds(gemm_model(80.0, vnni), vnni)["compute_bound"]
     predicted = found.evidence["predicted_saving"]
     assert predicted["quantize.int8_dynamic"] == pytest.approx(0.5, rel=0.01)
     assert predicted["onnx.int8_dynamic"] == pytest.approx(1 - 1 / 3.5, rel=0.01)
     assert "onnx.runtime" not in predicted  # 1.05x: within calibration noise, no cure
-    # OpenVINO's int8, not calibrated in accel's process, is predicted from ORT's int8 kernel
+    # OpenVINO's int8, not calibrated in accel's process, is predicted from ORT's int8 kernel...
     assert predicted["openvino.int8"] == predicted["onnx.int8_dynamic"]
     assert found.recommendations == ["quantize.int8_dynamic", "onnx.int8_dynamic", "openvino.int8"]
+    # ...only where the CPU has int8 dot-product units: on AVX2 (torch held there too) it is not
+    for flags, capability in ((("avx2", "fma"), "AVX2"), (vnni.isa_flags, "AVX2")):
+        avx2 = dataclasses.replace(vnni, isa_flags=flags, cpu_capability=capability)
+        found = kinds(gemm_model(80.0, avx2), avx2)["compute_bound"]
+        assert "openvino.int8" not in found.evidence["predicted_saving"]
+        assert "onnx.int8_dynamic" in found.evidence["predicted_saving"]
     # on a busy machine the calibration is flagged noisy: its ratio still orders the search
     noisy = cure_machine(fp32=100.0, int8_dynamic_fbgemm=200.0, ort_int8=350.0, noisy=True)
     assert "onnx.int8_dynamic" in kinds(gemm_model(80.0, noisy), noisy)["compute_bound"].recommendations
