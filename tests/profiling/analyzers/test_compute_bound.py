@@ -30,6 +30,8 @@ def test_large_batch_conv_net_is_compute_bound_not_memory_bandwidth(machine):
     if faster:  # this device has faster units (bf16 AMX/AVX512-BF16): the cure is worth a medium or more
         assert report.primary == "compute_bound"
         assert compute.recommendations[0] in ("precision.bf16", "precision.fp16", "quantize.int8_dynamic")
+    elif machine.calibration_noisy:  # a busy machine's calibration: no claim of a limit, said as such
+        assert compute.severity in ("low", "info") and (compute.severity == "low" or "too noisy" in compute.summary)
     else:
         assert compute.severity == "low"
 
