@@ -270,6 +270,21 @@ class OvModel(torch.nn.Module):
             feeds[name] = array if array.dtype == wanted else array.astype(wanted)
         return feeds
 
+    @property
+    def threads(self) -> int:
+        """The compiled model's inference thread count."""
+        return int(self.properties["INFERENCE_NUM_THREADS"])
+
+    def rethreaded(self, threads: int) -> OvModel:
+        """The same IR compiled again at `threads` inference threads (runtime.threads)."""
+        call = {
+            "input_names": self.input_names,
+            "output_structure": self.structure,
+            "positional_parameters": self.positional,
+            "input_for": self.input_for,
+        }
+        return OvModel(self.xml_path, call, {**self.properties, "INFERENCE_NUM_THREADS": threads})
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # The call is synchronous, so the request reads the feeds' memory in place (share_inputs: no
         # copy of each input, a generate step's KV cache included); the outputs are copied out, since

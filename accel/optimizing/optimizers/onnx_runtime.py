@@ -131,6 +131,16 @@ class OrtModel(torch.nn.Module):
         outputs = self.session.run(self.output_names, feeds)
         return rebuild_output(self.structure, [torch.from_numpy(o) for o in outputs])
 
+    @property
+    def threads(self) -> int:
+        """The session's intra-op thread count."""
+        return int(self.session_options["intra_op_num_threads"])
+
+    def rethreaded(self, threads: int) -> OrtModel:
+        """The same graph in a new session at `threads` intra-op threads (runtime.threads)."""
+        options = {**self.session_options, "intra_op_num_threads": threads}
+        return OrtModel(self.onnx_path, self.input_names, options, self.structure, self.positional, self.input_for)
+
     def extra_repr(self) -> str:
         return f"{self.onnx_path.name}, threads={self.session_options['intra_op_num_threads']}"
 

@@ -3,6 +3,8 @@ put back after, and the lock re-applies the count it measured."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from accel.core.errors import AccelError, LockError
 from accel.core.machine import describe_machine
 from accel.optimizing.lock import Lock, LockEntry, apply_lock, file_sha256, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
-from accel.optimizing.optimizers.runtime_threads import ThreadCount
+from accel.optimizing.optimizers.runtime_threads import ThreadCount, session_threads
 
 # The count the process runs at in these tests: above the candidates (1 and half of it).
 PROCESS_THREADS = 4
@@ -120,3 +122,33 @@ def test_the_lock_restores_the_measured_count(pipeline, tmp_path):
     write_lock(tmp_path, Lock(pipeline_file=file.name, pipeline_sha256=file_sha256(file), entries=(bad,)))
     with pytest.raises(LockError, match="not an int"):
         apply_lock(pipeline, tmp_path, file)
+
+
+def _runtime_threads(model) -> int:
+    """The thread count the graph runtime itself reports for the model's session."""
+    if hasattr(model, "session"):
+        return model.session.get_session_options().intra_op_num_threads
+    return int(model.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+
+@pytest.mark.parametrize("runtime", ["onnx.runtime", "openvino.runtime"])
+def test_a_graph_runtime_model_is_built_again_at_the_count(pipeline, tmp_path, runtime):
+    pytest.importorskip(runtime.split(".")[0].replace("onnx", "onnxruntime"))
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: no thread count below the session's")
+    exporter, optimizer = OPTIMIZERS.get(runtime), OPTIMIZERS.get("runtime.threads")
+    session = exporter.apply(pipeline, make_config(exporter, {}), context(tmp_path)).pipeline
+    # (OpenVINO runs at most one thread per physical core, whatever it is asked for.)
+    assert session_threads(session.model) == PROCESS_THREADS and _runtime_threads(session.model) > 1
+    assert optimizer.applicable(session, context(tmp_path)) is None
+    applied = optimizer.apply(session, make_config(optimizer, {"threads": 1}), context(tmp_path))
+    assert applied.state == {"threads": 1, "threads_before": PROCESS_THREADS}
+    rebuilt = applied.pipeline.model
+    assert rebuilt is not session.model and _runtime_threads(rebuilt) == 1
+    assert _runtime_threads(session.model) > 1  # the pipeline it was given is not changed
+    assert applied.pipeline.forward_wrapper is None  # torch's count is not what runs the session
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(applied.pipeline.run(), session.run()))
+    assert "runs on one thread already" in optimizer.applicable(applied.pipeline, context(tmp_path))
+    # The lock's state re-applied on the session the model slot's entry restores: built again at 1.
+    restored = optimizer.restore(session, make_config(optimizer, {}), applied.state, tmp_path)
+    assert _runtime_threads(restored.model) == 1 and restored.forward_wrapper is None
