@@ -11,7 +11,7 @@ inference advice); torchao int8 dynamic where torchao is installed. accel runs t
 on the same model (runtime.allocator left out: malloc's thresholds hold for a whole process, so
 they cannot be timed in this one), with the recipe's 180 s budget or, for a model slower than
 that, BUDGET_CALLS eager calls' worth. Every candidate runs on 2 threads; all are timed interleaved in
-rounds in this one process (the eager model too), each round's order rotated; outputs are compared
+rounds in this one process (the eager model too), each round's order shuffled; outputs are compared
 with the eager model's by accel's own guard: the `latency` recipe's int8 rule (centered cosine >= 0.995,
 relative error <= 0.1), the loosest it applies. A peer outside it is timed and shown but is not the
 "best peer" the ratio is taken against (a result accel's guard would refuse is not one it could
@@ -28,6 +28,7 @@ than eager's are outside the guard, as accel's exact token guard says).
 from __future__ import annotations
 
 import importlib.util
+import random
 import statistics
 import sys
 import tempfile
@@ -196,8 +197,11 @@ def _prepare(case: Case, workdir: Path, quick: bool) -> Prepared:
 
 def time_interleaved(calls: dict[str, Call], rounds: int, slot_seconds: float) -> dict[str, list[float]]:
     """Per candidate, seconds per call in each round; every round calls each candidate for about
-    `slot_seconds`, in an order rotated each round."""
+    `slot_seconds`, in an order shuffled each round (seeded): a rotation keeps each candidate behind
+    the same other in all but one round, and what a runtime leaves behind (threads still spinning,
+    caches it filled) would fall on that one alone."""
     names = list(calls)
+    order = random.Random(0)
     repeats = {}
     with torch.inference_mode():
         for name in names:
@@ -206,8 +210,8 @@ def time_interleaved(calls: dict[str, Call], rounds: int, slot_seconds: float) -
             calls[name]()
             repeats[name] = max(1, int(slot_seconds / max(time.perf_counter() - began, 1e-6)))
         seconds: dict[str, list[float]] = {name: [] for name in names}
-        for index in range(rounds):
-            for name in names[index % len(names) :] + names[: index % len(names)]:
+        for _ in range(rounds):
+            for name in order.sample(names, len(names)):
                 began = time.perf_counter()
                 for _ in range(repeats[name]):
                     calls[name]()

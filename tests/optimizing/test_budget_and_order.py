@@ -24,10 +24,11 @@ from accel.core.measure import Comparison, Measurement
 from accel.optimizing.decision import Cause, KeepTest, Load, Verdict, decide
 from accel.optimizing.optimizers import NUMERICS, OPTIMIZERS, Applied, Context, Optimizer
 from accel.optimizing.recipes.schema import Guard, parse_recipe
-from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, extends_closure, shortfall
-from accel.optimizing.search.engine import Search, run_engine
+from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, extends_closure, predicted_savings, shortfall
+from accel.optimizing.search.engine import SKIPPED, Search, run_engine
 from accel.optimizing.search.final import Timing
 from accel.optimizing.search.planning import Selection, select
+from accel.profiling.contention import Contention
 
 PLANTED = Path(__file__).resolve().parents[1] / "planted"
 runner = CliRunner()
@@ -577,3 +578,31 @@ def test_a_chain_of_extenders_is_tried_outermost_first(tmp_path):
     finally:
         for cls in planted:
             OPTIMIZERS.remove(cls.name)
+
+
+@pytest.mark.parametrize("load, expected", [(5.0, 0.5), (0.2, None)])
+def test_an_oversubscribed_machine_puts_the_thread_count_first(tmp_path, load, expected):
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    contention = Contention(load_average=load, cores=2, threads=2).to_dict()
+    report = types.SimpleNamespace(
+        findings=[], primary="none", finding=lambda kind: None, extra={"contention": contention}
+    )
+    assert predicted_savings(report).get("runtime.threads") == (pytest.approx(expected) if expected else None)
+    recipe = _recipe("test.cheap", "test.costly_cure", "runtime.threads")
+    order = [
+        c.optimizer for _, c in Search(baseline, recipe, _context(tmp_path), budget_seconds=60, report=report).plan()
+    ]
+    # busy: one idle core for a team of two, predicted to save half; quiet: unpredicted, by its cost
+    assert (order[0] == "runtime.threads") == (expected is not None)
+
+
+@pytest.mark.parametrize("threads, trials", [(2, 1), (4, 2)])
+def test_two_recipe_lines_that_ask_for_the_same_thread_count_are_one_trial(tmp_path, fake_timing, threads, trials):
+    torch.set_num_threads(threads)  # the autouse fixture puts the count back
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    half_then_one = _recipe("runtime.threads", {"optimizer": "runtime.threads", "params": {"threads": 1}})
+    result = run_engine(baseline, half_then_one, _context(tmp_path), budget_seconds=30)
+    steps = [step for step in result.steps if step.optimizer == "runtime.threads"]
+    # on two cores "half" is one thread: the second line is that trial again, and is not run
+    assert len(steps) == 2 and sum(step.verdict != SKIPPED for step in steps) == trials
+    assert ("already tried" in steps[1].reason) == (trials == 1)

@@ -111,6 +111,12 @@ class Optimizer(abc.ABC):
         context = Context(machine=_machine(), workdir=lock_dir)
         return self.apply(pipeline, config, context).pipeline
 
+    def resolved(self, config: Any) -> Any:
+        """The config as this process would run it, for the engine to tell two recipe lines that
+        ask for the same thing apart from two that do not (runtime.threads' "half" is "1" on two
+        cores). Default: the config itself."""
+        return config
+
     def safer_variants(self, config: Any, machine: Machine) -> list[Any]:
         """Configs to try, in order, when `config` failed the guard (never for speed): a quantizer's
         reduced range, per-channel weights... Each is a measured, guarded candidate of its own.

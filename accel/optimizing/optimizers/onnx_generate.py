@@ -21,6 +21,7 @@ the tokens out exactly, so a step whose rounding picks another token anywhere is
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 from pathlib import Path
@@ -104,6 +105,16 @@ class OrtGenerator:
     @property
     def onnx_path(self) -> Path:
         return self.step.onnx_path
+
+    @property
+    def threads(self) -> int:
+        return self.step.threads
+
+    def rethreaded(self, threads: int) -> OrtGenerator:
+        """The same loop over a new ONNX Runtime session at `threads` threads (runtime.threads)."""
+        loop = copy.copy(self)
+        loop.step = self.step.rethreaded(threads)
+        return loop
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

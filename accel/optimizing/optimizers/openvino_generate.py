@@ -18,6 +18,7 @@ openvino version; `restore` compiles that IR again, without exporting. OpenVINO 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
@@ -103,6 +104,16 @@ class OvGenerator:
     @property
     def xml_path(self) -> Path:
         return self.step.xml_path
+
+    @property
+    def threads(self) -> int:
+        return self.step.threads
+
+    def rethreaded(self, threads: int) -> OvGenerator:
+        """The same loop over the step compiled again at `threads` threads (runtime.threads)."""
+        loop = copy.copy(self)
+        loop.step = self.step.rethreaded(threads)
+        return loop
 
     @property
     def output_names(self) -> list[str]:

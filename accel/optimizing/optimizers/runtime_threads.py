@@ -87,6 +87,11 @@ class RuntimeThreads(Optimizer):
     )
     Config = ThreadsConfig
 
+    def resolved(self, config: ThreadsConfig) -> ThreadsConfig:
+        """The count it asks for, at the count models are built at here (torch's): on two cores
+        "half" and `threads: 1` are one trial."""
+        return ThreadsConfig(chosen_threads(config, torch.get_num_threads()))
+
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         if context.machine.is_cuda:
             return "the model runs on a GPU: torch's CPU threads do not run its kernels"

@@ -35,6 +35,7 @@ from accel.optimizing.fresh import CHILD_SECONDS, MIN_PAIRS
 from accel.optimizing.optimizers import NUMERICS, OPTIMIZERS, Optimizer
 from accel.optimizing.recipes.schema import Candidate, Guard, Rule
 from accel.optimizing.search.measuring import min_rounds
+from accel.profiling.contention import fewer_threads_saving
 
 # The largest share of the budget a fresh-process candidate may take: its processes each rebuild
 # the pipeline (438 s for runtime.allocator on BERT-base, where the whole budget was 300 s).
@@ -130,11 +131,17 @@ class Planned:
 
 
 def predicted_savings(report: Any) -> dict[str, float]:
-    """Per optimizer, the largest share of end-to-end time a finding predicts it saves."""
+    """Per optimizer, the largest share of end-to-end time a finding predicts it saves; and where the
+    profile found the machine oversubscribed, what fewer threads are predicted to save (on a busy
+    machine the thread count comes before candidates slowed by the same queue for cores: beside
+    four burners, BERT-base's search skipped runtime.threads for want of budget)."""
     savings: dict[str, float] = {}
     for finding in report.findings if report is not None else []:
         for cure, saving in (finding.evidence.get("predicted_saving") or {}).items():
             savings[cure] = max(savings.get(cure, 0.0), float(saving))
+    threads = fewer_threads_saving(getattr(report, "extra", None) or {})
+    if threads > 0:
+        savings["runtime.threads"] = max(savings.get("runtime.threads", 0.0), threads)
     return savings
 
 

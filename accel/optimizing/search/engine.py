@@ -295,7 +295,7 @@ class Search:
 
     def _not_tried(self, optimizer: Optimizer, config: Any, rule: str, guard: Guard) -> tuple[Verdict, str] | None:
         """Why the candidate is not tried (tried or skipped before, no budget for its trial, not applicable), or None."""
-        key = (optimizer.name, repr(config))
+        key = (optimizer.name, repr(optimizer.resolved(config)))
         if key in self.tried:  # "tried (rule 'x')", or never tried: "skipped for want of budget (rule 'x')"
             return SKIPPED, f"already {self.tried[key]}"
         self.tried[key] = f"tried (rule '{rule}')"

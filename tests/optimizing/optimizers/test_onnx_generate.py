@@ -111,6 +111,21 @@ def test_the_loop_runs_in_onnx_runtime_and_decodes_the_same_tokens(which, gpt2, 
     assert layout["layers"] == 4 and layout["kv_heads"] == (4 if which == "gpt2" else 2)
 
 
+def test_runtime_threads_builds_the_loops_session_again_at_fewer_threads(gpt2, gpt2_fp32, tmp_path):
+    loop = gpt2_fp32[0].pipeline
+    two = loop.replace(model=loop.model.rethreaded(2))  # whatever the count the fixture was built at
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    assert optimizer.applicable(two, _context(tmp_path)) is None
+    applied = optimizer.apply(two, make_config(optimizer, {"threads": 1}), _context(tmp_path))
+    model = applied.pipeline.model
+    assert isinstance(model, OrtGenerator) and model.step is not two.model.step
+    assert model.step.session.get_session_options().intra_op_num_threads == 1
+    assert two.model.step.session.get_session_options().intra_op_num_threads == 2
+    assert applied.state == {"threads": 1, "threads_before": 2} and applied.pipeline.forward_wrapper is None
+    with torch.inference_mode():
+        assert torch.equal(applied.pipeline.forward(gpt2.example_batch()), _eager(gpt2))
+
+
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.randint(1, 1024, (3, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)

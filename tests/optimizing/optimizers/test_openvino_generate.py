@@ -87,6 +87,18 @@ def test_the_loop_runs_in_openvino_and_decodes_the_same_tokens(which, gpt2, gpt2
     assert not list(Path(applied.notes["xml_file"]).parent.glob("*.onnx"))  # the export is read, then removed
 
 
+def test_runtime_threads_compiles_the_loops_step_again_at_fewer_threads(gpt2, gpt2_fp32, tmp_path):
+    loop = gpt2_fp32[0].pipeline
+    two = loop.replace(model=loop.model.rethreaded(2))  # whatever the count the fixture was built at
+    optimizer = OPTIMIZERS.get("runtime.threads")
+    applied = optimizer.apply(two, make_config(optimizer, {"threads": 1}), _context(tmp_path))
+    model = applied.pipeline.model
+    assert isinstance(model, OvGenerator) and model.step is not two.model.step
+    assert int(model.step.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    assert applied.state == {"threads": 1, "threads_before": 2} and applied.pipeline.forward_wrapper is None
+    assert torch.equal(_eager(applied.pipeline), _eager(gpt2))
+
+
 @pytest.mark.slow
 def test_int8_compresses_the_step_and_the_guard_decides_on_the_tokens(gpt2, gpt2_fp32, tmp_path):
     applied = _apply("openvino.generate_int8", gpt2, tmp_path)
