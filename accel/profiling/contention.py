@@ -62,18 +62,20 @@ def oversubscription_note(contention: Contention) -> str | None:
 
 def fewer_threads_saving(extra: dict[str, Any]) -> float:
     """The share of a call that fewer intra-op threads (runtime.threads) is predicted to save where a
-    profile found the machine oversubscribed (its extra["contention"]); 0.0 where it did not. A team
-    of T threads on I < T idle cores waits at each barrier for a member the scheduler set aside, so
-    the call is predicted to run at the idle cores' share of the team: 1 - I / T. It ranks the
-    candidate in the search; the keep decision is the measurement's. (Beside four burners on two
-    cores, one thread saved eager BERT-base 48% and OpenVINO's int8 BERT-base 16%; its fp32 lost 16%.)"""
+    profile found the other work alone holding every core (its extra["contention"]: load average at
+    or above the cores); 0.0 elsewhere. There a team of T threads waits at each barrier for a member
+    the scheduler set aside, and is predicted to run at one core's share of the team: 1 - 1 / T.
+    It ranks the candidate in the search; the keep decision is the measurement's. (Beside four burners
+    on two cores, one thread saved eager BERT-base 48% and OpenVINO's int8 BERT-base 16%; its fp32
+    lost 16%. At a load of 1-2 on the same two cores, two threads won for each.)"""
     found = extra.get("contention")
-    if not isinstance(found, dict) or not found.get("oversubscribed"):
+    if not isinstance(found, dict):
         return 0.0
-    threads, idle = found.get("threads"), found.get("idle_cores")
-    if not isinstance(threads, int) or not isinstance(idle, int) or idle < 1 or threads <= idle:
+    try:
+        load, cores, threads = float(found["load_average"]), int(found["cores"]), int(found["threads"])
+    except (KeyError, TypeError, ValueError):
         return 0.0
-    return 1.0 - idle / threads
+    return 0.0 if load < cores or threads < 2 else 1.0 - 1.0 / threads
 
 
 def idle_cores(extra: dict[str, Any], cores: int) -> int:

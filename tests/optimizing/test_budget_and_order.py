@@ -580,7 +580,7 @@ def test_a_chain_of_extenders_is_tried_outermost_first(tmp_path):
             OPTIMIZERS.remove(cls.name)
 
 
-@pytest.mark.parametrize("load, expected", [(5.0, 0.5), (0.2, None)])
+@pytest.mark.parametrize("load, expected", [(5.0, 0.5), (2.0, 0.5), (1.5, None), (0.2, None)])
 def test_an_oversubscribed_machine_puts_the_thread_count_first(tmp_path, load, expected):
     baseline = accel.load(PLANTED / "opt_dead_work.py")
     contention = Contention(load_average=load, cores=2, threads=2).to_dict()
@@ -592,7 +592,7 @@ def test_an_oversubscribed_machine_puts_the_thread_count_first(tmp_path, load, e
     order = [
         c.optimizer for _, c in Search(baseline, recipe, _context(tmp_path), budget_seconds=60, report=report).plan()
     ]
-    # busy: one idle core for a team of two, predicted to save half; quiet: unpredicted, by its cost
+    # the other work holds both cores: a team of two is predicted to run at one's share; else unpredicted
     assert (order[0] == "runtime.threads") == (expected is not None)
 
 
