@@ -4,6 +4,8 @@ put back after, and the lock re-applies the count it measured."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +13,13 @@ import torch
 import accel
 from accel.core.errors import AccelError, LockError
 from accel.core.machine import describe_machine
-from accel.optimizing.lock import Lock, LockEntry, apply_lock, file_sha256, write_lock
+from accel.optimizing.lock import Lock, LockEntry, apply_lock, file_sha256, read_lock, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.runtime_threads import ThreadCount, session_threads
+from accel.optimizing.recipes import parse_recipe
+from accel.optimizing.run import optimize
+
+PLANTED = Path(__file__).resolve().parents[2] / "planted"
 
 # The count the process runs at in these tests: above the candidates (1 and half of it).
 PROCESS_THREADS = 4
@@ -152,3 +158,30 @@ def test_a_graph_runtime_model_is_built_again_at_the_count(pipeline, tmp_path, r
     # The lock's state re-applied on the session the model slot's entry restores: built again at 1.
     restored = optimizer.restore(session, make_config(optimizer, {}), applied.state, tmp_path)
     assert _runtime_threads(restored.model) == 1 and restored.forward_wrapper is None
+
+
+@pytest.mark.slow
+def test_optimize_keeps_a_session_at_one_thread_and_the_lock_rebuilds_it_so(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.set_num_threads(2)  # the autouse fixture puts the count back
+    file = tmp_path / "tiny_ops.py"
+    shutil.copy(PLANTED / "hw_tiny_ops.py", file)
+    recipe = parse_recipe(
+        {
+            "name": "session-threads",
+            "target": "latency",
+            "order": "as_written",
+            # Kept whatever it measures (above 0.2x): this test is about the composition and the lock.
+            "keep": {"min_speedup": 0.2},
+            "rules": [
+                {"name": "runtime", "try": ["onnx.runtime"]},
+                {"name": "threads", "try": [{"optimizer": "runtime.threads", "params": {"threads": 1}}]},
+            ],
+        }
+    )
+    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=60)
+    lock = read_lock(tmp_path / "out")
+    assert [e.optimizer for e in lock.entries] == ["onnx.runtime", "runtime.threads"], result
+    assert lock.entries[1].state == {"threads": 1, "threads_before": 2}
+    loaded = accel.load(file, lock=tmp_path / "out")
+    assert _runtime_threads(loaded.model) == 1 and loaded.forward_wrapper is None
