@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -157,6 +158,44 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
+
+
+# /proc/stat's per-CPU columns: user nice system idle iowait irq softirq steal (guest is in user).
+_BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
+_IDLE_COLUMNS = (3, 4)
+
+
+def _cpu_ticks(cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """Per CPU of `cpus`, (busy, total) ticks since boot from /proc/stat."""
+    ticks = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or not name[3:].isdigit() or int(name[3:]) not in cpus:
+            continue
+        values = [int(v) for v in fields[:8]]
+        busy = sum(values[i] for i in _BUSY_COLUMNS)
+        ticks[int(name[3:])] = (busy, busy + sum(values[i] for i in _IDLE_COLUMNS))
+    return ticks
+
+
+def busy_cores(seconds: float = 0.3) -> float | None:
+    """The cores other work kept busy over the next `seconds` (steal included: the hypervisor gave
+    them to someone else), summed over the CPUs this process may run on; None without /proc/stat.
+    Read while this process waits, so it is the others' use now, where the 1-minute load average
+    still counts the last minute's work, this process's own included (a benchmark that had just run
+    two threads read a load of 2 on a quiet 2-core machine)."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+        before = _cpu_ticks(cpus)
+        time.sleep(seconds)
+        after = _cpu_ticks(cpus)
+    except (AttributeError, OSError, ValueError):
+        return None
+    shares = []
+    for cpu, (busy, total) in after.items():
+        if cpu in before and total > before[cpu][1]:
+            shares.append((busy - before[cpu][0]) / (total - before[cpu][1]))
+    return sum(shares) if shares else None
 
 
 def cache_dir() -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from accel.core.calibration import load_average
+from accel.core.calibration import busy_cores, load_average
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,9 @@ class Contention:
     load_average: float
     cores: int
     threads: int
+    # The cores other work kept busy over a short window as the profile began (core.calibration.busy_cores;
+    # None without /proc/stat): the load now, where the 1-minute average lags.
+    busy_cores: float | None = None
 
     def __post_init__(self) -> None:
         if self.cores < 1 or self.threads < 1 or self.load_average < 0:
@@ -44,7 +47,7 @@ class Contention:
 def contention_now(cores: int, threads: int) -> Contention | None:
     """The load now, for a run of `threads` threads on `cores` cores; None where the OS has no load average."""
     load = load_average()
-    return None if load is None else Contention(load, max(cores, 1), max(threads, 1))
+    return None if load is None else Contention(load, max(cores, 1), max(threads, 1), busy_cores())
 
 
 def oversubscription_note(contention: Contention) -> str | None:
@@ -62,20 +65,24 @@ def oversubscription_note(contention: Contention) -> str | None:
 
 def fewer_threads_saving(extra: dict[str, Any]) -> float:
     """The share of a call that fewer intra-op threads (runtime.threads) is predicted to save where a
-    profile found the other work alone holding every core (its extra["contention"]: load average at
-    or above the cores); 0.0 elsewhere. There a team of T threads waits at each barrier for a member
-    the scheduler set aside, and is predicted to run at one core's share of the team: 1 - 1 / T.
-    It ranks the candidate in the search; the keep decision is the measurement's. (Beside four burners
-    on two cores, one thread saved eager BERT-base 48% and OpenVINO's int8 BERT-base 16%; its fp32
-    lost 16%. At a load of 1-2 on the same two cores, two threads won for each.)"""
+    profile found other work holding cores its team needs (its extra["contention"]); 0.0 elsewhere.
+    The other work is the cores measured busy as the profile began, else the 1-minute load average.
+    A team of T threads on I idle cores (at least one) waits at each barrier for a member the
+    scheduler set aside, and is predicted to run at the idle cores' share of it: 1 - I / T, once
+    the team is short of half a core or more. It ranks the candidate in the search; the keep
+    decision is the measurement's. (Beside four burners on two cores, one thread saved eager
+    BERT-base 48% and OpenVINO's int8 BERT-base 9-16%; its fp32 lost 16%, ORT's fused int8 19%.)"""
     found = extra.get("contention")
     if not isinstance(found, dict):
         return 0.0
     try:
-        load, cores, threads = float(found["load_average"]), int(found["cores"]), int(found["threads"])
+        busy = found.get("busy_cores")
+        other = float(found["load_average"] if busy is None else busy)
+        cores, threads = int(found["cores"]), int(found["threads"])
     except (KeyError, TypeError, ValueError):
         return 0.0
-    return 0.0 if load < cores or threads < 2 else 1.0 - 1.0 / threads
+    idle = max(1.0, cores - other)
+    return 0.0 if idle >= threads - 0.5 else 1.0 - idle / threads
 
 
 def idle_cores(extra: dict[str, Any], cores: int) -> int:

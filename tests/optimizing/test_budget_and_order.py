@@ -580,10 +580,14 @@ def test_a_chain_of_extenders_is_tried_outermost_first(tmp_path):
             OPTIMIZERS.remove(cls.name)
 
 
-@pytest.mark.parametrize("load, expected", [(5.0, 0.5), (2.0, 0.5), (1.5, None), (0.2, None)])
-def test_an_oversubscribed_machine_puts_the_thread_count_first(tmp_path, load, expected):
+@pytest.mark.parametrize(
+    "load, busy, expected",
+    [(5.0, None, 0.5), (5.0, 2.0, 0.5), (0.2, 0.8, 0.4), (2.0, 0.1, None), (0.85, 0.2, None), (0.2, None, None)],
+)
+def test_an_oversubscribed_machine_puts_the_thread_count_first(tmp_path, load, busy, expected):
     baseline = accel.load(PLANTED / "opt_dead_work.py")
-    contention = Contention(load_average=load, cores=2, threads=2).to_dict()
+    # the cores measured busy when there are (a load of 2 left by the last minute's own work is not other work)
+    contention = Contention(load_average=load, cores=2, threads=2, busy_cores=busy).to_dict()
     report = types.SimpleNamespace(
         findings=[], primary="none", finding=lambda kind: None, extra={"contention": contention}
     )
@@ -592,7 +596,7 @@ def test_an_oversubscribed_machine_puts_the_thread_count_first(tmp_path, load, e
     order = [
         c.optimizer for _, c in Search(baseline, recipe, _context(tmp_path), budget_seconds=60, report=report).plan()
     ]
-    # the other work holds both cores: a team of two is predicted to run at one's share; else unpredicted
+    # other work holds a core the team of two needs: predicted to run at the idle share; else unpredicted
     assert (order[0] == "runtime.threads") == (expected is not None)
 
 

@@ -4,10 +4,18 @@ saves 50%" predicted on a 2-core machine at load 6, measured 0.89x and 0.96x by 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
 import accel
+from accel.core import calibration
+from accel.core.calibration import busy_cores
 from accel.optimizing.optimizers.loader_tune import Setting, predicted_seconds_per_sample
 from accel.profiling import contention
 from accel.profiling.analyzers import analyze
@@ -70,3 +78,28 @@ def test_a_profile_records_the_load_it_met_and_notes_oversubscription(monkeypatc
     quiet = accel.profile(pipeline, machine=machine, budget_seconds=1.0)
     threads_fit = torch.get_num_threads() <= quiet.extra["contention"]["cores"]
     assert threads_fit == (not any("oversubscribed" in note for note in quiet.extra["notes"]))
+
+
+def test_busy_cores_counts_the_cores_other_work_holds_now(monkeypatch):
+    if not Path("/proc/stat").exists() or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs /proc/stat and two usable CPUs")
+    burner = "import time\nend = time.time() + 30\nwhile time.time() < end: pass\n"
+    burners = [subprocess.Popen([sys.executable, "-c", burner]) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both spinning
+        held = busy_cores(0.5)
+    finally:
+        for process in burners:
+            process.kill()
+            process.wait()
+    # two spinning processes hold (nearly) two cores, whatever else the machine runs
+    assert held is not None and 1.6 <= held <= len(os.sched_getaffinity(0)) + 0.05
+    monkeypatch.setattr(calibration, "_cpu_ticks", lambda cpus: (_ for _ in ()).throw(OSError("no /proc")))
+    assert busy_cores(0.01) is None
+
+
+def test_the_profile_records_the_cores_measured_busy(monkeypatch, machine):
+    model = torch.nn.Linear(8, 2)
+    pipeline = accel.Pipeline(model=model, source=[torch.randn(8) for _ in range(16)], batch_size=4)
+    monkeypatch.setattr(contention, "busy_cores", lambda: 1.75)
+    assert accel.profile(pipeline, machine=machine, budget_seconds=1.0).extra["contention"]["busy_cores"] == 1.75

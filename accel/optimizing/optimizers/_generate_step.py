@@ -69,6 +69,23 @@ class CacheLayout:
         return cls(layers=data.get("layers"), kv_heads=data.get("kv_heads"), head_dim=data.get("head_dim"))  # type: ignore[arg-type]  # __post_init__ checks each
 
 
+class SteppedLoop:
+    """What the generate loops run in a graph runtime share: a decode `step` (an OrtModel or OvModel)
+    whose thread count runtime.threads reads and sets by building the step again."""
+
+    step: Any
+
+    @property
+    def threads(self) -> int:
+        return int(self.step.threads)
+
+    def rethreaded(self, threads: int) -> Any:
+        """The same loop over its step built again at `threads` threads (runtime.threads)."""
+        loop = copy.copy(self)
+        loop.step = self.step.rethreaded(threads)
+        return loop
+
+
 def decoder_problem(model: Any) -> str | None:
     """Why `model` is not a decoder-only causal LM whose step can be exported with its cache, or None."""
     config = getattr(model, "config", None)

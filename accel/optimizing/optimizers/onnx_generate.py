@@ -21,7 +21,6 @@ the tokens out exactly, so a step whose rounding picks another token anywhere is
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import shutil
 from pathlib import Path
@@ -35,7 +34,7 @@ from accel.core.pipeline import Pipeline
 from accel.optimizing.lock_files import resolve_lock_file
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 from accel.optimizing.optimizers._generate_settings import GenerateCall, Greedy, probe_generate_call, resolve_greedy
-from accel.optimizing.optimizers._generate_step import CacheLayout, decoder_problem, export_step
+from accel.optimizing.optimizers._generate_step import CacheLayout, SteppedLoop, decoder_problem, export_step
 from accel.optimizing.optimizers._model_io import artifact_name
 from accel.optimizing.optimizers._onnx_export import quiet
 from accel.optimizing.optimizers._weight_only import (
@@ -86,7 +85,7 @@ def _step_output_structure(layout: CacheLayout) -> dict[str, Any]:
     return {"kind": "tuple", "items": [{"kind": "tensor"} for _ in layout.output_names]}
 
 
-class OrtGenerator:
+class OrtGenerator(SteppedLoop):
     """A causal LM's generate() run by accel over an ONNX decode step in ONNX Runtime.
 
     `source` is the original model: its generation_config and config resolve the settings a call
@@ -105,16 +104,6 @@ class OrtGenerator:
     @property
     def onnx_path(self) -> Path:
         return self.step.onnx_path
-
-    @property
-    def threads(self) -> int:
-        return self.step.threads
-
-    def rethreaded(self, threads: int) -> OrtGenerator:
-        """The same loop over a new ONNX Runtime session at `threads` threads (runtime.threads)."""
-        loop = copy.copy(self)
-        loop.step = self.step.rethreaded(threads)
-        return loop
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

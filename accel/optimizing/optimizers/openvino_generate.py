@@ -18,7 +18,6 @@ openvino version; `restore` compiles that IR again, without exporting. OpenVINO 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +29,7 @@ from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, Optimizer, register
 from accel.optimizing.optimizers._generate_settings import GenerateCall, resolve_greedy
-from accel.optimizing.optimizers._generate_step import CacheLayout, export_step
+from accel.optimizing.optimizers._generate_step import CacheLayout, SteppedLoop, export_step
 from accel.optimizing.optimizers._model_io import artifact_name
 from accel.optimizing.optimizers._openvino_io import (
     EXTRA,
@@ -85,7 +84,7 @@ def _step_call(layout: CacheLayout) -> dict[str, Any]:
     }
 
 
-class OvGenerator:
+class OvGenerator(SteppedLoop):
     """A causal LM's generate() run by accel over a decode step compiled by OpenVINO.
 
     `source` is the original model: its generation_config and config resolve the settings a call
@@ -104,16 +103,6 @@ class OvGenerator:
     @property
     def xml_path(self) -> Path:
         return self.step.xml_path
-
-    @property
-    def threads(self) -> int:
-        return self.step.threads
-
-    def rethreaded(self, threads: int) -> OvGenerator:
-        """The same loop over the step compiled again at `threads` threads (runtime.threads)."""
-        loop = copy.copy(self)
-        loop.step = self.step.rethreaded(threads)
-        return loop
 
     @property
     def output_names(self) -> list[str]:
