@@ -178,7 +178,7 @@ def _cpu_ticks(cpus: set[int]) -> dict[int, tuple[int, int]]:
     return ticks
 
 
-def busy_cores(seconds: float = 0.3) -> float | None:
+def busy_cores(seconds: float = 0.1) -> float | None:
     """The cores other work kept busy over the next `seconds` (steal included: the hypervisor gave
     them to someone else), summed over the CPUs this process may run on; None without /proc/stat.
     Read while this process waits, so it is the others' use now, where the 1-minute load average
