@@ -6,8 +6,9 @@ threads than on one at load 6-9): fewer threads can be faster. For a torch model
 forward wrapper (`ThreadCount`) that runs each call at that count and puts the process's count back
 after, so nothing outside the call changes. A model kept in a graph runtime (an ONNX Runtime session,
 an OpenVINO compiled model) takes its thread count when it is built, so there the same graph is
-built again at the count (`rethreaded`): beside four CPU burners OpenVINO's int8 BERT-base ran 1.19x
-faster on one thread than on two. The engine keeps either only when it measures faster.
+built again at the count (`rethreaded`): beside four CPU burners OpenVINO's int8 BERT-base ran
+1.09-1.19x faster on one thread than on two, ORT's fused int8 1.19x slower. The engine keeps either
+only when it measures faster.
 
 The engine tries one configuration per recipe line, so the count is a parameter: `threads: 1`, or
 none for half the threads the model runs on (`cores // 2`). The slot is its own, composed after the

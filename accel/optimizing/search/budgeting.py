@@ -132,7 +132,8 @@ class Planned:
 
 def predicted_savings(report: Any) -> dict[str, float]:
     """Per optimizer, the largest share of end-to-end time a finding predicts it saves; and where the
-    profile found other work holding every core, what fewer threads are predicted to save (on a busy
+    profile found other work holding cores the run's threads need, what fewer threads are predicted
+    to save (profiling.contention.fewer_threads_saving; on a busy
     machine the thread count comes before candidates slowed by the same queue for cores: beside
     four burners, BERT-base's search skipped runtime.threads for want of budget)."""
     savings: dict[str, float] = {}
