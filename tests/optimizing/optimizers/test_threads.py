@@ -20,6 +20,7 @@ from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.run import optimize
 
 PLANTED = Path(__file__).resolve().parents[2] / "planted"
+REAL = Path(__file__).resolve().parents[2] / "real"
 
 # The count the process runs at in these tests: above the candidates (1 and half of it).
 PROCESS_THREADS = 4
@@ -185,3 +186,19 @@ def test_optimize_keeps_a_session_at_one_thread_and_the_lock_rebuilds_it_so(tmp_
     assert lock.entries[1].state == {"threads": 1, "threads_before": 2}
     loaded = accel.load(file, lock=tmp_path / "out")
     assert _runtime_threads(loaded.model) == 1 and loaded.forward_wrapper is None
+
+
+def test_a_keyword_called_transformers_model_keeps_its_call_and_output_when_rebuilt(tmp_path):
+    """The corpus's padded BERT (dict batches called by keyword, a ModelOutput back) in ONNX Runtime,
+    rebuilt at one thread: same call, same output class and values."""
+    pytest.importorskip("onnxruntime")
+    torch.set_num_threads(2)  # the autouse fixture puts the count back
+    bert = accel.load(REAL / "bert_padded.py")
+    exporter, optimizer = OPTIMIZERS.get("onnx.runtime"), OPTIMIZERS.get("runtime.threads")
+    session = exporter.apply(bert, make_config(exporter, {}), context(tmp_path)).pipeline
+    applied = optimizer.apply(session, make_config(optimizer, {"threads": 1}), context(tmp_path))
+    assert _runtime_threads(applied.pipeline.model) == 1 and _runtime_threads(session.model) == 2
+    batch = bert.example_batch()
+    with torch.inference_mode():
+        expected, got = session.model(**batch), applied.pipeline.model(**batch)
+    assert type(got) is type(expected) and torch.equal(got.last_hidden_state, expected.last_hidden_state)
