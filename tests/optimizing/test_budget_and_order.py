@@ -155,7 +155,29 @@ class Half(_Marked):
     name, slot, numerics = "test.half", "test-half", "float16"
 
 
+class ModelRuntime(_Marked):
+    """Replaces the model (onnx.runtime's place): what it keeps can be tuned."""
+
+    name, slot = "test.model_runtime", "model"
+
+    def apply(self, pipeline, config, context):
+        applied = super().apply(pipeline, config, context)
+        applied.pipeline.model.in_runtime = True
+        return applied
+
+
+class Tuner(_Marked):
+    """A setting of what the model slot keeps (runtime.spinning's place): applies once it is kept."""
+
+    name, slot, tunes_kept, speedup = "test.tuner", "test-tuner", True, 1.2
+
+    def applicable(self, pipeline, context):
+        return None if getattr(pipeline.model, "in_runtime", False) else "planted: no runtime kept"
+
+
 PLANTED_OPTIMIZERS = (
+    ModelRuntime,
+    Tuner,
     Int8Breaks,
     Int8Holds,
     FloatBreaks,
@@ -610,3 +632,28 @@ def test_two_recipe_lines_that_ask_for_the_same_thread_count_are_one_trial(tmp_p
     # on two cores "half" is one thread: the second line is that trial again, and is not run
     assert len(steps) == 2 and sum(step.verdict != SKIPPED for step in steps) == trials
     assert ("already tried" in steps[1].reason) == (trials == 1)
+
+
+@pytest.mark.parametrize("busy", [None, 2.0])
+def test_a_setting_of_what_the_model_slot_kept_is_tried_next_unless_the_cores_are_short(tmp_path, fake_timing, busy):
+    # GPT-2's generate loop kept in ONNX Runtime: ranked by cost, runtime.spinning was skipped for want of budget
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    report = None
+    if busy is not None:  # other work holds both cores the team of two needs
+        contention = Contention(load_average=5.0, cores=2, threads=2, busy_cores=busy).to_dict()
+        report = types.SimpleNamespace(
+            findings=[], primary="none", finding=lambda kind: None, extra={"contention": contention}
+        )
+    said: list[str] = []
+    recipe = _recipe("test.model_runtime", "test.cheap", "test.tuner")
+    result = run_engine(baseline, recipe, _context(tmp_path), budget_seconds=30, progress=said.append, report=report)
+    order = [step.optimizer for step in result.steps]
+    if busy is None:
+        assert order == ["test.model_runtime", "test.tuner", "test.cheap"]
+        assert any("test.tuner next, on the" in line for line in said)
+        assert _steps(result)["test.tuner"].verdict == Verdict.ACCEPTED  # measured on the runtime kept
+    else:  # a spinning pool would take the cores from the rest: by cost alone, in the recipe's order
+        assert order == ["test.model_runtime", "test.cheap", "test.tuner"]
+    # nothing kept in the model slot: the setting stays where it ranks, and applies to nothing
+    alone = run_engine(baseline, _recipe("test.tuner", "test.cheap"), _context(tmp_path), budget_seconds=30)
+    assert _steps(alone)["test.tuner"].verdict == Verdict.NOT_APPLICABLE

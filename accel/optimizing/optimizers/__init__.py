@@ -99,6 +99,10 @@ class Optimizer(abc.ABC):
     # candidate failed the guard at every rung it tried, the engine tries the others at its level
     # or coarser after the rest (accel.optimizing.search.budgeting.after_guard_failure).
     numerics: ClassVar[str] = "float32"
+    # A setting of whatever the model slot keeps (runtime.spinning on an ORT session): once the model
+    # slot keeps a candidate it applies to, the engine tries it next, on what was kept
+    # (accel.optimizing.search.budgeting.tuners_first), unless the profile found the cores short.
+    tunes_kept: ClassVar[bool] = False
 
     def applicable(self, pipeline: Pipeline, context: Context) -> str | None:
         return None

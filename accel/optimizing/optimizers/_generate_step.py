@@ -71,7 +71,8 @@ class CacheLayout:
 
 class SteppedLoop:
     """What the generate loops run in a graph runtime share: a decode `step` (an OrtModel or OvModel)
-    whose thread count runtime.threads reads and sets by building the step again."""
+    whose thread count runtime.threads (and, in ONNX Runtime, whose spinning runtime.spinning) reads
+    and sets by building the step again."""
 
     step: Any
 
@@ -83,6 +84,17 @@ class SteppedLoop:
         """The same loop over its step built again at `threads` threads (runtime.threads)."""
         loop = copy.copy(self)
         loop.step = self.step.rethreaded(threads)
+        return loop
+
+    @property
+    def spinning(self) -> bool | None:
+        """Whether the step's session threads spin between ops; None for a runtime without the setting."""
+        return getattr(self.step, "spinning", None)
+
+    def respun(self, spinning: bool) -> Any:
+        """The same loop over its step built again spinning, or not (runtime.spinning; ORT steps only)."""
+        loop = copy.copy(self)
+        loop.step = self.step.respun(spinning)
         return loop
 
 

@@ -141,8 +141,25 @@ class OrtModel(torch.nn.Module):
         options = {**self.session_options, "intra_op_num_threads": threads}
         return OrtModel(self.onnx_path, self.input_names, options, self.structure, self.positional, self.input_for)
 
+    @property
+    def spinning(self) -> bool:
+        """Whether the session's intra-op threads spin-wait for work between ops (ORT's default;
+        off in the sessions accel builds, so an idle pool leaves the cores to whatever runs next)."""
+        return str(self.session_options.get("session.intra_op.allow_spinning", "1")) == "1"
+
+    def respun(self, spinning: bool) -> OrtModel:
+        """The same graph in a new session whose threads spin between ops, or do not (runtime.spinning)."""
+        flag = "1" if spinning else "0"
+        options = {
+            **self.session_options,
+            "session.intra_op.allow_spinning": flag,
+            "session.inter_op.allow_spinning": flag,
+        }
+        return OrtModel(self.onnx_path, self.input_names, options, self.structure, self.positional, self.input_for)
+
     def extra_repr(self) -> str:
-        return f"{self.onnx_path.name}, threads={self.session_options['intra_op_num_threads']}"
+        spin = ", spinning" if self.spinning else ""
+        return f"{self.onnx_path.name}, threads={self.session_options['intra_op_num_threads']}{spin}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,6 +55,7 @@ from accel.optimizing.search.budgeting import (
     predicted_savings,
     primary_cure,
     shortfall,
+    tuners_first,
 )
 from accel.optimizing.search.composer import Choice, Chosen, Composer
 from accel.optimizing.search.final import MIN_COMPARE_SECONDS, Final, Timing, measured_win, settle
@@ -168,7 +169,7 @@ class Search:
     def try_candidate(self, rule: Rule, candidate: Candidate) -> Step:
         """Try one candidate in its slot on top of the accepted ones; keep it or not; its step.
         One that fails the guard is followed by its safer variants until one passes it."""
-        sharing, before = max(self.left, 1), self._available()
+        sharing, before, model = max(self.left, 1), self._available(), self.chosen.get("model")
         self.left = max(self.left - 1, 0)
         self.narrator.start(candidate.optimizer)
         step, config = self._try(rule, candidate, sharing)
@@ -189,6 +190,10 @@ class Search:
                 self.queue, said = after_guard_failure(self.queue, optimizer)
                 if said:
                     self.narrator.say(said)
+        if self.chosen.get("model") is not model and self.recipe.order == "by_prediction":
+            self.queue, said = tuners_first(self.queue, self.best[0], self.context, self.report)
+            if said:
+                self.narrator.say(said)
         return step
 
     def interrupted(self) -> EngineResult:

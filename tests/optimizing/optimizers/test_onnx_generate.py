@@ -126,6 +126,22 @@ def test_runtime_threads_builds_the_loops_session_again_at_fewer_threads(gpt2, g
         assert torch.equal(applied.pipeline.forward(gpt2.example_batch()), _eager(gpt2))
 
 
+def test_runtime_spinning_builds_the_loops_step_again_spinning(gpt2, gpt2_fp32, tmp_path):
+    loop = gpt2_fp32[0].pipeline
+    two = loop.replace(model=loop.model.rethreaded(2))  # a pool of two threads to spin
+    optimizer = OPTIMIZERS.get("runtime.spinning")
+    assert optimizer.applicable(two, _context(tmp_path)) is None
+    applied = optimizer.apply(two, make_config(optimizer, {}), _context(tmp_path))
+    model = applied.pipeline.model
+    assert isinstance(model, OrtGenerator) and model.step is not two.model.step
+    spins = "session.intra_op.allow_spinning"
+    assert model.step.session.get_session_options().get_session_config_entry(spins) == "1"
+    assert two.model.step.session.get_session_options().get_session_config_entry(spins) == "0"
+    assert model.spinning and model.threads == 2
+    with torch.inference_mode():
+        assert torch.equal(applied.pipeline.forward(gpt2.example_batch()), _eager(gpt2))
+
+
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.randint(1, 1024, (3, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)

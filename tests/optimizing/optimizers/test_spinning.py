@@ -1,0 +1,115 @@
+"""`runtime.spinning`: the ONNX Runtime session kept is built again with its threads spinning between
+ops (ORT's own report of the session checked), outputs unchanged; not applicable where no ORT pool
+runs the model; the lock rebuilds the restored session spinning."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import accel
+from accel.core.errors import LockError
+from accel.core.machine import describe_machine
+from accel.optimizing.lock import read_lock
+from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing.recipes import parse_recipe
+from accel.optimizing.run import optimize
+
+pytest.importorskip("onnxruntime")
+
+PLANTED = Path(__file__).resolve().parents[2] / "planted"
+REAL = Path(__file__).resolve().parents[2] / "real"
+SPIN = "session.intra_op.allow_spinning"
+
+
+def context(tmp_path) -> Context:
+    return Context(machine=describe_machine("cpu"), workdir=tmp_path)
+
+
+def _spins(model) -> str:
+    """What ONNX Runtime itself reports of the session's intra-op spinning ("1" or "0")."""
+    session = model.step.session if hasattr(model, "step") else model.session
+    return session.get_session_options().get_session_config_entry(SPIN)
+
+
+def _session(pipeline: accel.Pipeline, tmp_path: Path, threads: int = 2) -> accel.Pipeline:
+    exporter = OPTIMIZERS.get("onnx.runtime")
+    return exporter.apply(pipeline, make_config(exporter, {"threads": threads}), context(tmp_path)).pipeline
+
+
+@pytest.fixture
+def mlp() -> accel.Pipeline:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    return accel.Pipeline(model=model, source=[torch.randn(16) for _ in range(6)], batch_size=2)
+
+
+def test_the_session_is_built_again_spinning_with_the_same_outputs(mlp, tmp_path):
+    optimizer = OPTIMIZERS.get("runtime.spinning")
+    session = _session(mlp, tmp_path)
+    assert _spins(session.model) == "0"  # accel's sessions leave the cores to whatever runs next
+    assert optimizer.applicable(session, context(tmp_path)) is None
+    applied = optimizer.apply(session, make_config(optimizer, {}), context(tmp_path))
+    spun = applied.pipeline.model
+    assert spun is not session.model and _spins(spun) == "1" and _spins(session.model) == "0"
+    assert applied.state == {"spinning": True}
+    assert all(torch.equal(a, b) for a, b in zip(applied.pipeline.run(), session.run()))
+    assert "spin already" in optimizer.applicable(applied.pipeline, context(tmp_path))
+    # runtime.threads' rebuild keeps the spinning, and this rebuild keeps the thread count
+    assert _spins(spun.rethreaded(1)) == "1" and spun.session.get_session_options().intra_op_num_threads == 2
+    restored = optimizer.restore(session, make_config(optimizer, {}), applied.state, tmp_path)
+    assert _spins(restored.model) == "1"
+    with pytest.raises(LockError, match="not true"):
+        optimizer.restore(session, make_config(optimizer, {}), {"spinning": "yes"}, tmp_path)
+    with pytest.raises(LockError, match="follows no ONNX Runtime model"):
+        optimizer.restore(mlp, make_config(optimizer, {}), applied.state, tmp_path)
+
+
+def test_not_applicable_without_an_ort_pool_to_spin(mlp, tmp_path):
+    optimizer = OPTIMIZERS.get("runtime.spinning")
+    assert "does not run in an ONNX Runtime session" in optimizer.applicable(mlp, context(tmp_path))
+    one = _session(mlp, tmp_path, threads=1)
+    assert "one intra-op thread" in optimizer.applicable(one, context(tmp_path))
+
+
+def test_a_keyword_called_transformers_model_keeps_its_call_and_output_when_rebuilt(tmp_path):
+    """The corpus's padded BERT (dict batches by keyword, a ModelOutput back), spinning: same output."""
+    torch.set_num_threads(2)  # the autouse fixture puts the count back
+    bert = accel.load(REAL / "bert_padded.py")
+    session = _session(bert, tmp_path)
+    optimizer = OPTIMIZERS.get("runtime.spinning")
+    spun = optimizer.apply(session, make_config(optimizer, {}), context(tmp_path)).pipeline
+    batch = bert.example_batch()
+    with torch.inference_mode():
+        expected, got = session.model(**batch), spun.model(**batch)
+    assert type(got) is type(expected) and torch.equal(got.last_hidden_state, expected.last_hidden_state)
+    assert _spins(spun.model) == "1"
+
+
+@pytest.mark.slow
+def test_optimize_tries_it_on_the_session_kept_and_the_lock_rebuilds_it_so(tmp_path):
+    torch.set_num_threads(2)  # the autouse fixture puts the count back
+    file = tmp_path / "tiny_ops.py"
+    shutil.copy(PLANTED / "hw_tiny_ops.py", file)
+    recipe = parse_recipe(
+        {
+            "name": "session-spinning",
+            "target": "latency",
+            "order": "as_written",
+            # Kept whatever it measures (above 0.2x): this test is about the composition and the lock.
+            "keep": {"min_speedup": 0.2},
+            "rules": [
+                {"name": "runtime", "try": ["onnx.runtime"]},
+                {"name": "spinning", "try": ["runtime.spinning"]},
+            ],
+        }
+    )
+    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=60)
+    lock = read_lock(tmp_path / "out")
+    assert [e.optimizer for e in lock.entries] == ["onnx.runtime", "runtime.spinning"], result
+    loaded = accel.load(file, lock=tmp_path / "out")
+    assert _spins(loaded.model) == "1"
+    assert torch.allclose(loaded.forward(loaded.example_batch()), accel.load(file).forward(loaded.example_batch()))
