@@ -654,6 +654,10 @@ def test_a_setting_of_what_the_model_slot_kept_is_tried_next_unless_the_cores_ar
         assert _steps(result)["test.tuner"].verdict == Verdict.ACCEPTED  # measured on the runtime kept
     else:  # a spinning pool would take the cores from the rest: by cost alone, in the recipe's order
         assert order == ["test.model_runtime", "test.cheap", "test.tuner"]
-    # nothing kept in the model slot: the setting stays where it ranks, and applies to nothing
+    # listed first, it still goes after the others: before anything is kept it applies to nothing
+    first = _recipe("test.tuner", "test.cheap", "test.model_runtime")
+    plan = [c.optimizer for _, c in Search(baseline, first, _context(tmp_path), budget_seconds=30).plan()]
+    assert plan == ["test.cheap", "test.model_runtime", "test.tuner"]
+    # nothing kept in the model slot: it applies to nothing
     alone = run_engine(baseline, _recipe("test.tuner", "test.cheap"), _context(tmp_path), budget_seconds=30)
     assert _steps(alone)["test.tuner"].verdict == Verdict.NOT_APPLICABLE

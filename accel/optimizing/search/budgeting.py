@@ -13,6 +13,10 @@ says `order: as_written`):
 4. once a candidate failed the guard at every rung it tried (a safer variant that passes stops
    the ladder), the candidates whose arithmetic is as coarse as its go after all the others
    (after_guard_failure): bf16 failing demotes the other 16-bit floats, int8 and int4.
+5. a setting of what the model slot keeps (Optimizer.tunes_kept: runtime.spinning) goes after the
+   other in-process candidates, since it applies to nothing until something is kept; once the model
+   slot keeps something it applies to, it is tried next (tuners_first), unless the profile found
+   the cores short.
 
 A trial's predicted cost is its optimizer's declared one-time cost (`predicted_setup_calls` calls
 of the baseline plus `predicted_setup_seconds`: an export or a calibration runs the model as it
@@ -212,9 +216,12 @@ def by_prediction(planned: list[Planned], first: str | None) -> list[Planned]:
     A candidate that extends another (Optimizer.extends) goes just before it, wherever the base
     ranks: kept, it makes the base's trial needless; not kept, the base follows at once."""
 
-    def key(item: tuple[int, Planned]) -> tuple[int, int, float, int]:
+    def key(item: tuple[int, Planned]) -> tuple[int, int, int, float, int]:
         index, p = item
-        return (0 if p.optimizer.name == first else 1, int(p.optimizer.process_wide), -p.value, index)
+        # A setting of what the model slot keeps goes last: before anything is kept it applies to
+        # nothing, and tried then it was spent (tuners_first brings it forward once something is).
+        tuner = int(p.optimizer.tunes_kept)
+        return (0 if p.optimizer.name == first else 1, int(p.optimizer.process_wide), tuner, -p.value, index)
 
     ordered = [p for _, p in sorted(enumerate(planned), key=key)]
     for _ in range(len(ordered)):  # chains (fusions_int8 -> int8_dynamic -> runtime) settle in as many passes
