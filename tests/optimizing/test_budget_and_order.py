@@ -174,9 +174,20 @@ class Tuner(_Marked):
     def applicable(self, pipeline, context):
         return None if getattr(pipeline.model, "in_runtime", False) else "planted: no runtime kept"
 
+    def apply(self, pipeline, config, context):
+        assert pipeline.model.in_runtime, "planted: applied to a model no runtime kept"
+        return super().apply(pipeline, config, context)
+
+
+class ModelOther(_Marked):
+    """Another way of replacing the model, tried after the tuner was kept on the first."""
+
+    name, slot, speedup = "test.model_other", "model", 1.5
+
 
 PLANTED_OPTIMIZERS = (
     ModelRuntime,
+    ModelOther,
     Tuner,
     Int8Breaks,
     Int8Holds,
@@ -658,6 +669,11 @@ def test_a_setting_of_what_the_model_slot_kept_is_tried_next_unless_the_cores_ar
     first = _recipe("test.tuner", "test.cheap", "test.model_runtime")
     plan = [c.optimizer for _, c in Search(baseline, first, _context(tmp_path), budget_seconds=30).plan()]
     assert plan == ["test.cheap", "test.model_runtime", "test.tuner"]
+    # another model candidate on trial: the setting, kept on the first, is left out of its composition
+    other = run_engine(
+        baseline, _recipe("test.model_runtime", "test.tuner", "test.model_other"), _context(tmp_path), budget_seconds=30
+    )
+    assert [step.verdict for step in other.steps] == [Verdict.ACCEPTED] * 2 + [Verdict.REVERTED]
     # nothing kept in the model slot: it applies to nothing
     alone = run_engine(baseline, _recipe("test.tuner", "test.cheap"), _context(tmp_path), budget_seconds=30)
     assert _steps(alone)["test.tuner"].verdict == Verdict.NOT_APPLICABLE

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from accel.core.errors import LockError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
-from accel.optimizing.optimizers import Applied, Context, NoConfig, Optimizer, register
+from accel.optimizing.optimizers import Applied, Context, NoConfig, NotApplicable, Optimizer, register
 
 
 def session_spinning(model: Any) -> bool | None:
@@ -59,6 +59,9 @@ class RuntimeSpinning(Optimizer):
 
     def apply(self, pipeline: Pipeline, config: NoConfig, context: Context) -> Applied:
         started = now()
+        why_not = self.applicable(pipeline, context)
+        if why_not is not None:
+            raise NotApplicable(why_not)
         rebuilt = pipeline.replace(model=pipeline.model.respun(True))
         state = {"spinning": True}
         notes = {**state, "runtime": type(pipeline.model).__name__}

@@ -67,8 +67,10 @@ class Composer:
         for slot, (optimizer, config, candidate) in ordered:
             key = key + ((slot, optimizer.name, repr(config)),)
             if key not in self._cache:
-                # (A process-wide setting, timed in fresh processes, holds whatever the model is.)
-                recheck = choices and not optimizer.process_wide
+                # (A process-wide setting, timed in fresh processes, holds whatever the model is. A
+                # setting of what the model slot keeps is checked first too: with another model
+                # candidate on trial, the composition of the other slots leaves it the baseline's.)
+                recheck = (choices or optimizer.tunes_kept) and not optimizer.process_wide
                 why_not = optimizer.applicable(pipeline, self.context) if recheck else None
                 if why_not:
                     self._left_out[key] = f"{optimizer.name} ({why_not} once {names(choices)} is applied)"

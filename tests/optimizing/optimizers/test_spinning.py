@@ -14,7 +14,7 @@ import accel
 from accel.core.errors import LockError
 from accel.core.machine import describe_machine
 from accel.optimizing.lock import read_lock
-from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
+from accel.optimizing.optimizers import OPTIMIZERS, Context, NotApplicable, make_config
 from accel.optimizing.recipes import parse_recipe
 from accel.optimizing.run import optimize
 
@@ -73,6 +73,8 @@ def test_not_applicable_without_an_ort_pool_to_spin(mlp, tmp_path):
     assert "does not run in an ONNX Runtime session" in optimizer.applicable(mlp, context(tmp_path))
     one = _session(mlp, tmp_path, threads=1)
     assert "one intra-op thread" in optimizer.applicable(one, context(tmp_path))
+    with pytest.raises(NotApplicable, match="does not run in an ONNX Runtime session"):
+        optimizer.apply(mlp, make_config(optimizer, {}), context(tmp_path))
 
 
 def test_a_keyword_called_transformers_model_keeps_its_call_and_output_when_rebuilt(tmp_path):
