@@ -5,9 +5,11 @@ instead of sleeping, so a graph of many short ops (a decode step: GPT-2 small's 
 ~200 nodes, 32 times a `generate()`) does not pay a wake-up per op. accel builds its sessions with
 spinning off, because a spinning pool keeps its cores busy after a call and on a busy machine takes
 them from whatever runs next. Whether it pays for this model on this machine is the engine's to
-measure: timed alone on a quiet 2-core machine, GPT-2's fused int8 loop took 237-261 ms a
-`generate()` spinning against 310-315 ms not; an eager call timed right after a spinning one ran
-1% slower, so the A/B's interleaving barely feels the spin.
+measure: timed by hand on a quiet 2-core machine, alone or alternating, GPT-2's int8 loops (the
+fused step's and the plain one's) took 237-267 ms a `generate()` spinning against 274-315 ms not;
+an eager call timed right after a spinning one ran 1-2% slower, so the A/B's interleaving barely
+feels the spin. (In the peers benchmark the engine's short trial of it read "not faster beyond
+noise" once: its interval reached 0.99x.)
 
 A setting of whatever the model slot keeps (`tunes_kept`): once a model is kept in an ORT session
 (a forward or a generate loop's decode step), the engine tries it next, on that session, rebuilt.

@@ -73,7 +73,8 @@ class Composer:
                 recheck = (choices or optimizer.tunes_kept) and not optimizer.process_wide
                 why_not = optimizer.applicable(pipeline, self.context) if recheck else None
                 if why_not:
-                    self._left_out[key] = f"{optimizer.name} ({why_not} once {names(choices)} is applied)"
+                    once = f" once {names(choices)} is applied" if choices else ""
+                    self._left_out[key] = f"{optimizer.name} ({why_not}{once})"
                     self._cache[key] = (pipeline, choices)
                     continue
                 applied = optimizer.apply(pipeline, config, self.context)
