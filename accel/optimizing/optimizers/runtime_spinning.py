@@ -1,13 +1,13 @@
 """`runtime.spinning`: an ONNX Runtime session's intra-op threads spin-wait between ops, measured.
 
 ORT's pool spins by default: a worker that finished its share of an op keeps polling for the next
-instead of sleeping, so a graph of many short ops (a decode step: GPT-2 small's fused int8 step,
-~200 nodes, 32 times a `generate()`) does not pay a wake-up per op. accel builds its sessions with
+instead of sleeping, so a graph of many short ops (a decode step: GPT-2 small's int8 step, run 33
+times a `generate()` of 32 tokens) does not pay a wake-up per op. accel builds its sessions with
 spinning off, because a spinning pool keeps its cores busy after a call and on a busy machine takes
 them from whatever runs next. Whether it pays for this model on this machine is the engine's to
 measure: timed by hand on a quiet 2-core machine, alone or alternating, GPT-2's int8 loops (the
 fused step's and the plain one's) took 237-267 ms a `generate()` spinning against 274-315 ms not;
-an eager call timed right after a spinning one ran 1-2% slower, so the A/B's interleaving barely
+an eager call timed right after a spinning one ran 1-2.4% slower, so the A/B's interleaving barely
 feels the spin. (In the peers benchmark the engine's short trial of it read "not faster beyond
 noise" once: its interval reached 0.99x.)
 
@@ -25,6 +25,7 @@ from accel.core.errors import LockError
 from accel.core.measure import now
 from accel.core.pipeline import Pipeline
 from accel.optimizing.optimizers import Applied, Context, NoConfig, NotApplicable, Optimizer, register
+from accel.optimizing.optimizers.runtime_threads import session_threads
 
 
 def session_spinning(model: Any) -> bool | None:
@@ -55,7 +56,7 @@ class RuntimeSpinning(Optimizer):
             return "the model does not run in an ONNX Runtime session (an onnx.* candidate kept comes first)"
         if spinning:
             return f"its {type(model).__name__}'s threads spin already"
-        if int(getattr(model, "threads", 1)) <= 1:
+        if session_threads(model) == 1:
             return f"its {type(model).__name__} runs on one intra-op thread: no pool to spin"
         return None
 

@@ -4,7 +4,6 @@ runs the model; the lock rebuilds the restored session spinning."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,8 @@ import torch
 import accel
 from accel.core.errors import LockError
 from accel.core.machine import describe_machine
-from accel.optimizing.lock import read_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, NotApplicable, make_config
-from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.run import optimize
+from tests.optimizing.optimizers.sessions import optimized_session, rebuilt_bert
 
 pytest.importorskip("onnxruntime")
 
@@ -79,39 +76,14 @@ def test_not_applicable_without_an_ort_pool_to_spin(mlp, tmp_path):
 
 def test_a_keyword_called_transformers_model_keeps_its_call_and_output_when_rebuilt(tmp_path):
     """The corpus's padded BERT (dict batches by keyword, a ModelOutput back), spinning: same output."""
-    torch.set_num_threads(2)  # the autouse fixture puts the count back
-    bert = accel.load(REAL / "bert_padded.py")
-    session = _session(bert, tmp_path)
-    optimizer = OPTIMIZERS.get("runtime.spinning")
-    spun = optimizer.apply(session, make_config(optimizer, {}), context(tmp_path)).pipeline
-    batch = bert.example_batch()
-    with torch.inference_mode():
-        expected, got = session.model(**batch), spun.model(**batch)
+    session, rebuilt, expected, got = rebuilt_bert(tmp_path, "runtime.spinning", {})
+    assert _spins(rebuilt) == "1" and _spins(session) == "0"
     assert type(got) is type(expected) and torch.equal(got.last_hidden_state, expected.last_hidden_state)
-    assert _spins(spun.model) == "1"
 
 
 @pytest.mark.slow
 def test_optimize_tries_it_on_the_session_kept_and_the_lock_rebuilds_it_so(tmp_path):
-    torch.set_num_threads(2)  # the autouse fixture puts the count back
-    file = tmp_path / "tiny_ops.py"
-    shutil.copy(PLANTED / "hw_tiny_ops.py", file)
-    recipe = parse_recipe(
-        {
-            "name": "session-spinning",
-            "target": "latency",
-            "order": "as_written",
-            # Kept whatever it measures (above 0.2x): this test is about the composition and the lock.
-            "keep": {"min_speedup": 0.2},
-            "rules": [
-                {"name": "runtime", "try": ["onnx.runtime"]},
-                {"name": "spinning", "try": ["runtime.spinning"]},
-            ],
-        }
-    )
-    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=60)
-    lock = read_lock(tmp_path / "out")
-    assert [e.optimizer for e in lock.entries] == ["onnx.runtime", "runtime.spinning"], result
-    loaded = accel.load(file, lock=tmp_path / "out")
+    lock, loaded, plain = optimized_session(tmp_path, "runtime.spinning")
+    assert [e.optimizer for e in lock.entries] == ["onnx.runtime", "runtime.spinning"], lock.entries
     assert _spins(loaded.model) == "1"
-    assert torch.allclose(loaded.forward(loaded.example_batch()), accel.load(file).forward(loaded.example_batch()))
+    assert torch.allclose(loaded.forward(loaded.example_batch()), plain.forward(loaded.example_batch()))

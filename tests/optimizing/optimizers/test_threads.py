@@ -4,7 +4,6 @@ put back after, and the lock re-applies the count it measured."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,10 @@ import torch
 import accel
 from accel.core.errors import AccelError, LockError
 from accel.core.machine import describe_machine
-from accel.optimizing.lock import Lock, LockEntry, apply_lock, file_sha256, read_lock, write_lock
+from accel.optimizing.lock import Lock, LockEntry, apply_lock, file_sha256, write_lock
 from accel.optimizing.optimizers import OPTIMIZERS, Context, make_config
 from accel.optimizing.optimizers.runtime_threads import ThreadCount, session_threads
-from accel.optimizing.recipes import parse_recipe
-from accel.optimizing.run import optimize
+from tests.optimizing.optimizers.sessions import optimized_session, rebuilt_bert
 
 PLANTED = Path(__file__).resolve().parents[2] / "planted"
 REAL = Path(__file__).resolve().parents[2] / "real"
@@ -164,27 +162,9 @@ def test_a_graph_runtime_model_is_built_again_at_the_count(pipeline, tmp_path, r
 @pytest.mark.slow
 def test_optimize_keeps_a_session_at_one_thread_and_the_lock_rebuilds_it_so(tmp_path):
     pytest.importorskip("onnxruntime")
-    torch.set_num_threads(2)  # the autouse fixture puts the count back
-    file = tmp_path / "tiny_ops.py"
-    shutil.copy(PLANTED / "hw_tiny_ops.py", file)
-    recipe = parse_recipe(
-        {
-            "name": "session-threads",
-            "target": "latency",
-            "order": "as_written",
-            # Kept whatever it measures (above 0.2x): this test is about the composition and the lock.
-            "keep": {"min_speedup": 0.2},
-            "rules": [
-                {"name": "runtime", "try": ["onnx.runtime"]},
-                {"name": "threads", "try": [{"optimizer": "runtime.threads", "params": {"threads": 1}}]},
-            ],
-        }
-    )
-    result = optimize(file, recipe, out_dir=tmp_path / "out", budget_seconds=60)
-    lock = read_lock(tmp_path / "out")
-    assert [e.optimizer for e in lock.entries] == ["onnx.runtime", "runtime.threads"], result
+    lock, loaded, _ = optimized_session(tmp_path, {"optimizer": "runtime.threads", "params": {"threads": 1}})
+    assert [e.optimizer for e in lock.entries] == ["onnx.runtime", "runtime.threads"], lock.entries
     assert lock.entries[1].state == {"threads": 1, "threads_before": 2}
-    loaded = accel.load(file, lock=tmp_path / "out")
     assert _runtime_threads(loaded.model) == 1 and loaded.forward_wrapper is None
 
 
@@ -192,13 +172,6 @@ def test_a_keyword_called_transformers_model_keeps_its_call_and_output_when_rebu
     """The corpus's padded BERT (dict batches called by keyword, a ModelOutput back) in ONNX Runtime,
     rebuilt at one thread: same call, same output class and values."""
     pytest.importorskip("onnxruntime")
-    torch.set_num_threads(2)  # the autouse fixture puts the count back
-    bert = accel.load(REAL / "bert_padded.py")
-    exporter, optimizer = OPTIMIZERS.get("onnx.runtime"), OPTIMIZERS.get("runtime.threads")
-    session = exporter.apply(bert, make_config(exporter, {}), context(tmp_path)).pipeline
-    applied = optimizer.apply(session, make_config(optimizer, {"threads": 1}), context(tmp_path))
-    assert _runtime_threads(applied.pipeline.model) == 1 and _runtime_threads(session.model) == 2
-    batch = bert.example_batch()
-    with torch.inference_mode():
-        expected, got = session.model(**batch), applied.pipeline.model(**batch)
+    session, rebuilt, expected, got = rebuilt_bert(tmp_path, "runtime.threads", {"threads": 1})
+    assert _runtime_threads(rebuilt) == 1 and _runtime_threads(session) == 2
     assert type(got) is type(expected) and torch.equal(got.last_hidden_state, expected.last_hidden_state)
