@@ -113,6 +113,16 @@ class Breaker(Optimizer):
         return [LevelConfig(level=n) for n in range(1, 9)] if config.level == 0 else []
 
 
+class SlowBreaker(Breaker):
+    """Breaker whose every rung takes 2 s, where the optimizer predicts nothing for its setup."""
+
+    name, slot = "test.slow_breaker", "test-slow-break"
+
+    def apply(self, pipeline, config, context):
+        time.sleep(1.0)
+        return super().apply(pipeline, config, context)
+
+
 class Base(_Marked):
     """A plain runtime: onnx.int8_dynamic's place."""
 
@@ -200,6 +210,7 @@ PLANTED_OPTIMIZERS = (
     ProcessWide,
     Quantizer,
     Breaker,
+    SlowBreaker,
     Base,
     Extender,
     _slow(1.5),
@@ -358,6 +369,18 @@ def test_safer_variants_that_never_pass_stop_at_their_share_and_the_others_are_t
     assert stopped.reason.startswith(f"safer variant (level={len(tried)}): not tried")
     cheap = next(step for step in result.steps if step.optimizer == "test.cheap")
     assert cheap.verdict is Verdict.ACCEPTED, cheap.reason
+
+
+def test_a_safer_variant_is_not_started_when_the_rung_before_took_more_than_is_left(tmp_path, fake_timing):
+    # GPT-2's fused int8 loop: the per-channel rung, predicted at 17 s, started with 21 s left, took 38 s
+    baseline = accel.load(PLANTED / "opt_dead_work.py")
+    began = time.perf_counter()
+    result = run_engine(baseline, _recipe("test.slow_breaker"), _context(tmp_path), budget_seconds=3)
+    rows = [step for step in result.steps if step.optimizer == "test.slow_breaker"]
+    assert rows[0].cause is Cause.GUARD and rows[1].verdict is Verdict.SKIPPED, rows
+    assert rows[1].reason.startswith("safer variant (level=1): needs ~"), rows[1].reason
+    assert "the rung before took 2 s" in rows[1].reason
+    assert time.perf_counter() - began < 3 + 1.5  # the first rung alone: not a second 2 s rung on top
 
 
 def test_an_int8_failure_at_every_rung_puts_the_other_int8_candidates_after_the_rest(tmp_path, fake_timing):

@@ -176,6 +176,21 @@ def ladder_stop(before: float, available: float) -> str | None:
     )
 
 
+def rung_shortfall(last_seconds: float, available: float) -> str | None:
+    """Why the next safer variant is not tried: the rung before it took `last_seconds` (its export,
+    quantization and guard, timed only briefly as it failed), more than the `available` seconds
+    left for trials; None while it fits. The variant rebuilds as much and, passing the guard, is
+    timed in full, so the rung before is the least it costs. (Predicted from the optimizer's
+    declared cost, GPT-2's fused int8 loop's per-channel rung was started with 21 s left, took
+    38 s and ran the search 10 s past its budget.)"""
+    if last_seconds <= available:
+        return None
+    return (
+        f"needs ~{math.ceil(last_seconds - available)} s more budget: the rung before took "
+        f"{last_seconds:.0f} s, {max(available, 0.0):.0f} s were left for trials"
+    )
+
+
 def after_guard_failure(queue: list[Planned], failed: Optimizer) -> tuple[list[Planned], str]:
     """The candidates still to try once `failed` failed the guard at every rung it tried: those whose
     arithmetic is as coarse as its or coarser (Optimizer.numerics) go after the others, in their

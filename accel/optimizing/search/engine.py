@@ -54,6 +54,7 @@ from accel.optimizing.search.budgeting import (
     ladder_stop,
     predicted_savings,
     primary_cure,
+    rung_shortfall,
     shortfall,
     tuners_first,
 )
@@ -172,12 +173,15 @@ class Search:
         sharing, before, model = max(self.left, 1), self._available(), self.chosen.get("model")
         self.left = max(self.left - 1, 0)
         self.narrator.start(candidate.optimizer)
+        started = now()
         step, config = self._try(rule, candidate, sharing)
         if step.cause is Cause.GUARD and config is not None:
             optimizer, held = OPTIMIZERS.get(candidate.optimizer), False
             for index, variant in enumerate(optimizer.safer_variants(config, self.context.machine)):
                 params = {**candidate.params, **changed_fields(config, variant)}
+                last, started = now() - started, now()
                 stop = ladder_stop(before, self._available()) if index else None
+                stop = stop or rung_shortfall(last, self._available())
                 if stop is not None:  # the others keep the rest of the budget
                     said = f"safer variant ({params_text(params)}): {stop}"
                     self._record(Step(candidate.optimizer, params, rule.name, SKIPPED, said))
