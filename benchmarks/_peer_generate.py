@@ -127,7 +127,7 @@ def prepare_generate(
     outside: set[str] = set()
     began = time.perf_counter()
     step_path = workdir / "step" / "step.onnx"
-    layout = export_step(case.model, ids, step_path, opset=17)
+    layout = export_step(case.model, ids, step_path, opset=17, reuse=False)  # accel's search exports its own
     export_seconds = time.perf_counter() - began
     for label, make, int8 in GENERATE_PEERS:
         folder = workdir / label.replace(" ", "-")

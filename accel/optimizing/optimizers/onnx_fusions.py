@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol
 
 from accel.core.errors import AccelError
 from accel.core.pipeline import Pipeline
-from accel.optimizing.optimizers import Applied, Context, register
+from accel.optimizing.optimizers import Applied, Context, _export_cache, register
 from accel.optimizing.optimizers._model_io import has_attention
 from accel.optimizing.optimizers._onnx_export import quiet
 from accel.optimizing.optimizers.onnx_runtime import OnnxConfig, _OnnxBase
@@ -159,6 +159,13 @@ def fuse(
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type, heads, hidden = fusion_shape(model, config)
+    exported = _export_cache.origin(fp32_path)  # fused once per export: see _export_cache
+    settings = repr((exported, "fused", model_type, heads, hidden, FUSION_OPT_LEVEL))
+    kept = _export_cache.reuse(model, settings, out_path) if exported is not None else None
+    if kept is not None:
+        fp32_path.unlink(missing_ok=True)
+        return kept
+    files_before = {p.name for p in out_path.parent.iterdir()}
     with quiet():
         fused = optimize_model(
             str(fp32_path), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=FUSION_OPT_LEVEL
@@ -169,13 +176,16 @@ def fuse(
     if not counts:
         out_path.unlink(missing_ok=True)
         raise no_match("no transformer subgraph matched (0 fused nodes)", hint)
-    return {
+    state = {
         "fused_nodes": counts,
         "fused_node_count": sum(counts.values()),
         "fusion_model_type": model_type,
         "num_heads": heads,
         "hidden_size": hidden,
     }
+    if exported is not None:
+        _export_cache.remember(model, settings, out_path, state, files_before)
+    return state
 
 
 class _FusionsBase(_OnnxBase):

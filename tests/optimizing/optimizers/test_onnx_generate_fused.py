@@ -100,7 +100,7 @@ def test_int8_is_taken_on_the_fused_step_and_the_guard_decides_on_the_tokens(gpt
     ops = _ops(tmp_path / applied.state["onnx_file"])
     assert ops["FastGelu"] == 4 and ops["SkipLayerNormalization"] == 8  # quantized on top of the fused kernels
     assert ops["MatMulInteger"] == applied.state["quantized_nodes"]["MatMulInteger"] >= 4 * 4
-    assert [path.name for path in tmp_path.iterdir()] == [applied.state["onnx_file"]]  # fp32 and fused removed
+    assert [path.name for path in tmp_path.glob("*.onnx")] == [applied.state["onnx_file"]]  # fp32 and fused removed
     failure = Validator(gpt2, per_sample_results=False).check(applied.pipeline, Guard())
     assert (failure.failure(Guard()) is None) == torch.equal(_tokens(applied.pipeline), _tokens(gpt2))
 
@@ -120,6 +120,37 @@ def _unfusable(prompt: torch.Tensor) -> accel.Pipeline:
         return model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
 
     return accel.Pipeline(model=model, inputs=(prompt[:, :8],), generate=generate, name="unfusable_gpt2")
+
+
+def test_the_step_is_exported_and_fused_once_for_every_candidate_and_rung(gpt2, tmp_path, monkeypatch):
+    """The export (17 s on GPT-2 small) and the fusion pass (19-30 s) are paid once per search: the
+    fused int8 loop's per-channel rung and the fused fp32 loop begin from copies of the first ones."""
+    from onnxruntime.transformers import optimizer as ort_optimizer
+
+    torch.manual_seed(1)  # a GPT-2 of its own: no other test's export of the module's model counts
+    model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=1024, eos_token_id=None)).eval()
+
+    def generate(model, ids):
+        return model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+
+    pipeline = accel.Pipeline(model=model, inputs=(gpt2.example_batch()[0][:, :8],), generate=generate)
+    calls = collections.Counter()
+    for module, name in ((torch.onnx, "export"), (ort_optimizer, "optimize_model")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: calls.update([name]) or real(*a, **k))
+    first = _apply("onnx.generate_fused_int8", pipeline, tmp_path)
+    rung = _apply("onnx.generate_fused_int8", pipeline, tmp_path, per_channel=True)
+    fp32 = _apply("onnx.generate_fused", pipeline, tmp_path)
+    assert calls == {"export": 1, "optimize_model": 1}
+    assert first.state["fused_nodes"] == rung.state["fused_nodes"] == fp32.state["fused_nodes"]
+    assert _ops(tmp_path / rung.state["onnx_file"]) == _ops(
+        tmp_path / first.state["onnx_file"]
+    )  # per channel: the same ops
+    assert torch.equal(_tokens(fp32.pipeline), _tokens(pipeline))
+    with torch.no_grad():  # a weight changed in place: the step is exported and fused afresh
+        model.lm_head.weight.mul_(2.0)
+    _apply("onnx.generate_fused", pipeline, tmp_path)
+    assert calls == {"export": 2, "optimize_model": 2}
 
 
 @pytest.mark.parametrize("name", ["onnx.generate_fused", "onnx.generate_fused_int8"])
