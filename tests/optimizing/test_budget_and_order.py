@@ -26,7 +26,7 @@ from accel.optimizing.optimizers import NUMERICS, OPTIMIZERS, Applied, Context, 
 from accel.optimizing.recipes.schema import Guard, parse_recipe
 from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, extends_closure, predicted_savings, shortfall
 from accel.optimizing.search.engine import SKIPPED, Search, run_engine
-from accel.optimizing.search.final import Timing
+from accel.optimizing.search.final import Timing, final_check
 from accel.optimizing.search.planning import Selection, select
 from accel.profiling.contention import Contention
 
@@ -700,3 +700,46 @@ def test_a_setting_of_what_the_model_slot_kept_is_tried_next_unless_the_cores_ar
     # nothing kept in the model slot: it applies to nothing
     alone = run_engine(baseline, _recipe("test.tuner", "test.cheap"), _context(tmp_path), budget_seconds=30)
     assert _steps(alone)["test.tuner"].verdict == Verdict.NOT_APPLICABLE
+
+
+def test_the_final_re_measure_reads_the_peaks_within_its_seconds():
+    """The peaks are read first and the comparison gets what is left of the re-measure's seconds:
+    read after a comparison that had taken them all, GPT-2's eager generate() under the profiler
+    ran the search 16 s past its budget."""
+    events: list[Any] = []
+
+    class SlowPeaks:
+        test = KeepTest()
+
+        def peaks(self, best, trial):
+            time.sleep(0.6)
+            events.append("peaks")
+            return 100, 80
+
+        def compare(self, best, trial, seconds, deadline=None):
+            events.append(("compare", seconds, deadline - time.perf_counter()))
+            samples = Measurement(tuple([0.01] * 7))
+            return Comparison(samples, samples, speedup=2.0, speedup_ci=(1.9, 2.1)), {}
+
+    composer = types.SimpleNamespace(baseline="eager", build=lambda chosen: ("trial", (), None))
+    final = final_check(SlowPeaks(), composer, {"model": None}, 2.0)
+    assert events[0] == "peaks"
+    _, seconds, left = events[1]
+    assert seconds <= 1.45 and left <= 1.45  # 2 s less the 0.6 s the peaks took
+    assert final.peaks == (100, 80) and not final.slower
+
+
+def test_a_trial_whose_setup_overran_its_slot_still_gets_the_rounds_a_comparison_takes(tmp_path):
+    """Its setup spent, a trial cut at 3 rounds cannot decide a 10% effect: its deadline moves on by a
+    comparison's rounds at the current best's speed, within what the budget leaves for trials."""
+    search = Search(
+        accel.load(PLANTED / "opt_dead_work.py"), _recipe("test.cheap"), _context(tmp_path), budget_seconds=60
+    )
+    search.costs = dataclasses.replace(search.costs, call_seconds=1.2, best_call_seconds=0.3)
+    began = time.perf_counter()
+    deadline = search._rounds_floor(began - 5.0)  # the slot ended while the setup ran
+    rounds = dataclasses.replace(search.costs, call_seconds=0.3).comparison_seconds()
+    assert rounds > 5.0 and deadline - began == pytest.approx(rounds, abs=0.5)
+    assert search._rounds_floor(began + 40.0) == began + 40.0  # a slot that holds them is left as it is
+    search.started = began - 55.0  # 5 s left: the floor stops at the budget's end
+    assert search._rounds_floor(began) <= began + 5.0 + 0.01
