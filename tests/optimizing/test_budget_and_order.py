@@ -610,7 +610,7 @@ def test_the_fusion_optimizers_extend_their_plain_runtimes():
     assert OPTIMIZERS.get("openvino.int8").extends == "openvino.runtime"
     # the generate loops in a graph runtime keep the KV cache on, and more: tried before it
     assert extends_closure(OPTIMIZERS.get("onnx.generate_fused_int8")) == {
-        "onnx.generate_fused",
+        "onnx.generate_int8",
         "onnx.generate",
         "generation.kv_cache",
     }

@@ -153,22 +153,32 @@ def fuse(
     config: FusionSettings,
     no_match: type[AccelError] = AccelError,
     hint: str = NO_MATCH_HINT,
+    shape_inference: bool = True,
 ) -> dict[str, Any]:
     """ORT's transformer fusions on `model`'s exported graph, written to `out_path`; what the lock
-    records. A graph where nothing matched is refused (`no_match`, with `hint`) and its files removed."""
+    records. A graph where nothing matched is refused (`no_match`, with `hint`) and its files removed.
+    `shape_inference`: ORT's symbolic shape inference between fusions (see fuse_step for where it is off)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type, heads, hidden = fusion_shape(model, config)
     exported = _export_cache.origin(fp32_path)  # fused once per export: see _export_cache
-    settings = repr((exported, "fused", model_type, heads, hidden, FUSION_OPT_LEVEL))
+    settings = repr((exported, "fused", model_type, heads, hidden, FUSION_OPT_LEVEL, shape_inference))
     kept = _export_cache.reuse(model, settings, out_path) if exported is not None else None
     if kept is not None:
         fp32_path.unlink(missing_ok=True)
         return kept
     files_before = {p.name for p in out_path.parent.iterdir()}
     with quiet():
+        options = FusionOptions(model_type)
+        options.enable_shape_inference = shape_inference
         fused = optimize_model(
-            str(fp32_path), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=FUSION_OPT_LEVEL
+            str(fp32_path),
+            model_type=model_type,
+            num_heads=heads,
+            hidden_size=hidden,
+            opt_level=FUSION_OPT_LEVEL,
+            optimization_options=options,
         )
         fused.save_model_to_file(str(out_path))
     counts = fused_nodes(op_counts(fp32_path, FUSED_OP_TYPES), op_counts(out_path, FUSED_OP_TYPES))

@@ -52,8 +52,14 @@ class GenerateFusedInt8Config(GenerateFusedConfig, GenerateInt8Config):
 
 def fuse_step(pipeline: Pipeline, fp32_path: Path, out_path: Path, config: GenerateFusedConfig) -> dict[str, Any]:
     """`onnx.fusions`' pass on the exported step, the fusion set read from the pipeline's model;
-    not applicable (NotApplicable) when no pattern matched."""
-    return fuse(pipeline.model, fp32_path, out_path, config, no_match=NotApplicable, hint=NO_MATCH_HINT)
+    not applicable (NotApplicable) when no pattern matched. Without ORT's symbolic shape inference:
+    on GPT-2 small's step it took 13 of the pass's 19 s (each of its five runs copies the weights),
+    and without it the same 24 SkipLayerNormalization nodes fused, the per-channel int8 loop gave
+    the same tokens at the same speed (573 against 580 ms a generate(), interleaved), and the
+    pass with the int8 quantization took 40 s against 61 s."""
+    return fuse(
+        pipeline.model, fp32_path, out_path, config, no_match=NotApplicable, hint=NO_MATCH_HINT, shape_inference=False
+    )
 
 
 def with_fused_notes(applied: Applied) -> Applied:
@@ -84,7 +90,9 @@ class OnnxGenerateFused(OnnxGenerate):
 class OnnxGenerateFusedInt8(OnnxGenerateInt8):
     name = "onnx.generate_fused_int8"
     numerics: ClassVar[str] = "int8"
-    extends = "onnx.generate_fused"
+    # onnx.generate_int8's quantization, on a fused step (as onnx.fusions_int8 extends onnx.int8_dynamic):
+    # tried just before it, and when kept the unfused int8 loop is not tried
+    extends = "onnx.generate_int8"
     description = "The generate loop in ONNX Runtime with the fused decode step quantized to int8 (quantize_dynamic)."
     Config = GenerateFusedInt8Config
     predicted_setup_calls: ClassVar[float] = 4.0  # the export, the fusion pass, then a pass over its weights
