@@ -182,10 +182,13 @@ def compare_interleaved(
     clock: Clock = now,
     sync: Callable[[], None] = _no_sync,
     deadline: float | None = None,
+    decided: Callable[[tuple[float, float]], bool] | None = None,
 ) -> Comparison:
     """Time two callables in alternating rounds (A B, B A, ...) so drift hits both alike.
     Past `deadline` (a `clock()` time) the rounds stop at the next round's end, min_rounds or not
-    (MIN_ROUNDS_BY_DEADLINE at least).
+    (MIN_ROUNDS_BY_DEADLINE at least). From min_rounds on, the rounds also stop once the interval
+    is narrow enough (`target_relative_half_width`) or, given `decided`, once it says the interval
+    settles the question asked (a keep threshold it lies wholly above or below).
 
     Before each timed call the callable runs `settle_calls` untimed calls: runtimes keep worker
     threads spinning after a call, which distorts whatever is timed right after another runtime.
@@ -228,6 +231,8 @@ def compare_interleaved(
                 break
             ratio, (low, high) = paired_ratio_ci(times[0], times[1])
             if (high - low) / 2.0 / ratio <= target_relative_half_width:
+                break
+            if decided is not None and decided((low, high)):
                 break
     ratio, ci = paired_ratio_ci(times[0], times[1])
     return Comparison(

@@ -124,3 +124,34 @@ def test_compare_interleaved_sees_a_planted_5x_gap():
         torch.set_num_threads(threads)
     assert comparison.faster_beyond(2.0)
     assert comparison.speedup_ci[0] <= comparison.speedup <= comparison.speedup_ci[1]
+
+
+def test_compare_interleaved_stops_once_the_interval_decides():
+    """Given `decided`, the rounds stop at the first round from min_rounds on whose interval it
+    accepts (a 4x gap clear of a 1.03x keep threshold), not at the end of the budget."""
+    ticks = [0.0]
+    rounds = {"n": 0}
+
+    def side(seconds):
+        def call():
+            rounds["n"] += 1
+            ticks[0] += seconds * (1.0 + 0.05 * (rounds["n"] % 3))  # noise: never 2% wide
+
+        return call
+
+    def compare(decided):
+        rounds["n"] = 0
+        return compare_interleaved(
+            side(1.0),
+            side(0.25),
+            warmup=1,
+            settle_calls=0,
+            min_rounds=7,
+            budget_seconds=1e9,
+            clock=lambda: ticks[0],
+            decided=decided,
+        )
+
+    assert compare(None).candidate.count > 20  # without it: rounds until the interval is 2% wide
+    stopped = compare(lambda ci: ci[0] > 1.03 or ci[1] < 1.03)
+    assert stopped.candidate.count == 7 and stopped.speedup_ci[0] > 1.03

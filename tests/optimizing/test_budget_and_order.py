@@ -243,7 +243,7 @@ def _speed(pipeline: Any) -> float:
 def fake_timing(monkeypatch):
     """Comparisons that take no time: the ratio of the planted speed-ups, a tight interval."""
 
-    def compare(self, best, trial, seconds, deadline=None):
+    def compare(self, best, trial, seconds, deadline=None, threshold=None):
         ratio = _speed(trial[0]) / _speed(best[0])
         samples = Measurement(tuple([0.01] * 7))
         return Comparison(samples, samples, speedup=ratio, speedup_ci=(ratio * 0.97, ratio * 1.03)), {}
@@ -404,7 +404,7 @@ def test_an_int8_failure_at_every_rung_puts_the_other_int8_candidates_after_the_
 
 
 def test_a_trial_that_failed_the_guard_is_timed_briefly_and_not_said_to_be_cut(tmp_path, monkeypatch):
-    def brief(self, best, trial, seconds, deadline=None):
+    def brief(self, best, trial, seconds, deadline=None, threshold=None):
         samples = Measurement((0.01, 0.01, 0.01))
         return Comparison(samples, samples, speedup=1.0, speedup_ci=(0.97, 1.03)), {}
 
@@ -471,7 +471,7 @@ def test_an_interval_too_wide_to_decide_is_too_noisy_never_kept():
 def test_the_summary_says_the_machine_was_too_busy(tmp_path, monkeypatch):
     from accel.optimizing.search import engine
 
-    def noisy(self, best, trial, seconds, deadline=None):
+    def noisy(self, best, trial, seconds, deadline=None, threshold=None):
         samples = Measurement(tuple([0.01] * 7))
         return Comparison(samples, samples, speedup=1.1, speedup_ci=(0.7, 1.6)), {}
 
@@ -716,7 +716,7 @@ def test_the_final_re_measure_reads_the_peaks_within_its_seconds():
             events.append("peaks")
             return 100, 80
 
-        def compare(self, best, trial, seconds, deadline=None):
+        def compare(self, best, trial, seconds, deadline=None, threshold=None):
             events.append(("compare", seconds, deadline - time.perf_counter()))
             samples = Measurement(tuple([0.01] * 7))
             return Comparison(samples, samples, speedup=2.0, speedup_ci=(1.9, 2.1)), {}
@@ -743,3 +743,19 @@ def test_a_trial_whose_setup_overran_its_slot_still_gets_the_rounds_a_comparison
     assert search._rounds_floor(began + 40.0) == began + 40.0  # a slot that holds them is left as it is
     search.started = began - 55.0  # 5 s left: the floor stops at the budget's end
     assert search._rounds_floor(began) <= began + 5.0 + 0.01
+
+
+def test_a_trial_is_timed_until_its_interval_decides_and_a_guard_failure_is_not(tmp_path, monkeypatch):
+    asked: dict[str, Any] = {}
+
+    def compare(self, best, trial, seconds, deadline=None, threshold=None):
+        breaks = any(c.optimizer == "test.int8_breaks" for c in trial[1])
+        asked.setdefault("test.int8_breaks" if breaks else "test.cheap", threshold)  # the trial, not the final
+        samples = Measurement(tuple([0.01] * 7))
+        ratio = _speed(trial[0]) / _speed(best[0])
+        return Comparison(samples, samples, speedup=ratio, speedup_ci=(ratio * 0.97, ratio * 1.03)), {}
+
+    monkeypatch.setattr(Timing, "compare", compare)
+    recipe = _recipe("test.cheap", "test.int8_breaks", order="as_written")
+    run_engine(accel.load(PLANTED / "opt_dead_work.py"), recipe, _context(tmp_path), budget_seconds=30)
+    assert asked == {"test.cheap": recipe.keep.min_speedup, "test.int8_breaks": None}  # failed the guard: timed briefly

@@ -339,7 +339,13 @@ class Search:
             deadline = self._rounds_floor(deadline)
         # A candidate that broke the outputs is timed only briefly: the table still shows its speed.
         seconds = MIN_COMPARE_SECONDS if failure else max(deadline - now(), MIN_COMPARE_SECONDS)
-        comparison, notes = self.timing.compare(self.best, (pipeline, choices), seconds, deadline=deadline)
+        # A trial decides keep or revert: its rounds stop once the interval is clear of the keep
+        # threshold (the memory target decides on peaks, timed for its slowdown bound: not stopped).
+        speed = not failure and self.timing.test.target != "memory"
+        threshold = self.timing.test.min_speedup if speed else None
+        comparison, notes = self.timing.compare(
+            self.best, (pipeline, choices), seconds, deadline=deadline, threshold=threshold
+        )
         memory_ratio = None
         if self.timing.test.target == "memory":
             base_peak, trial_peak = self.timing.peaks(self.best, (pipeline, choices))

@@ -46,12 +46,13 @@ class Timing:
         trial: tuple[Pipeline, tuple[Choice, ...]],
         seconds: float,
         deadline: float | None = None,
+        threshold: float | None = None,
     ) -> tuple[Comparison, dict[str, Any]]:
-        """Interleaved in this process (cut at `deadline`, see compare_pipelines); in fresh
-        processes rebuilt from the lock entries where the two sides differ in a process-wide
-        setting, which one process cannot hold for one side only."""
+        """Interleaved in this process (cut at `deadline`, stopped once the interval is clear of
+        `threshold`: see compare_pipelines); in fresh processes rebuilt from the lock entries where
+        the two sides differ in a process-wide setting, which one process cannot hold for one side only."""
         if process_wide_among(c.optimizer for c in best[1]) == process_wide_among(c.optimizer for c in trial[1]):
-            return compare_pipelines(self.measurer, best[0], trial[0], seconds, deadline), {}
+            return compare_pipelines(self.measurer, best[0], trial[0], seconds, deadline, threshold), {}
         timed = self.fresh.compare(best[1], trial[1], seconds)
         return timed.comparison, timed.notes()
 
