@@ -26,7 +26,7 @@ from accel.optimizing.optimizers import NUMERICS, OPTIMIZERS, Applied, Context, 
 from accel.optimizing.recipes.schema import Guard, parse_recipe
 from accel.optimizing.search.budgeting import PROCESS_WIDE_SHARE, Costs, extends_closure, predicted_savings, shortfall
 from accel.optimizing.search.engine import SKIPPED, Search, run_engine
-from accel.optimizing.search.final import Timing, final_check
+from accel.optimizing.search.final import MIN_COMPARE_SECONDS, Timing, final_check
 from accel.optimizing.search.planning import Selection, select
 from accel.profiling.contention import Contention
 
@@ -404,7 +404,10 @@ def test_an_int8_failure_at_every_rung_puts_the_other_int8_candidates_after_the_
 
 
 def test_a_trial_that_failed_the_guard_is_timed_briefly_and_not_said_to_be_cut(tmp_path, monkeypatch):
+    left: list[float] = []
+
     def brief(self, best, trial, seconds, deadline=None, threshold=None):
+        left.append(deadline - time.perf_counter())
         samples = Measurement((0.01, 0.01, 0.01))
         return Comparison(samples, samples, speedup=1.0, speedup_ci=(0.97, 1.03)), {}
 
@@ -412,6 +415,7 @@ def test_a_trial_that_failed_the_guard_is_timed_briefly_and_not_said_to_be_cut(t
     result = run_engine(accel.load(PLANTED / "opt_dead_work.py"), _recipe("test.int8_breaks"), _context(tmp_path))
     (step,) = result.steps
     assert step.cause is Cause.GUARD and "cut at the end" not in step.reason, step.reason
+    assert left and left[0] <= MIN_COMPARE_SECONDS  # its deadline too: not the fewest rounds of a comparison
 
 
 def test_a_safer_variant_that_holds_or_a_float_failure_moves_nothing(tmp_path, fake_timing):
