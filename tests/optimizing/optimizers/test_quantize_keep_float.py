@@ -89,7 +89,8 @@ def test_onnx_int8_dynamic_leaves_the_worst_layer_s_node_in_float(tmp_path):
     with torch.no_grad():
         exact = model(x)
     kept = compare_outputs(exact, applied.pipeline.model(x)).cosine
-    assert kept > compare_outputs(exact, plain.pipeline.model(x)).cosine and kept > 0.999
+    # 0.999 and more with VNNI; 0.996 against 0.81 on an AVX2-only EPYC (ORT's U8S8 kernels saturate there)
+    assert kept > compare_outputs(exact, plain.pipeline.model(x)).cosine and kept > 0.99
     ladder = optimizer.safer_variants(optimizer.Config(), describe_machine("cpu"))
     assert [r.keep_float for r in ladder[-2:]] == list(KEEP_FLOAT_LADDER)
 
