@@ -42,7 +42,8 @@ def optimized(tmp_path_factory):
     torch.save(namespace["model"].state_dict(), folder / "weights.pt")
     file = folder / "wide_mlp.py"
     file.write_text((PLANTED / "opt_wide_mlp.py").read_text() + LOAD_CHECKPOINT)
-    result = optimize(file, parse_recipe(INT8_RECIPE), out_dir=folder / "out", budget_seconds=30)
+    # 60 s: on AVX2 without VNNI the first two int8 rungs miss the guard and reduce_range passes
+    result = optimize(file, parse_recipe(INT8_RECIPE), out_dir=folder / "out", budget_seconds=60)
     return file, folder / "out", result
 
 
