@@ -113,7 +113,7 @@ def profile_pipeline(
         from accel.core.calibration import calibrated_machine
 
         progress("calibrating the machine (once per machine and torch version)")
-        machine = calibrated_machine(machine)
+        machine = calibrated_machine(machine, progress=lambda message, fraction: progress(message))
     from accel.profiling.hardware import PASS_WEIGHTS, hardware_passes, start_profiler
     from accel.profiling.trace import TRACED_BATCHES, trace_pipeline
 
@@ -197,7 +197,7 @@ def profile_onnx_file(
         from accel.core.calibration import calibrated_machine
 
         progress("calibrating the machine (once per machine and torch version)")
-        machine = calibrated_machine(machine)
+        machine = calibrated_machine(machine, progress=lambda message, fraction: progress(message))
     try:
         data = profile_onnx(path, machine, dynamic_dims=dynamic_dims, progress=progress, budget_seconds=budget_seconds)
     except PassesInterrupted as stop:  # Ctrl-C or SIGTERM once the model was timed: keep the timing

@@ -110,7 +110,10 @@ def test_a_slow_model_profiles_within_its_budget(tmp_path, fresh_cache):
     report = json.loads(report_path.read_text())
     budget = report["budget"]
     assert budget["spent_seconds"] <= BUDGET_SECONDS * 1.1 + 0.5, budget
-    assert elapsed < BUDGET_SECONDS * 1.1 + imports + STARTUP_SECONDS, (elapsed, imports, budget)
+    # Calibration is outside the budget: when the cached one no longer matches the machine's quick
+    # check (seen once at 18.6 s on an AVX2 EPYC in the slow suite), the profile says so and calibrates.
+    if "calibrating again" not in done.stderr:
+        assert elapsed < BUDGET_SECONDS * 1.1 + imports + STARTUP_SECONDS, (elapsed, imports, budget, done.stderr)
     assert {p["name"] for p in budget["passes"]} >= {"stages", "cost", "memory", "trace"}
     assert all(p["calls"] >= 1 for p in budget["passes"] if p["name"] != "dtypes")
     assert budget["cut_short"]  # ten calls do not fit in four seconds
