@@ -179,8 +179,10 @@ def ladder_stop(before: float, available: float) -> str | None:
 def rung_shortfall(last_seconds: float, available: float) -> str | None:
     """Why the next safer variant is not tried: the rung before it took `last_seconds` (its export,
     quantization and guard, timed only briefly as it failed), more than the `available` seconds
-    left for trials; None while it fits. The variant rebuilds as much and, passing the guard, is
-    timed in full, so the rung before is the least it costs. (Predicted from the optimizer's
+    left for trials; None while it fits. Passing the guard, the variant is timed in full; it reuses
+    the rung before's export and fusion pass (optimizers/_export_cache.py), so the rung before
+    overstates it where those were most of its cost (GPT-2's fused step: export and fusion 23 s of a
+    54-68 s first rung), and a variant that would fit may be skipped. (Predicted from the optimizer's
     declared cost, GPT-2's fused int8 loop's per-channel rung was started with 21 s left, took
     38 s and ran the search 10 s past its budget.)"""
     if last_seconds <= available:
