@@ -55,9 +55,16 @@ def _leftover_processes() -> list[tuple[int, str]]:
     ]
 
 
+def _is_xdist_controller(config) -> bool:
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """No test may leave a process behind: any still alive at the end is killed and fails the run."""
-    if not _CACHE_ROOT or not os.path.isdir("/proc"):
+    """No test may leave a process behind: any still alive at the end is killed and fails the run.
+
+    Under pytest-xdist each worker checks its own session; the controller, whose workers inherited
+    its cache root, runs no tests and checks nothing."""
+    if not _CACHE_ROOT or not os.path.isdir("/proc") or _is_xdist_controller(session.config):
         return
     leftovers = _leftover_processes()
     for pid, _ in leftovers:
