@@ -179,12 +179,14 @@ def ladder_stop(before: float, available: float) -> str | None:
 def rung_shortfall(last_seconds: float, available: float) -> str | None:
     """Why the next safer variant is not tried: the rung before it took `last_seconds` (its export,
     quantization and guard, timed only briefly as it failed), more than the `available` seconds
-    left for trials; None while it fits. Passing the guard, the variant is timed in full; it reuses
-    the rung before's export and fusion pass (optimizers/_export_cache.py), so the rung before
-    overstates it where those were most of its cost (GPT-2's fused step: export and fusion 23 s of a
-    54-68 s first rung), and a variant that would fit may be skipped. (Predicted from the optimizer's
-    declared cost, GPT-2's fused int8 loop's per-channel rung was started with 21 s left, took
-    38 s and ran the search 10 s past its budget.)"""
+    left for trials; None while it fits. Passing the guard, the variant is timed in full. It reuses
+    the rung before's export and fusion pass (optimizers/_export_cache.py) but may quantize more
+    slowly: on GPT-2's fused step the reused export and fusion were 23 s of a 54-68 s first rung,
+    and the per-channel rung's own quantizer 17-21 s more than the per-tensor one's (27-34 s, a
+    Python loop over 133,201 output channels), so both rungs took 50-68 s on a 2-core AVX2 EPYC and
+    the rung before is the better guess; subtracting the reused share would start a rung that
+    overruns. (Predicted from the optimizer's declared cost, that per-channel rung was started
+    with 21 s left, took 38 s and ran the search 10 s past its budget.)"""
     if last_seconds <= available:
         return None
     return (
