@@ -59,23 +59,40 @@ def _is_xdist_controller(config) -> bool:
     return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
 
 
+# Leftovers the pytest-xdist workers found, reported by the controller (a worker's own terminal output
+# and exit status do not reach the run's).
+_WORKER_LEFTOVERS: list[str] = []
+
+
 def pytest_sessionfinish(session, exitstatus):
     """No test may leave a process behind: any still alive at the end is killed and fails the run.
 
-    Under pytest-xdist each worker checks its own session; the controller, whose workers inherited
-    its cache root, runs no tests and checks nothing."""
-    if not _CACHE_ROOT or not os.path.isdir("/proc") or _is_xdist_controller(session.config):
+    Under pytest-xdist each worker checks its own session and hands what it found to the controller
+    (pytest_testnodedown), which runs no tests: its workers inherited its cache root."""
+    if not _CACHE_ROOT or not os.path.isdir("/proc"):
         return
-    leftovers = _leftover_processes()
-    for pid, _ in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    if leftovers:
-        lines = "\n".join(f"  {pid}: {cmd}" for pid, cmd in leftovers)
-        session.config.get_terminal_writer().line(f"processes left running by the tests (killed):\n{lines}", red=True)
+    if _is_xdist_controller(session.config):
+        lines = _WORKER_LEFTOVERS
+    else:
+        leftovers = _leftover_processes()
+        for pid, _ in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        lines = [f"  {pid}: {cmd}" for pid, cmd in leftovers]
+        if hasattr(session.config, "workerinput"):
+            session.config.workeroutput["leftovers"] = lines
+    if lines:
+        text = "\n".join(lines)
+        session.config.get_terminal_writer().line(f"\nprocesses left running by the tests (killed):\n{text}", red=True)
         session.exitstatus = 1
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's: a worker ended; keep the leftovers it found."""
+    _WORKER_LEFTOVERS.extend(getattr(node, "workeroutput", {}).get("leftovers", []))
 
 
 def pytest_unconfigure(config):
