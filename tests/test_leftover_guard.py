@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "two xdist workers"])
 def test_a_process_left_running_fails_the_run_and_is_ended(tmp_path, workers):
-    marker = f"{uuid.uuid4().hex}"
+    marker = uuid.uuid4().hex
     (tmp_path / "test_leaks.py").write_text(
         "import subprocess, sys\n"
         "def test_leaks():\n"
